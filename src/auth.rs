@@ -1,0 +1,92 @@
+//! API-key authentication for REST requests and the WebSocket upgrade.
+
+use hyper::Request;
+use subtle::ConstantTimeEq;
+
+/// The header carrying the key.
+pub const API_KEY_HEADER: &str = "x-api-key";
+/// The query parameter browsers use on the upgrade, where they cannot set headers.
+pub const API_KEY_QUERY: &str = "api_key";
+
+/// The accepted keys; empty means authentication is off.
+#[derive(Clone, Debug, Default)]
+pub struct ApiKeys(Vec<Box<[u8]>>);
+
+impl ApiKeys {
+    pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
+        Self(
+            keys.into_iter()
+                .map(|key| key.as_ref().trim().as_bytes().into())
+                .filter(|key: &Box<[u8]>| !key.is_empty())
+                .collect(),
+        )
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.0.is_empty()
+    }
+
+    /// Compares against every key in constant time, so timing tells nothing
+    /// about which key, or how much of one, matched.
+    pub fn accepts(&self, candidate: &[u8]) -> bool {
+        self.0
+            .iter()
+            .fold(subtle::Choice::from(0), |found, key| found | key.as_ref().ct_eq(candidate))
+            .into()
+    }
+
+    /// Whether a REST request may proceed: the key must be in the header.
+    pub fn allows_rest<B>(&self, request: &Request<B>) -> bool {
+        !self.enabled() || header_key(request).is_some_and(|key| self.accepts(key))
+    }
+
+    /// Whether an upgrade may proceed: the key may be in the header or,
+    /// for browsers, in `?api_key=`.
+    pub fn allows_upgrade<B>(&self, request: &Request<B>) -> bool {
+        if !self.enabled() {
+            return true;
+        }
+        if let Some(key) = header_key(request) {
+            return self.accepts(key);
+        }
+        form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
+            .any(|(name, value)| name == API_KEY_QUERY && self.accepts(value.as_bytes()))
+    }
+}
+
+fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
+    request.headers().get(API_KEY_HEADER).map(|value| value.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str, header: Option<&str>) -> Request<()> {
+        let mut builder = Request::builder().uri(uri);
+        if let Some(key) = header {
+            builder = builder.header(API_KEY_HEADER, key);
+        }
+        builder.body(()).unwrap()
+    }
+
+    #[test]
+    fn disabled_without_keys() {
+        let keys = ApiKeys::new(Vec::<String>::new());
+        assert!(!keys.enabled());
+        assert!(keys.allows_rest(&request("/topics", None)));
+    }
+
+    #[test]
+    fn any_listed_key_is_accepted() {
+        let keys = ApiKeys::new(["alpha", " beta ", ""]);
+        assert!(keys.accepts(b"alpha") && keys.accepts(b"beta"));
+        assert!(!keys.accepts(b"alph") && !keys.accepts(b"") && !keys.accepts(b"alphax"));
+        assert!(keys.allows_rest(&request("/topics", Some("beta"))));
+        assert!(!keys.allows_rest(&request("/topics?api_key=beta", None)));
+        assert!(keys.allows_upgrade(&request("/ws?x=1&api_key=beta", None)));
+        assert!(keys.allows_upgrade(&request("/ws?api_key=al%70ha", None)));
+        assert!(!keys.allows_upgrade(&request("/ws?api_key=wrong", None)));
+        assert!(!keys.allows_upgrade(&request("/ws?api_key=beta", Some("wrong"))));
+    }
+}

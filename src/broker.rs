@@ -1,0 +1,355 @@
+//! Topics, their subscribers and replay rings, and the fan-out.
+//!
+//! Topics live in a sharded `DashMap`. Each topic serialises its own
+//! publishes under one short lock: the event is numbered, encoded once into
+//! a shared `Bytes`, kept in the replay ring and pushed into every
+//! subscriber's outbox. That one lock is what gives every subscriber the same
+//! order and lets a subscriber join with a replay and no gap or duplicate.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use dashmap::DashMap;
+
+use crate::metrics::Metrics;
+use crate::outbox::{Delivery, Outbox};
+use crate::protocol::{self, Message, Timestamp};
+
+/// Longest topic name accepted.
+pub const MAX_TOPIC_NAME_LEN: usize = 255;
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum BrokerError {
+    #[error("topic name must be 1-{MAX_TOPIC_NAME_LEN} characters from A-Z a-z 0-9 _ - . :")]
+    InvalidTopicName,
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' not found")]
+    TopicNotFound(String),
+    #[error("server is shutting down")]
+    ShuttingDown,
+}
+
+/// Whether `name` is a valid topic name.
+pub fn is_valid_topic_name(name: &str) -> bool {
+    (1..=MAX_TOPIC_NAME_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// Identifies one connection's subscription in a topic.
+pub type ConnectionId = u64;
+
+pub struct Broker {
+    topics: DashMap<Arc<str>, Arc<Topic>>,
+    ring_capacity: usize,
+    accepting_publishes: AtomicBool,
+    metrics: Arc<Metrics>,
+}
+
+pub struct Topic {
+    name: Arc<str>,
+    state: Mutex<TopicState>,
+    /// Events published so far; readable without the topic lock.
+    messages: AtomicU64,
+}
+
+#[derive(Default)]
+struct TopicState {
+    seq: u64,
+    ring: VecDeque<Bytes>,
+    subscribers: Vec<(ConnectionId, Arc<Outbox>)>,
+    deleted: bool,
+}
+
+/// One row of `GET /topics` and `GET /stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub name: Arc<str>,
+    pub subscribers: usize,
+    pub messages: u64,
+}
+
+impl Broker {
+    /// A broker keeping `ring_capacity` events per topic for replay.
+    pub fn new(ring_capacity: usize, metrics: Arc<Metrics>) -> Self {
+        Self {
+            topics: DashMap::new(),
+            ring_capacity,
+            accepting_publishes: AtomicBool::new(true),
+            metrics,
+        }
+    }
+
+    pub fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+        if !is_valid_topic_name(name) {
+            return Err(BrokerError::InvalidTopicName);
+        }
+        match self.topics.entry(Arc::from(name)) {
+            dashmap::Entry::Occupied(_) => Err(BrokerError::TopicExists(name.to_owned())),
+            dashmap::Entry::Vacant(slot) => {
+                let key = slot.key().clone();
+                slot.insert(Arc::new(Topic {
+                    name: key,
+                    state: Mutex::new(TopicState {
+                        ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
+                        ..TopicState::default()
+                    }),
+                    messages: AtomicU64::new(0),
+                }));
+                tracing::info!(topic = name, "topic created");
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes a topic; its subscribers get `info topic_deleted` and are
+    /// unsubscribed (their connections stay open).
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let (_, topic) = self
+            .topics
+            .remove(name)
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_owned()))?;
+        let subscribers = {
+            let mut state = topic.lock();
+            state.deleted = true;
+            state.ring.clear();
+            std::mem::take(&mut state.subscribers)
+        };
+        let notice = protocol::info(Some(name), "topic_deleted");
+        for (_, outbox) in &subscribers {
+            outbox.push_control(notice.clone());
+        }
+        tracing::info!(topic = name, subscribers = subscribers.len(), "topic deleted");
+        Ok(())
+    }
+
+    pub fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        self.topics
+            .get(name)
+            .map(|entry| entry.value().clone())
+            .ok_or_else(|| BrokerError::TopicNotFound(name.to_owned()))
+    }
+
+    /// Publishes a message to a topic and returns its `seq`. When this
+    /// returns, the event is in the replay ring and in every current
+    /// subscriber's outbox.
+    pub fn publish(&self, topic: &str, message: &Message<'_>) -> Result<u64, BrokerError> {
+        if !self.accepting_publishes.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(self.deliver(&*self.topic(topic)?, message))
+    }
+
+    /// The one entry point for "an event for topic X" into the fan-out.
+    pub fn deliver(&self, topic: &Topic, message: &Message<'_>) -> u64 {
+        let ts = Timestamp::now();
+        let mut state = topic.lock();
+        if state.deleted {
+            // Deleted between lookup and lock: nobody can observe it.
+            return state.seq;
+        }
+        state.seq += 1;
+        let seq = state.seq;
+        let frame = protocol::event(&topic.name, message, seq, ts);
+        if self.ring_capacity > 0 {
+            if state.ring.len() == self.ring_capacity {
+                state.ring.pop_front();
+            }
+            state.ring.push_back(frame.clone());
+        }
+        let (mut delivered, mut dropped, mut overflowed) = (0, 0, 0);
+        state.subscribers.retain(|(_, outbox)| match outbox.push_event(&frame) {
+            Delivery::Queued => {
+                delivered += 1;
+                true
+            }
+            Delivery::QueuedDroppingOldest => {
+                delivered += 1;
+                dropped += 1;
+                true
+            }
+            Delivery::Overflowed => {
+                overflowed += 1;
+                false
+            }
+            Delivery::Closed => false,
+        });
+        drop(state);
+        topic.messages.fetch_add(1, Ordering::Relaxed);
+        self.metrics.record_publish(delivered, dropped, overflowed);
+        seq
+    }
+
+    /// Stops accepting publishes (graceful shutdown).
+    pub fn stop_publishes(&self) {
+        self.accepting_publishes.store(false, Ordering::Release);
+    }
+
+    /// Every topic with its counts, sorted by name.
+    pub fn summaries(&self) -> Vec<TopicSummary> {
+        let mut summaries: Vec<_> = self.topics.iter().map(|entry| entry.value().summary()).collect();
+        summaries.sort_by(|a, b| a.name.cmp(&b.name));
+        summaries
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.len()
+    }
+}
+
+impl Topic {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Subscribes a connection: queues `ack`, then up to `last_n` replayed
+    /// events oldest first, then joins the live stream, all under the topic
+    /// lock so no publish can fall between replay and live. Returns false if
+    /// the topic was deleted meanwhile; subscribing twice is a no-op.
+    pub fn subscribe(&self, id: ConnectionId, outbox: &Arc<Outbox>, ack: Bytes, last_n: usize) -> bool {
+        let mut state = self.lock();
+        if state.deleted {
+            return false;
+        }
+        outbox.push_control(ack);
+        if state.subscribers.iter().any(|(existing, _)| *existing == id) {
+            return true;
+        }
+        let skip = state.ring.len().saturating_sub(last_n);
+        outbox.push_replay(state.ring.iter().skip(skip));
+        state.subscribers.push((id, outbox.clone()));
+        true
+    }
+
+    /// Removes a connection's subscription, if it has one.
+    pub fn unsubscribe(&self, id: ConnectionId) {
+        let mut state = self.lock();
+        if let Some(index) = state.subscribers.iter().position(|(existing, _)| *existing == id) {
+            state.subscribers.swap_remove(index);
+        }
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.lock().deleted
+    }
+
+    pub fn summary(&self) -> TopicSummary {
+        TopicSummary {
+            name: self.name.clone(),
+            subscribers: self.lock().subscribers.len(),
+            messages: self.messages.load(Ordering::Relaxed),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TopicState> {
+        // Every critical section leaves the state consistent, so a panic
+        // elsewhere must not wedge the topic.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::SlowConsumerPolicy;
+
+    const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+    fn broker(ring: usize) -> Broker {
+        Broker::new(ring, Arc::new(Metrics::default()))
+    }
+
+    fn message() -> Message<'static> {
+        Message { id: ID.into(), payload: simd_json::BorrowedValue::from(1) }
+    }
+
+    fn outbox(capacity: usize) -> Arc<Outbox> {
+        Arc::new(Outbox::new(capacity, SlowConsumerPolicy::Disconnect))
+    }
+
+    #[test]
+    fn topic_names_follow_the_contract() {
+        assert!(is_valid_topic_name("orders.eu-1:v2_x"));
+        assert!(is_valid_topic_name(&"a".repeat(255)));
+        for bad in ["", "a b", "a/b", "é", &"a".repeat(256)] {
+            assert!(!is_valid_topic_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn create_delete_and_duplicates() {
+        let broker = broker(10);
+        broker.create_topic("t").unwrap();
+        assert_eq!(broker.create_topic("t"), Err(BrokerError::TopicExists("t".into())));
+        assert_eq!(broker.create_topic("bad name"), Err(BrokerError::InvalidTopicName));
+        broker.delete_topic("t").unwrap();
+        assert_eq!(broker.delete_topic("t"), Err(BrokerError::TopicNotFound("t".into())));
+        assert_eq!(broker.topic_count(), 0);
+    }
+
+    #[test]
+    fn replay_then_live_in_order_and_ring_is_bounded() {
+        let broker = broker(3);
+        broker.create_topic("t").unwrap();
+        for _ in 0..5 {
+            broker.publish("t", &message()).unwrap();
+        }
+        let topic = broker.topic("t").unwrap();
+        let outbox = outbox(16);
+        assert!(topic.subscribe(1, &outbox, Bytes::from_static(b"ack"), 10));
+        assert_eq!(broker.publish("t", &message()), Ok(6));
+        let mut batch = VecDeque::new();
+        outbox.take_all(&mut batch);
+        let seqs: Vec<_> = batch
+            .iter()
+            .skip(1)
+            .map(|queued| {
+                let text = String::from_utf8_lossy(&queued.frame);
+                text.split("\"seq\":").nth(1).unwrap().split(',').next().unwrap().parse::<u64>().unwrap()
+            })
+            .collect();
+        assert_eq!(&batch[0].frame[..], b"ack");
+        assert_eq!(seqs, [3, 4, 5, 6]);
+        assert_eq!(topic.summary().messages, 6);
+    }
+
+    #[test]
+    fn deletion_notifies_and_unsubscribes() {
+        let broker = broker(3);
+        broker.create_topic("t").unwrap();
+        let topic = broker.topic("t").unwrap();
+        let outbox = outbox(16);
+        topic.subscribe(1, &outbox, Bytes::from_static(b"ack"), 0);
+        broker.delete_topic("t").unwrap();
+        assert!(topic.is_deleted());
+        assert!(!topic.subscribe(2, &outbox, Bytes::from_static(b"ack"), 0));
+        let mut batch = VecDeque::new();
+        outbox.take_all(&mut batch);
+        assert_eq!(batch.len(), 2);
+        assert!(String::from_utf8_lossy(&batch[1].frame).contains("topic_deleted"));
+        assert_eq!(broker.publish("t", &message()), Err(BrokerError::TopicNotFound("t".into())));
+    }
+
+    #[test]
+    fn overflowing_subscriber_is_dropped_and_others_continue() {
+        let broker = broker(0);
+        broker.create_topic("t").unwrap();
+        let topic = broker.topic("t").unwrap();
+        let (slow, fast) = (outbox(1), outbox(100));
+        topic.subscribe(1, &slow, Bytes::from_static(b"ack"), 0);
+        topic.subscribe(2, &fast, Bytes::from_static(b"ack"), 0);
+        let mut batch = VecDeque::new();
+        slow.take_all(&mut batch);
+        for _ in 0..3 {
+            broker.publish("t", &message()).unwrap();
+        }
+        assert_eq!(topic.summary().subscribers, 1);
+        assert_eq!(fast.len(), 4);
+        broker.stop_publishes();
+        assert_eq!(broker.publish("t", &message()), Err(BrokerError::ShuttingDown));
+    }
+}

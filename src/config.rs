@@ -1,0 +1,118 @@
+//! Runtime configuration: every setting is a command-line flag with an
+//! environment-variable fallback, named as in the wire contract.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+
+/// What the broker does when a subscriber's queue is full.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+#[value(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Send `SLOW_CONSUMER`, then close the connection with 1008.
+    Disconnect,
+    /// Drop the oldest queued events to make room for the new one.
+    DropOldest,
+}
+
+/// ringcast: an in-memory WebSocket + REST publish/subscribe broker.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ringcast", version, about)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "HOST", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
+    pub host: IpAddr,
+
+    /// Port to listen on (0 picks a free port).
+    #[arg(long, env = "PORT", default_value_t = 8080)]
+    pub port: u16,
+
+    /// Accepted API keys, comma-separated; unset turns authentication off.
+    #[arg(long, env = "API_KEY", value_delimiter = ',', hide_env_values = true)]
+    pub api_key: Vec<String>,
+
+    /// Per-subscriber queue bound, in events.
+    #[arg(long, env = "SUBSCRIBER_QUEUE_SIZE", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub subscriber_queue_size: u32,
+
+    /// What to do with a subscriber whose queue is full.
+    #[arg(long, env = "SLOW_CONSUMER_POLICY", value_enum, default_value_t = SlowConsumerPolicy::Disconnect)]
+    pub slow_consumer_policy: SlowConsumerPolicy,
+
+    /// Events kept per topic for `last_n` replay.
+    #[arg(long, env = "RING_BUFFER_SIZE", default_value_t = 100)]
+    pub ring_buffer_size: u32,
+
+    /// Period of the `info` heartbeat and WebSocket ping; peers silent for two periods are closed.
+    #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
+    pub heartbeat_interval: Duration,
+
+    /// Largest accepted WebSocket message or REST body, in bytes.
+    #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 1 << 20,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_message_size: u32,
+
+    /// Budget for flushing queued events on SIGTERM/SIGINT before sockets are closed.
+    #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The address the listener binds.
+    pub fn listen_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.host, self.port)
+    }
+
+    /// A configuration built from flags only, ignoring the environment's
+    /// defaults for anything not given; handy for embedding and tests.
+    pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::try_parse_from(std::iter::once("ringcast".into()).chain(args.into_iter().map(Into::into)))
+    }
+}
+
+fn parse_positive_duration(text: &str) -> Result<Duration, String> {
+    match humantime::parse_duration(text) {
+        Ok(duration) if duration.is_zero() => Err("must be greater than zero".into()),
+        Ok(duration) => Ok(duration),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::from_args(Vec::<String>::new()).unwrap();
+        assert_eq!(config.port, 8080);
+        assert!(config.api_key.is_empty());
+        assert_eq!(config.subscriber_queue_size, 1024);
+        assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::Disconnect);
+        assert_eq!(config.ring_buffer_size, 100);
+        assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
+        assert_eq!(config.max_message_size, 1_048_576);
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn durations_and_lists_parse() {
+        let config = Config::from_args([
+            "--heartbeat-interval", "500ms", "--shutdown-timeout", "2m",
+            "--api-key", "a,b", "--slow-consumer-policy", "drop_oldest",
+        ])
+        .unwrap();
+        assert_eq!(config.heartbeat_interval, Duration::from_millis(500));
+        assert_eq!(config.shutdown_timeout, Duration::from_secs(120));
+        assert_eq!(config.api_key, ["a", "b"]);
+        assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::DropOldest);
+        assert!(Config::from_args(["--heartbeat-interval", "0s"]).is_err());
+        assert!(Config::from_args(["--subscriber-queue-size", "0"]).is_err());
+    }
+}

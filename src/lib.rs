@@ -1,0 +1,32 @@
+//! ringcast: an in-memory WebSocket + REST publish/subscribe broker built
+//! for fan-out throughput.
+//!
+//! Module map, from the wire inwards:
+//!
+//! - [`server`]: the listener, one hyper service for REST and the upgrade,
+//!   graceful shutdown.
+//! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
+//! - [`ws`]: a WebSocket connection: reader (client frames to broker calls)
+//!   and writer task (outbox to vectored writes, heartbeat, close).
+//! - [`auth`]: API keys, compared in constant time.
+//! - [`protocol`]: client frame parsing and server frame encoding.
+//! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
+//! - [`outbox`]: a connection's bounded queue of encoded frames and the
+//!   slow-consumer policy.
+//! - [`metrics`]: process-wide counters.
+//! - [`state`]: the shared state, in one `Arc`.
+//! - [`config`]: flags with environment fallbacks.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod metrics;
+pub mod outbox;
+pub mod protocol;
+pub mod rest;
+pub mod server;
+pub mod state;
+pub mod ws;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,99 @@
+//! Process-wide counters, reported by `GET /health` and `GET /stats`.
+//!
+//! The fan-out adds its counts once per publish, not once per delivery, and
+//! each hot counter sits on its own cache line so cores do not fight over it.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+use serde::Serialize;
+
+#[derive(Default)]
+pub struct Metrics {
+    connections_open: CachePadded<AtomicU64>,
+    connections_total: AtomicU64,
+    published: CachePadded<AtomicU64>,
+    delivered: CachePadded<AtomicU64>,
+    dropped: AtomicU64,
+    slow_consumer_disconnects: AtomicU64,
+}
+
+/// A point-in-time copy of the counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    pub connections: u64,
+    pub connections_total: u64,
+    pub published: u64,
+    pub delivered: u64,
+    pub dropped: u64,
+    pub slow_consumer_disconnects: u64,
+}
+
+impl Metrics {
+    /// Counts one publish and what its fan-out did.
+    pub fn record_publish(&self, delivered: u64, dropped: u64, overflowed: u64) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        if delivered > 0 {
+            self.delivered.fetch_add(delivered, Ordering::Relaxed);
+        }
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
+        if overflowed > 0 {
+            self.slow_consumer_disconnects.fetch_add(overflowed, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts an open WebSocket connection until the guard is dropped.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections_open.fetch_add(1, Ordering::Relaxed);
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            connections: self.connections_open.load(Ordering::Relaxed),
+            connections_total: self.connections_total.load(Ordering::Relaxed),
+            published: self.published.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
+            dropped: self.dropped.load(Ordering::Relaxed),
+            slow_consumer_disconnects: self.slow_consumer_disconnects.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_publishes_and_connections() {
+        let metrics = Arc::new(Metrics::default());
+        metrics.record_publish(3, 1, 2);
+        let guard = metrics.connection_opened();
+        assert_eq!(metrics.snapshot().connections, 1);
+        drop(guard);
+        let snapshot = metrics.snapshot();
+        assert_eq!(
+            snapshot,
+            Snapshot {
+                connections: 0,
+                connections_total: 1,
+                published: 1,
+                delivered: 3,
+                dropped: 1,
+                slow_consumer_disconnects: 2
+            }
+        );
+    }
+}

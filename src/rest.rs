@@ -1,0 +1,237 @@
+//! The REST API: topic management, publishing over HTTP, health and stats.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use simd_json::BorrowedValue;
+
+use crate::broker::BrokerError;
+use crate::metrics::Snapshot;
+use crate::protocol;
+use crate::state::AppState;
+
+/// Every response body: small and fully buffered.
+pub type Body = Full<Bytes>;
+
+#[derive(Serialize)]
+struct TopicChange<'a> {
+    status: &'static str,
+    topic: &'a str,
+}
+
+#[derive(Serialize)]
+struct Published<'a> {
+    status: &'static str,
+    topic: &'a str,
+    seq: u64,
+}
+
+#[derive(Serialize)]
+struct TopicList<'a> {
+    topics: Vec<TopicRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct TopicRow<'a> {
+    name: &'a str,
+    subscribers: usize,
+    messages: u64,
+}
+
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    uptime_sec: u64,
+    topics: usize,
+    subscribers: usize,
+    connections: u64,
+}
+
+#[derive(Serialize)]
+struct Stats<'a> {
+    topics: BTreeMap<&'a str, TopicStats>,
+    #[serde(flatten)]
+    totals: Snapshot,
+}
+
+#[derive(Serialize)]
+struct TopicStats {
+    messages: u64,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct ErrorEnvelope<'a> {
+    error: ErrorBody<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+/// Routes and answers one REST request.
+pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = request.method().clone();
+    if !(method == Method::GET && segments == ["health"]) && !state.api_keys.allows_rest(&request) {
+        return error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid X-API-Key");
+    }
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => health(state),
+        (&Method::GET, ["stats"]) => stats(state),
+        (&Method::GET, ["topics"]) => list_topics(state),
+        (&Method::POST, ["topics"]) => create_topic(state, request).await,
+        (&Method::DELETE, ["topics", name]) => delete_topic(state, name),
+        (&Method::POST, ["topics", name, "messages"]) => publish(state, name, request).await,
+        (_, ["health" | "stats"]) => method_not_allowed("GET"),
+        (_, ["topics"]) => method_not_allowed("GET, POST"),
+        (_, ["topics", _]) => method_not_allowed("DELETE"),
+        (_, ["topics", _, "messages"]) => method_not_allowed("POST"),
+        _ => error_response(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {path}")),
+    }
+}
+
+fn health(state: &AppState) -> Response<Body> {
+    let summaries = state.broker.summaries();
+    json_response(
+        StatusCode::OK,
+        &Health {
+            status: "ok",
+            uptime_sec: state.started.elapsed().as_secs(),
+            topics: summaries.len(),
+            subscribers: summaries.iter().map(|topic| topic.subscribers).sum(),
+            connections: state.metrics.snapshot().connections,
+        },
+    )
+}
+
+fn stats(state: &AppState) -> Response<Body> {
+    let summaries = state.broker.summaries();
+    let topics = summaries
+        .iter()
+        .map(|topic| {
+            let stats = TopicStats { messages: topic.messages, subscribers: topic.subscribers };
+            (&*topic.name, stats)
+        })
+        .collect();
+    json_response(StatusCode::OK, &Stats { topics, totals: state.metrics.snapshot() })
+}
+
+fn list_topics(state: &AppState) -> Response<Body> {
+    let summaries = state.broker.summaries();
+    let topics = summaries
+        .iter()
+        .map(|topic| TopicRow { name: &topic.name, subscribers: topic.subscribers, messages: topic.messages })
+        .collect();
+    json_response(StatusCode::OK, &TopicList { topics })
+}
+
+async fn create_topic(state: &AppState, request: Request<Incoming>) -> Response<Body> {
+    let mut body = match read_body(state, request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let name = match simd_json::to_borrowed_value(&mut body) {
+        Ok(BorrowedValue::Object(mut fields)) => match fields.remove("name") {
+            Some(BorrowedValue::String(name)) => name,
+            Some(_) => return bad_request("name must be a string"),
+            None => return bad_request("name is required"),
+        },
+        Ok(_) => return bad_request("body must be a JSON object like {\"name\": \"orders\"}"),
+        Err(err) => return bad_request(&format!("invalid JSON: {err}")),
+    };
+    match state.broker.create_topic(&name) {
+        Ok(()) => json_response(StatusCode::CREATED, &TopicChange { status: "created", topic: &name }),
+        Err(err) => broker_error(&err),
+    }
+}
+
+fn delete_topic(state: &AppState, name: &str) -> Response<Body> {
+    match state.broker.delete_topic(name) {
+        Ok(()) => json_response(StatusCode::OK, &TopicChange { status: "deleted", topic: name }),
+        Err(err) => broker_error(&err),
+    }
+}
+
+async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Body> {
+    if let Err(err) = state.broker.topic(name) {
+        return broker_error(&err);
+    }
+    let mut body = match read_body(state, request).await {
+        Ok(body) => body,
+        Err(response) => return response,
+    };
+    let message = match simd_json::to_borrowed_value(&mut body) {
+        Ok(value) => match protocol::parse_message(value) {
+            Ok(message) => message,
+            Err(why) => return bad_request(&why),
+        },
+        Err(err) => return bad_request(&format!("invalid JSON: {err}")),
+    };
+    match state.broker.publish(name, &message) {
+        Ok(seq) => json_response(StatusCode::OK, &Published { status: "published", topic: name, seq }),
+        Err(err) => broker_error(&err),
+    }
+}
+
+/// Reads a body of at most `MAX_MESSAGE_SIZE` bytes; larger ones get 413.
+async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Vec<u8>, Response<Body>> {
+    let limit = state.config.max_message_size as usize;
+    let too_large = || {
+        let message = format!("body exceeds {limit} bytes");
+        error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &message)
+    };
+    let declared = request
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    match Limited::new(request.into_body(), limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes().to_vec()),
+        Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
+        Err(err) => Err(bad_request(&format!("could not read body: {err}"))),
+    }
+}
+
+fn broker_error(err: &BrokerError) -> Response<Body> {
+    let (status, code) = match err {
+        BrokerError::InvalidTopicName => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+        BrokerError::TopicExists(_) => (StatusCode::CONFLICT, "TOPIC_EXISTS"),
+        BrokerError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
+        BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN"),
+    };
+    error_response(status, code, &err.to_string())
+}
+
+fn bad_request(message: &str) -> Response<Body> {
+    error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed");
+    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
+/// `{"error": {"code": ..., "message": ...}}` with a status.
+pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    json_response(status, &ErrorEnvelope { error: ErrorBody { code, message } })
+}
+
+fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
+    let json = simd_json::to_vec(body).expect("responses always serialize");
+    let mut response = Response::new(Full::new(Bytes::from(json)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,139 @@
+//! The listener: one hyper service on one port for REST and the WebSocket
+//! upgrade, and graceful shutdown.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::Request;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::state::AppState;
+use crate::{rest, ws};
+
+/// Pause after a failed accept (e.g. out of file descriptors) before retrying.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A bound, not yet running, broker.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+}
+
+impl Server {
+    /// Binds the configured address (port 0 picks a free port).
+    pub async fn bind(config: Config) -> io::Result<Self> {
+        let listener = TcpListener::bind(config.listen_addr()).await?;
+        Ok(Self { listener, state: Arc::new(AppState::new(config)) })
+    }
+
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Cancelling this token shuts the server down gracefully.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.state.shutdown.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting
+    /// connections and publishes, lets every connection flush its queue and
+    /// close with 1001 within `SHUTDOWN_TIMEOUT`, and returns.
+    pub async fn run(self) {
+        let Self { listener, state } = self;
+        let config = &state.config;
+        tracing::info!(
+            addr = %listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string()),
+            subscriber_queue_size = config.subscriber_queue_size,
+            slow_consumer_policy = ?config.slow_consumer_policy,
+            ring_buffer_size = config.ring_buffer_size,
+            heartbeat_interval = ?config.heartbeat_interval,
+            max_message_size = config.max_message_size,
+            shutdown_timeout = ?config.shutdown_timeout,
+            auth = state.api_keys.enabled(),
+            "ringcast listening"
+        );
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, _)) => {
+                        state.tasks.spawn(serve_http(stream, state.clone()));
+                    }
+                    Err(err) => {
+                        tracing::warn!(error = %err, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    }
+                },
+                _ = state.shutdown.cancelled() => break,
+            }
+        }
+        drop(listener);
+        state.broker.stop_publishes();
+        state.tasks.close();
+        tracing::info!(connections = state.metrics.snapshot().connections, "shutting down");
+        if tokio::time::timeout(config.shutdown_timeout, state.tasks.wait()).await.is_err() {
+            tracing::warn!(
+                connections = state.metrics.snapshot().connections,
+                "shutdown timeout reached; dropping remaining connections"
+            );
+        }
+        tracing::info!("shutdown complete");
+    }
+}
+
+/// Serves one HTTP/1.1 connection; an upgrade hands the socket to `ws`.
+async fn serve_http(stream: TcpStream, state: Arc<AppState>) {
+    // Small event frames must not wait for Nagle's algorithm.
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(error = %err, "could not set TCP_NODELAY");
+    }
+    let service = service_fn(|request: Request<Incoming>| {
+        let state = state.clone();
+        async move {
+            Ok::<_, Infallible>(if request.uri().path() == "/ws" {
+                ws::upgrade(state, request)
+            } else {
+                rest::handle(&state, request).await
+            })
+        }
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = state.shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(err) = result {
+        tracing::debug!(error = %err, "http connection error");
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

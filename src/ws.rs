@@ -1,0 +1,425 @@
+//! WebSocket `/ws`: the upgrade, and per connection a reader that turns
+//! client frames into broker calls and a writer task that drains the
+//! connection's outbox into vectored writes.
+//!
+//! The socket is split into owned halves, so reading and writing never share
+//! a lock; the reader and writer meet only at the outbox.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::time::MissedTickBehavior;
+
+use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::outbox::{CloseReason, Outbox, Queued};
+use crate::protocol::{self, ClientFrame, ErrorCode, Request as ClientRequest};
+use crate::rest::{error_response, Body};
+use crate::state::AppState;
+
+/// Most slices handed to one `writev`.
+const MAX_SLICES_PER_WRITE: usize = 64;
+/// Most bytes handed to one `writev`.
+const MAX_BYTES_PER_WRITE: usize = 64 * 1024;
+/// How long the last frames (an error, the close frame) may take to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Answers `GET /ws`: checks auth and the upgrade headers, then hands the
+/// upgraded socket to a new connection task.
+pub fn upgrade(state: Arc<AppState>, mut request: Request<Incoming>) -> Response<Body> {
+    if !state.api_keys.allows_upgrade(&request) {
+        return error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid API key");
+    }
+    if state.shutdown.is_cancelled() {
+        return error_response(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
+    }
+    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        return error_response(
+            StatusCode::UPGRADE_REQUIRED,
+            "BAD_REQUEST",
+            "/ws expects a WebSocket upgrade request",
+        );
+    }
+    let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
+        Ok(accepted) => accepted,
+        Err(err) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string()),
+    };
+    let tasks = state.tasks.clone();
+    tasks.spawn(async move {
+        match upgrading.await {
+            Ok(socket) => run(socket.into_inner(), state).await,
+            Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+        }
+    });
+    response.map(|_| Body::default())
+}
+
+async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>) {
+    // Owned halves of the TCP stream instead of a locked split; bytes hyper
+    // read past the upgrade request come first.
+    match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (reader, writer) = parts.io.into_inner().into_split();
+            serve(std::io::Cursor::new(parts.read_buf).chain(reader), writer, state).await;
+        }
+        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+    }
+}
+
+/// Runs one connection until it closes.
+async fn serve<R, W>(reader: R, writer: W, state: Arc<AppState>)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let _open = state.metrics.connection_opened();
+    let config = &state.config;
+    let outbox = Arc::new(Outbox::new(config.subscriber_queue_size as usize, config.slow_consumer_policy));
+    let liveness = Arc::new(Liveness::new());
+    let writer = tokio::spawn(write_loop(
+        FrameWriter::new(writer),
+        outbox.clone(),
+        liveness.clone(),
+        config.heartbeat_interval,
+        state.shutdown.clone(),
+    ));
+    let mut session = Session {
+        id: state.next_connection_id(),
+        outbox: outbox.clone(),
+        subscriptions: HashMap::new(),
+        state: state.clone(),
+    };
+    let id = session.id;
+    tracing::info!(conn = id, "connection opened");
+    tokio::select! {
+        reason = session.read_loop(reader, &liveness) => outbox.close(reason),
+        _ = outbox.closed() => {}
+    }
+    drop(session);
+    let reason = match writer.await {
+        Ok(reason) => reason,
+        Err(err) => {
+            tracing::error!(error = %err, "connection writer failed");
+            CloseReason::ConnectionLost
+        }
+    };
+    if reason == CloseReason::SlowConsumer {
+        tracing::warn!(conn = id, "slow consumer disconnected");
+    }
+    tracing::info!(conn = id, reason = reason.describe(), "connection closed");
+}
+
+/// When the peer was last heard from, for the heartbeat's silence check.
+struct Liveness {
+    epoch: Instant,
+    last_seen_ms: AtomicU64,
+}
+
+impl Liveness {
+    fn new() -> Self {
+        Self { epoch: Instant::now(), last_seen_ms: AtomicU64::new(0) }
+    }
+
+    fn heard_from_peer(&self) {
+        self.last_seen_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        let last_seen = Duration::from_millis(self.last_seen_ms.load(Ordering::Relaxed));
+        self.epoch.elapsed().saturating_sub(last_seen)
+    }
+}
+
+/// The reader's side of a connection: its subscriptions and request handling.
+struct Session {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+    subscriptions: HashMap<Box<str>, Arc<Topic>>,
+    state: Arc<AppState>,
+}
+
+impl Session {
+    /// Reads frames until the connection should close, and says why.
+    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: R, liveness: &Liveness) -> CloseReason {
+        let (mut socket, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+        socket.set_auto_close(false);
+        socket.set_auto_pong(false);
+        let max_message_size = self.state.config.max_message_size as usize;
+        // fastwebsockets refuses frames whose length reaches its limit.
+        socket.set_max_message_size(max_message_size + 1);
+        let mut fragments: Option<(OpCode, Vec<u8>)> = None;
+        loop {
+            let mut frame = match socket.read_frame(&mut no_obligated_sends).await {
+                Ok(frame) => frame,
+                Err(err) => return close_reason_for(&err),
+            };
+            liveness.heard_from_peer();
+            match (frame.opcode, fragments.as_mut()) {
+                (OpCode::Text | OpCode::Binary, None) if frame.fin => {
+                    self.handle_message(frame.payload.to_mut());
+                }
+                (OpCode::Text | OpCode::Binary, None) => {
+                    fragments = Some((frame.opcode, frame.payload.to_vec()));
+                }
+                (OpCode::Continuation, Some((opcode, message))) => {
+                    if message.len() + frame.payload.len() > max_message_size {
+                        return CloseReason::MessageTooBig;
+                    }
+                    message.extend_from_slice(&frame.payload);
+                    if frame.fin {
+                        if *opcode == OpCode::Text && std::str::from_utf8(message).is_err() {
+                            return CloseReason::InvalidUtf8;
+                        }
+                        let mut message = std::mem::take(message);
+                        fragments = None;
+                        self.handle_message(&mut message);
+                    }
+                }
+                (OpCode::Close, _) => return client_close(&frame),
+                (OpCode::Ping, _) => self.outbox.push_control(protocol::pong_frame(&frame.payload)),
+                (OpCode::Pong, _) => {}
+                _ => return CloseReason::ProtocolError,
+            }
+            self.outbox.wait_for_room().await;
+        }
+    }
+
+    fn handle_message(&mut self, bytes: &mut [u8]) {
+        match protocol::parse_client_frame(bytes) {
+            Ok(frame) => self.dispatch(frame),
+            Err(rejection) => self.outbox.push_control(protocol::error(
+                rejection.request_id.as_deref(),
+                ErrorCode::BadRequest,
+                &rejection.reason,
+            )),
+        }
+    }
+
+    fn dispatch(&mut self, ClientFrame { request_id, request }: ClientFrame<'_>) {
+        let request_id = request_id.as_deref();
+        let reply = match request {
+            ClientRequest::Subscribe { topic, last_n, .. } => self.subscribe(&topic, last_n, request_id),
+            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(&topic, request_id),
+            ClientRequest::Publish { topic, message } => self
+                .state
+                .broker
+                .publish(&topic, &message)
+                .map(|_| Some(protocol::ack(request_id, &topic))),
+            ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
+        };
+        match reply {
+            Ok(Some(frame)) => self.outbox.push_control(frame),
+            Ok(None) => {}
+            Err(err) => {
+                let code = match err {
+                    BrokerError::TopicNotFound(_) => ErrorCode::TopicNotFound,
+                    BrokerError::InvalidTopicName | BrokerError::TopicExists(_) => ErrorCode::BadRequest,
+                    BrokerError::ShuttingDown => ErrorCode::Internal,
+                };
+                self.outbox.push_control(protocol::error(request_id, code, &err.to_string()));
+            }
+        }
+    }
+
+    /// The topic queues the ack itself, ahead of the replay.
+    fn subscribe(&mut self, name: &str, last_n: usize, request_id: Option<&str>) -> Result<Option<Bytes>, BrokerError> {
+        let topic = self.state.broker.topic(name)?;
+        if !topic.subscribe(self.id, &self.outbox, protocol::ack(request_id, name), last_n) {
+            return Err(BrokerError::TopicNotFound(name.to_owned()));
+        }
+        if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
+            if !Arc::ptr_eq(&previous, &topic) {
+                previous.unsubscribe(self.id);
+            }
+        }
+        Ok(None)
+    }
+
+    fn unsubscribe(&mut self, name: &str, request_id: Option<&str>) -> Result<Option<Bytes>, BrokerError> {
+        let topic = self.state.broker.topic(name)?;
+        topic.unsubscribe(self.id);
+        self.subscriptions.remove(name);
+        Ok(Some(protocol::ack(request_id, name)))
+    }
+}
+
+impl Drop for Session {
+    /// Leaves every topic however the connection ends, panics included.
+    fn drop(&mut self) {
+        for topic in self.subscriptions.values() {
+            topic.unsubscribe(self.id);
+        }
+    }
+}
+
+/// With auto-close and auto-pong off, fastwebsockets never asks to send.
+async fn no_obligated_sends(_: Frame<'_>) -> Result<(), std::convert::Infallible> {
+    Ok(())
+}
+
+fn close_reason_for(err: &WebSocketError) -> CloseReason {
+    match err {
+        WebSocketError::FrameTooLarge => CloseReason::MessageTooBig,
+        WebSocketError::InvalidUTF8 => CloseReason::InvalidUtf8,
+        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
+            CloseReason::ConnectionLost
+        }
+        _ => CloseReason::ProtocolError,
+    }
+}
+
+/// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4).
+fn client_close(frame: &Frame<'_>) -> CloseReason {
+    match &frame.payload[..] {
+        [] => CloseReason::ClientClosed(1000),
+        [high, low, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
+            let code = u16::from_be_bytes([*high, *low]);
+            match code {
+                1000..=1003 | 1007..=1011 | 3000..=4999 => CloseReason::ClientClosed(code),
+                _ => CloseReason::ProtocolError,
+            }
+        }
+        [_, _, ..] => CloseReason::InvalidUtf8,
+        [_] => CloseReason::ProtocolError,
+    }
+}
+
+/// Writes queued frames, many per syscall, resuming after partial writes.
+struct FrameWriter<W> {
+    sink: W,
+    batch: VecDeque<Queued>,
+    /// Bytes of `batch[0]` already written.
+    offset: usize,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    fn new(sink: W) -> Self {
+        Self { sink, batch: VecDeque::new(), offset: 0 }
+    }
+
+    /// One vectored write of the batch's head. Cancel-safe: a cancelled
+    /// write wrote nothing, and the batch only advances by what was written.
+    async fn write_some(&mut self) -> io::Result<()> {
+        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
+        let mut count = 0;
+        let mut total = 0;
+        for (index, queued) in self.batch.iter().enumerate() {
+            let unwritten = if index == 0 { &queued.frame[self.offset..] } else { &queued.frame[..] };
+            slices[count] = IoSlice::new(unwritten);
+            count += 1;
+            total += unwritten.len();
+            if count == MAX_SLICES_PER_WRITE || total >= MAX_BYTES_PER_WRITE {
+                break;
+            }
+        }
+        let mut written = self.sink.write_vectored(&slices[..count]).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let remaining = self.batch[0].frame.len() - self.offset;
+            if written >= remaining {
+                written -= remaining;
+                self.batch.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += written;
+                written = 0;
+            }
+        }
+        Ok(())
+    }
+
+    async fn write_all(&mut self) -> io::Result<()> {
+        while !self.batch.is_empty() {
+            self.write_some().await?;
+        }
+        Ok(())
+    }
+
+    /// Drops every frame not yet started; a half-written one must finish
+    /// or the peer cannot parse what follows.
+    fn abandon_unstarted(&mut self) {
+        self.batch.truncate(usize::from(self.offset > 0));
+    }
+
+    fn push(&mut self, frame: Bytes) {
+        self.batch.push_back(Queued::control(frame));
+    }
+}
+
+/// The writer task: drains the outbox, sends heartbeats, and on close sends
+/// the last frames. Returns why the connection closed.
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    outbox: Arc<Outbox>,
+    liveness: Arc<Liveness>,
+    heartbeat: Duration,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> CloseReason {
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let on_tick = || {
+        if liveness.silent_for() >= 2 * heartbeat {
+            outbox.close(CloseReason::HeartbeatTimeout);
+        } else {
+            outbox.push_control(protocol::info(None, "ping"));
+            outbox.push_control(protocol::ping_frame());
+        }
+    };
+    let reason = loop {
+        let closing = outbox.close_reason();
+        if let Some(reason) = closing.filter(|reason| reason.abandons_queue()) {
+            break reason;
+        }
+        if writer.batch.is_empty() {
+            if let Some(reason) = outbox.take_all(&mut writer.batch) {
+                if writer.batch.is_empty() || reason.abandons_queue() {
+                    break reason;
+                }
+            }
+        }
+        if writer.batch.is_empty() {
+            tokio::select! {
+                _ = outbox.wait_for_frames() => {}
+                _ = ticker.tick() => on_tick(),
+                _ = shutdown.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+            }
+        } else {
+            tokio::select! {
+                biased;
+                _ = outbox.closed(), if closing.is_none() => {}
+                _ = shutdown.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+                written = writer.write_some() => if written.is_err() {
+                    break CloseReason::ConnectionLost;
+                },
+                _ = ticker.tick() => on_tick(),
+            }
+        }
+    };
+    outbox.close(reason);
+    if let Some(code) = reason.code() {
+        if reason.abandons_queue() {
+            writer.abandon_unstarted();
+        }
+        if reason == CloseReason::SlowConsumer {
+            writer.push(protocol::error(None, ErrorCode::SlowConsumer, "subscriber queue overflowed"));
+        }
+        writer.push(protocol::close_frame(code, reason.describe()));
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            writer.write_all().await?;
+            writer.sink.shutdown().await
+        })
+        .await;
+    }
+    reason
+}
