@@ -16,8 +16,10 @@ impl ApiKeys {
     pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
         Self(
             keys.into_iter()
-                .map(|key| key.as_ref().trim().as_bytes().into())
-                .filter(|key: &Box<[u8]>| !key.is_empty())
+                .filter_map(|key| {
+                    let key = key.as_ref().trim();
+                    (!key.is_empty()).then(|| key.as_bytes().into())
+                })
                 .collect(),
         )
     }
@@ -31,7 +33,9 @@ impl ApiKeys {
     pub fn accepts(&self, candidate: &[u8]) -> bool {
         self.0
             .iter()
-            .fold(subtle::Choice::from(0), |found, key| found | key.as_ref().ct_eq(candidate))
+            .fold(subtle::Choice::from(0), |found, key| {
+                found | key.as_ref().ct_eq(candidate)
+            })
             .into()
     }
 
@@ -55,7 +59,10 @@ impl ApiKeys {
 }
 
 fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
-    request.headers().get(API_KEY_HEADER).map(|value| value.as_bytes())
+    request
+        .headers()
+        .get(API_KEY_HEADER)
+        .map(|value| value.as_bytes())
 }
 
 #[cfg(test)]

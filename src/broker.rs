@@ -123,7 +123,11 @@ impl Broker {
         for (_, outbox) in &subscribers {
             outbox.push_control(notice.clone());
         }
-        tracing::info!(topic = name, subscribers = subscribers.len(), "topic deleted");
+        tracing::info!(
+            topic = name,
+            subscribers = subscribers.len(),
+            "topic deleted"
+        );
         Ok(())
     }
 
@@ -162,22 +166,24 @@ impl Broker {
             state.ring.push_back(frame.clone());
         }
         let (mut delivered, mut dropped, mut overflowed) = (0, 0, 0);
-        state.subscribers.retain(|(_, outbox)| match outbox.push_event(&frame) {
-            Delivery::Queued => {
-                delivered += 1;
-                true
-            }
-            Delivery::QueuedDroppingOldest => {
-                delivered += 1;
-                dropped += 1;
-                true
-            }
-            Delivery::Overflowed => {
-                overflowed += 1;
-                false
-            }
-            Delivery::Closed => false,
-        });
+        state
+            .subscribers
+            .retain(|(_, outbox)| match outbox.push_event(&frame) {
+                Delivery::Queued => {
+                    delivered += 1;
+                    true
+                }
+                Delivery::QueuedDroppingOldest => {
+                    delivered += 1;
+                    dropped += 1;
+                    true
+                }
+                Delivery::Overflowed => {
+                    overflowed += 1;
+                    false
+                }
+                Delivery::Closed => false,
+            });
         drop(state);
         topic.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_publish(delivered, dropped, overflowed);
@@ -191,7 +197,11 @@ impl Broker {
 
     /// Every topic with its counts, sorted by name.
     pub fn summaries(&self) -> Vec<TopicSummary> {
-        let mut summaries: Vec<_> = self.topics.iter().map(|entry| entry.value().summary()).collect();
+        let mut summaries: Vec<_> = self
+            .topics
+            .iter()
+            .map(|entry| entry.value().summary())
+            .collect();
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
         summaries
     }
@@ -210,13 +220,23 @@ impl Topic {
     /// events oldest first, then joins the live stream, all under the topic
     /// lock so no publish can fall between replay and live. Returns false if
     /// the topic was deleted meanwhile; subscribing twice is a no-op.
-    pub fn subscribe(&self, id: ConnectionId, outbox: &Arc<Outbox>, ack: Bytes, last_n: usize) -> bool {
+    pub fn subscribe(
+        &self,
+        id: ConnectionId,
+        outbox: &Arc<Outbox>,
+        ack: Bytes,
+        last_n: usize,
+    ) -> bool {
         let mut state = self.lock();
         if state.deleted {
             return false;
         }
         outbox.push_control(ack);
-        if state.subscribers.iter().any(|(existing, _)| *existing == id) {
+        if state
+            .subscribers
+            .iter()
+            .any(|(existing, _)| *existing == id)
+        {
             return true;
         }
         let skip = state.ring.len().saturating_sub(last_n);
@@ -228,7 +248,11 @@ impl Topic {
     /// Removes a connection's subscription, if it has one.
     pub fn unsubscribe(&self, id: ConnectionId) {
         let mut state = self.lock();
-        if let Some(index) = state.subscribers.iter().position(|(existing, _)| *existing == id) {
+        if let Some(index) = state
+            .subscribers
+            .iter()
+            .position(|(existing, _)| *existing == id)
+        {
             state.subscribers.swap_remove(index);
         }
     }
@@ -248,7 +272,9 @@ impl Topic {
     fn lock(&self) -> MutexGuard<'_, TopicState> {
         // Every critical section leaves the state consistent, so a panic
         // elsewhere must not wedge the topic.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -264,7 +290,10 @@ mod tests {
     }
 
     fn message() -> Message<'static> {
-        Message { id: ID.into(), payload: simd_json::BorrowedValue::from(1) }
+        Message {
+            id: ID.into(),
+            payload: simd_json::BorrowedValue::from(1),
+        }
     }
 
     fn outbox(capacity: usize) -> Arc<Outbox> {
@@ -284,10 +313,19 @@ mod tests {
     fn create_delete_and_duplicates() {
         let broker = broker(10);
         broker.create_topic("t").unwrap();
-        assert_eq!(broker.create_topic("t"), Err(BrokerError::TopicExists("t".into())));
-        assert_eq!(broker.create_topic("bad name"), Err(BrokerError::InvalidTopicName));
+        assert_eq!(
+            broker.create_topic("t"),
+            Err(BrokerError::TopicExists("t".into()))
+        );
+        assert_eq!(
+            broker.create_topic("bad name"),
+            Err(BrokerError::InvalidTopicName)
+        );
         broker.delete_topic("t").unwrap();
-        assert_eq!(broker.delete_topic("t"), Err(BrokerError::TopicNotFound("t".into())));
+        assert_eq!(
+            broker.delete_topic("t"),
+            Err(BrokerError::TopicNotFound("t".into()))
+        );
         assert_eq!(broker.topic_count(), 0);
     }
 
@@ -309,7 +347,14 @@ mod tests {
             .skip(1)
             .map(|queued| {
                 let text = String::from_utf8_lossy(&queued.frame);
-                text.split("\"seq\":").nth(1).unwrap().split(',').next().unwrap().parse::<u64>().unwrap()
+                text.split("\"seq\":")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
             })
             .collect();
         assert_eq!(&batch[0].frame[..], b"ack");
@@ -331,7 +376,10 @@ mod tests {
         outbox.take_all(&mut batch);
         assert_eq!(batch.len(), 2);
         assert!(String::from_utf8_lossy(&batch[1].frame).contains("topic_deleted"));
-        assert_eq!(broker.publish("t", &message()), Err(BrokerError::TopicNotFound("t".into())));
+        assert_eq!(
+            broker.publish("t", &message()),
+            Err(BrokerError::TopicNotFound("t".into()))
+        );
     }
 
     #[test]
@@ -350,6 +398,9 @@ mod tests {
         assert_eq!(topic.summary().subscribers, 1);
         assert_eq!(fast.len(), 4);
         broker.stop_publishes();
-        assert_eq!(broker.publish("t", &message()), Err(BrokerError::ShuttingDown));
+        assert_eq!(
+            broker.publish("t", &message()),
+            Err(BrokerError::ShuttingDown)
+        );
     }
 }

@@ -65,14 +65,16 @@ impl Config {
         SocketAddr::new(self.host, self.port)
     }
 
-    /// A configuration built from flags only, ignoring the environment's
-    /// defaults for anything not given; handy for embedding and tests.
+    /// A configuration parsed from the given flags (without the program
+    /// name); environment fallbacks still apply. For embedding and tests.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
     {
-        Self::try_parse_from(std::iter::once("ringcast".into()).chain(args.into_iter().map(Into::into)))
+        Self::try_parse_from(
+            std::iter::once("ringcast".into()).chain(args.into_iter().map(Into::into)),
+        )
     }
 }
 
@@ -104,8 +106,14 @@ mod tests {
     #[test]
     fn durations_and_lists_parse() {
         let config = Config::from_args([
-            "--heartbeat-interval", "500ms", "--shutdown-timeout", "2m",
-            "--api-key", "a,b", "--slow-consumer-policy", "drop_oldest",
+            "--heartbeat-interval",
+            "500ms",
+            "--shutdown-timeout",
+            "2m",
+            "--api-key",
+            "a,b",
+            "--slow-consumer-policy",
+            "drop_oldest",
         ])
         .unwrap();
         assert_eq!(config.heartbeat_interval, Duration::from_millis(500));

@@ -41,7 +41,8 @@ impl Metrics {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
         }
         if overflowed > 0 {
-            self.slow_consumer_disconnects.fetch_add(overflowed, Ordering::Relaxed);
+            self.slow_consumer_disconnects
+                .fetch_add(overflowed, Ordering::Relaxed);
         }
     }
 

@@ -95,7 +95,10 @@ pub struct Queued {
 impl Queued {
     /// A frame that is not an event, for the writer's own last frames.
     pub fn control(frame: Bytes) -> Self {
-        Self { frame, is_event: false }
+        Self {
+            frame,
+            is_event: false,
+        }
     }
 }
 
@@ -154,7 +157,13 @@ impl Outbox {
             }
         }
         state.events += 1;
-        self.enqueue(state, Queued { frame: frame.clone(), is_event: true });
+        self.enqueue(
+            state,
+            Queued {
+                frame: frame.clone(),
+                is_event: true,
+            },
+        );
         delivery
     }
 
@@ -164,7 +173,10 @@ impl Outbox {
         let mut state = self.lock();
         if state.close.is_none() {
             let before = state.frames.len();
-            state.frames.extend(frames.map(|frame| Queued { frame: frame.clone(), is_event: true }));
+            state.frames.extend(frames.map(|frame| Queued {
+                frame: frame.clone(),
+                is_event: true,
+            }));
             state.events += state.frames.len() - before;
             self.wake_writer_if(before == 0 && !state.frames.is_empty());
         }
@@ -264,7 +276,9 @@ impl Outbox {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         // A panic while holding this lock leaves a consistent queue behind.
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -300,7 +314,10 @@ mod tests {
         assert_eq!(outbox.push_event(&frame(3)), Delivery::Overflowed);
         assert_eq!(outbox.push_event(&frame(4)), Delivery::Closed);
         assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
-        assert_eq!(drain(&outbox), (vec![1, 2], Some(CloseReason::SlowConsumer)));
+        assert_eq!(
+            drain(&outbox),
+            (vec![1, 2], Some(CloseReason::SlowConsumer))
+        );
     }
 
     #[test]
@@ -312,7 +329,11 @@ mod tests {
         }
         assert_eq!(outbox.push_event(&frame(6)), Delivery::QueuedDroppingOldest);
         assert_eq!(drain(&outbox), (vec![0, 5, 6], None));
-        assert_eq!(outbox.push_event(&frame(7)), Delivery::Queued, "drained queue has room again");
+        assert_eq!(
+            outbox.push_event(&frame(7)),
+            Delivery::Queued,
+            "drained queue has room again"
+        );
     }
 
     #[test]
@@ -325,7 +346,10 @@ mod tests {
         outbox.close(CloseReason::ServerShutdown);
         outbox.close(CloseReason::SlowConsumer);
         outbox.push_control(frame(9));
-        assert_eq!(drain(&outbox), (vec![0, 1, 2, 3], Some(CloseReason::ServerShutdown)));
+        assert_eq!(
+            drain(&outbox),
+            (vec![0, 1, 2, 3], Some(CloseReason::ServerShutdown))
+        );
     }
 
     #[tokio::test]
@@ -340,6 +364,9 @@ mod tests {
         tokio::task::yield_now().await;
         assert!(!waiter.is_finished());
         drain(&outbox);
-        tokio::time::timeout(std::time::Duration::from_secs(5), waiter).await.unwrap().unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

@@ -121,7 +121,9 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
         "publish" => Request::Publish {
             topic: topic()?,
             message: match fields.remove("message") {
-                Some(message) => parse_message(message).map_err(|why| reject(format!("message.{why}")))?,
+                Some(message) => {
+                    parse_message(message).map_err(|why| reject(format!("message.{why}")))?
+                }
                 None => return Err(reject("message is required for publish".into())),
             },
         },
@@ -132,7 +134,10 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
             )))
         }
     };
-    Ok(ClientFrame { request_id, request })
+    Ok(ClientFrame {
+        request_id,
+        request,
+    })
 }
 
 /// Validates a message object `{"id": <UUID>, "payload": <any JSON>}`; shared
@@ -243,29 +248,58 @@ impl ServerFrame<'_> {
 
 /// `ack` for subscribe, unsubscribe and publish.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
-    ServerFrame::Ack { request_id, topic, status: "ok", ts: Timestamp::now() }.encode()
+    ServerFrame::Ack {
+        request_id,
+        topic,
+        status: "ok",
+        ts: Timestamp::now(),
+    }
+    .encode()
 }
 
 /// `error` with a code and a human-readable message.
 pub fn error(request_id: Option<&str>, code: ErrorCode, message: &str) -> Bytes {
     let error = ErrorBody { code, message };
-    ServerFrame::Error { request_id, error, ts: Timestamp::now() }.encode()
+    ServerFrame::Error {
+        request_id,
+        error,
+        ts: Timestamp::now(),
+    }
+    .encode()
 }
 
 /// `pong` in reply to a client `ping`.
 pub fn pong(request_id: Option<&str>) -> Bytes {
-    ServerFrame::Pong { request_id, ts: Timestamp::now() }.encode()
+    ServerFrame::Pong {
+        request_id,
+        ts: Timestamp::now(),
+    }
+    .encode()
 }
 
 /// `info` notice, such as the heartbeat or a topic deletion.
 pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
-    ServerFrame::Info { topic, msg, ts: Timestamp::now() }.encode()
+    ServerFrame::Info {
+        topic,
+        msg,
+        ts: Timestamp::now(),
+    }
+    .encode()
 }
 
 /// `event` as fanned out and kept in the replay ring.
 pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Bytes {
-    let message = EventMessage { id: &message.id, payload: &message.payload };
-    ServerFrame::Event { topic, message, seq, ts }.encode()
+    let message = EventMessage {
+        id: &message.id,
+        payload: &message.payload,
+    };
+    ServerFrame::Event {
+        topic,
+        message,
+        seq,
+        ts,
+    }
+    .encode()
 }
 
 /// A WebSocket close frame with a status code and reason.
@@ -293,8 +327,13 @@ fn encode_frame(opcode: OpCode, write_body: impl FnOnce(&mut Vec<u8>)) -> Bytes 
     buf.resize(MAX_HEADER_LEN, 0);
     write_body(&mut buf);
     let mut head = [0; MAX_HEADER_LEN];
-    let head_len = Frame::new(true, opcode, None, Payload::Borrowed(&buf[MAX_HEADER_LEN..]))
-        .fmt_head(&mut head);
+    let head_len = Frame::new(
+        true,
+        opcode,
+        None,
+        Payload::Borrowed(&buf[MAX_HEADER_LEN..]),
+    )
+    .fmt_head(&mut head);
     let start = MAX_HEADER_LEN - head_len;
     buf[start..MAX_HEADER_LEN].copy_from_slice(&head[..head_len]);
     Bytes::from(buf).slice(start..)
@@ -322,48 +361,99 @@ mod tests {
 
     #[test]
     fn parses_every_request_type() {
-        let frame = parse(r#"{"type":"subscribe","topic":"t","client_id":"c","last_n":5,"request_id":"r"}"#).unwrap();
+        let frame = parse(
+            r#"{"type":"subscribe","topic":"t","client_id":"c","last_n":5,"request_id":"r"}"#,
+        )
+        .unwrap();
         assert_eq!(frame.request_id.as_deref(), Some("r"));
         assert_eq!(
             frame.request,
-            Request::Subscribe { topic: "t".into(), client_id: Some("c".into()), last_n: 5 }
+            Request::Subscribe {
+                topic: "t".into(),
+                client_id: Some("c".into()),
+                last_n: 5
+            }
         );
         let frame = parse(r#"{"type":"unsubscribe","topic":"t"}"#).unwrap();
-        assert_eq!(frame.request, Request::Unsubscribe { topic: "t".into(), client_id: None });
+        assert_eq!(
+            frame.request,
+            Request::Unsubscribe {
+                topic: "t".into(),
+                client_id: None
+            }
+        );
         let frame = parse(&format!(
             r#"{{"type":"publish","topic":"t","message":{{"id":"{ID}","payload":{{"a":[1,2.5,"é"]}}}}}}"#
         ))
         .unwrap();
-        let Request::Publish { topic, message } = frame.request else { panic!("not a publish") };
+        let Request::Publish { topic, message } = frame.request else {
+            panic!("not a publish")
+        };
         assert_eq!(topic, "t");
         assert_eq!(message.id, ID);
-        assert_eq!(simd_json::to_string(&message.payload).unwrap(), r#"{"a":[1,2.5,"é"]}"#);
+        assert_eq!(
+            simd_json::to_string(&message.payload).unwrap(),
+            r#"{"a":[1,2.5,"é"]}"#
+        );
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().request, Request::Ping);
     }
 
     #[test]
     fn rejections_echo_the_request_id() {
         let cases = [
-            (r#"{"type":"subscribe","request_id":"r1"}"#, "topic is required"),
-            (r#"{"type":"subscribe","topic":7,"request_id":"r1"}"#, "topic must be a string"),
-            (r#"{"type":"subscribe","topic":"t","last_n":-1,"request_id":"r1"}"#, "last_n"),
-            (r#"{"type":"subscribe","topic":"t","last_n":1.5,"request_id":"r1"}"#, "last_n"),
-            (r#"{"type":"publish","topic":"t","request_id":"r1"}"#, "message is required"),
-            (r#"{"type":"publish","topic":"t","message":{"id":"nope","payload":1},"request_id":"r1"}"#, "not a UUID"),
-            (r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000"},"request_id":"r1"}"#, "payload is required"),
+            (
+                r#"{"type":"subscribe","request_id":"r1"}"#,
+                "topic is required",
+            ),
+            (
+                r#"{"type":"subscribe","topic":7,"request_id":"r1"}"#,
+                "topic must be a string",
+            ),
+            (
+                r#"{"type":"subscribe","topic":"t","last_n":-1,"request_id":"r1"}"#,
+                "last_n",
+            ),
+            (
+                r#"{"type":"subscribe","topic":"t","last_n":1.5,"request_id":"r1"}"#,
+                "last_n",
+            ),
+            (
+                r#"{"type":"publish","topic":"t","request_id":"r1"}"#,
+                "message is required",
+            ),
+            (
+                r#"{"type":"publish","topic":"t","message":{"id":"nope","payload":1},"request_id":"r1"}"#,
+                "not a UUID",
+            ),
+            (
+                r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000"},"request_id":"r1"}"#,
+                "payload is required",
+            ),
             (r#"{"type":"dance","request_id":"r1"}"#, "unknown type"),
             (r#"{"request_id":"r1"}"#, "type is required"),
         ];
         for (text, expected) in cases {
             let rejection = parse(text).unwrap_err();
             assert_eq!(rejection.request_id.as_deref(), Some("r1"), "{text}");
-            assert!(rejection.reason.contains(expected), "{text}: {}", rejection.reason);
+            assert!(
+                rejection.reason.contains(expected),
+                "{text}: {}",
+                rejection.reason
+            );
         }
     }
 
     #[test]
     fn malformed_json_is_rejected_without_panic() {
-        for text in ["", "{", "[1,2]", "\"str\"", "{\"type\":}", "nul", "{\"request_id\":5,\"type\":\"ping\"}"] {
+        for text in [
+            "",
+            "{",
+            "[1,2]",
+            "\"str\"",
+            "{\"type\":}",
+            "nul",
+            "{\"request_id\":5,\"type\":\"ping\"}",
+        ] {
             let rejection = parse(text).unwrap_err();
             assert_eq!(rejection.request_id, None, "{text}");
         }
@@ -372,8 +462,12 @@ mod tests {
     #[test]
     fn payload_numbers_and_unicode_survive_reencoding() {
         let payload = r#"{"big":123456789012345678901234567890,"neg":-42,"pi":3.14159,"tiny":1e-10,"s":"héllo \u2603 😀","n":null,"deep":[[{"x":[true,false]}]]}"#;
-        let text = format!(r#"{{"type":"publish","topic":"t","message":{{"id":"{ID}","payload":{payload}}}}}"#);
-        let Request::Publish { message, .. } = parse(&text).unwrap().request else { panic!() };
+        let text = format!(
+            r#"{{"type":"publish","topic":"t","message":{{"id":"{ID}","payload":{payload}}}}}"#
+        );
+        let Request::Publish { message, .. } = parse(&text).unwrap().request else {
+            panic!()
+        };
         let frame = event("t", &message, 7, Timestamp::now());
         let sent: serde_json::Value = serde_json::from_str(payload).unwrap();
         let json = json_of(&frame);
@@ -388,7 +482,10 @@ mod tests {
             let frame = pong_frame(&vec![b'x'; len]);
             let (head_len, declared) = match frame[1] {
                 126 => (4, u16::from_be_bytes([frame[2], frame[3]]) as usize),
-                127 => (10, u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize),
+                127 => (
+                    10,
+                    u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
+                ),
                 short => (2, short as usize),
             };
             assert_eq!(frame[0], 0x80 | OpCode::Pong as u8);

@@ -81,8 +81,13 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
     let path = request.uri().path().to_owned();
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let method = request.method().clone();
-    if !(method == Method::GET && segments == ["health"]) && !state.api_keys.allows_rest(&request) {
-        return error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid X-API-Key");
+    let public = method == Method::GET && segments == ["health"];
+    if !public && !state.api_keys.allows_rest(&request) {
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or invalid X-API-Key",
+        );
     }
     match (&method, segments.as_slice()) {
         (&Method::GET, ["health"]) => health(state),
@@ -95,7 +100,11 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
         (_, ["topics"]) => method_not_allowed("GET, POST"),
         (_, ["topics", _]) => method_not_allowed("DELETE"),
         (_, ["topics", _, "messages"]) => method_not_allowed("POST"),
-        _ => error_response(StatusCode::NOT_FOUND, "NOT_FOUND", &format!("no route for {path}")),
+        _ => error_response(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            &format!("no route for {path}"),
+        ),
     }
 }
 
@@ -118,18 +127,31 @@ fn stats(state: &AppState) -> Response<Body> {
     let topics = summaries
         .iter()
         .map(|topic| {
-            let stats = TopicStats { messages: topic.messages, subscribers: topic.subscribers };
+            let stats = TopicStats {
+                messages: topic.messages,
+                subscribers: topic.subscribers,
+            };
             (&*topic.name, stats)
         })
         .collect();
-    json_response(StatusCode::OK, &Stats { topics, totals: state.metrics.snapshot() })
+    json_response(
+        StatusCode::OK,
+        &Stats {
+            topics,
+            totals: state.metrics.snapshot(),
+        },
+    )
 }
 
 fn list_topics(state: &AppState) -> Response<Body> {
     let summaries = state.broker.summaries();
     let topics = summaries
         .iter()
-        .map(|topic| TopicRow { name: &topic.name, subscribers: topic.subscribers, messages: topic.messages })
+        .map(|topic| TopicRow {
+            name: &topic.name,
+            subscribers: topic.subscribers,
+            messages: topic.messages,
+        })
         .collect();
     json_response(StatusCode::OK, &TopicList { topics })
 }
@@ -149,14 +171,26 @@ async fn create_topic(state: &AppState, request: Request<Incoming>) -> Response<
         Err(err) => return bad_request(&format!("invalid JSON: {err}")),
     };
     match state.broker.create_topic(&name) {
-        Ok(()) => json_response(StatusCode::CREATED, &TopicChange { status: "created", topic: &name }),
+        Ok(()) => json_response(
+            StatusCode::CREATED,
+            &TopicChange {
+                status: "created",
+                topic: &name,
+            },
+        ),
         Err(err) => broker_error(&err),
     }
 }
 
 fn delete_topic(state: &AppState, name: &str) -> Response<Body> {
     match state.broker.delete_topic(name) {
-        Ok(()) => json_response(StatusCode::OK, &TopicChange { status: "deleted", topic: name }),
+        Ok(()) => json_response(
+            StatusCode::OK,
+            &TopicChange {
+                status: "deleted",
+                topic: name,
+            },
+        ),
         Err(err) => broker_error(&err),
     }
 }
@@ -177,13 +211,23 @@ async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Re
         Err(err) => return bad_request(&format!("invalid JSON: {err}")),
     };
     match state.broker.publish(name, &message) {
-        Ok(seq) => json_response(StatusCode::OK, &Published { status: "published", topic: name, seq }),
+        Ok(seq) => json_response(
+            StatusCode::OK,
+            &Published {
+                status: "published",
+                topic: name,
+                seq,
+            },
+        ),
         Err(err) => broker_error(&err),
     }
 }
 
 /// Reads a body of at most `MAX_MESSAGE_SIZE` bytes; larger ones get 413.
-async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Vec<u8>, Response<Body>> {
+async fn read_body(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<Vec<u8>, Response<Body>> {
     let limit = state.config.max_message_size as usize;
     let too_large = || {
         let message = format!("body exceeds {limit} bytes");
@@ -218,20 +262,33 @@ fn bad_request(message: &str) -> Response<Body> {
 }
 
 fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = error_response(StatusCode::METHOD_NOT_ALLOWED, "METHOD_NOT_ALLOWED", "method not allowed");
-    response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    let mut response = error_response(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "METHOD_NOT_ALLOWED",
+        "method not allowed",
+    );
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
     response
 }
 
 /// `{"error": {"code": ..., "message": ...}}` with a status.
 pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response<Body> {
-    json_response(status, &ErrorEnvelope { error: ErrorBody { code, message } })
+    json_response(
+        status,
+        &ErrorEnvelope {
+            error: ErrorBody { code, message },
+        },
+    )
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
     let json = simd_json::to_vec(body).expect("responses always serialize");
     let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
-    response.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }

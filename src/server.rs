@@ -32,7 +32,10 @@ impl Server {
     /// Binds the configured address (port 0 picks a free port).
     pub async fn bind(config: Config) -> io::Result<Self> {
         let listener = TcpListener::bind(config.listen_addr()).await?;
-        Ok(Self { listener, state: Arc::new(AppState::new(config)) })
+        Ok(Self {
+            listener,
+            state: Arc::new(AppState::new(config)),
+        })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -64,8 +67,8 @@ impl Server {
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        state.tasks.spawn(serve_http(stream, state.clone()));
+                    Ok((stream, peer)) => {
+                        state.tasks.spawn(serve_http(stream, peer, state.clone()));
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");
@@ -78,8 +81,14 @@ impl Server {
         drop(listener);
         state.broker.stop_publishes();
         state.tasks.close();
-        tracing::info!(connections = state.metrics.snapshot().connections, "shutting down");
-        if tokio::time::timeout(config.shutdown_timeout, state.tasks.wait()).await.is_err() {
+        tracing::info!(
+            connections = state.metrics.snapshot().connections,
+            "shutting down"
+        );
+        if tokio::time::timeout(config.shutdown_timeout, state.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 connections = state.metrics.snapshot().connections,
                 "shutdown timeout reached; dropping remaining connections"
@@ -90,7 +99,7 @@ impl Server {
 }
 
 /// Serves one HTTP/1.1 connection; an upgrade hands the socket to `ws`.
-async fn serve_http(stream: TcpStream, state: Arc<AppState>) {
+async fn serve_http(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     // Small event frames must not wait for Nagle's algorithm.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
@@ -99,7 +108,7 @@ async fn serve_http(stream: TcpStream, state: Arc<AppState>) {
         let state = state.clone();
         async move {
             Ok::<_, Infallible>(if request.uri().path() == "/ws" {
-                ws::upgrade(state, request)
+                ws::upgrade(state, request, peer)
             } else {
                 rest::handle(&state, request).await
             })
@@ -127,8 +136,9 @@ pub async fn shutdown_signal() {
     let interrupt = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("installing the SIGTERM handler");
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing the SIGTERM handler");
         tokio::select! {
             _ = interrupt => {}
             _ = terminate.recv() => {}

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,12 +36,24 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Answers `GET /ws`: checks auth and the upgrade headers, then hands the
 /// upgraded socket to a new connection task.
-pub fn upgrade(state: Arc<AppState>, mut request: Request<Incoming>) -> Response<Body> {
+pub fn upgrade(
+    state: Arc<AppState>,
+    mut request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
     if !state.api_keys.allows_upgrade(&request) {
-        return error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", "missing or invalid API key");
+        return error_response(
+            StatusCode::UNAUTHORIZED,
+            "UNAUTHORIZED",
+            "missing or invalid API key",
+        );
     }
     if state.shutdown.is_cancelled() {
-        return error_response(StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN", "server is shutting down");
+        return error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SHUTTING_DOWN",
+            "server is shutting down",
+        );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
         return error_response(
@@ -51,39 +64,45 @@ pub fn upgrade(state: Arc<AppState>, mut request: Request<Incoming>) -> Response
     }
     let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
-        Err(err) => return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string()),
+        Err(err) => {
+            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
+        }
     };
     let tasks = state.tasks.clone();
     tasks.spawn(async move {
         match upgrading.await {
-            Ok(socket) => run(socket.into_inner(), state).await,
+            Ok(socket) => run(socket.into_inner(), state, peer).await,
             Err(err) => tracing::debug!(error = %err, "upgrade failed"),
         }
     });
     response.map(|_| Body::default())
 }
 
-async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>) {
+async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: SocketAddr) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request come first.
     match io.into_inner().downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (reader, writer) = parts.io.into_inner().into_split();
-            serve(std::io::Cursor::new(parts.read_buf).chain(reader), writer, state).await;
+            let reader = std::io::Cursor::new(parts.read_buf).chain(reader);
+            serve(reader, writer, state, peer).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
 }
 
 /// Runs one connection until it closes.
-async fn serve<R, W>(reader: R, writer: W, state: Arc<AppState>)
+async fn serve<R, W>(reader: R, writer: W, state: Arc<AppState>, peer: SocketAddr)
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin + Send + 'static,
 {
     let _open = state.metrics.connection_opened();
     let config = &state.config;
-    let outbox = Arc::new(Outbox::new(config.subscriber_queue_size as usize, config.slow_consumer_policy));
+    let outbox = Arc::new(Outbox::new(
+        config.subscriber_queue_size as usize,
+        config.slow_consumer_policy,
+    ));
     let liveness = Arc::new(Liveness::new());
     let writer = tokio::spawn(write_loop(
         FrameWriter::new(writer),
@@ -99,7 +118,7 @@ where
         state: state.clone(),
     };
     let id = session.id;
-    tracing::info!(conn = id, "connection opened");
+    tracing::info!(conn = id, %peer, "connection opened");
     tokio::select! {
         reason = session.read_loop(reader, &liveness) => outbox.close(reason),
         _ = outbox.closed() => {}
@@ -113,9 +132,9 @@ where
         }
     };
     if reason == CloseReason::SlowConsumer {
-        tracing::warn!(conn = id, "slow consumer disconnected");
+        tracing::warn!(conn = id, %peer, "slow consumer disconnected");
     }
-    tracing::info!(conn = id, reason = reason.describe(), "connection closed");
+    tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
 }
 
 /// When the peer was last heard from, for the heartbeat's silence check.
@@ -126,11 +145,15 @@ struct Liveness {
 
 impl Liveness {
     fn new() -> Self {
-        Self { epoch: Instant::now(), last_seen_ms: AtomicU64::new(0) }
+        Self {
+            epoch: Instant::now(),
+            last_seen_ms: AtomicU64::new(0),
+        }
     }
 
     fn heard_from_peer(&self) {
-        self.last_seen_ms.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_seen_ms
+            .store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
 
     fn silent_for(&self) -> Duration {
@@ -149,8 +172,13 @@ struct Session {
 
 impl Session {
     /// Reads frames until the connection should close, and says why.
-    async fn read_loop<R: AsyncRead + Unpin>(&mut self, reader: R, liveness: &Liveness) -> CloseReason {
-        let (mut socket, _) = fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
+    async fn read_loop<R: AsyncRead + Unpin>(
+        &mut self,
+        reader: R,
+        liveness: &Liveness,
+    ) -> CloseReason {
+        let (mut socket, _) =
+            fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
         socket.set_auto_close(false);
         socket.set_auto_pong(false);
         let max_message_size = self.state.config.max_message_size as usize;
@@ -185,7 +213,9 @@ impl Session {
                     }
                 }
                 (OpCode::Close, _) => return client_close(&frame),
-                (OpCode::Ping, _) => self.outbox.push_control(protocol::pong_frame(&frame.payload)),
+                (OpCode::Ping, _) => self
+                    .outbox
+                    .push_control(protocol::pong_frame(&frame.payload)),
                 (OpCode::Pong, _) => {}
                 _ => return CloseReason::ProtocolError,
             }
@@ -204,10 +234,18 @@ impl Session {
         }
     }
 
-    fn dispatch(&mut self, ClientFrame { request_id, request }: ClientFrame<'_>) {
+    fn dispatch(
+        &mut self,
+        ClientFrame {
+            request_id,
+            request,
+        }: ClientFrame<'_>,
+    ) {
         let request_id = request_id.as_deref();
         let reply = match request {
-            ClientRequest::Subscribe { topic, last_n, .. } => self.subscribe(&topic, last_n, request_id),
+            ClientRequest::Subscribe { topic, last_n, .. } => {
+                self.subscribe(&topic, last_n, request_id)
+            }
             ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(&topic, request_id),
             ClientRequest::Publish { topic, message } => self
                 .state
@@ -222,18 +260,31 @@ impl Session {
             Err(err) => {
                 let code = match err {
                     BrokerError::TopicNotFound(_) => ErrorCode::TopicNotFound,
-                    BrokerError::InvalidTopicName | BrokerError::TopicExists(_) => ErrorCode::BadRequest,
+                    BrokerError::InvalidTopicName | BrokerError::TopicExists(_) => {
+                        ErrorCode::BadRequest
+                    }
                     BrokerError::ShuttingDown => ErrorCode::Internal,
                 };
-                self.outbox.push_control(protocol::error(request_id, code, &err.to_string()));
+                self.outbox
+                    .push_control(protocol::error(request_id, code, &err.to_string()));
             }
         }
     }
 
     /// The topic queues the ack itself, ahead of the replay.
-    fn subscribe(&mut self, name: &str, last_n: usize, request_id: Option<&str>) -> Result<Option<Bytes>, BrokerError> {
+    fn subscribe(
+        &mut self,
+        name: &str,
+        last_n: usize,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, BrokerError> {
         let topic = self.state.broker.topic(name)?;
-        if !topic.subscribe(self.id, &self.outbox, protocol::ack(request_id, name), last_n) {
+        if !topic.subscribe(
+            self.id,
+            &self.outbox,
+            protocol::ack(request_id, name),
+            last_n,
+        ) {
             return Err(BrokerError::TopicNotFound(name.to_owned()));
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
@@ -244,7 +295,11 @@ impl Session {
         Ok(None)
     }
 
-    fn unsubscribe(&mut self, name: &str, request_id: Option<&str>) -> Result<Option<Bytes>, BrokerError> {
+    fn unsubscribe(
+        &mut self,
+        name: &str,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, BrokerError> {
         let topic = self.state.broker.topic(name)?;
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);
@@ -270,9 +325,9 @@ fn close_reason_for(err: &WebSocketError) -> CloseReason {
     match err {
         WebSocketError::FrameTooLarge => CloseReason::MessageTooBig,
         WebSocketError::InvalidUTF8 => CloseReason::InvalidUtf8,
-        WebSocketError::UnexpectedEOF | WebSocketError::IoError(_) | WebSocketError::ConnectionClosed => {
-            CloseReason::ConnectionLost
-        }
+        WebSocketError::UnexpectedEOF
+        | WebSocketError::IoError(_)
+        | WebSocketError::ConnectionClosed => CloseReason::ConnectionLost,
         _ => CloseReason::ProtocolError,
     }
 }
@@ -303,7 +358,11 @@ struct FrameWriter<W> {
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     fn new(sink: W) -> Self {
-        Self { sink, batch: VecDeque::new(), offset: 0 }
+        Self {
+            sink,
+            batch: VecDeque::new(),
+            offset: 0,
+        }
     }
 
     /// One vectored write of the batch's head. Cancel-safe: a cancelled
@@ -313,7 +372,11 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         let mut count = 0;
         let mut total = 0;
         for (index, queued) in self.batch.iter().enumerate() {
-            let unwritten = if index == 0 { &queued.frame[self.offset..] } else { &queued.frame[..] };
+            let unwritten = if index == 0 {
+                &queued.frame[self.offset..]
+            } else {
+                &queued.frame[..]
+            };
             slices[count] = IoSlice::new(unwritten);
             count += 1;
             total += unwritten.len();
@@ -412,7 +475,11 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             writer.abandon_unstarted();
         }
         if reason == CloseReason::SlowConsumer {
-            writer.push(protocol::error(None, ErrorCode::SlowConsumer, "subscriber queue overflowed"));
+            writer.push(protocol::error(
+                None,
+                ErrorCode::SlowConsumer,
+                "subscriber queue overflowed",
+            ));
         }
         writer.push(protocol::close_frame(code, reason.describe()));
         let _ = tokio::time::timeout(CLOSE_GRACE, async {
