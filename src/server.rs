@@ -79,7 +79,10 @@ impl Server {
             }
         }
         drop(listener);
+        // Publishes stop before connections drain, so every publish that
+        // was acknowledged is in the queues being flushed.
         state.broker.stop_publishes();
+        state.draining.cancel();
         state.tasks.close();
         tracing::info!(
             connections = state.metrics.snapshot().connections,

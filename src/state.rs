@@ -18,8 +18,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
     pub started: Instant,
-    /// Cancelled on SIGTERM/SIGINT; every task listens to it.
+    /// Cancelled on SIGTERM/SIGINT: stop accepting connections and requests.
     pub shutdown: CancellationToken,
+    /// Cancelled once publishes have stopped: connections flush what is
+    /// queued and close with 1001.
+    pub draining: CancellationToken,
     /// Every connection task, so shutdown can wait for them to flush.
     pub tasks: TaskTracker,
     next_connection_id: AtomicU64,
@@ -35,6 +38,7 @@ impl AppState {
             config,
             started: Instant::now(),
             shutdown: CancellationToken::new(),
+            draining: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
         }

@@ -109,7 +109,7 @@ where
         outbox.clone(),
         liveness.clone(),
         config.heartbeat_interval,
-        state.shutdown.clone(),
+        state.draining.clone(),
     ));
     let mut session = Session {
         id: state.next_connection_id(),
@@ -427,7 +427,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
     outbox: Arc<Outbox>,
     liveness: Arc<Liveness>,
     heartbeat: Duration,
-    shutdown: tokio_util::sync::CancellationToken,
+    draining: tokio_util::sync::CancellationToken,
 ) -> CloseReason {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -455,13 +455,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             tokio::select! {
                 _ = outbox.wait_for_frames() => {}
                 _ = ticker.tick() => on_tick(),
-                _ = shutdown.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+                _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             }
         } else {
             tokio::select! {
                 biased;
                 _ = outbox.closed(), if closing.is_none() => {}
-                _ = shutdown.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+                _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
                 written = writer.write_some() => if written.is_err() {
                     break CloseReason::ConnectionLost;
                 },
