@@ -36,7 +36,12 @@ impl TestServer {
         let addr = server.local_addr().unwrap();
         let shutdown = server.shutdown_token();
         let task = tokio::spawn(server.run());
-        Self { addr, shutdown, task, http: reqwest::Client::new() }
+        Self {
+            addr,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -49,13 +54,21 @@ impl TestServer {
 
     /// Opens a WebSocket connection to `/ws`.
     pub async fn ws(&self) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url()).await.expect("ws connect");
+        let (ws, _) = tokio_tungstenite::connect_async(self.ws_url())
+            .await
+            .expect("ws connect");
         ws
     }
 
     /// Creates a topic over REST and asserts 201.
     pub async fn create_topic(&self, name: &str) {
-        let response = self.http.post(self.url("/topics")).json(&json!({ "name": name })).send().await.unwrap();
+        let response = self
+            .http
+            .post(self.url("/topics"))
+            .json(&json!({ "name": name }))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), 201, "creating topic {name}");
     }
 
@@ -69,13 +82,18 @@ impl TestServer {
     /// Cancels the server and waits for it to finish shutting down.
     pub async fn stop(self) {
         self.shutdown.cancel();
-        tokio::time::timeout(Duration::from_secs(30), self.task).await.expect("shutdown in time").unwrap();
+        tokio::time::timeout(Duration::from_secs(30), self.task)
+            .await
+            .expect("shutdown in time")
+            .unwrap();
     }
 }
 
 /// Sends one JSON text frame.
 pub async fn send(ws: &mut Ws, value: Value) {
-    ws.send(Message::Text(value.to_string().into())).await.expect("ws send");
+    ws.send(Message::Text(value.to_string().into()))
+        .await
+        .expect("ws send");
 }
 
 /// Receives the next JSON text frame, skipping heartbeats and control frames.
