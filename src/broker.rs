@@ -291,8 +291,8 @@ mod tests {
 
     fn message() -> Message<'static> {
         Message {
-            id: ID.into(),
-            payload: simd_json::BorrowedValue::from(1),
+            id: ID,
+            payload: Bytes::from_static(b"1"),
         }
     }
 

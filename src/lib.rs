@@ -23,6 +23,7 @@ pub mod config;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;
+pub mod raw_json;
 pub mod rest;
 pub mod server;
 pub mod state;

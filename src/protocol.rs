@@ -4,15 +4,15 @@
 //! Server frames are unmasked, so one encoded `Bytes` (header + JSON) can be
 //! shared by every subscriber and written as is.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 use fastwebsockets::{Frame, OpCode, Payload};
 use serde::{Serialize, Serializer};
-use simd_json::prelude::*;
-use simd_json::BorrowedValue;
+use simd_json::{Node, StaticNode};
+
+use crate::raw_json;
 
 /// The largest header of an unmasked server frame.
 const MAX_HEADER_LEN: usize = 10;
@@ -20,7 +20,7 @@ const MAX_HEADER_LEN: usize = 10;
 /// One parsed client frame: what it asks for and the id to echo in the reply.
 #[derive(Debug, PartialEq)]
 pub struct ClientFrame<'a> {
-    pub request_id: Option<Cow<'a, str>>,
+    pub request_id: Option<&'a str>,
     pub request: Request<'a>,
 }
 
@@ -28,26 +28,26 @@ pub struct ClientFrame<'a> {
 #[derive(Debug, PartialEq)]
 pub enum Request<'a> {
     Subscribe {
-        topic: Cow<'a, str>,
-        client_id: Option<Cow<'a, str>>,
+        topic: &'a str,
+        client_id: Option<&'a str>,
         last_n: usize,
     },
     Unsubscribe {
-        topic: Cow<'a, str>,
-        client_id: Option<Cow<'a, str>>,
+        topic: &'a str,
+        client_id: Option<&'a str>,
     },
     Publish {
-        topic: Cow<'a, str>,
+        topic: &'a str,
         message: Message<'a>,
     },
     Ping,
 }
 
-/// An event as published: a UUID and any JSON payload.
+/// An event as published: a UUID and the payload's JSON bytes, verbatim.
 #[derive(Debug, PartialEq)]
 pub struct Message<'a> {
-    pub id: Cow<'a, str>,
-    pub payload: BorrowedValue<'a>,
+    pub id: &'a str,
+    pub payload: Bytes,
 }
 
 /// A client frame that could not be turned into a request. The connection
@@ -82,48 +82,44 @@ pub enum ErrorCode {
 /// Parses one client frame. simd-json parses in place, so `bytes` is scratch
 /// space afterwards; strings in the result borrow from it.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
-    let value = simd_json::to_borrowed_value(bytes)
+    let payload = raw_payload(bytes, &["message", "payload"]);
+    let tape = simd_json::to_tape(bytes)
         .map_err(|err| Rejection::new(None, format!("invalid JSON: {err}")))?;
-    let BorrowedValue::Object(mut fields) = value else {
-        return Err(Rejection::new(None, "a frame must be a JSON object"));
+    let frame = TapeObject::new(&tape.0)
+        .ok_or_else(|| Rejection::new(None, "a frame must be a JSON object"))?;
+    let request_id = frame
+        .optional_string("request_id")
+        .map_err(|reason| Rejection::new(None, reason))?;
+    let reject = |reason: String| Rejection::new(request_id, reason);
+    let kind = frame
+        .optional_string("type")
+        .map_err(reject)?
+        .ok_or_else(|| reject("type is required".into()))?;
+    let topic = || {
+        frame
+            .optional_string("topic")?
+            .ok_or_else(|| format!("topic is required for {kind}"))
     };
-    let request_id = match fields.remove("request_id") {
-        None | Some(BorrowedValue::Static(StaticNode::Null)) => None,
-        Some(BorrowedValue::String(id)) => Some(id),
-        Some(_) => return Err(Rejection::new(None, "request_id must be a string")),
-    };
-    let reject = |reason: String| Rejection::new(request_id.as_deref(), reason);
-    let kind = match fields.remove("type") {
-        Some(BorrowedValue::String(kind)) => kind,
-        Some(_) => return Err(reject("type must be a string".into())),
-        None => return Err(reject("type is required".into())),
-    };
-    let mut topic = || match fields.remove("topic") {
-        Some(BorrowedValue::String(topic)) => Ok(topic),
-        Some(_) => Err(reject("topic must be a string".into())),
-        None => Err(reject(format!("topic is required for {kind}"))),
-    };
-    let request = match kind.as_ref() {
+    let request = match kind {
         "subscribe" => Request::Subscribe {
-            topic: topic()?,
-            client_id: optional_string(&mut fields, "client_id").map_err(reject)?,
-            last_n: match fields.remove("last_n") {
-                None | Some(BorrowedValue::Static(StaticNode::Null)) => 0,
-                Some(value) => value
-                    .as_usize()
-                    .ok_or_else(|| reject("last_n must be a non-negative integer".into()))?,
+            topic: topic().map_err(reject)?,
+            client_id: frame.optional_string("client_id").map_err(reject)?,
+            last_n: match frame.get("last_n") {
+                None | Some([Node::Static(StaticNode::Null)]) => 0,
+                Some(&[Node::Static(StaticNode::U64(n))]) => n as usize,
+                Some(&[Node::Static(StaticNode::I64(n))]) if n >= 0 => n as usize,
+                Some(_) => return Err(reject("last_n must be a non-negative integer".into())),
             },
         },
         "unsubscribe" => Request::Unsubscribe {
-            topic: topic()?,
-            client_id: optional_string(&mut fields, "client_id").map_err(reject)?,
+            topic: topic().map_err(reject)?,
+            client_id: frame.optional_string("client_id").map_err(reject)?,
         },
         "publish" => Request::Publish {
-            topic: topic()?,
-            message: match fields.remove("message") {
-                Some(message) => {
-                    parse_message(message).map_err(|why| reject(format!("message.{why}")))?
-                }
+            topic: topic().map_err(reject)?,
+            message: match frame.get("message") {
+                Some(message) => message_from(message, payload)
+                    .map_err(|why| reject(format!("message.{why}")))?,
                 None => return Err(reject("message is required for publish".into())),
             },
         },
@@ -140,30 +136,81 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
     })
 }
 
-/// Validates a message object `{"id": <UUID>, "payload": <any JSON>}`; shared
-/// by the WebSocket `publish` and the REST publish body.
-pub fn parse_message(value: BorrowedValue<'_>) -> Result<Message<'_>, String> {
-    let BorrowedValue::Object(mut fields) = value else {
-        return Err("message must be an object".into());
-    };
-    let id = match fields.remove("id") {
-        Some(BorrowedValue::String(id)) if uuid::Uuid::try_parse(&id).is_ok() => id,
-        Some(BorrowedValue::String(id)) => return Err(format!("id '{id}' is not a UUID")),
-        Some(_) => return Err("id must be a UUID string".into()),
-        None => return Err("id is required".into()),
-    };
-    let payload = fields.remove("payload").ok_or("payload is required")?;
+/// Parses a REST publish body, `{"id": <UUID>, "payload": <any JSON>}`.
+pub fn parse_message_body(bytes: &mut [u8]) -> Result<Message<'_>, String> {
+    let payload = raw_payload(bytes, &["payload"]);
+    let tape = simd_json::to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    message_from(&tape.0, payload)
+}
+
+/// Parses a REST create-topic body, `{"name": "orders"}`, into the name.
+pub fn parse_topic_body(bytes: &mut [u8]) -> Result<String, String> {
+    let tape = simd_json::to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    TapeObject::new(&tape.0)
+        .ok_or("body must be a JSON object like {\"name\": \"orders\"}")?
+        .optional_string("name")?
+        .map(str::to_owned)
+        .ok_or_else(|| "name is required".into())
+}
+
+/// Copies the payload's bytes out before simd-json rewrites the buffer.
+fn raw_payload(bytes: &[u8], path: &[&str]) -> Option<Bytes> {
+    raw_json::find_member(bytes, path).map(|span| Bytes::copy_from_slice(&bytes[span]))
+}
+
+/// Validates a message object and pairs it with its raw payload.
+fn message_from<'a>(nodes: &[Node<'a>], payload: Option<Bytes>) -> Result<Message<'a>, String> {
+    let message = TapeObject::new(nodes).ok_or("message must be an object")?;
+    let id = message.optional_string("id")?.ok_or("id is required")?;
+    if uuid::Uuid::try_parse(id).is_err() {
+        return Err(format!("id '{id}' is not a UUID"));
+    }
+    if message.get("payload").is_none() {
+        return Err("payload is required".into());
+    }
+    let payload = payload.ok_or("payload could not be located")?;
     Ok(Message { id, payload })
 }
 
-fn optional_string<'a>(
-    fields: &mut simd_json::borrowed::Object<'a>,
-    name: &str,
-) -> Result<Option<Cow<'a, str>>, String> {
-    match fields.remove(name) {
-        None | Some(BorrowedValue::Static(StaticNode::Null)) => Ok(None),
-        Some(BorrowedValue::String(value)) => Ok(Some(value)),
-        Some(_) => Err(format!("{name} must be a string")),
+/// An object on a simd-json tape. The tape is flat, so walking it cannot
+/// recurse however deep the document nests.
+struct TapeObject<'t, 'a>(&'t [Node<'a>]);
+
+impl<'t, 'a> TapeObject<'t, 'a> {
+    fn new(nodes: &'t [Node<'a>]) -> Option<Self> {
+        matches!(nodes.first(), Some(Node::Object { .. })).then_some(Self(nodes))
+    }
+
+    /// The nodes of the first member called `name`.
+    fn get(&self, name: &str) -> Option<&'t [Node<'a>]> {
+        let &Node::Object { len, .. } = self.0.first()? else {
+            return None;
+        };
+        let mut index = 1;
+        for _ in 0..len {
+            let Node::String(key) = *self.0.get(index)? else {
+                return None;
+            };
+            let value_len = match self.0.get(index + 1)? {
+                Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+                _ => 1,
+            };
+            let value = self.0.get(index + 1..index + 1 + value_len)?;
+            if key == name {
+                return Some(value);
+            }
+            index += 1 + value_len;
+        }
+        None
+    }
+
+    /// A member that may be absent or null, and otherwise must be a string.
+    fn optional_string(&self, name: &str) -> Result<Option<&'a str>, String> {
+        match self.get(name) {
+            None | Some([Node::Static(StaticNode::Null)]) => Ok(None),
+            Some(&[Node::String(value)]) => Ok(Some(value)),
+            Some(_) => Err(format!("{name} must be a string")),
+        }
     }
 }
 
@@ -200,12 +247,6 @@ pub enum ServerFrame<'a> {
         status: &'static str,
         ts: Timestamp,
     },
-    Event {
-        topic: &'a str,
-        message: EventMessage<'a>,
-        seq: u64,
-        ts: Timestamp,
-    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
@@ -226,12 +267,6 @@ pub enum ServerFrame<'a> {
 }
 
 #[derive(Serialize)]
-pub struct EventMessage<'a> {
-    pub id: &'a str,
-    pub payload: &'a BorrowedValue<'a>,
-}
-
-#[derive(Serialize)]
 pub struct ErrorBody<'a> {
     pub code: ErrorCode,
     pub message: &'a str,
@@ -240,9 +275,7 @@ pub struct ErrorBody<'a> {
 impl ServerFrame<'_> {
     /// Encodes the frame once as a complete WebSocket text frame.
     pub fn encode(&self) -> Bytes {
-        encode_frame(OpCode::Text, |buf| {
-            simd_json::to_writer(buf, self).expect("server frames always serialize")
-        })
+        encode_frame(OpCode::Text, |buf| write_json(buf, self))
     }
 }
 
@@ -287,19 +320,27 @@ pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
     .encode()
 }
 
-/// `event` as fanned out and kept in the replay ring.
+/// `event` as fanned out and kept in the replay ring. Written by hand
+/// because the payload goes in verbatim.
 pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Bytes {
-    let message = EventMessage {
-        id: &message.id,
-        payload: &message.payload,
-    };
-    ServerFrame::Event {
-        topic,
-        message,
-        seq,
-        ts,
-    }
-    .encode()
+    encode_frame(OpCode::Text, |buf| {
+        buf.reserve(message.payload.len() + 160);
+        buf.extend_from_slice(br#"{"type":"event","topic":"#);
+        write_json(buf, topic);
+        buf.extend_from_slice(br#","message":{"id":"#);
+        write_json(buf, message.id);
+        buf.extend_from_slice(br#","payload":"#);
+        buf.extend_from_slice(&message.payload);
+        buf.extend_from_slice(br#"},"seq":"#);
+        write_json(buf, &seq);
+        buf.extend_from_slice(br#","ts":"#);
+        write_json(buf, &ts);
+        buf.push(b'}');
+    })
+}
+
+fn write_json(buf: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+    simd_json::to_writer(buf, value).expect("strings and numbers always serialize");
 }
 
 /// A WebSocket close frame with a status code and reason.
@@ -365,12 +406,12 @@ mod tests {
             r#"{"type":"subscribe","topic":"t","client_id":"c","last_n":5,"request_id":"r"}"#,
         )
         .unwrap();
-        assert_eq!(frame.request_id.as_deref(), Some("r"));
+        assert_eq!(frame.request_id, Some("r"));
         assert_eq!(
             frame.request,
             Request::Subscribe {
-                topic: "t".into(),
-                client_id: Some("c".into()),
+                topic: "t",
+                client_id: Some("c"),
                 last_n: 5
             }
         );
@@ -378,7 +419,7 @@ mod tests {
         assert_eq!(
             frame.request,
             Request::Unsubscribe {
-                topic: "t".into(),
+                topic: "t",
                 client_id: None
             }
         );
@@ -391,10 +432,7 @@ mod tests {
         };
         assert_eq!(topic, "t");
         assert_eq!(message.id, ID);
-        assert_eq!(
-            simd_json::to_string(&message.payload).unwrap(),
-            r#"{"a":[1,2.5,"é"]}"#
-        );
+        assert_eq!(&message.payload[..], r#"{"a":[1,2.5,"é"]}"#.as_bytes());
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().request, Request::Ping);
     }
 
@@ -459,21 +497,69 @@ mod tests {
         }
     }
 
+    fn publish_of(payload: &str) -> String {
+        format!(r#"{{"type":"publish","topic":"t","message":{{"id":"{ID}","payload":{payload}}}}}"#)
+    }
+
     #[test]
-    fn payload_numbers_and_unicode_survive_reencoding() {
-        let payload = r#"{"big":123456789012345678901234567890,"neg":-42,"pi":3.14159,"tiny":1e-10,"s":"héllo \u2603 😀","n":null,"deep":[[{"x":[true,false]}]]}"#;
-        let text = format!(
-            r#"{{"type":"publish","topic":"t","message":{{"id":"{ID}","payload":{payload}}}}}"#
-        );
+    fn payloads_pass_through_byte_for_byte() {
+        let keys: Vec<String> = (0..40).rev().map(|n| format!(r#""k{n}":{n}"#)).collect();
+        let payloads = [
+            r#"{"big":100000000000000000000000000000000000000000007,"neg":-0,"exp":1E+2,"f":10.250}"#.to_owned(),
+            r#"{"s":"héllo \u2603 😀","n":null,"deep":[[{"x":[true,false]}]]}"#.to_owned(),
+            format!("{{{}}}", keys.join(",")),
+            r#" [ 1 , "spaced" ] "#.to_owned(),
+        ];
+        for payload in payloads {
+            let text = publish_of(&payload);
+            let Request::Publish { message, .. } = parse(&text).unwrap().request else {
+                panic!()
+            };
+            assert_eq!(&message.payload[..], payload.trim().as_bytes());
+            let frame = event("t", &message, 7, Timestamp::now());
+            assert!(String::from_utf8_lossy(&frame).contains(payload.trim()));
+            let json = json_of(&frame);
+            assert_eq!(json["seq"], 7);
+            assert_eq!(json["type"], "event");
+            assert_eq!(json["message"]["id"], ID);
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_are_not_rewritten() {
+        let payload = r#"["\ud800"]"#;
+        let text = publish_of(payload);
         let Request::Publish { message, .. } = parse(&text).unwrap().request else {
             panic!()
         };
-        let frame = event("t", &message, 7, Timestamp::now());
-        let sent: serde_json::Value = serde_json::from_str(payload).unwrap();
-        let json = json_of(&frame);
-        assert_eq!(json["message"]["payload"], sent);
-        assert_eq!(json["seq"], 7);
-        assert_eq!(json["type"], "event");
+        assert_eq!(&message.payload[..], payload.as_bytes());
+    }
+
+    #[test]
+    fn deep_nesting_does_not_overflow_the_stack() {
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let text = publish_of(&deep);
+        let Request::Publish { message, .. } = parse(&text).unwrap().request else {
+            panic!()
+        };
+        assert_eq!(message.payload.len(), deep.len());
+        let ping = format!(r#"{{"type":"ping","x":{deep}}}"#);
+        assert_eq!(parse(&ping).unwrap().request, Request::Ping);
+    }
+
+    #[test]
+    fn rest_bodies_parse_with_the_same_rules() {
+        let mut body = format!(r#"{{"id":"{ID}","payload":{{"z":1,"a":2}}}}"#).into_bytes();
+        let message = parse_message_body(&mut body).unwrap();
+        assert_eq!(&message.payload[..], br#"{"z":1,"a":2}"#);
+        assert!(parse_message_body(&mut br#"{"id":"nope","payload":1}"#.to_vec()).is_err());
+        assert!(parse_message_body(&mut format!(r#"{{"id":"{ID}"}}"#).into_bytes()).is_err());
+        assert_eq!(
+            parse_topic_body(&mut br#"{"name":"orders"}"#.to_vec()),
+            Ok("orders".into())
+        );
+        assert!(parse_topic_body(&mut br#"{"name":1}"#.to_vec()).is_err());
+        assert!(parse_topic_body(&mut br#"[]"#.to_vec()).is_err());
     }
 
     #[test]

@@ -8,7 +8,6 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
-use simd_json::BorrowedValue;
 
 use crate::broker::BrokerError;
 use crate::metrics::Snapshot;
@@ -161,14 +160,9 @@ async fn create_topic(state: &AppState, request: Request<Incoming>) -> Response<
         Ok(body) => body,
         Err(response) => return response,
     };
-    let name = match simd_json::to_borrowed_value(&mut body) {
-        Ok(BorrowedValue::Object(mut fields)) => match fields.remove("name") {
-            Some(BorrowedValue::String(name)) => name,
-            Some(_) => return bad_request("name must be a string"),
-            None => return bad_request("name is required"),
-        },
-        Ok(_) => return bad_request("body must be a JSON object like {\"name\": \"orders\"}"),
-        Err(err) => return bad_request(&format!("invalid JSON: {err}")),
+    let name = match protocol::parse_topic_body(&mut body) {
+        Ok(name) => name,
+        Err(why) => return bad_request(&why),
     };
     match state.broker.create_topic(&name) {
         Ok(()) => json_response(
@@ -203,12 +197,9 @@ async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Re
         Ok(body) => body,
         Err(response) => return response,
     };
-    let message = match simd_json::to_borrowed_value(&mut body) {
-        Ok(value) => match protocol::parse_message(value) {
-            Ok(message) => message,
-            Err(why) => return bad_request(&why),
-        },
-        Err(err) => return bad_request(&format!("invalid JSON: {err}")),
+    let message = match protocol::parse_message_body(&mut body) {
+        Ok(message) => message,
+        Err(why) => return bad_request(&why),
     };
     match state.broker.publish(name, &message) {
         Ok(seq) => json_response(

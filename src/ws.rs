@@ -241,17 +241,16 @@ impl Session {
             request,
         }: ClientFrame<'_>,
     ) {
-        let request_id = request_id.as_deref();
         let reply = match request {
             ClientRequest::Subscribe { topic, last_n, .. } => {
-                self.subscribe(&topic, last_n, request_id)
+                self.subscribe(topic, last_n, request_id)
             }
-            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(&topic, request_id),
+            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id),
             ClientRequest::Publish { topic, message } => self
                 .state
                 .broker
-                .publish(&topic, &message)
-                .map(|_| Some(protocol::ack(request_id, &topic))),
+                .publish(topic, &message)
+                .map(|_| Some(protocol::ack(request_id, topic))),
             ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
         };
         match reply {
