@@ -16,6 +16,13 @@ pub enum SlowConsumerPolicy {
     DropOldest,
 }
 
+impl std::fmt::Display for SlowConsumerPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = self.to_possible_value().expect("no variant is skipped");
+        f.write_str(value.get_name())
+    }
+}
+
 /// ringcast: an in-memory WebSocket + REST publish/subscribe broker.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ringcast", version, about)]

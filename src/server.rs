@@ -56,7 +56,7 @@ impl Server {
         tracing::info!(
             addr = %listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string()),
             subscriber_queue_size = config.subscriber_queue_size,
-            slow_consumer_policy = ?config.slow_consumer_policy,
+            slow_consumer_policy = %config.slow_consumer_policy,
             ring_buffer_size = config.ring_buffer_size,
             heartbeat_interval = ?config.heartbeat_interval,
             max_message_size = config.max_message_size,
