@@ -26,16 +26,12 @@ async fn rest(
     if let Some(body) = body {
         builder = builder.json(&body);
     }
-    let response = builder.send().await.expect("http request");
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
+    json_reply(builder.send().await.expect("http request")).await
 }
 
 /// Every kind of REST request other than `GET /health`.
 fn protected_requests() -> Vec<(Method, &'static str, Option<Value>)> {
-    let message = json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": 1 });
+    let message = message_body(json!(1));
     vec![
         (Method::GET, "/topics", None),
         (Method::POST, "/topics", Some(json!({ "name": "fresh" }))),
@@ -78,17 +74,6 @@ fn assert_refused(result: Result<Ws, WsError>, context: &str) {
     }
 }
 
-/// Proves a connection is usable: ping gets a pong echoing the request id.
-async fn assert_usable(ws: &mut Ws, request_id: &str) {
-    send(ws, json!({ "type": "ping", "request_id": request_id })).await;
-    let pong = recv(ws).await;
-    assert_eq!(
-        (&pong["type"], &pong["request_id"]),
-        (&json!("pong"), &json!(request_id)),
-        "{pong}"
-    );
-}
-
 #[tokio::test]
 async fn rest_without_a_valid_key_is_401() {
     let server = TestServer::start(&KEYED).await;
@@ -115,13 +100,13 @@ async fn rest_without_a_valid_key_is_401() {
     ];
     for (method, path, body) in protected_requests() {
         for key in wrong_keys {
-            let (status, reply) = rest(&server, method.clone(), path, key, body.clone()).await;
-            assert_eq!(status, 401, "{method} {path} with key {key:?}: {reply}");
-            assert_eq!(
-                reply["error"]["code"], "UNAUTHORIZED",
-                "{method} {path} with key {key:?}: {reply}"
+            let reply = rest(&server, method.clone(), path, key, body.clone()).await;
+            assert_error_reply(
+                &reply,
+                401,
+                "UNAUTHORIZED",
+                &format!("{method} {path} with key {key:?}"),
             );
-            assert!(reply["error"]["message"].is_string(), "{reply}");
         }
     }
     // REST does not take the key from the query string.
@@ -140,7 +125,7 @@ async fn rest_without_a_valid_key_is_401() {
 #[tokio::test]
 async fn both_keys_work_for_rest() {
     let server = TestServer::start(&KEYED).await;
-    let message = json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": "hi" });
+    let message = message_body(json!("hi"));
     let steps = [
         (
             Method::POST,
@@ -254,16 +239,11 @@ async fn ws_upgrade_accepts_either_key_in_header_or_query() {
         (&mut by_query, "q2"),
         (&mut by_query2, "q1"),
     ] {
-        assert_usable(ws, id).await;
+        ping_pong(ws, id).await;
     }
     // An authenticated socket works end to end.
     subscribe(&mut by_query, "orders", 0).await;
-    send(
-        &mut by_header,
-        publish_frame("orders", json!({ "ok": true }), "pub"),
-    )
-    .await;
-    assert_eq!(recv(&mut by_header).await["type"], "ack");
+    publish_acked(&mut by_header, "orders", json!({ "ok": true }), "pub").await;
     let event = recv(&mut by_query).await;
     assert_eq!(
         (&event["type"], &event["message"]["payload"]),
@@ -276,9 +256,8 @@ async fn ws_upgrade_accepts_either_key_in_header_or_query() {
 #[tokio::test]
 async fn ws_path_checks_the_key_before_the_upgrade_headers() {
     let server = TestServer::start(&KEYED).await;
-    let (status, body) = rest(&server, Method::GET, "/ws", None, None).await;
-    assert_eq!(status, 401, "{body}");
-    assert_eq!(body["error"]["code"], "UNAUTHORIZED", "{body}");
+    let reply = rest(&server, Method::GET, "/ws", None, None).await;
+    assert_error_reply(&reply, 401, "UNAUTHORIZED", "GET /ws without a key");
     let (status, body) = rest(&server, Method::GET, "/ws", Some("k2"), None).await;
     assert_eq!(status, 426, "{body}");
     server.stop().await;
@@ -302,7 +281,7 @@ async fn without_api_keys_everything_is_open() {
             let (status, body) = rest(&server, Method::GET, path, key, None).await;
             assert_eq!(status, 200, "GET {path} with key {key:?}: {body}");
         }
-        let message = json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": 1 });
+        let message = message_body(json!(1));
         let (status, body) = rest(
             &server,
             Method::POST,
@@ -313,7 +292,7 @@ async fn without_api_keys_everything_is_open() {
         .await;
         assert_eq!(status, 200, "publish with key {key:?}: {body}");
         let mut ws = connect(&server, "", key).await.expect("open upgrade");
-        assert_usable(&mut ws, "open").await;
+        ping_pong(&mut ws, "open").await;
         let (status, body) = rest(
             &server,
             Method::DELETE,
@@ -327,6 +306,6 @@ async fn without_api_keys_everything_is_open() {
     let mut ws = connect(&server, "?api_key=whatever", None)
         .await
         .expect("query key ignored");
-    assert_usable(&mut ws, "query").await;
+    ping_pong(&mut ws, "query").await;
     server.stop().await;
 }

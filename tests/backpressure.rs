@@ -31,16 +31,10 @@ fn padded_payload(n: u64, size: usize) -> Value {
 async fn publish_padded(publisher: &mut Ws, topic: &str, count: u64, size: usize) {
     for n in 1..=count {
         let request_id = format!("p{n}");
-        send(
-            publisher,
-            publish_frame(topic, padded_payload(n, size), &request_id),
-        )
-        .await;
-        let ack = tokio::time::timeout(ACK_DEADLINE, recv(publisher))
+        let publish = publish_acked(publisher, topic, padded_payload(n, size), &request_id);
+        tokio::time::timeout(ACK_DEADLINE, publish)
             .await
             .unwrap_or_else(|_| panic!("publisher blocked: no ack for event {n}"));
-        assert_eq!(ack["type"], "ack", "{ack}");
-        assert_eq!(ack["request_id"], request_id.as_str(), "{ack}");
     }
 }
 
@@ -103,27 +97,6 @@ async fn cast(
     (server, lagging, fast, publisher)
 }
 
-/// Polls `GET /topics` until `topic` has `expected` subscribers (5 s at most).
-async fn wait_for_subscribers(server: &TestServer, topic: &str, expected: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    let mut seen = Value::Null;
-    while tokio::time::Instant::now() < deadline {
-        let (_, body) = server.get_json("/topics").await;
-        seen = body["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|row| row["name"] == topic)
-            .unwrap()["subscribers"]
-            .clone();
-        if seen == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{topic} still has {seen} subscribers, expected {expected}");
-}
-
 /// Reads a cut-off subscriber to its end: what was already in the socket
 /// buffers (a gapless prefix, as the `disconnect` policy drops nothing), then
 /// best effort an error SLOW_CONSUMER and a close 1008, then the end of the
@@ -175,7 +148,7 @@ async fn stalled_subscriber_is_disconnected_while_others_get_everything() {
     // While publishing, wait for the stalled subscriber to be dropped from the
     // topic, then resume reading it.
     let cut_off = async {
-        wait_for_subscribers(&server, "bp", 1).await;
+        server.wait_for_subscribers("bp", 1).await;
         read_until_closed(&mut stalled).await
     };
     let ((), last_seq) = tokio::join!(publish_padded(&mut publisher, "bp", EVENTS, LARGE), cut_off);
@@ -186,12 +159,7 @@ async fn stalled_subscriber_is_disconnected_while_others_get_everything() {
     assert!(last_seq < EVENTS, "the stalled subscriber was not cut off");
 
     // Others are unaffected: the fast subscriber and the publisher go on.
-    send(
-        &mut publisher,
-        publish_frame("bp", padded_payload(EVENTS + 1, 8), "after"),
-    )
-    .await;
-    assert_eq!(recv(&mut publisher).await["type"], "ack");
+    publish_acked(&mut publisher, "bp", padded_payload(EVENTS + 1, 8), "after").await;
     assert_eq!(padded_seq(&recv(&mut fast).await, 8), EVENTS + 1);
     server.stop().await;
 }
@@ -212,7 +180,7 @@ async fn drop_oldest_keeps_a_stalled_subscriber_connected_with_the_newest_events
         totals["dropped"].as_u64().unwrap() > 0,
         "the stalled subscriber never overflowed: {totals}"
     );
-    wait_for_subscribers(&server, "lossy", 2).await;
+    server.wait_for_subscribers("lossy", 2).await;
 
     // Resume: increasing seqs, gaps allowed, ending with the last event.
     let mut received = Vec::new();
@@ -229,8 +197,7 @@ async fn drop_oldest_keeps_a_stalled_subscriber_connected_with_the_newest_events
         "nothing was dropped, yet /stats counts drops"
     );
     // Still usable: a request gets its reply.
-    send(&mut stalled, json!({ "type": "ping" })).await;
-    assert_eq!(recv(&mut stalled).await["type"], "pong");
+    ping_pong(&mut stalled, "still-usable").await;
     server.stop().await;
 }
 
@@ -269,6 +236,6 @@ async fn slow_reader_holds_back_neither_fast_reader_nor_publisher() {
         (1..=EVENTS).collect::<Vec<_>>(),
         "the slow reader lost or reordered events"
     );
-    wait_for_subscribers(&server, "pace", 2).await;
+    server.wait_for_subscribers("pace", 2).await;
     server.stop().await;
 }

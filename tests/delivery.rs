@@ -4,27 +4,10 @@
 mod common;
 
 use common::*;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Barrier};
 use tokio_tungstenite::tungstenite::Message;
-
-/// Asserts `frame["ts"]` is RFC 3339 UTC with milliseconds (`2025-08-25T10:00:00.123Z`).
-fn assert_ts(frame: &Value) {
-    let ts = frame["ts"]
-        .as_str()
-        .unwrap_or_else(|| panic!("frame without a string ts: {frame}"));
-    let shape = "dddd-dd-ddTdd:dd:dd.dddZ";
-    let matches = ts.len() == shape.len()
-        && ts.bytes().zip(shape.bytes()).all(|(got, want)| match want {
-            b'd' => got.is_ascii_digit(),
-            _ => got == want,
-        });
-    assert!(
-        matches,
-        "ts {ts:?} is not RFC 3339 UTC with milliseconds, in {frame}"
-    );
-}
 
 /// Receives the next frame and asserts it is a well-formed event.
 async fn recv_event(ws: &mut Ws) -> Value {
@@ -57,28 +40,6 @@ fn seqs(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
-/// Receives the reply to a publish (or unsubscribe) and asserts it is its ack.
-async fn expect_ack(ws: &mut Ws, topic: &str, request_id: &str) {
-    let ack = recv(ws).await;
-    assert_eq!(
-        ack["type"], "ack",
-        "expected the ack of {request_id}: {ack}"
-    );
-    assert_eq!(ack["request_id"], request_id, "{ack}");
-    assert_eq!(ack["topic"], topic, "{ack}");
-    assert_eq!(ack["status"], "ok", "{ack}");
-    assert_ts(&ack);
-}
-
-/// Publishes one event, waits for its ack and returns the message id.
-async fn publish_acked(ws: &mut Ws, topic: &str, payload: Value, request_id: &str) -> String {
-    let frame = publish_frame(topic, payload, request_id);
-    let id = frame["message"]["id"].as_str().unwrap().to_owned();
-    send(ws, frame).await;
-    expect_ack(ws, topic, request_id).await;
-    id
-}
-
 /// Publishes `{"topic": t, "n": n}` to every topic in turn for n in 1..=rounds,
 /// each acked before the next.
 async fn publish_rounds(publisher: &mut Ws, topics: &[&str], rounds: u64) {
@@ -93,24 +54,7 @@ async fn publish_rounds(publisher: &mut Ws, topics: &[&str], rounds: u64) {
 /// Pings and asserts the pong is the very next frame: nothing else (no
 /// duplicate or stray event) was queued for this connection before it.
 async fn assert_nothing_pending(ws: &mut Ws) {
-    send(ws, json!({ "type": "ping", "request_id": "quiet?" })).await;
-    let reply = recv(ws).await;
-    assert_eq!(
-        reply["type"], "pong",
-        "expected nothing but the pong: {reply}"
-    );
-    assert_eq!(reply["request_id"], "quiet?", "{reply}");
-}
-
-/// Subscriber count of `topic` per `GET /topics`, None if it is not listed.
-async fn listed_subscribers(server: &TestServer, topic: &str) -> Option<u64> {
-    let (status, body) = server.get_json("/topics").await;
-    assert_eq!(status, 200, "{body}");
-    let topics = body["topics"].as_array().expect("topics array");
-    topics
-        .iter()
-        .find(|row| row["name"] == topic)
-        .map(|row| row["subscribers"].as_u64().unwrap())
+    ping_pong(ws, "quiet?").await;
 }
 
 /// A payload written as raw JSON text: nesting, escapes, unicode, floats,
@@ -152,7 +96,7 @@ async fn fan_out_delivers_every_event_to_every_subscriber_once_in_order() {
         }));
     }
     assert_eq!(
-        listed_subscribers(&server, "fanout").await,
+        server.subscribers_of("fanout").await,
         Some(SUBSCRIBERS as u64)
     );
 
@@ -473,7 +417,7 @@ async fn unsubscribe_stops_delivery_after_its_ack() {
     )
     .await;
     expect_ack(&mut subscriber, "un.a", "unsub-a").await;
-    assert_eq!(listed_subscribers(&server, "un.a").await, Some(0));
+    assert_eq!(server.subscribers_of("un.a").await, Some(0));
 
     for n in 2..=6 {
         publish_acked(&mut publisher, "un.a", json!("after"), &format!("a{n}")).await;
@@ -499,16 +443,10 @@ async fn deleting_a_topic_notifies_subscribers_and_keeps_them_connected() {
     let mut only = server.ws().await;
     subscribe(&mut only, "doomed", 0).await;
 
-    let response = server
-        .http
-        .delete(server.url("/topics/doomed"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let body: Value = response.json().await.unwrap();
-    assert_eq!(body["status"], "deleted", "{body}");
-    assert_eq!(body["topic"], "doomed", "{body}");
+    assert_eq!(
+        server.delete_json("/topics/doomed").await,
+        (200, json!({ "status": "deleted", "topic": "doomed" }))
+    );
 
     for ws in [&mut both, &mut only] {
         let notice = recv(ws).await;
@@ -523,14 +461,9 @@ async fn deleting_a_topic_notifies_subscribers_and_keeps_them_connected() {
             json!({ "type": "subscribe", "topic": "doomed", "request_id": "again" }),
         )
         .await;
-        let refused = recv(ws).await;
-        assert_eq!(refused["type"], "error", "{refused}");
-        assert_eq!(refused["request_id"], "again", "{refused}");
-        assert_eq!(refused["error"]["code"], "TOPIC_NOT_FOUND", "{refused}");
-        assert!(refused["error"]["message"].is_string(), "{refused}");
-        assert_ts(&refused);
+        expect_error(ws, "TOPIC_NOT_FOUND", Some("again"), "resubscribing").await;
     }
-    assert_eq!(listed_subscribers(&server, "doomed").await, None);
+    assert_eq!(server.subscribers_of("doomed").await, None);
 
     // The other subscription of the same connection still works.
     let mut publisher = server.ws().await;
@@ -545,11 +478,7 @@ async fn deleting_a_topic_notifies_subscribers_and_keeps_them_connected() {
 async fn ping_gets_pong() {
     let server = TestServer::start(&[]).await;
     let mut ws = server.ws().await;
-    send(&mut ws, json!({ "type": "ping", "request_id": "r-42" })).await;
-    let pong = recv(&mut ws).await;
-    assert_eq!(pong["type"], "pong", "{pong}");
-    assert_eq!(pong["request_id"], "r-42", "{pong}");
-    assert_ts(&pong);
+    ping_pong(&mut ws, "r-42").await;
 
     send(&mut ws, json!({ "type": "ping" })).await;
     let pong = recv(&mut ws).await;
@@ -574,16 +503,7 @@ async fn integers_beyond_f64_precision_pass_through_exactly() {
     publisher.send(Message::Text(frame.into())).await.unwrap();
     expect_ack(&mut publisher, "digits", "d1").await;
     // serde_json would round these through f64, so look at the raw text.
-    let raw = loop {
-        let message = tokio::time::timeout(RECV_TIMEOUT, subscriber.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = message {
-            break text.as_str().to_owned();
-        }
-    };
+    let raw = recv_text(&mut subscriber).await;
     for literal in ["123456789012345678901234567890", "-9007199254740993"] {
         assert!(
             raw.contains(literal),

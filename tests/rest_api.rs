@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -32,101 +30,13 @@ async fn call(
     path: &str,
     body: Option<String>,
 ) -> (u16, Value) {
-    let response = request(server, method, path, body).await;
-    let status = response.status().as_u16();
-    let text = response.text().await.expect("response body");
-    let json =
-        serde_json::from_str(&text).unwrap_or_else(|err| panic!("non-JSON body {text:?}: {err}"));
-    (status, json)
-}
-
-async fn post(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
-    call(server, Method::POST, path, Some(body.to_string())).await
-}
-
-async fn delete(server: &TestServer, path: &str) -> (u16, Value) {
-    call(server, Method::DELETE, path, None).await
-}
-
-/// Asserts a `{"error":{"code","message"}}` reply with the given status.
-#[track_caller]
-fn assert_error(reply: &(u16, Value), status: u16, code: &str, context: &str) {
-    assert_eq!(reply.0, status, "{context}: {}", reply.1);
-    assert_eq!(reply.1["error"]["code"], code, "{context}: {}", reply.1);
-    let message = reply.1["error"]["message"].as_str();
-    assert!(
-        message.is_some_and(|m| !m.is_empty()),
-        "{context}: error.message missing: {}",
-        reply.1
-    );
-}
-
-/// A REST publish body with a fresh UUID.
-fn message_body(payload: Value) -> Value {
-    json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": payload })
-}
-
-/// `GET /topics` as (name, subscriber count) pairs sorted by name.
-async fn subscriber_counts(server: &TestServer) -> Vec<(String, u64)> {
-    let (status, body) = server.get_json("/topics").await;
-    assert_eq!(status, 200, "{body}");
-    let rows = body["topics"]
-        .as_array()
-        .unwrap_or_else(|| panic!("topics must be an array: {body}"));
-    let mut counts: Vec<(String, u64)> = rows
-        .iter()
-        .map(|row| {
-            let name = row["name"]
-                .as_str()
-                .unwrap_or_else(|| panic!("name: {row}"))
-                .to_owned();
-            (
-                name,
-                row["subscribers"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("subscribers: {row}")),
-            )
-        })
-        .collect();
-    counts.sort();
-    counts
+    json_reply(request(server, method, path, body).await).await
 }
 
 /// The names `GET /topics` lists, sorted.
 async fn topic_names(server: &TestServer) -> Vec<String> {
-    let counts = subscriber_counts(server).await;
+    let counts = server.subscriber_counts().await;
     counts.into_iter().map(|(name, _)| name).collect()
-}
-
-async fn subscribers_of(server: &TestServer, topic: &str) -> Option<u64> {
-    count_of(&subscriber_counts(server).await, topic)
-}
-
-fn count_of(counts: &[(String, u64)], topic: &str) -> Option<u64> {
-    counts
-        .iter()
-        .find(|(name, _)| name == topic)
-        .map(|(_, count)| *count)
-}
-
-/// Polls `GET /topics` until `check` holds, for up to 5 s.
-async fn wait_for_counts(
-    server: &TestServer,
-    what: &str,
-    check: impl Fn(&[(String, u64)]) -> bool,
-) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let counts = subscriber_counts(server).await;
-        if check(&counts) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; last GET /topics: {counts:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// A server with topic `orders` (plus `extra` topics) and one client
@@ -145,14 +55,18 @@ async fn orders_with_subscriber(extra: &[&str]) -> (TestServer, Ws) {
 #[tokio::test]
 async fn create_topic_returns_201_then_409_for_a_duplicate() {
     let server = TestServer::start(&[]).await;
-    let created = post(&server, "/topics", json!({ "name": "orders" })).await;
+    let created = server
+        .post_json("/topics", &json!({ "name": "orders" }))
+        .await;
     assert_eq!(
         created,
         (201, json!({ "status": "created", "topic": "orders" }))
     );
-    let duplicate = post(&server, "/topics", json!({ "name": "orders" })).await;
-    assert_error(&duplicate, 409, "TOPIC_EXISTS", "duplicate topic");
-    assert_eq!(subscriber_counts(&server).await, [("orders".to_owned(), 0)]);
+    let duplicate = server
+        .post_json("/topics", &json!({ "name": "orders" }))
+        .await;
+    assert_error_reply(&duplicate, 409, "TOPIC_EXISTS", "duplicate topic");
+    assert_eq!(server.subscriber_counts().await, [("orders".to_owned(), 0)]);
     server.stop().await;
 }
 
@@ -172,10 +86,10 @@ async fn create_topic_rejects_bad_bodies() {
     ];
     for (what, body) in bodies {
         let reply = call(&server, Method::POST, "/topics", Some(body.to_owned())).await;
-        assert_error(&reply, 400, "BAD_REQUEST", what);
+        assert_error_reply(&reply, 400, "BAD_REQUEST", what);
     }
     assert!(
-        subscriber_counts(&server).await.is_empty(),
+        server.subscriber_counts().await.is_empty(),
         "no topic may have been created"
     );
     server.stop().await;
@@ -195,8 +109,8 @@ async fn create_topic_validates_names() {
         "star*",
         too_long.as_str(),
     ] {
-        let reply = post(&server, "/topics", json!({ "name": name })).await;
-        assert_error(&reply, 400, "BAD_REQUEST", &format!("name {name:?}"));
+        let reply = server.post_json("/topics", &json!({ "name": name })).await;
+        assert_error_reply(&reply, 400, "BAD_REQUEST", &format!("name {name:?}"));
     }
     let longest = "b".repeat(255);
     let valid = [
@@ -207,7 +121,7 @@ async fn create_topic_validates_names() {
         longest.as_str(),
     ];
     for name in valid {
-        let reply = post(&server, "/topics", json!({ "name": name })).await;
+        let reply = server.post_json("/topics", &json!({ "name": name })).await;
         assert_eq!(
             reply,
             (201, json!({ "status": "created", "topic": name })),
@@ -225,7 +139,7 @@ async fn delete_topic_returns_200_then_404_and_notifies_subscribers() {
     let (server, mut sub) = orders_with_subscriber(&["keep"]).await;
 
     assert_eq!(
-        delete(&server, "/topics/orders").await,
+        server.delete_json("/topics/orders").await,
         (200, json!({ "status": "deleted", "topic": "orders" }))
     );
     let notice = recv(&mut sub).await;
@@ -233,34 +147,25 @@ async fn delete_topic_returns_200_then_404_and_notifies_subscribers() {
     assert_eq!(notice["topic"], "orders", "{notice}");
     assert_eq!(notice["msg"], "topic_deleted", "{notice}");
     // The subscriber is unsubscribed, not disconnected.
-    send(
-        &mut sub,
-        json!({ "type": "ping", "request_id": "still-there" }),
-    )
-    .await;
-    let pong = recv(&mut sub).await;
-    assert_eq!(
-        (&pong["type"], &pong["request_id"]),
-        (&json!("pong"), &json!("still-there")),
-        "{pong}"
-    );
+    ping_pong(&mut sub, "still-there").await;
 
-    assert_error(
-        &delete(&server, "/topics/orders").await,
+    assert_error_reply(
+        &server.delete_json("/topics/orders").await,
         404,
         "TOPIC_NOT_FOUND",
         "second delete",
     );
-    assert_error(
-        &delete(&server, "/topics/never").await,
+    assert_error_reply(
+        &server.delete_json("/topics/never").await,
         404,
         "TOPIC_NOT_FOUND",
         "unknown topic",
     );
-    assert_eq!(subscriber_counts(&server).await, [("keep".to_owned(), 0)]);
+    assert_eq!(server.subscriber_counts().await, [("keep".to_owned(), 0)]);
     // The name is free again.
     assert_eq!(
-        post(&server, "/topics", json!({ "name": "orders" }))
+        server
+            .post_json("/topics", &json!({ "name": "orders" }))
             .await
             .0,
         201
@@ -279,7 +184,7 @@ async fn list_topics_tracks_subscribe_unsubscribe_and_disconnect() {
     subscribe(&mut second, "orders", 0).await;
     subscribe(&mut second, "prices", 0).await;
     let expected = [("orders".to_owned(), 2), ("prices".to_owned(), 1)];
-    assert_eq!(subscriber_counts(&server).await, expected);
+    assert_eq!(server.subscriber_counts().await, expected);
 
     send(
         &mut first,
@@ -293,14 +198,21 @@ async fn list_topics_tracks_subscribe_unsubscribe_and_disconnect() {
         "{ack}"
     );
     // The ack is sent after the subscription is gone.
-    assert_eq!(subscribers_of(&server, "orders").await, Some(1));
+    assert_eq!(server.subscribers_of("orders").await, Some(1));
 
     // An abrupt disconnect (no close frame) must also release subscriptions.
     drop(second);
-    wait_for_counts(
-        &server,
+    let released = [("orders".to_owned(), 0), ("prices".to_owned(), 0)];
+    wait_until(
         "subscriptions of a dropped client to be released",
-        |counts| count_of(counts, "orders") == Some(0) && count_of(counts, "prices") == Some(0),
+        || async {
+            let counts = server.subscriber_counts().await;
+            if counts == released {
+                Ok(())
+            } else {
+                Err(format!("GET /topics: {counts:?}"))
+            }
+        },
     )
     .await;
     let (_, health) = server.get_json("/health").await;
@@ -311,14 +223,9 @@ async fn list_topics_tracks_subscribe_unsubscribe_and_disconnect() {
 #[tokio::test]
 async fn closing_a_socket_releases_its_subscription() {
     let (server, mut sub) = orders_with_subscriber(&[]).await;
-    assert_eq!(subscribers_of(&server, "orders").await, Some(1));
+    assert_eq!(server.subscribers_of("orders").await, Some(1));
     sub.close(None).await.expect("close handshake");
-    wait_for_counts(
-        &server,
-        "a closed client's subscription to be released",
-        |counts| count_of(counts, "orders") == Some(0),
-    )
-    .await;
+    server.wait_for_subscribers("orders", 0).await;
     server.stop().await;
 }
 
@@ -362,28 +269,23 @@ async fn stats_count_messages_and_subscribers_per_topic() {
     // Two publishes over WebSocket, one over REST, one rejected.
     let mut publisher = server.ws().await;
     for request_id in ["p1", "p2"] {
-        send(
-            &mut publisher,
-            publish_frame("orders", json!(request_id), request_id),
-        )
-        .await;
-        let ack = recv(&mut publisher).await;
-        assert_eq!(ack["type"], "ack", "{ack}");
+        publish_acked(&mut publisher, "orders", json!(request_id), request_id).await;
     }
     assert_eq!(
-        post(&server, "/topics/orders/messages", message_body(json!(3)))
+        server
+            .post_json("/topics/orders/messages", &message_body(json!(3)))
             .await
             .0,
         200
     );
     assert_eq!(
-        post(
-            &server,
-            "/topics/orders/messages",
-            json!({ "id": "nope", "payload": 4 })
-        )
-        .await
-        .0,
+        server
+            .post_json(
+                "/topics/orders/messages",
+                &json!({ "id": "nope", "payload": 4 })
+            )
+            .await
+            .0,
         400
     );
 
@@ -419,7 +321,7 @@ async fn rest_publish_returns_seq_and_reaches_subscribers() {
     for (index, payload) in payloads.iter().enumerate() {
         let body = message_body(payload.clone());
         let seq = index as u64 + 1;
-        let reply = post(&server, "/topics/orders/messages", body.clone()).await;
+        let reply = server.post_json("/topics/orders/messages", &body).await;
         assert_eq!(
             reply,
             (
@@ -433,10 +335,12 @@ async fn rest_publish_returns_seq_and_reaches_subscribers() {
         assert_eq!(event["seq"], seq, "{event}");
         assert_eq!(event["message"]["id"], body["id"], "{event}");
         assert_eq!(event["message"]["payload"], *payload, "{event}");
-        assert!(event["ts"].is_string(), "{event}");
+        assert_ts(&event);
     }
     // Sequence numbers are per topic.
-    let reply = post(&server, "/topics/other/messages", message_body(json!(null))).await;
+    let reply = server
+        .post_json("/topics/other/messages", &message_body(json!(null)))
+        .await;
     assert_eq!(
         reply,
         (
@@ -444,7 +348,9 @@ async fn rest_publish_returns_seq_and_reaches_subscribers() {
             json!({ "status": "published", "topic": "other", "seq": 1 })
         )
     );
-    let reply = post(&server, "/topics/orders/messages", message_body(json!(0))).await;
+    let reply = server
+        .post_json("/topics/orders/messages", &message_body(json!(0)))
+        .await;
     assert_eq!(reply.1["seq"], 4, "{}", reply.1);
     // The subscriber of `orders` sees only its own topic's events.
     assert_eq!(recv(&mut sub).await["seq"], 4);
@@ -469,16 +375,13 @@ async fn rest_publish_rejects_bad_bodies_without_consuming_a_seq() {
     ];
     for (what, body) in bodies {
         let reply = call(&server, Method::POST, "/topics/orders/messages", Some(body)).await;
-        assert_error(&reply, 400, "BAD_REQUEST", what);
+        assert_error_reply(&reply, 400, "BAD_REQUEST", what);
     }
     // Nothing was published: the next good publish is seq 1 and is the
     // first event the subscriber sees.
-    let reply = post(
-        &server,
-        "/topics/orders/messages",
-        message_body(json!("first")),
-    )
-    .await;
+    let reply = server
+        .post_json("/topics/orders/messages", &message_body(json!("first")))
+        .await;
     assert_eq!(
         reply,
         (
@@ -498,12 +401,16 @@ async fn rest_publish_rejects_bad_bodies_without_consuming_a_seq() {
 #[tokio::test]
 async fn rest_publish_to_unknown_topic_is_404() {
     let server = TestServer::start(&[]).await;
-    let reply = post(&server, "/topics/missing/messages", message_body(json!(1))).await;
-    assert_error(&reply, 404, "TOPIC_NOT_FOUND", "publish to unknown topic");
+    let reply = server
+        .post_json("/topics/missing/messages", &message_body(json!(1)))
+        .await;
+    assert_error_reply(&reply, 404, "TOPIC_NOT_FOUND", "publish to unknown topic");
     server.create_topic("gone").await;
-    assert_eq!(delete(&server, "/topics/gone").await.0, 200);
-    let reply = post(&server, "/topics/gone/messages", message_body(json!(1))).await;
-    assert_error(&reply, 404, "TOPIC_NOT_FOUND", "publish to deleted topic");
+    assert_eq!(server.delete_json("/topics/gone").await.0, 200);
+    let reply = server
+        .post_json("/topics/gone/messages", &message_body(json!(1)))
+        .await;
+    assert_error_reply(&reply, 404, "TOPIC_NOT_FOUND", "publish to deleted topic");
     server.stop().await;
 }
 
@@ -567,7 +474,7 @@ async fn wrong_methods_are_405_with_allow() {
         );
     }
     // The topic is untouched by the refused requests.
-    assert_eq!(subscriber_counts(&server).await, [("orders".to_owned(), 0)]);
+    assert_eq!(server.subscriber_counts().await, [("orders".to_owned(), 0)]);
     server.stop().await;
 }
 

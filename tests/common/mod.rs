@@ -2,20 +2,27 @@
 //! real WebSocket and HTTP clients talking to it over loopback sockets.
 #![allow(dead_code)] // each test binary uses a different subset
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use ringcast::{Config, Server};
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for a frame it expects before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `wait_until` polls before failing.
+pub const POLL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long `wait_until` sleeps between two polls.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -74,9 +81,89 @@ impl TestServer {
 
     /// GET a path and return status and JSON body.
     pub async fn get_json(&self, path: &str) -> (u16, Value) {
-        let response = self.http.get(self.url(path)).send().await.unwrap();
-        let status = response.status().as_u16();
-        (status, response.json().await.unwrap())
+        json_reply(self.http.get(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// POST a JSON body to a path and return status and JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
+        json_reply(
+            self.http
+                .post(self.url(path))
+                .json(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// DELETE a path and return status and JSON body.
+    pub async fn delete_json(&self, path: &str) -> (u16, Value) {
+        json_reply(self.http.delete(self.url(path)).send().await.unwrap()).await
+    }
+
+    /// `GET /topics` as (name, subscriber count) pairs sorted by name;
+    /// asserts 200 and that every row has a string name and integer count.
+    pub async fn subscriber_counts(&self) -> Vec<(String, u64)> {
+        let (status, body) = self.get_json("/topics").await;
+        assert_eq!(status, 200, "{body}");
+        let rows = body["topics"]
+            .as_array()
+            .unwrap_or_else(|| panic!("topics must be an array: {body}"));
+        let mut counts: Vec<(String, u64)> = rows
+            .iter()
+            .map(|row| {
+                let name = row["name"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("name: {row}"))
+                    .to_owned();
+                let subscribers = row["subscribers"]
+                    .as_u64()
+                    .unwrap_or_else(|| panic!("subscribers: {row}"));
+                (name, subscribers)
+            })
+            .collect();
+        counts.sort();
+        counts
+    }
+
+    /// Subscriber count of `topic` per `GET /topics`, None if it is not listed.
+    pub async fn subscribers_of(&self, topic: &str) -> Option<u64> {
+        self.subscriber_counts()
+            .await
+            .into_iter()
+            .find(|(name, _)| name == topic)
+            .map(|(_, count)| count)
+    }
+
+    /// Polls `GET /topics` until `topic` is listed with `expected` subscribers.
+    pub async fn wait_for_subscribers(&self, topic: &str, expected: u64) {
+        wait_until(
+            &format!("{topic} to have {expected} subscribers"),
+            move || async move {
+                match self.subscribers_of(topic).await {
+                    Some(count) if count == expected => Ok(()),
+                    seen => Err(format!("subscribers of {topic}: {seen:?}")),
+                }
+            },
+        )
+        .await;
+    }
+
+    /// Polls `GET /health` until no subscriptions and no connections are left.
+    pub async fn wait_until_idle(&self) {
+        wait_until(
+            "the server to have no subscriptions and no connections",
+            move || async move {
+                let (_, health) = self.get_json("/health").await;
+                if health["subscribers"] == 0 && health["connections"] == 0 {
+                    Ok(())
+                } else {
+                    Err(format!("server still busy: {health}"))
+                }
+            },
+        )
+        .await;
     }
 
     /// Cancels the server and waits for it to finish shutting down.
@@ -89,6 +176,90 @@ impl TestServer {
     }
 }
 
+/// Status and JSON body of a response; fails on a body that is not JSON.
+pub async fn json_reply(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("response body");
+    let json =
+        serde_json::from_str(&text).unwrap_or_else(|err| panic!("non-JSON body {text:?}: {err}"));
+    (status, json)
+}
+
+/// Asserts a REST `{"error":{"code","message"}}` reply with the given status
+/// and a non-empty message.
+#[track_caller]
+pub fn assert_error_reply(reply: &(u16, Value), status: u16, code: &str, context: &str) {
+    assert_eq!(reply.0, status, "{context}: {}", reply.1);
+    assert_eq!(reply.1["error"]["code"], code, "{context}: {}", reply.1);
+    let message = reply.1["error"]["message"].as_str();
+    assert!(
+        message.is_some_and(|m| !m.is_empty()),
+        "{context}: error.message missing: {}",
+        reply.1
+    );
+}
+
+/// Calls `probe` every POLL_INTERVAL until it returns `Ok`, failing after
+/// POLL_DEADLINE with `what` and the last thing the probe saw instead.
+pub async fn wait_until<F, Fut>(what: &str, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + POLL_DEADLINE;
+    loop {
+        let seen = match probe().await {
+            Ok(()) => return,
+            Err(seen) => seen,
+        };
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {POLL_DEADLINE:?} waiting for {what}; last seen: {seen}"
+        );
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Whether `ts` looks like `2025-08-25T10:00:00.123Z`: RFC 3339, UTC,
+/// exactly three fraction digits, and field values in range.
+pub fn is_rfc3339_utc_millis(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let digits = |range: std::ops::Range<usize>| b[range].iter().all(u8::is_ascii_digit);
+    let number = |range: std::ops::Range<usize>| ts[range].parse::<u32>().unwrap_or(u32::MAX);
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
+        && (1..=12).contains(&number(5..7))
+        && (1..=31).contains(&number(8..10))
+        && number(11..13) < 24
+        && number(14..16) < 60
+        && number(17..19) < 61
+}
+
+/// Asserts `frame["ts"]` is a string in RFC 3339 UTC with milliseconds.
+#[track_caller]
+pub fn assert_ts(frame: &Value) {
+    let ts = frame["ts"]
+        .as_str()
+        .unwrap_or_else(|| panic!("frame without a string ts: {frame}"));
+    assert!(
+        is_rfc3339_utc_millis(ts),
+        "ts {ts:?} is not RFC 3339 UTC with milliseconds, in {frame}"
+    );
+}
+
 /// Sends one JSON text frame.
 pub async fn send(ws: &mut Ws, value: Value) {
     ws.send(Message::Text(value.to_string().into()))
@@ -96,8 +267,9 @@ pub async fn send(ws: &mut Ws, value: Value) {
         .expect("ws send");
 }
 
-/// Receives the next JSON text frame, skipping heartbeats and control frames.
-pub async fn recv(ws: &mut Ws) -> Value {
+/// The next text frame as received and parsed, skipping heartbeats and
+/// non-text frames.
+async fn next_text(ws: &mut Ws) -> (String, Value) {
     loop {
         let message = tokio::time::timeout(RECV_TIMEOUT, ws.next())
             .await
@@ -109,17 +281,96 @@ pub async fn recv(ws: &mut Ws) -> Value {
             if value["type"] == "info" && value["msg"] == "ping" {
                 continue;
             }
-            return value;
+            return (text.as_str().to_owned(), value);
         }
     }
 }
 
-/// Subscribes and returns the ack.
-pub async fn subscribe(ws: &mut Ws, topic: &str, last_n: u64) -> Value {
-    send(ws, json!({ "type": "subscribe", "topic": topic, "last_n": last_n, "request_id": format!("sub-{topic}") })).await;
+/// Receives the next JSON text frame, skipping heartbeats and control frames.
+pub async fn recv(ws: &mut Ws) -> Value {
+    next_text(ws).await.1
+}
+
+/// Like `recv`, but returns the frame's text exactly as the server sent it.
+pub async fn recv_text(ws: &mut Ws) -> String {
+    next_text(ws).await.0
+}
+
+/// Asserts `frame` is the `ack` of `request_id` on `topic`.
+#[track_caller]
+pub fn assert_ack(frame: &Value, topic: &str, request_id: &str) {
+    assert_eq!(
+        frame["type"], "ack",
+        "expected the ack of {request_id}: {frame}"
+    );
+    assert_eq!(frame["request_id"], request_id, "{frame}");
+    assert_eq!(frame["topic"], topic, "{frame}");
+    assert_eq!(frame["status"], "ok", "{frame}");
+    assert_ts(frame);
+}
+
+/// Receives the next frame and asserts it is the ack of `request_id` on `topic`.
+pub async fn expect_ack(ws: &mut Ws, topic: &str, request_id: &str) -> Value {
     let ack = recv(ws).await;
-    assert_eq!(ack["type"], "ack", "subscribe ack: {ack}");
+    assert_ack(&ack, topic, request_id);
     ack
+}
+
+/// Asserts `frame` is the `pong` echoing `request_id`.
+#[track_caller]
+pub fn assert_pong(frame: &Value, request_id: &str) {
+    assert_eq!(
+        frame["type"], "pong",
+        "expected the pong of {request_id:?}: {frame}"
+    );
+    assert_eq!(frame["request_id"], request_id, "{frame}");
+    assert_ts(frame);
+}
+
+/// Pings and asserts the pong is the very next frame: the connection is
+/// open and in sync, and nothing else (no stray event, duplicate or error)
+/// was queued for it before.
+pub async fn ping_pong(ws: &mut Ws, request_id: &str) {
+    send(ws, json!({ "type": "ping", "request_id": request_id })).await;
+    assert_pong(&recv(ws).await, request_id);
+}
+
+/// Receives the next frame and asserts it is a well-formed `error` with
+/// `code` and a non-empty message, echoing `request_id` (or carrying none
+/// when `None`).
+pub async fn expect_error(ws: &mut Ws, code: &str, request_id: Option<&str>, context: &str) {
+    let frame = recv(ws).await;
+    assert_eq!(frame["type"], "error", "{context}: {frame}");
+    assert_eq!(frame["error"]["code"], code, "{context}: {frame}");
+    let message = frame["error"]["message"].as_str();
+    assert!(
+        message.is_some_and(|m| !m.is_empty()),
+        "{context}: error.message: {frame}"
+    );
+    assert_ts(&frame);
+    match request_id {
+        Some(id) => assert_eq!(frame["request_id"], id, "{context}: {frame}"),
+        None => assert!(
+            frame.get("request_id").is_none_or(Value::is_null),
+            "{context}: {frame}"
+        ),
+    }
+}
+
+/// Subscribes with request id `sub-{topic}` and returns the ack.
+pub async fn subscribe(ws: &mut Ws, topic: &str, last_n: u64) -> Value {
+    let request_id = format!("sub-{topic}");
+    send(
+        ws,
+        json!({ "type": "subscribe", "topic": topic, "last_n": last_n, "request_id": request_id }),
+    )
+    .await;
+    expect_ack(ws, topic, &request_id).await
+}
+
+/// A message object (REST publish body) with a fresh UUID.
+pub fn message_body(payload: Value) -> Value {
+    json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": payload })
 }
 
 /// A publish frame with a fresh UUID.
@@ -128,6 +379,161 @@ pub fn publish_frame(topic: &str, payload: Value, request_id: &str) -> Value {
         "type": "publish",
         "topic": topic,
         "request_id": request_id,
-        "message": { "id": uuid::Uuid::new_v4().to_string(), "payload": payload },
+        "message": message_body(payload),
     })
+}
+
+/// Publishes one event, waits for its ack and returns the message id.
+pub async fn publish_acked(ws: &mut Ws, topic: &str, payload: Value, request_id: &str) -> String {
+    let frame = publish_frame(topic, payload, request_id);
+    let id = frame["message"]["id"].as_str().unwrap().to_owned();
+    send(ws, frame).await;
+    expect_ack(ws, topic, request_id).await;
+    id
+}
+
+/// WebSocket opcodes, for `RawClient`.
+pub const OP_CONTINUATION: u8 = 0x0;
+pub const OP_TEXT: u8 = 0x1;
+pub const OP_BINARY: u8 = 0x2;
+pub const OP_CLOSE: u8 = 0x8;
+
+/// A WebSocket client on a bare TCP socket, for frames tungstenite won't
+/// send (invalid UTF-8, hand-made fragments) and peers that never answer.
+pub struct RawClient(TcpStream);
+
+impl RawClient {
+    /// Opens `/ws` with a hand-written upgrade request and checks the 101.
+    pub async fn connect(server: &TestServer) -> Self {
+        let mut stream = TcpStream::connect(server.addr).await.expect("tcp connect");
+        let handshake = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        );
+        stream.write_all(handshake.as_bytes()).await.unwrap();
+        let head = read_http_head(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
+        // RFC 6455's worked example: this key's accept value.
+        let accept = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-accept")
+                .then(|| value.trim())
+        });
+        assert_eq!(
+            accept,
+            Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="),
+            "wrong Sec-WebSocket-Accept: {head}"
+        );
+        Self(stream)
+    }
+
+    /// Writes one masked frame with the given opcode, FIN bit and payload.
+    pub async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
+        const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+        match payload.len() {
+            len @ 0..=125 => frame.push(0x80 | len as u8),
+            len @ 126..=0xffff => {
+                frame.push(0x80 | 126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(0x80 | 127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(&MASK);
+        frame.extend(
+            payload
+                .iter()
+                .enumerate()
+                .map(|(i, byte)| byte ^ MASK[i % 4]),
+        );
+        self.0.write_all(&frame).await.expect("raw write");
+    }
+
+    /// Reads one unmasked server frame as (opcode, payload), or None when
+    /// the server ends the stream on a frame boundary. A stream that ends
+    /// inside a frame fails the test.
+    pub async fn read_frame(&mut self) -> Option<(u8, Vec<u8>)> {
+        let read = async {
+            let first = match self.0.read_u8().await {
+                Ok(byte) => byte,
+                Err(err) if err.kind() == std::io::ErrorKind::UnexpectedEof => return None,
+                Err(err) => panic!("raw read failed: {err}"),
+            };
+            fn truncated<T>(err: std::io::Error) -> T {
+                panic!("truncated server frame: {err}")
+            }
+            let second = self.0.read_u8().await.unwrap_or_else(truncated);
+            assert_eq!(second & 0x80, 0, "server frames must not be masked");
+            let len = match second & 0x7f {
+                126 => u64::from(self.0.read_u16().await.unwrap_or_else(truncated)),
+                127 => self.0.read_u64().await.unwrap_or_else(truncated),
+                short => u64::from(short),
+            };
+            let mut payload = vec![0; len as usize];
+            self.0
+                .read_exact(&mut payload)
+                .await
+                .unwrap_or_else(truncated);
+            Some((first & 0x0f, payload))
+        };
+        tokio::time::timeout(RECV_TIMEOUT, read)
+            .await
+            .expect("timed out reading a raw frame")
+    }
+
+    /// The next JSON text frame.
+    pub async fn read_json(&mut self) -> Value {
+        loop {
+            let (opcode, payload) = self.read_frame().await.expect("connection ended");
+            if opcode == OP_TEXT {
+                return serde_json::from_slice(&payload).expect("server sent JSON");
+            }
+        }
+    }
+
+    /// Reads frames until the close frame and returns its code.
+    pub async fn close_code(&mut self) -> u16 {
+        loop {
+            let (opcode, payload) = self
+                .read_frame()
+                .await
+                .expect("connection ended without a close frame");
+            if opcode == OP_CLOSE {
+                return close_code_of(&payload);
+            }
+        }
+    }
+
+    /// Reads every frame until the server ends the stream.
+    pub async fn read_to_eof(&mut self) -> Vec<(u8, Vec<u8>)> {
+        let mut frames = Vec::new();
+        while let Some(frame) = self.read_frame().await {
+            frames.push(frame);
+        }
+        frames
+    }
+}
+
+/// The status code of a close frame's payload; fails if it has none.
+#[track_caller]
+pub fn close_code_of(payload: &[u8]) -> u16 {
+    assert!(payload.len() >= 2, "close frame without a code");
+    u16::from_be_bytes([payload[0], payload[1]])
+}
+
+/// Reads an HTTP response head byte by byte up to the blank line.
+pub async fn read_http_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(RECV_TIMEOUT, stream.read_u8())
+            .await
+            .expect("timed out")
+            .expect("read");
+        head.push(byte);
+    }
+    String::from_utf8(head).expect("ASCII response head")
 }
