@@ -195,13 +195,15 @@ impl Broker {
         self.accepting_publishes.store(false, Ordering::Release);
     }
 
-    /// Every topic with its counts, sorted by name.
+    /// Every topic with its counts, sorted by name. The map's shards are
+    /// released before any topic lock is taken.
     pub fn summaries(&self) -> Vec<TopicSummary> {
-        let mut summaries: Vec<_> = self
+        let topics: Vec<Arc<Topic>> = self
             .topics
             .iter()
-            .map(|entry| entry.value().summary())
+            .map(|entry| entry.value().clone())
             .collect();
+        let mut summaries: Vec<_> = topics.iter().map(|topic| topic.summary()).collect();
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
         summaries
     }

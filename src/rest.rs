@@ -75,6 +75,61 @@ struct ErrorBody<'a> {
     message: &'a str,
 }
 
+/// What a handler answers: a response, or a failure rendered as the
+/// contract's JSON error.
+type Reply = Result<Response<Body>, Failure>;
+
+/// A failed request: its status, error code and message.
+#[derive(Debug)]
+struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
+    }
+
+    fn method_not_allowed(allow: &'static str) -> Response<Body> {
+        let mut response = Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "METHOD_NOT_ALLOWED",
+            "method not allowed",
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(allow));
+        response
+    }
+
+    fn into_response(self) -> Response<Body> {
+        error_response(self.status, self.code, &self.message)
+    }
+}
+
+impl From<BrokerError> for Failure {
+    fn from(err: BrokerError) -> Self {
+        let (status, code) = match err {
+            BrokerError::InvalidTopicName => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
+            BrokerError::TopicExists(_) => (StatusCode::CONFLICT, "TOPIC_EXISTS"),
+            BrokerError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
+            BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN"),
+        };
+        Self::new(status, code, err.to_string())
+    }
+}
+
 /// Routes and answers one REST request.
 pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_owned();
@@ -88,23 +143,24 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
             "missing or invalid X-API-Key",
         );
     }
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => health(state),
-        (&Method::GET, ["stats"]) => stats(state),
-        (&Method::GET, ["topics"]) => list_topics(state),
+    let reply = match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => Ok(health(state)),
+        (&Method::GET, ["stats"]) => Ok(stats(state)),
+        (&Method::GET, ["topics"]) => Ok(list_topics(state)),
         (&Method::POST, ["topics"]) => create_topic(state, request).await,
         (&Method::DELETE, ["topics", name]) => delete_topic(state, name),
         (&Method::POST, ["topics", name, "messages"]) => publish(state, name, request).await,
-        (_, ["health" | "stats"]) => method_not_allowed("GET"),
-        (_, ["topics"]) => method_not_allowed("GET, POST"),
-        (_, ["topics", _]) => method_not_allowed("DELETE"),
-        (_, ["topics", _, "messages"]) => method_not_allowed("POST"),
-        _ => error_response(
+        (_, ["health" | "stats"]) => return Failure::method_not_allowed("GET"),
+        (_, ["topics"]) => return Failure::method_not_allowed("GET, POST"),
+        (_, ["topics", _]) => return Failure::method_not_allowed("DELETE"),
+        (_, ["topics", _, "messages"]) => return Failure::method_not_allowed("POST"),
+        _ => Err(Failure::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
-            &format!("no route for {path}"),
-        ),
-    }
+            format!("no route for {path}"),
+        )),
+    };
+    reply.unwrap_or_else(Failure::into_response)
 }
 
 fn health(state: &AppState) -> Response<Body> {
@@ -155,74 +211,55 @@ fn list_topics(state: &AppState) -> Response<Body> {
     json_response(StatusCode::OK, &TopicList { topics })
 }
 
-async fn create_topic(state: &AppState, request: Request<Incoming>) -> Response<Body> {
-    let mut body = match read_body(state, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let name = match protocol::parse_topic_body(&mut body) {
-        Ok(name) => name,
-        Err(why) => return bad_request(&why),
-    };
-    match state.broker.create_topic(&name) {
-        Ok(()) => json_response(
-            StatusCode::CREATED,
-            &TopicChange {
-                status: "created",
-                topic: &name,
-            },
-        ),
-        Err(err) => broker_error(&err),
-    }
+async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {
+    let mut body = read_body(state, request).await?;
+    let name = protocol::parse_topic_body(&mut body).map_err(Failure::bad_request)?;
+    state.broker.create_topic(&name)?;
+    Ok(json_response(
+        StatusCode::CREATED,
+        &TopicChange {
+            status: "created",
+            topic: &name,
+        },
+    ))
 }
 
-fn delete_topic(state: &AppState, name: &str) -> Response<Body> {
-    match state.broker.delete_topic(name) {
-        Ok(()) => json_response(
-            StatusCode::OK,
-            &TopicChange {
-                status: "deleted",
-                topic: name,
-            },
-        ),
-        Err(err) => broker_error(&err),
-    }
+fn delete_topic(state: &AppState, name: &str) -> Reply {
+    state.broker.delete_topic(name)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &TopicChange {
+            status: "deleted",
+            topic: name,
+        },
+    ))
 }
 
-async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Response<Body> {
-    if let Err(err) = state.broker.topic(name) {
-        return broker_error(&err);
-    }
-    let mut body = match read_body(state, request).await {
-        Ok(body) => body,
-        Err(response) => return response,
-    };
-    let message = match protocol::parse_message_body(&mut body) {
-        Ok(message) => message,
-        Err(why) => return bad_request(&why),
-    };
-    match state.broker.publish(name, &message) {
-        Ok(seq) => json_response(
-            StatusCode::OK,
-            &Published {
-                status: "published",
-                topic: name,
-                seq,
-            },
-        ),
-        Err(err) => broker_error(&err),
-    }
+async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Reply {
+    // An unknown topic is 404 whatever the body.
+    state.broker.topic(name)?;
+    let mut body = read_body(state, request).await?;
+    let message = protocol::parse_message_body(&mut body).map_err(Failure::bad_request)?;
+    let seq = state.broker.publish(name, &message)?;
+    Ok(json_response(
+        StatusCode::OK,
+        &Published {
+            status: "published",
+            topic: name,
+            seq,
+        },
+    ))
 }
 
 /// Reads a body of at most `MAX_MESSAGE_SIZE` bytes; larger ones get 413.
-async fn read_body(
-    state: &AppState,
-    request: Request<Incoming>,
-) -> Result<Vec<u8>, Response<Body>> {
+async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Vec<u8>, Failure> {
     let limit = state.config.max_message_size as usize;
     let too_large = || {
-        let message = format!("body exceeds {limit} bytes");
-        error_response(StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE", &message)
+        Failure::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "PAYLOAD_TOO_LARGE",
+            format!("body exceeds {limit} bytes"),
+        )
     };
     let declared = request
         .headers()
@@ -234,34 +271,8 @@ async fn read_body(
     match Limited::new(request.into_body(), limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
-        Err(err) => Err(bad_request(&format!("could not read body: {err}"))),
+        Err(err) => Err(Failure::bad_request(format!("could not read body: {err}"))),
     }
-}
-
-fn broker_error(err: &BrokerError) -> Response<Body> {
-    let (status, code) = match err {
-        BrokerError::InvalidTopicName => (StatusCode::BAD_REQUEST, "BAD_REQUEST"),
-        BrokerError::TopicExists(_) => (StatusCode::CONFLICT, "TOPIC_EXISTS"),
-        BrokerError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
-        BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN"),
-    };
-    error_response(status, code, &err.to_string())
-}
-
-fn bad_request(message: &str) -> Response<Body> {
-    error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
-}
-
-fn method_not_allowed(allow: &'static str) -> Response<Body> {
-    let mut response = error_response(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "METHOD_NOT_ALLOWED",
-        "method not allowed",
-    );
-    response
-        .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
-    response
 }
 
 /// `{"error": {"code": ..., "message": ...}}` with a status.
