@@ -67,9 +67,12 @@ impl CloseReason {
     }
 
     /// Whether frames still queued are abandoned rather than flushed: a slow
-    /// consumer is cut off, everyone else gets what was queued.
+    /// or silent peer is cut off, everyone else gets what was queued.
     pub fn abandons_queue(self) -> bool {
-        matches!(self, Self::SlowConsumer | Self::ConnectionLost)
+        matches!(
+            self,
+            Self::SlowConsumer | Self::HeartbeatTimeout | Self::ConnectionLost
+        )
     }
 }
 

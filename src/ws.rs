@@ -430,13 +430,15 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 ) -> CloseReason {
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let on_tick = || {
-        if liveness.silent_for() >= 2 * heartbeat {
-            outbox.close(CloseReason::HeartbeatTimeout);
-        } else {
+    // Also bounds a flush on close: a peer that stopped reading and sending
+    // is given up on after two intervals, whatever the close was for.
+    let peer_alive_after_heartbeat = || {
+        let alive = liveness.silent_for() < 2 * heartbeat;
+        if alive {
             outbox.push_control(protocol::info(None, "ping"));
             outbox.push_control(protocol::ping_frame());
         }
+        alive
     };
     let reason = loop {
         let closing = outbox.close_reason();
@@ -453,7 +455,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if writer.batch.is_empty() {
             tokio::select! {
                 _ = outbox.wait_for_frames() => {}
-                _ = ticker.tick() => on_tick(),
+                _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+                    break CloseReason::HeartbeatTimeout;
+                },
                 _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             }
         } else {
@@ -464,7 +468,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 written = writer.write_some() => if written.is_err() {
                     break CloseReason::ConnectionLost;
                 },
-                _ = ticker.tick() => on_tick(),
+                _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+                    break CloseReason::HeartbeatTimeout;
+                },
             }
         }
     };

@@ -189,3 +189,20 @@ async fn client_close_is_answered_and_its_subscriptions_removed() {
     server.wait_until_idle().await;
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_client_that_stops_reading_is_released_after_two_heartbeats() {
+    // The client asks to close but never reads the backlog the server is
+    // still flushing to it: after two silent heartbeat intervals the server
+    // gives up on the flush instead of holding the connection forever.
+    let server = TestServer::start(&["--heartbeat-interval", "300ms"]).await;
+    let (mut subscriber, publisher) =
+        subscriber_with_backlog(&server, "abandoned", 150, 64 * 1024).await;
+    drop(publisher);
+    futures_util::SinkExt::send(&mut subscriber, Message::Close(None))
+        .await
+        .expect("send close");
+    server.wait_until_idle().await;
+    drop(subscriber);
+    server.stop().await;
+}
