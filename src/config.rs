@@ -1,7 +1,6 @@
 //! Runtime configuration: every setting is a command-line flag with an
 //! environment-variable fallback, named as in the wire contract.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
@@ -27,9 +26,9 @@ impl std::fmt::Display for SlowConsumerPolicy {
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ringcast", version, about)]
 pub struct Config {
-    /// Address to listen on.
-    #[arg(long, env = "HOST", default_value_t = IpAddr::V4(Ipv4Addr::UNSPECIFIED))]
-    pub host: IpAddr,
+    /// Address or host name to listen on.
+    #[arg(long, env = "HOST", default_value = "0.0.0.0")]
+    pub host: String,
 
     /// Port to listen on (0 picks a free port).
     #[arg(long, env = "PORT", default_value_t = 8080)]
@@ -67,11 +66,6 @@ pub struct Config {
 }
 
 impl Config {
-    /// The address the listener binds.
-    pub fn listen_addr(&self) -> SocketAddr {
-        SocketAddr::new(self.host, self.port)
-    }
-
     /// A configuration parsed from the given flags (without the program
     /// name); environment fallbacks still apply. For embedding and tests.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>
@@ -100,7 +94,7 @@ mod tests {
     #[test]
     fn defaults_match_the_contract() {
         let config = Config::from_args(Vec::<String>::new()).unwrap();
-        assert_eq!(config.port, 8080);
+        assert_eq!((config.host.as_str(), config.port), ("0.0.0.0", 8080));
         assert!(config.api_key.is_empty());
         assert_eq!(config.subscriber_queue_size, 1024);
         assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::Disconnect);

@@ -1,4 +1,5 @@
 use std::io::IsTerminal;
+use std::process::ExitCode;
 
 use clap::Parser;
 use ringcast::{server, Config, Server};
@@ -8,19 +9,27 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
-async fn main() -> std::io::Result<()> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let server = Server::bind(Config::parse()).await?;
+    let config = Config::parse();
+    let addr = format!("{}:{}", config.host, config.port);
+    let server = match Server::bind(config).await {
+        Ok(server) => server,
+        Err(err) => {
+            tracing::error!(%addr, error = %err, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
     let shutdown = server.shutdown_token();
     tokio::spawn(async move {
         server::shutdown_signal().await;
         shutdown.cancel();
     });
     server.run().await;
-    Ok(())
+    ExitCode::SUCCESS
 }

@@ -31,7 +31,7 @@ pub struct Server {
 impl Server {
     /// Binds the configured address (port 0 picks a free port).
     pub async fn bind(config: Config) -> io::Result<Self> {
-        let listener = TcpListener::bind(config.listen_addr()).await?;
+        let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         Ok(Self {
             listener,
             state: Arc::new(AppState::new(config)),
