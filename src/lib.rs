@@ -8,6 +8,8 @@
 //! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
 //! - [`ws`]: a WebSocket connection: reader (client frames to broker calls)
 //!   and writer task (outbox to vectored writes, heartbeat, close).
+//! - [`frame_writer`]: many queued frames per `writev`, resuming partial
+//!   writes.
 //! - [`auth`]: API keys, compared in constant time.
 //! - [`protocol`]: client frame parsing and server frame encoding.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
@@ -20,6 +22,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod frame_writer;
 pub mod metrics;
 pub mod outbox;
 pub mod protocol;

@@ -5,8 +5,7 @@
 //! The socket is split into owned halves, so reading and writing never share
 //! a lock; the reader and writer meet only at the outbox.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -17,20 +16,17 @@ use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 
 use crate::broker::{BrokerError, ConnectionId, Topic};
-use crate::outbox::{CloseReason, Outbox, Queued};
+use crate::frame_writer::FrameWriter;
+use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{self, ClientFrame, ErrorCode, Request as ClientRequest};
 use crate::rest::{error_response, Body};
 use crate::state::AppState;
 
-/// Most slices handed to one `writev`.
-const MAX_SLICES_PER_WRITE: usize = 64;
-/// Most bytes handed to one `writev`.
-const MAX_BYTES_PER_WRITE: usize = 64 * 1024;
 /// How long the last frames (an error, the close frame) may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -347,78 +343,6 @@ fn client_close(frame: &Frame<'_>) -> CloseReason {
     }
 }
 
-/// Writes queued frames, many per syscall, resuming after partial writes.
-struct FrameWriter<W> {
-    sink: W,
-    batch: VecDeque<Queued>,
-    /// Bytes of `batch[0]` already written.
-    offset: usize,
-}
-
-impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    fn new(sink: W) -> Self {
-        Self {
-            sink,
-            batch: VecDeque::new(),
-            offset: 0,
-        }
-    }
-
-    /// One vectored write of the batch's head. Cancel-safe: a cancelled
-    /// write wrote nothing, and the batch only advances by what was written.
-    async fn write_some(&mut self) -> io::Result<()> {
-        let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
-        let mut count = 0;
-        let mut total = 0;
-        for (index, queued) in self.batch.iter().enumerate() {
-            let unwritten = if index == 0 {
-                &queued.frame[self.offset..]
-            } else {
-                &queued.frame[..]
-            };
-            slices[count] = IoSlice::new(unwritten);
-            count += 1;
-            total += unwritten.len();
-            if count == MAX_SLICES_PER_WRITE || total >= MAX_BYTES_PER_WRITE {
-                break;
-            }
-        }
-        let mut written = self.sink.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let remaining = self.batch[0].frame.len() - self.offset;
-            if written >= remaining {
-                written -= remaining;
-                self.batch.pop_front();
-                self.offset = 0;
-            } else {
-                self.offset += written;
-                written = 0;
-            }
-        }
-        Ok(())
-    }
-
-    async fn write_all(&mut self) -> io::Result<()> {
-        while !self.batch.is_empty() {
-            self.write_some().await?;
-        }
-        Ok(())
-    }
-
-    /// Drops every frame not yet started; a half-written one must finish
-    /// or the peer cannot parse what follows.
-    fn abandon_unstarted(&mut self) {
-        self.batch.truncate(usize::from(self.offset > 0));
-    }
-
-    fn push(&mut self, frame: Bytes) {
-        self.batch.push_back(Queued::control(frame));
-    }
-}
-
 /// The writer task: drains the outbox, sends heartbeats, and on close sends
 /// the last frames. Returns why the connection closed.
 async fn write_loop<W: AsyncWrite + Unpin>(
@@ -445,14 +369,14 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Some(reason) = closing.filter(|reason| reason.abandons_queue()) {
             break reason;
         }
-        if writer.batch.is_empty() {
-            if let Some(reason) = outbox.take_all(&mut writer.batch) {
-                if writer.batch.is_empty() || reason.abandons_queue() {
+        if !writer.has_pending() {
+            if let Some(reason) = writer.refill(&outbox) {
+                if !writer.has_pending() || reason.abandons_queue() {
                     break reason;
                 }
             }
         }
-        if writer.batch.is_empty() {
+        if !writer.has_pending() {
             tokio::select! {
                 _ = outbox.wait_for_frames() => {}
                 _ = ticker.tick() => if !peer_alive_after_heartbeat() {
@@ -487,11 +411,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             ));
         }
         writer.push(protocol::close_frame(code, reason.describe()));
-        let _ = tokio::time::timeout(CLOSE_GRACE, async {
-            writer.write_all().await?;
-            writer.sink.shutdown().await
-        })
-        .await;
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
     }
     reason
 }
