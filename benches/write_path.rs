@@ -1,1 +1,317 @@
-fn main() {}
+//! The broker's write path, stage by stage: parsing a client's publish,
+//! encoding the event once, fanning it out to many outboxes, and a
+//! connection's writer draining its batch with vectored writes.
+//!
+//! ```sh
+//! cargo bench --bench write_path -- --warm-up-time 1 --measurement-time 3
+//! ```
+
+use std::collections::VecDeque;
+use std::hint::black_box;
+use std::io::{self, IoSlice, Read};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
+use ringcast::broker::Broker;
+use ringcast::config::SlowConsumerPolicy;
+use ringcast::frame_writer::FrameWriter;
+use ringcast::metrics::Metrics;
+use ringcast::outbox::{Outbox, Queued};
+use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+use tokio::sync::Mutex;
+
+const TOPIC: &str = "orders";
+const MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+const SMALL_PAYLOAD: usize = 128;
+const LARGE_PAYLOAD: usize = 4096;
+
+/// The server's defaults (`RING_BUFFER_SIZE`, `SUBSCRIBER_QUEUE_SIZE`).
+const RING_CAPACITY: usize = 100;
+const OUTBOX_CAPACITY: usize = 1024;
+const SUBSCRIBERS: u64 = 1000;
+/// Publishes between two drains of every outbox; well under
+/// `OUTBOX_CAPACITY`, so no subscriber is ever disconnected.
+const PUBLISHES_PER_DRAIN: u64 = 256;
+
+/// The writer's per-`writev` slice limit: one batch is one syscall.
+const FRAMES_PER_BATCH: u64 = 64;
+/// Gives event frames of 199-200 bytes, header included.
+const WRITER_FRAME_PAYLOAD: usize = 55;
+/// Batches queued per refill: 1024 frames, a full default-sized outbox.
+const BATCHES_PER_REFILL: u64 = 16;
+
+fn bench_parse_publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("parse_publish");
+    for (label, payload_len) in [("128B", SMALL_PAYLOAD), ("4KiB", LARGE_PAYLOAD)] {
+        let frame = publish_frame(&order_payload(payload_len));
+        assert!(
+            matches!(
+                protocol::parse_client_frame(&mut frame.clone()),
+                Ok(ClientFrame {
+                    request: Request::Publish { .. },
+                    ..
+                })
+            ),
+            "the benchmark frame must parse as a publish"
+        );
+        group.throughput(Throughput::Bytes(frame.len() as u64));
+        let mut scratch = frame.clone();
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                // simd-json parses in place, so every iteration restores the
+                // frame into the same buffer. The memcpy is timed too, but
+                // keeps the input cache-hot like a connection's read buffer.
+                scratch.copy_from_slice(&frame);
+                protocol::parse_client_frame(&mut scratch).is_ok()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn bench_encode_event(c: &mut Criterion) {
+    let message = order_message(SMALL_PAYLOAD);
+    let mut seq = 0;
+    c.benchmark_group("encode_event")
+        .bench_function("128B", |b| {
+            // Reading the clock is included: a publish does it every time.
+            b.iter(|| {
+                seq += 1;
+                protocol::event(TOPIC, &message, seq, Timestamp::now())
+            })
+        });
+}
+
+fn bench_fanout(c: &mut Criterion) {
+    let broker = Broker::new(RING_CAPACITY, Arc::new(Metrics::default()));
+    broker.create_topic(TOPIC).expect("fresh broker");
+    let outboxes = subscribe_outboxes(&broker, SUBSCRIBERS);
+    let message = order_message(SMALL_PAYLOAD);
+    let mut group = c.benchmark_group("fanout");
+    // Time is per publish; elements are deliveries.
+    group.throughput(Throughput::Elements(SUBSCRIBERS));
+    group.bench_function(format!("{SUBSCRIBERS}_queues"), |b| {
+        let mut taken = VecDeque::new();
+        b.iter_custom(|publishes| {
+            chunks(publishes, PUBLISHES_PER_DRAIN)
+                .map(|count| {
+                    let start = Instant::now();
+                    for _ in 0..count {
+                        black_box(broker.publish(TOPIC, &message).expect("topic exists"));
+                    }
+                    let elapsed = start.elapsed();
+                    drain_all(&outboxes, &mut taken);
+                    elapsed
+                })
+                .sum()
+        })
+    });
+    group.finish();
+}
+
+fn bench_writer_drain(c: &mut Criterion) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("tokio runtime");
+    let frames = event_frames(FRAMES_PER_BATCH, WRITER_FRAME_PAYLOAD);
+    let mut group = c.benchmark_group("writer_drain");
+    group.throughput(Throughput::Elements(FRAMES_PER_BATCH));
+    bench_drain_into(&mut group, &runtime, &frames, "memory", DiscardSink);
+    let socket = loopback_socket(&runtime);
+    bench_drain_into(&mut group, &runtime, &frames, "tcp", socket);
+    group.finish();
+}
+
+/// Benchmarks one batch of `frames` written through a `FrameWriter` into `sink`.
+fn bench_drain_into<W: AsyncWrite + Unpin>(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    runtime: &Runtime,
+    frames: &[Bytes],
+    sink_name: &str,
+    sink: W,
+) {
+    // A `to_async` routine returns a future, which cannot borrow the
+    // closure's state mutably; so the writer (which owns its sink, reused
+    // across samples) sits behind an async mutex, locked outside the timing.
+    let writer = &Mutex::new(FrameWriter::new(sink));
+    let id = BenchmarkId::new(format!("{}_frames", frames.len()), sink_name);
+    group.bench_function(id, |b| {
+        b.to_async(runtime).iter_custom(|batches| async move {
+            time_drains(&mut *writer.lock().await, frames, batches).await
+        })
+    });
+}
+
+/// Queues `batches` copies of `frames` a refill at a time and times only
+/// `write_all`, as the connection's writer does after taking its outbox.
+async fn time_drains<W: AsyncWrite + Unpin>(
+    writer: &mut FrameWriter<W>,
+    frames: &[Bytes],
+    batches: u64,
+) -> Duration {
+    let mut elapsed = Duration::ZERO;
+    for count in chunks(batches, BATCHES_PER_REFILL) {
+        for _ in 0..count {
+            frames.iter().for_each(|frame| writer.push(frame.clone()));
+        }
+        let start = Instant::now();
+        writer.write_all().await.expect("sink accepts writes");
+        elapsed += start.elapsed();
+    }
+    elapsed
+}
+
+/// Splits `total` into runs of at most `size`.
+fn chunks(total: u64, size: u64) -> impl Iterator<Item = u64> {
+    (0..total.div_ceil(size)).map(move |index| size.min(total - index * size))
+}
+
+/// Subscribes `count` outboxes to `TOPIC`, each as its own connection.
+fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
+    let topic = broker.topic(TOPIC).expect("topic exists");
+    let ack = protocol::ack(None, TOPIC);
+    (0..count)
+        .map(|id| {
+            let outbox = Arc::new(Outbox::new(OUTBOX_CAPACITY, SlowConsumerPolicy::Disconnect));
+            assert!(topic.subscribe(id, &outbox, ack.clone(), 0));
+            outbox
+        })
+        .collect()
+}
+
+/// Empties every outbox, as the connections' writer tasks would.
+fn drain_all(outboxes: &[Arc<Outbox>], taken: &mut VecDeque<Queued>) {
+    for outbox in outboxes {
+        assert_eq!(outbox.take_all(taken), None, "an outbox overflowed");
+        taken.clear();
+    }
+}
+
+/// `count` consecutive events of `TOPIC`, encoded as the broker does.
+fn event_frames(count: u64, payload_len: usize) -> Vec<Bytes> {
+    let message = order_message(payload_len);
+    (1..=count)
+        .map(|seq| protocol::event(TOPIC, &message, seq, Timestamp::now()))
+        .collect()
+}
+
+/// A client's publish frame carrying `payload`.
+fn publish_frame(payload: &[u8]) -> Vec<u8> {
+    let mut frame = format!(
+        r#"{{"type":"publish","topic":"{TOPIC}","message":{{"id":"{MESSAGE_ID}","payload":"#
+    )
+    .into_bytes();
+    frame.extend_from_slice(payload);
+    frame.extend_from_slice(b"}}");
+    frame
+}
+
+fn order_message(payload_len: usize) -> Message<'static> {
+    Message {
+        id: MESSAGE_ID,
+        payload: order_payload(payload_len),
+    }
+}
+
+/// An order as JSON of exactly `len` bytes: line items while they fit, then
+/// a free-text note padding it to size.
+fn order_payload(len: usize) -> Bytes {
+    const HEAD: &str = r#"{"order":48213,"total":129.95,"items":["#;
+    const NOTE_START: &str = r#"],"note":""#;
+    const END: &str = r#""}"#;
+    let mut json = String::from(HEAD);
+    for n in 1.. {
+        let separator = if n == 1 { "" } else { "," };
+        let item = format!(
+            r#"{separator}{{"sku":"SKU-{n:05}","qty":{},"price":{}.99}}"#,
+            n % 7 + 1,
+            n * 13 % 90
+        );
+        if json.len() + item.len() + NOTE_START.len() + END.len() > len {
+            break;
+        }
+        json.push_str(&item);
+    }
+    json.push_str(NOTE_START);
+    let note_len = len - json.len() - END.len();
+    json.extend(
+        "please leave the parcel at the side door; "
+            .chars()
+            .cycle()
+            .take(note_len),
+    );
+    json.push_str(END);
+    Bytes::from(json)
+}
+
+/// A loopback connection whose peer a thread reads and discards until EOF,
+/// so the writer waits only on the kernel. `TCP_NODELAY` as the server sets.
+fn loopback_socket(runtime: &Runtime) -> TcpStream {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let address = listener.local_addr().expect("bound address");
+    let socket = runtime
+        .block_on(TcpStream::connect(address))
+        .expect("connect loopback");
+    let (mut peer, _) = listener.accept().expect("accept loopback");
+    std::thread::spawn(move || {
+        let mut buffer = vec![0; 256 * 1024];
+        while peer.read(&mut buffer).is_ok_and(|read| read > 0) {}
+    });
+    socket.set_nodelay(true).expect("TCP_NODELAY");
+    socket
+}
+
+/// Accepts every write in full at once, like a socket with an endless
+/// buffer, so only the writer's own per-batch work is measured.
+struct DiscardSink;
+
+impl AsyncWrite for DiscardSink {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(bufs.iter().map(|buf| buf.len()).sum()))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+criterion_group! {
+    name = benches;
+    // Modest defaults for a small shared machine; command-line flags win.
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = bench_parse_publish, bench_encode_event, bench_fanout, bench_writer_drain
+}
+criterion_main!(benches);

@@ -8,6 +8,8 @@
 //! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
 //! - [`ws`]: a WebSocket connection: reader (client frames to broker calls)
 //!   and writer task (outbox to vectored writes, heartbeat, close).
+//! - [`frame_reader`]: client frames decoded with no buffer held while
+//!   idle.
 //! - [`frame_writer`]: many queued frames per `writev`, resuming partial
 //!   writes.
 //! - [`auth`]: API keys, compared in constant time.
@@ -22,6 +24,7 @@
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod frame_reader;
 pub mod frame_writer;
 pub mod metrics;
 pub mod outbox;

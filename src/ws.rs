@@ -3,7 +3,8 @@
 //! connection's outbox into vectored writes.
 //!
 //! The socket is split into owned halves, so reading and writing never share
-//! a lock; the reader and writer meet only at the outbox.
+//! a lock; the reader and writer meet only at the outbox. Frames are read by
+//! [`crate::frame_reader`] and written by [`crate::frame_writer`].
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -12,15 +13,15 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Role, WebSocketError};
-use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::io::AsyncWrite;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::time::MissedTickBehavior;
 
 use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::frame_reader::{self, FrameDecoder, Incoming};
 use crate::frame_writer::FrameWriter;
 use crate::outbox::{CloseReason, Outbox};
 use crate::protocol::{self, ClientFrame, ErrorCode, Request as ClientRequest};
@@ -34,7 +35,7 @@ const CLOSE_GRACE: Duration = Duration::from_secs(1);
 /// upgraded socket to a new connection task.
 pub fn upgrade(
     state: Arc<AppState>,
-    mut request: Request<Incoming>,
+    mut request: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
     if !state.api_keys.allows_upgrade(&request) {
@@ -76,23 +77,28 @@ pub fn upgrade(
 
 async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: SocketAddr) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
-    // read past the upgrade request come first.
+    // read past the upgrade request are decoded first.
     match io.into_inner().downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (reader, writer) = parts.io.into_inner().into_split();
-            let reader = std::io::Cursor::new(parts.read_buf).chain(reader);
-            serve(reader, writer, state, peer).await;
+            let decoder =
+                FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
+            // The leftover bytes share hyper's whole read buffer: let it go.
+            drop(parts.read_buf);
+            serve(reader, decoder, writer, state, peer).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
 }
 
 /// Runs one connection until it closes.
-async fn serve<R, W>(reader: R, writer: W, state: Arc<AppState>, peer: SocketAddr)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
+async fn serve(
+    reader: OwnedReadHalf,
+    decoder: FrameDecoder,
+    writer: OwnedWriteHalf,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+) {
     let _open = state.metrics.connection_opened();
     let config = &state.config;
     let outbox = Arc::new(Outbox::new(
@@ -116,7 +122,7 @@ where
     let id = session.id;
     tracing::info!(conn = id, %peer, "connection opened");
     tokio::select! {
-        reason = session.read_loop(reader, &liveness) => outbox.close(reason),
+        reason = session.read_loop(&reader, decoder, &liveness) => outbox.close(reason),
         _ = outbox.closed() => {}
     }
     drop(session);
@@ -168,52 +174,22 @@ struct Session {
 
 impl Session {
     /// Reads frames until the connection should close, and says why.
-    async fn read_loop<R: AsyncRead + Unpin>(
+    async fn read_loop(
         &mut self,
-        reader: R,
+        reader: &OwnedReadHalf,
+        mut decoder: FrameDecoder,
         liveness: &Liveness,
     ) -> CloseReason {
-        let (mut socket, _) =
-            fastwebsockets::after_handshake_split(reader, tokio::io::sink(), Role::Server);
-        socket.set_auto_close(false);
-        socket.set_auto_pong(false);
-        let max_message_size = self.state.config.max_message_size as usize;
-        // fastwebsockets refuses frames whose length reaches its limit.
-        socket.set_max_message_size(max_message_size + 1);
-        let mut fragments: Option<(OpCode, Vec<u8>)> = None;
         loop {
-            let mut frame = match socket.read_frame(&mut no_obligated_sends).await {
-                Ok(frame) => frame,
-                Err(err) => return close_reason_for(&err),
+            let incoming = match frame_reader::read_incoming(reader, &mut decoder).await {
+                Ok(incoming) => incoming,
+                Err(reason) => return reason,
             };
             liveness.heard_from_peer();
-            match (frame.opcode, fragments.as_mut()) {
-                (OpCode::Text | OpCode::Binary, None) if frame.fin => {
-                    self.handle_message(frame.payload.to_mut());
-                }
-                (OpCode::Text | OpCode::Binary, None) => {
-                    fragments = Some((frame.opcode, frame.payload.to_vec()));
-                }
-                (OpCode::Continuation, Some((opcode, message))) => {
-                    if message.len() + frame.payload.len() > max_message_size {
-                        return CloseReason::MessageTooBig;
-                    }
-                    message.extend_from_slice(&frame.payload);
-                    if frame.fin {
-                        if *opcode == OpCode::Text && std::str::from_utf8(message).is_err() {
-                            return CloseReason::InvalidUtf8;
-                        }
-                        let mut message = std::mem::take(message);
-                        fragments = None;
-                        self.handle_message(&mut message);
-                    }
-                }
-                (OpCode::Close, _) => return client_close(&frame),
-                (OpCode::Ping, _) => self
-                    .outbox
-                    .push_control(protocol::pong_frame(&frame.payload)),
-                (OpCode::Pong, _) => {}
-                _ => return CloseReason::ProtocolError,
+            match incoming {
+                Incoming::Message(mut message) => self.handle_message(&mut message),
+                Incoming::Ping(payload) => self.outbox.push_control(protocol::pong_frame(&payload)),
+                Incoming::Pong => {}
             }
             self.outbox.wait_for_room().await;
         }
@@ -308,38 +284,6 @@ impl Drop for Session {
         for topic in self.subscriptions.values() {
             topic.unsubscribe(self.id);
         }
-    }
-}
-
-/// With auto-close and auto-pong off, fastwebsockets never asks to send.
-async fn no_obligated_sends(_: Frame<'_>) -> Result<(), std::convert::Infallible> {
-    Ok(())
-}
-
-fn close_reason_for(err: &WebSocketError) -> CloseReason {
-    match err {
-        WebSocketError::FrameTooLarge => CloseReason::MessageTooBig,
-        WebSocketError::InvalidUTF8 => CloseReason::InvalidUtf8,
-        WebSocketError::UnexpectedEOF
-        | WebSocketError::IoError(_)
-        | WebSocketError::ConnectionClosed => CloseReason::ConnectionLost,
-        _ => CloseReason::ProtocolError,
-    }
-}
-
-/// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4).
-fn client_close(frame: &Frame<'_>) -> CloseReason {
-    match &frame.payload[..] {
-        [] => CloseReason::ClientClosed(1000),
-        [high, low, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
-            let code = u16::from_be_bytes([*high, *low]);
-            match code {
-                1000..=1003 | 1007..=1011 | 3000..=4999 => CloseReason::ClientClosed(code),
-                _ => CloseReason::ProtocolError,
-            }
-        }
-        [_, _, ..] => CloseReason::InvalidUtf8,
-        [_] => CloseReason::ProtocolError,
     }
 }
 

@@ -1,0 +1,164 @@
+//! Command-line interface.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "ringcast-load",
+    version,
+    about = "Open-loop load generator for ringcast and NATS over WebSocket"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run a load scenario against a server.
+    Run(Box<RunArgs>),
+    /// Draw delivered/s and p99 against offered load from result files into an SVG.
+    Chart(ChartArgs),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum Target {
+    Ringcast,
+    Nats,
+}
+
+impl Target {
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Ringcast => "ringcast",
+            Target::Nats => "nats",
+        }
+    }
+
+    pub fn default_url(self) -> &'static str {
+        match self {
+            Target::Ringcast => "ws://127.0.0.1:8080/ws",
+            Target::Nats => "ws://127.0.0.1:4223",
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+pub enum ScenarioKind {
+    /// 1 topic, 1000 subscribers, 1 publisher.
+    Fanout,
+    /// 1000 topics x 10 subscribers, 10 publishers.
+    Topics,
+    /// 100 topics x 1 subscriber, 10 publishers at unlimited rate.
+    Ingress,
+    /// 10k subscribed connections over 100 topics, no traffic: server RSS per connection.
+    Idle,
+}
+
+impl ScenarioKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ScenarioKind::Fanout => "fanout",
+            ScenarioKind::Topics => "topics",
+            ScenarioKind::Ingress => "ingress",
+            ScenarioKind::Idle => "idle",
+        }
+    }
+}
+
+/// Events published per second across all publishers, or as fast as the sockets take them.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum Rate {
+    PerSecond(f64),
+    Unlimited,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s == "unlimited" || s == "max" {
+            return Ok(Rate::Unlimited);
+        }
+        match s.parse::<f64>() {
+            Ok(rate) if rate > 0.0 && rate.is_finite() => Ok(Rate::PerSecond(rate)),
+            _ => Err(format!(
+                "expected events per second > 0 or `unlimited`, got `{s}`"
+            )),
+        }
+    }
+}
+
+fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
+    humantime::parse_duration(s)
+}
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// Server to drive.
+    #[arg(long, value_enum, default_value_t = Target::Ringcast)]
+    pub target: Target,
+    /// WebSocket URL [default: ws://127.0.0.1:8080/ws for ringcast, ws://127.0.0.1:4223 for nats].
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Sent as `X-API-Key` on REST requests and the WebSocket upgrade (ringcast).
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Preset; every field below overrides it.
+    #[arg(long, value_enum, default_value_t = ScenarioKind::Fanout)]
+    pub scenario: ScenarioKind,
+    #[arg(long)]
+    pub topics: Option<usize>,
+    #[arg(long)]
+    pub subscribers_per_topic: Option<usize>,
+    #[arg(long)]
+    pub publishers: Option<usize>,
+    /// Size of each event's JSON payload in bytes [default: 128].
+    #[arg(long)]
+    pub payload_bytes: Option<usize>,
+    /// Events published per second across all publishers, or `unlimited`.
+    #[arg(long)]
+    pub rate: Option<Rate>,
+    /// Measured window of a run (not used by --step).
+    #[arg(long, value_parser = parse_duration, default_value = "10s")]
+    pub duration: Duration,
+    /// Publishing before each measured window, not measured.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub warmup: Duration,
+    /// Raise the rate step by step until loss or p99 over --max-p99 (fanout/topics).
+    #[arg(long)]
+    pub step: bool,
+    #[arg(long, value_parser = parse_duration, default_value = "5s")]
+    pub step_duration: Duration,
+    #[arg(long, default_value_t = 1.25)]
+    pub step_factor: f64,
+    /// Highest events/s a step may offer.
+    #[arg(long)]
+    pub max_rate: Option<f64>,
+    /// A step whose p99 exceeds this is not sustained.
+    #[arg(long, value_parser = parse_duration, default_value = "50ms")]
+    pub max_p99: Duration,
+    /// Server process id, for CPU (schedstat) and RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Write machine-readable results here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Client runtime worker threads [default: available parallelism, which respects taskset].
+    #[arg(long)]
+    pub workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct ChartArgs {
+    /// Output SVG file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Result files written by `run --json`.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+}

@@ -1,0 +1,158 @@
+//! Results: the JSON schema (also read back by `chart`) and the human summary.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct RunReport {
+    pub target: String,
+    pub scenario: String,
+    pub topics: usize,
+    pub subscribers_per_topic: usize,
+    pub connections: usize,
+    pub publishers: usize,
+    pub payload_bytes: usize,
+    pub steps: Vec<StepReport>,
+    /// Delivered/s of the last sustained step; step mode only.
+    pub max_sustained_deliveries_per_sec: Option<f64>,
+    pub idle: Option<IdleReport>,
+    /// The first disconnect or publish error seen, to explain a failure.
+    #[serde(default)]
+    pub first_problem: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct StepReport {
+    /// Events published per second across publishers; null when unlimited.
+    pub offered_rate: Option<f64>,
+    /// `offered_rate` x subscribers per topic.
+    pub offered_deliveries_per_sec: Option<f64>,
+    pub published: u64,
+    pub expected: u64,
+    pub received: u64,
+    /// `expected - received` after the drain (negative would mean duplicates).
+    pub loss: i64,
+    /// Events missing from subscribers' `seq` sequences (ringcast only).
+    pub seq_gaps: Option<u64>,
+    pub publish_errors: u64,
+    /// Connections closed by the server or by an error during the step.
+    #[serde(default)]
+    pub disconnects: u64,
+    /// Deliveries (publishes, for unlimited-rate ingress) in the measured window per second.
+    pub delivered_per_sec: f64,
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub p999_ms: Option<f64>,
+    pub max_ms: Option<f64>,
+    pub server_cpu_ns_per_delivery: Option<f64>,
+    pub server_rss_kib_start: Option<u64>,
+    pub server_rss_kib_end: Option<u64>,
+    /// No loss, no gap, no error and p99 within the bound.
+    pub sustained: bool,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct IdleReport {
+    pub connections: usize,
+    pub rss_kib_before: Option<u64>,
+    pub rss_kib_after: Option<u64>,
+    pub rss_kib_per_connection: Option<f64>,
+}
+
+impl RunReport {
+    pub fn summary(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{} {}: {} topics x {} subscribers = {} connections, {} publishers, {}-byte payloads",
+            self.target,
+            self.scenario,
+            self.topics,
+            self.subscribers_per_topic,
+            self.connections,
+            self.publishers,
+            self.payload_bytes
+        );
+        if !self.steps.is_empty() {
+            out.push_str(&table_row(COLUMNS.map(|(title, _)| title.to_string())));
+            for step in &self.steps {
+                out.push_str(&table_row([
+                    float_or(step.offered_rate, "max"),
+                    float_or(step.offered_deliveries_per_sec, "-"),
+                    format!("{:.0}", step.delivered_per_sec),
+                    step.received.to_string(),
+                    step.loss.to_string(),
+                    step.seq_gaps
+                        .map_or("-".to_string(), |gaps| gaps.to_string()),
+                    (step.publish_errors + step.disconnects).to_string(),
+                    ms(step.p50_ms),
+                    ms(step.p99_ms),
+                    ms(step.p999_ms),
+                    ms(step.max_ms),
+                    float_or(step.server_cpu_ns_per_delivery, "-"),
+                    match (step.server_rss_kib_start, step.server_rss_kib_end) {
+                        (Some(start), Some(end)) => format!("{start}->{end}"),
+                        _ => "-".to_string(),
+                    },
+                    (if step.sustained { "yes" } else { "NO" }).to_string(),
+                ]));
+            }
+        }
+        if let Some(max) = self.max_sustained_deliveries_per_sec {
+            let _ = writeln!(out, "max sustained: {max:.0} deliveries/s");
+        }
+        if let Some(idle) = &self.idle {
+            let _ = writeln!(
+                out,
+                "idle: {} connections, server RSS {} -> {} KiB, {} KiB per connection",
+                idle.connections,
+                idle.rss_kib_before
+                    .map_or("?".into(), |kib| kib.to_string()),
+                idle.rss_kib_after.map_or("?".into(), |kib| kib.to_string()),
+                idle.rss_kib_per_connection
+                    .map_or("?".into(), |kib| format!("{kib:.2}")),
+            );
+        }
+        if let Some(problem) = &self.first_problem {
+            let _ = writeln!(out, "first problem: {problem}");
+        }
+        out
+    }
+}
+
+/// Summary table columns: title and width.
+const COLUMNS: [(&str, usize); 14] = [
+    ("offer ev/s", 10),
+    ("offer del/s", 11),
+    ("deliv/s", 11),
+    ("received", 10),
+    ("loss", 6),
+    ("gaps", 5),
+    ("errs", 5),
+    ("p50 ms", 8),
+    ("p99 ms", 8),
+    ("p999 ms", 8),
+    ("max ms", 8),
+    ("cpu ns/d", 8),
+    ("rss KiB", 15),
+    ("ok", 3),
+];
+
+fn table_row(cells: [String; 14]) -> String {
+    let mut row = String::new();
+    for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
+        let _ = write!(row, "{cell:>width$} ");
+    }
+    row.truncate(row.trim_end().len());
+    row.push('\n');
+    row
+}
+
+fn float_or(value: Option<f64>, missing: &str) -> String {
+    value.map_or(missing.to_string(), |value| format!("{value:.0}"))
+}
+
+fn ms(value: Option<f64>) -> String {
+    value.map_or("-".to_string(), |ms| format!("{ms:.3}"))
+}

@@ -1,0 +1,359 @@
+//! Runs a plan: sets up subscribers and publishers, drives the publishing
+//! phases (one, or rising steps), drains, and measures each phase.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, Result};
+use tokio::sync::{mpsc, watch, Semaphore};
+
+use crate::cli::{Rate, Target};
+use crate::publisher::{self, Phase, PublisherSpec};
+use crate::report::{IdleReport, RunReport, StepReport};
+use crate::scenario::Plan;
+use crate::stats::{Snapshot, Stats};
+use crate::subscriber::{self, Subscription};
+use crate::{payload, procfs, ringcast};
+
+/// Handshakes in flight at once, so the server's accept backlog never overflows.
+const CONNECT_CONCURRENCY: usize = 200;
+/// How long deliveries may trail the last publish before the rest counts as lost.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long publishers may take to send what was due when a phase ended.
+const PUBLISHER_FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+/// Lets an idle server finish settling before its memory is read.
+const IDLE_SETTLE: Duration = Duration::from_secs(2);
+/// Time for publishers to see a new phase before it starts.
+const PHASE_LEAD: Duration = Duration::from_millis(20);
+const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
+
+pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
+    let stats = Arc::new(Stats::new(workers));
+    let topics = plan.topic_names();
+    if plan.target == Target::Ringcast {
+        ringcast::create_topics(&plan.url, plan.api_key.as_deref(), &topics).await?;
+    }
+    let rss_before = plan.server_pid.and_then(procfs::rss_kib);
+    connect_subscribers(plan, &topics, &stats).await?;
+
+    let mut report = RunReport {
+        target: plan.target.name().to_string(),
+        scenario: plan.scenario.name().to_string(),
+        topics: plan.topics,
+        subscribers_per_topic: plan.subscribers_per_topic,
+        connections: plan.connections(),
+        publishers: if plan.is_idle() { 0 } else { plan.publishers },
+        payload_bytes: plan.payload_bytes,
+        steps: Vec::new(),
+        max_sustained_deliveries_per_sec: None,
+        idle: None,
+        first_problem: None,
+    };
+    if plan.is_idle() {
+        tokio::time::sleep(IDLE_SETTLE).await;
+        let rss_after = plan.server_pid.and_then(procfs::rss_kib);
+        report.idle = Some(IdleReport {
+            connections: plan.connections(),
+            rss_kib_before: rss_before,
+            rss_kib_after: rss_after,
+            rss_kib_per_connection: rss_before
+                .zip(rss_after)
+                .map(|(before, after)| (after as f64 - before as f64) / plan.connections() as f64),
+        });
+    } else {
+        let phases = start_publishers(plan, &topics, &stats).await?;
+        let mut driver = Driver {
+            plan,
+            stats: &stats,
+            phases,
+            last_phase_id: 0,
+            started: Instant::now(),
+        };
+        report.steps = driver.run_steps().await?;
+        if plan.step.is_some() {
+            report.max_sustained_deliveries_per_sec = report
+                .steps
+                .iter()
+                .take_while(|step| step.sustained)
+                .last()
+                .map(|step| step.delivered_per_sec);
+        }
+    }
+    report.first_problem = stats.first_problem();
+    Ok(report)
+}
+
+/// Opens every subscriber connection (subscriber `i` on topic `i / S`) and
+/// waits until all are subscribed.
+async fn connect_subscribers(plan: &Plan, topics: &[String], stats: &Arc<Stats>) -> Result<()> {
+    let total = plan.connections();
+    let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
+    let (setup_tx, setup_rx) = mpsc::unbounded_channel();
+    for i in 0..total {
+        let subscription = Arc::new(Subscription {
+            target: plan.target,
+            url: plan.url.clone(),
+            api_key: plan.api_key.clone(),
+            topic: topics[i / plan.subscribers_per_topic].clone(),
+        });
+        tokio::spawn(subscriber::run(
+            subscription,
+            stats.clone(),
+            slots.clone(),
+            setup_tx.clone(),
+        ));
+    }
+    await_setup("subscribers", total, setup_rx).await
+}
+
+async fn start_publishers(
+    plan: &Plan,
+    topics: &[String],
+    stats: &Arc<Stats>,
+) -> Result<watch::Sender<Option<Phase>>> {
+    let (phases_tx, phases_rx) = watch::channel(None);
+    let (setup_tx, setup_rx) = mpsc::unbounded_channel();
+    for index in 0..plan.publishers {
+        let spec = PublisherSpec {
+            target: plan.target,
+            url: plan.url.clone(),
+            api_key: plan.api_key.clone(),
+            index: index as u32,
+            publishers: plan.publishers as u32,
+            topics: plan
+                .topics_of_publisher(index)
+                .into_iter()
+                .map(|topic| topics[topic].clone())
+                .collect(),
+            payload_bytes: plan.payload_bytes,
+        };
+        tokio::spawn(publisher::run(
+            spec,
+            stats.clone(),
+            phases_rx.clone(),
+            setup_tx.clone(),
+        ));
+    }
+    await_setup("publishers", plan.publishers, setup_rx).await?;
+    Ok(phases_tx)
+}
+
+/// Collects `total` setup outcomes, failing on the first error.
+async fn await_setup(
+    what: &str,
+    total: usize,
+    mut outcomes: mpsc::UnboundedReceiver<Result<()>>,
+) -> Result<()> {
+    let started = Instant::now();
+    let mut last_report = started;
+    for done in 1..=total {
+        let outcome = outcomes
+            .recv()
+            .await
+            .ok_or_else(|| anyhow!("{what}: setup tasks ended early"))?;
+        outcome.map_err(|err| err.context(format!("setting up {what} ({done} of {total})")))?;
+        if last_report.elapsed() >= PROGRESS_INTERVAL || done == total {
+            last_report = Instant::now();
+            eprintln!(
+                "{what}: {done}/{total} ready ({:.1}s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Server readings at one instant of a phase.
+struct Sample {
+    at: Instant,
+    counters: Snapshot,
+    cpu_ns: Option<u64>,
+    rss_kib: Option<u64>,
+}
+
+struct Driver<'a> {
+    plan: &'a Plan,
+    stats: &'a Stats,
+    phases: watch::Sender<Option<Phase>>,
+    last_phase_id: u64,
+    started: Instant,
+}
+
+impl Driver<'_> {
+    async fn run_steps(&mut self) -> Result<Vec<StepReport>> {
+        let Some(step) = self.plan.step else {
+            return Ok(vec![
+                self.run_phase(self.plan.rate, self.plan.duration).await?,
+            ]);
+        };
+        let Rate::PerSecond(mut rate) = self.plan.rate else {
+            unreachable!("the plan rejects --step without a finite rate");
+        };
+        let mut reports = Vec::new();
+        loop {
+            let report = self.run_phase(Rate::PerSecond(rate), step.duration).await?;
+            let sustained = report.sustained;
+            reports.push(report);
+            let at_max = step.max_rate.is_some_and(|max| rate >= max);
+            if !sustained || at_max {
+                return Ok(reports);
+            }
+            rate *= step.factor;
+            if let Some(max) = step.max_rate {
+                rate = rate.min(max);
+            }
+        }
+    }
+
+    /// Publishes at `rate` for the warmup plus `duration`, measuring only the latter.
+    async fn run_phase(&mut self, rate: Rate, duration: Duration) -> Result<StepReport> {
+        let before = self.stats.snapshot();
+        let start = Instant::now() + PHASE_LEAD;
+        let window_start = start + self.plan.warmup;
+        let end = window_start + duration;
+        self.stats
+            .start_latency_window(payload::ns_at(window_start));
+        self.last_phase_id += 1;
+        self.phases.send_replace(Some(Phase {
+            id: self.last_phase_id,
+            start,
+            end,
+            rate,
+        }));
+        self.wait_with_progress(window_start, rate).await;
+        let window_open = self.sample();
+        self.wait_with_progress(end, rate).await;
+        let window_closed = self.sample();
+        self.drain(before).await;
+        let after = self.stats.snapshot();
+        Ok(self.step_report(rate, before, &window_open, &window_closed, after))
+    }
+
+    fn sample(&self) -> Sample {
+        Sample {
+            at: Instant::now(),
+            counters: self.stats.snapshot(),
+            cpu_ns: self.plan.server_pid.and_then(procfs::cpu_ns),
+            rss_kib: self.plan.server_pid.and_then(procfs::rss_kib),
+        }
+    }
+
+    /// Waits for publishers to finish the phase, then for deliveries to catch up.
+    async fn drain(&self, before: Snapshot) {
+        let publishers_done = self.last_phase_id * self.plan.publishers as u64;
+        let finish_deadline = Instant::now() + PUBLISHER_FINISH_TIMEOUT;
+        while self.stats.phases_done.load(Relaxed) < publishers_done {
+            if Instant::now() >= finish_deadline {
+                eprintln!("warning: publishers did not finish the phase in time");
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let drain_deadline = Instant::now() + DRAIN_TIMEOUT;
+        let subscribers = self.plan.subscribers_per_topic as u64;
+        while Instant::now() < drain_deadline {
+            let now = self.stats.snapshot();
+            let expected = (now.published - before.published) * subscribers;
+            let acked = self.plan.target == Target::Nats || now.acks >= now.published;
+            if now.received - before.received >= expected && acked {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wait_with_progress(&self, deadline: Instant, rate: Rate) {
+        let mut last = (Instant::now(), self.stats.snapshot().received);
+        loop {
+            let next = (last.0 + PROGRESS_INTERVAL).min(deadline);
+            tokio::time::sleep_until(next.into()).await;
+            if next == deadline {
+                return;
+            }
+            let now = self.stats.snapshot();
+            let per_sec = (now.received - last.1) as f64 / last.0.elapsed().as_secs_f64();
+            let missing = (now.published * self.plan.subscribers_per_topic as u64)
+                .saturating_sub(now.received);
+            let p99 = self.stats.latency_us();
+            let p99 = if p99.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{:.3}ms", p99.value_at_quantile(0.99) as f64 / 1000.0)
+            };
+            let offered = match rate {
+                Rate::PerSecond(rate) => format!("{rate:.0} ev/s"),
+                Rate::Unlimited => "unlimited".to_string(),
+            };
+            eprintln!(
+                "[{:6.1}s] offered {offered}  delivered {per_sec:.0}/s  not yet received {missing}  \
+                 seq gaps {}  disconnects {}  p99 {p99}",
+                self.started.elapsed().as_secs_f64(),
+                now.seq_gaps,
+                now.disconnects,
+            );
+            last = (Instant::now(), now.received);
+        }
+    }
+
+    fn step_report(
+        &self,
+        rate: Rate,
+        before: Snapshot,
+        window_open: &Sample,
+        window_closed: &Sample,
+        after: Snapshot,
+    ) -> StepReport {
+        let subscribers = self.plan.subscribers_per_topic as u64;
+        let published = after.published - before.published;
+        let expected = published * subscribers;
+        let received = after.received - before.received;
+        let window_secs = (window_closed.at - window_open.at).as_secs_f64();
+        // Unlimited-rate ingress counts publishes: each topic has one subscriber.
+        let counted = match rate {
+            Rate::PerSecond(_) => window_closed.counters.received - window_open.counters.received,
+            Rate::Unlimited => window_closed.counters.published - window_open.counters.published,
+        };
+        let cpu_ns_per_delivery = window_open
+            .cpu_ns
+            .zip(window_closed.cpu_ns)
+            .filter(|_| counted > 0)
+            .map(|(open, closed)| (closed - open) as f64 / counted as f64);
+        let latency = self.stats.latency_us();
+        let quantile_ms =
+            |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
+        let loss = expected as i64 - received as i64;
+        let seq_gaps = after.seq_gaps - before.seq_gaps;
+        let publish_errors = after.publish_errors - before.publish_errors;
+        let disconnects = after.disconnects - before.disconnects;
+        let p99_ms = quantile_ms(0.99);
+        let offered_rate = match rate {
+            Rate::PerSecond(rate) => Some(rate),
+            Rate::Unlimited => None,
+        };
+        StepReport {
+            offered_rate,
+            offered_deliveries_per_sec: offered_rate.map(|rate| rate * subscribers as f64),
+            published,
+            expected,
+            received,
+            loss,
+            seq_gaps: (self.plan.target == Target::Ringcast).then_some(seq_gaps),
+            publish_errors,
+            disconnects,
+            delivered_per_sec: counted as f64 / window_secs,
+            p50_ms: quantile_ms(0.50),
+            p99_ms,
+            p999_ms: quantile_ms(0.999),
+            max_ms: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
+            server_cpu_ns_per_delivery: cpu_ns_per_delivery,
+            server_rss_kib_start: window_open.rss_kib,
+            server_rss_kib_end: window_closed.rss_kib,
+            sustained: loss == 0
+                && seq_gaps == 0
+                && publish_errors == 0
+                && disconnects == 0
+                && p99_ms.is_some_and(|p99| p99 <= self.plan.max_p99.as_secs_f64() * 1000.0),
+        }
+    }
+}

@@ -1,0 +1,438 @@
+//! A lean WebSocket client (RFC 6455): hand-written upgrade, a frame decoder
+//! that works in place on one reusable read buffer, and a masked-frame encoder
+//! that batches any number of frames into one socket write.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+
+use anyhow::{anyhow, bail, Context, Result};
+use memchr::memmem;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Large enough that one read usually takes everything the kernel has queued.
+const READ_BUFFER_BYTES: usize = 32 * 1024;
+/// Frames larger than this are refused rather than buffered.
+const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
+/// Header size for the longest length encoding plus the mask key.
+const MAX_CLIENT_HEADER: usize = 14;
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+#[derive(Clone, Debug)]
+pub struct WsUrl {
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    /// Resolved once, so thousands of connects do no name lookups.
+    pub addr: SocketAddr,
+}
+
+impl WsUrl {
+    /// Parses `ws://host[:port][/path]`; TLS is out of scope for a loopback benchmark.
+    pub fn parse(url: &str) -> Result<WsUrl> {
+        let rest = url
+            .strip_prefix("ws://")
+            .ok_or_else(|| anyhow!("URL must start with ws:// (got {url})"))?;
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash..]),
+            None => (rest, "/"),
+        };
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().context("bad port in URL")?),
+            None => (authority, 80),
+        };
+        if host.is_empty() {
+            bail!("URL has no host: {url}");
+        }
+        let addr = (host, port)
+            .to_socket_addrs()
+            .with_context(|| format!("resolving {host}"))?
+            .next()
+            .ok_or_else(|| anyhow!("{host} has no address"))?;
+        Ok(WsUrl {
+            host: host.to_string(),
+            port,
+            path: path.to_string(),
+            addr,
+        })
+    }
+
+    pub fn authority(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum OpCode {
+    Continuation = 0x0,
+    Text = 0x1,
+    Binary = 0x2,
+    Close = 0x8,
+    Ping = 0x9,
+    Pong = 0xA,
+}
+
+impl OpCode {
+    fn from_bits(bits: u8) -> Result<OpCode> {
+        Ok(match bits {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            other => bail!("unknown WebSocket opcode {other:#x}"),
+        })
+    }
+}
+
+/// The server closed the connection (close frame or EOF).
+#[derive(Debug)]
+pub struct Closed {
+    pub code: Option<u16>,
+    pub reason: String,
+}
+
+impl fmt::Display for Closed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "closed by server with {code} {}", self.reason),
+            None => write!(f, "connection closed by server"),
+        }
+    }
+}
+
+impl std::error::Error for Closed {}
+
+/// Opens a TCP connection and performs the client upgrade.
+pub async fn connect(url: &WsUrl, api_key: Option<&str>) -> Result<(WsReader, WsWriter)> {
+    let mut stream = TcpStream::connect(url.addr)
+        .await
+        .with_context(|| format!("connecting to {}", url.authority()))?;
+    stream.set_nodelay(true)?;
+    let mut request = format!(
+        "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n",
+        url.path,
+        url.authority()
+    );
+    if let Some(key) = api_key {
+        request.push_str(&format!("X-API-Key: {key}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await?;
+
+    let local_port = stream.local_addr()?.port();
+    let (read_half, write_half) = stream.into_split();
+    let mut reader = WsReader::new(read_half);
+    reader.read_upgrade_response().await?;
+    let writer = WsWriter::new(write_half, u32::from(local_port));
+    Ok((reader, writer))
+}
+
+/// Decodes server frames from one reusable buffer; payloads are handed out as
+/// slices of it, so receiving allocates nothing.
+pub struct WsReader {
+    half: OwnedReadHalf,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// Bytes the frame at `start` needs in total, when it is incomplete.
+    pending_frame_len: usize,
+    /// A fragmented message being reassembled (rare: servers here do not fragment).
+    fragments: Vec<u8>,
+    pending_pong: Option<Vec<u8>>,
+}
+
+impl WsReader {
+    fn new(half: OwnedReadHalf) -> WsReader {
+        WsReader {
+            half,
+            buf: vec![0; READ_BUFFER_BYTES],
+            start: 0,
+            end: 0,
+            pending_frame_len: 0,
+            fragments: Vec::new(),
+            pending_pong: None,
+        }
+    }
+
+    /// Reads the 101 response; bytes after it stay buffered as the first frames.
+    async fn read_upgrade_response(&mut self) -> Result<()> {
+        loop {
+            let filled = &self.buf[self.start..self.end];
+            if let Some(head_end) = memmem::find(filled, b"\r\n\r\n") {
+                let status_line = filled.split(|&b| b == b'\r').next().unwrap_or_default();
+                if !status_line.starts_with(b"HTTP/1.1 101") {
+                    bail!(
+                        "upgrade refused: {}",
+                        String::from_utf8_lossy(&filled[..head_end])
+                    );
+                }
+                self.start += head_end + 4;
+                return Ok(());
+            }
+            if filled.len() > MAX_RESPONSE_HEAD {
+                bail!("upgrade response head too long");
+            }
+            self.fill().await.context("reading upgrade response")?;
+        }
+    }
+
+    /// Waits for more bytes from the socket.
+    pub async fn fill(&mut self) -> Result<()> {
+        self.make_room();
+        let read = self.half.read(&mut self.buf[self.end..]).await?;
+        if read == 0 {
+            return Err(Closed {
+                code: None,
+                reason: String::new(),
+            }
+            .into());
+        }
+        self.end += read;
+        Ok(())
+    }
+
+    fn make_room(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        let tail_is_short = self.buf.len() - self.end < READ_BUFFER_BYTES / 4;
+        let frame_overruns = self.start + self.pending_frame_len > self.buf.len();
+        if self.start > 0 && (tail_is_short || frame_overruns) {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.pending_frame_len > self.buf.len() {
+            self.buf.resize(self.pending_frame_len, 0);
+        }
+    }
+
+    /// Handles every complete frame in the buffer: data messages go to
+    /// `on_message`, pings are remembered for [`take_pong`](Self::take_pong).
+    /// Returns `Err(Closed)` on a close frame.
+    pub fn drain(&mut self, mut on_message: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        while let Some((fin, opcode, payload)) = self.next_frame()? {
+            match opcode {
+                OpCode::Text | OpCode::Binary if fin && self.fragments.is_empty() => {
+                    on_message(&self.buf[payload])?;
+                }
+                OpCode::Text | OpCode::Binary => {
+                    self.fragments.clear();
+                    self.fragments.extend_from_slice(&self.buf[payload]);
+                }
+                OpCode::Continuation => {
+                    self.fragments.extend_from_slice(&self.buf[payload]);
+                    if fin {
+                        on_message(&self.fragments)?;
+                        self.fragments.clear();
+                    }
+                }
+                OpCode::Ping => self.pending_pong = Some(self.buf[payload].to_vec()),
+                OpCode::Pong => {}
+                OpCode::Close => return Err(close_frame(&self.buf[payload]).into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// The payload of the last ping not yet answered.
+    pub fn take_pong(&mut self) -> Option<Vec<u8>> {
+        self.pending_pong.take()
+    }
+
+    /// Parses the frame at `start`, consuming it when complete.
+    fn next_frame(&mut self) -> Result<Option<(bool, OpCode, Range<usize>)>> {
+        let available = &self.buf[self.start..self.end];
+        let Some((header_len, payload_len)) = frame_lengths(available)? else {
+            self.pending_frame_len = 0;
+            return Ok(None);
+        };
+        let total = header_len + payload_len;
+        if total > MAX_FRAME_BYTES {
+            bail!("server frame of {payload_len} bytes exceeds {MAX_FRAME_BYTES}");
+        }
+        if available.len() < total {
+            self.pending_frame_len = total;
+            return Ok(None);
+        }
+        self.pending_frame_len = 0;
+        let fin = available[0] & 0x80 != 0;
+        let opcode = OpCode::from_bits(available[0] & 0x0F)?;
+        let payload = self.start + header_len..self.start + total;
+        self.start += total;
+        Ok(Some((fin, opcode, payload)))
+    }
+}
+
+/// Header and payload length of the frame at the start of `bytes`, or `None`
+/// while the header itself is incomplete.
+fn frame_lengths(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
+    if bytes.len() < 2 {
+        return Ok(None);
+    }
+    if bytes[0] & 0x70 != 0 {
+        bail!("server frame uses reserved bits (no extension was negotiated)");
+    }
+    if bytes[1] & 0x80 != 0 {
+        bail!("server frame is masked");
+    }
+    let (header_len, payload_len) = match bytes[1] & 0x7F {
+        126 if bytes.len() >= 4 => (4, u16::from_be_bytes([bytes[2], bytes[3]]) as u64),
+        127 if bytes.len() >= 10 => (
+            10,
+            u64::from_be_bytes(bytes[2..10].try_into().expect("8 bytes")),
+        ),
+        126 | 127 => return Ok(None),
+        short => (2, u64::from(short)),
+    };
+    let payload_len = usize::try_from(payload_len).context("frame length")?;
+    Ok(Some((header_len, payload_len)))
+}
+
+fn close_frame(payload: &[u8]) -> Closed {
+    let code = (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+    let reason = String::from_utf8_lossy(payload.get(2..).unwrap_or_default()).into_owned();
+    Closed { code, reason }
+}
+
+/// Queues masked client frames in one buffer and writes them with one call.
+pub struct WsWriter {
+    half: OwnedWriteHalf,
+    buf: Vec<u8>,
+    mask_state: u32,
+}
+
+impl WsWriter {
+    fn new(half: OwnedWriteHalf, seed: u32) -> WsWriter {
+        WsWriter {
+            half,
+            buf: Vec::with_capacity(16 * 1024),
+            // xorshift needs a non-zero state.
+            mask_state: seed | 1,
+        }
+    }
+
+    /// Queues one frame whose payload `write_payload` appends; the payload is
+    /// written in place and masked there, so it is never copied.
+    pub fn frame(&mut self, opcode: OpCode, write_payload: impl FnOnce(&mut Vec<u8>)) {
+        let frame_start = self.buf.len();
+        let payload_start = frame_start + MAX_CLIENT_HEADER;
+        self.buf.resize(payload_start, 0);
+        write_payload(&mut self.buf);
+        let payload_len = self.buf.len() - payload_start;
+        let mask = self.next_mask();
+        let (header, header_len) = client_header(opcode, payload_len, mask);
+        // Slide the payload down to sit right after the actual header size.
+        self.buf
+            .copy_within(payload_start.., frame_start + header_len);
+        self.buf.truncate(frame_start + header_len + payload_len);
+        self.buf[frame_start..frame_start + header_len].copy_from_slice(&header[..header_len]);
+        apply_mask(&mut self.buf[frame_start + header_len..], mask);
+    }
+
+    pub fn frame_from(&mut self, opcode: OpCode, payload: &[u8]) {
+        self.frame(opcode, |buf| buf.extend_from_slice(payload));
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<()> {
+        if !self.buf.is_empty() {
+            self.half.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Mask keys only have to be unpredictable to the server's intermediaries;
+    /// a per-connection xorshift is plenty for a load generator.
+    fn next_mask(&mut self) -> [u8; 4] {
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        x.to_ne_bytes()
+    }
+}
+
+fn client_header(
+    opcode: OpCode,
+    payload_len: usize,
+    mask: [u8; 4],
+) -> ([u8; MAX_CLIENT_HEADER], usize) {
+    let mut header = [0u8; MAX_CLIENT_HEADER];
+    header[0] = 0x80 | opcode as u8;
+    let mut len = 2;
+    if payload_len < 126 {
+        header[1] = 0x80 | payload_len as u8;
+    } else if let Ok(short) = u16::try_from(payload_len) {
+        header[1] = 0x80 | 126;
+        header[2..4].copy_from_slice(&short.to_be_bytes());
+        len = 4;
+    } else {
+        header[1] = 0x80 | 127;
+        header[2..10].copy_from_slice(&(payload_len as u64).to_be_bytes());
+        len = 10;
+    }
+    header[len..len + 4].copy_from_slice(&mask);
+    (header, len + 4)
+}
+
+/// XORs `data` with the repeating 4-byte key, eight bytes at a time.
+fn apply_mask(data: &mut [u8], mask: [u8; 4]) {
+    let wide = u64::from_ne_bytes([
+        mask[0], mask[1], mask[2], mask[3], mask[0], mask[1], mask[2], mask[3],
+    ]);
+    let mut chunks = data.chunks_exact_mut(8);
+    for chunk in &mut chunks {
+        let word = u64::from_ne_bytes((&*chunk).try_into().expect("8 bytes")) ^ wide;
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    // Chunks are a multiple of 4 long, so the key phase restarts at 0 here.
+    for (i, byte) in chunks.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let url = WsUrl::parse("ws://127.0.0.1:8080/ws").unwrap();
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("127.0.0.1", 8080, "/ws")
+        );
+        let url = WsUrl::parse("ws://localhost:4223").unwrap();
+        assert_eq!((url.port, url.path.as_str()), (4223, "/"));
+        assert!(WsUrl::parse("wss://x/").is_err());
+    }
+
+    #[test]
+    fn masking_round_trips_at_any_length() {
+        let original: Vec<u8> = (0..37).collect();
+        let mut data = original.clone();
+        apply_mask(&mut data, [1, 2, 3, 4]);
+        assert_eq!(data[0], 1);
+        assert_eq!(data[36], 36 ^ 1);
+        apply_mask(&mut data, [1, 2, 3, 4]);
+        assert_eq!(data, original);
+    }
+
+    #[test]
+    fn reads_frame_lengths() {
+        assert_eq!(frame_lengths(&[0x81]).unwrap(), None);
+        assert_eq!(frame_lengths(&[0x81, 5]).unwrap(), Some((2, 5)));
+        assert_eq!(frame_lengths(&[0x81, 126, 1]).unwrap(), None);
+        assert_eq!(frame_lengths(&[0x81, 126, 1, 0]).unwrap(), Some((4, 256)));
+        assert!(frame_lengths(&[0x81, 0x85]).is_err());
+    }
+}

@@ -1,0 +1,381 @@
+//! Reading client WebSocket frames with no buffer held while idle.
+//!
+//! fastwebsockets' reader allocates an 8 KiB buffer per connection up front
+//! and keeps whatever capacity the largest frame needed, which alone is more
+//! than ringcast's whole per-connection budget. This reader waits for the
+//! socket to become readable before it reserves anything and lets its buffer
+//! go as soon as every byte has been decoded, so an idle subscriber costs no
+//! read buffer at all. The decoding itself is sans-IO (`FrameDecoder`), which
+//! is what the tests and fuzz targets drive with arbitrary splits.
+//!
+//! RFC 6455 rules enforced here: client frames must be masked, reserved bits
+//! and unknown opcodes are protocol errors, control frames are short and
+//! unfragmented, fragments reassemble into one message within the size
+//! limit, and text messages are UTF-8.
+
+use bytes::{Buf, BytesMut};
+use fastwebsockets::OpCode;
+use tokio::net::tcp::OwnedReadHalf;
+
+use crate::outbox::CloseReason;
+
+/// Bytes reserved per read when nothing larger is known to be coming.
+const READ_CHUNK: usize = 4096;
+/// Longest control frame payload (RFC 6455 §5.5).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// What a client sent, once a whole message or control frame is in.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Incoming {
+    /// A complete text or binary message, unmasked and reassembled.
+    Message(BytesMut),
+    /// A ping with its payload, to be echoed in a pong.
+    Ping(BytesMut),
+    Pong,
+}
+
+/// Turns the client's byte stream into messages and control frames.
+pub struct FrameDecoder {
+    buffer: BytesMut,
+    /// The data message being reassembled from fragments, if any.
+    fragments: Option<Fragments>,
+    max_message_size: usize,
+}
+
+struct Fragments {
+    is_text: bool,
+    data: BytesMut,
+}
+
+struct Header {
+    fin: bool,
+    opcode: OpCode,
+    mask: [u8; 4],
+    header_len: usize,
+    payload_len: usize,
+}
+
+impl FrameDecoder {
+    /// A decoder starting with `leftover` (bytes read past the upgrade
+    /// request) and refusing messages over `max_message_size` bytes.
+    pub fn new(leftover: &[u8], max_message_size: usize) -> Self {
+        Self {
+            buffer: BytesMut::from(leftover),
+            fragments: None,
+            max_message_size,
+        }
+    }
+
+    /// Appends bytes received from the client.
+    pub fn extend(&mut self, bytes: &[u8]) {
+        self.buffer.extend_from_slice(bytes);
+    }
+
+    /// The next complete message or control frame; `Ok(None)` when more
+    /// bytes are needed; `Err` with the reason to close the connection.
+    pub fn next_incoming(&mut self) -> Result<Option<Incoming>, CloseReason> {
+        loop {
+            let Some(header) = self.parse_header()? else {
+                return Ok(None);
+            };
+            let frame_len = header.header_len + header.payload_len;
+            // The buffer grows only as bytes arrive, not by what a header
+            // claims is coming.
+            if self.buffer.len() < frame_len {
+                return Ok(None);
+            }
+            self.buffer.advance(header.header_len);
+            let mut payload = self.buffer.split_to(header.payload_len);
+            fastwebsockets::unmask(&mut payload, header.mask);
+            if let Some(incoming) = self.accept_frame(header.fin, header.opcode, payload)? {
+                return Ok(Some(incoming));
+            }
+        }
+    }
+
+    /// Lets go of the read buffer once everything in it has been decoded,
+    /// so an idle connection holds none.
+    fn release_if_drained(&mut self) {
+        if self.buffer.is_empty() && self.buffer.capacity() > 0 {
+            self.buffer = BytesMut::new();
+        }
+    }
+
+    fn parse_header(&self) -> Result<Option<Header>, CloseReason> {
+        let [first, second, ..] = self.buffer[..] else {
+            return Ok(None);
+        };
+        if first & 0x70 != 0 {
+            return Err(CloseReason::ProtocolError);
+        }
+        let opcode = match first & 0x0F {
+            0x0 => OpCode::Continuation,
+            0x1 => OpCode::Text,
+            0x2 => OpCode::Binary,
+            0x8 => OpCode::Close,
+            0x9 => OpCode::Ping,
+            0xA => OpCode::Pong,
+            _ => return Err(CloseReason::ProtocolError),
+        };
+        let fin = first & 0x80 != 0;
+        if second & 0x80 == 0 {
+            return Err(CloseReason::ProtocolError);
+        }
+        let length_bytes = match second & 0x7F {
+            126 => 2,
+            127 => 8,
+            _ => 0,
+        };
+        let header_len = 2 + length_bytes + 4;
+        if self.buffer.len() < header_len {
+            return Ok(None);
+        }
+        let payload_len = match length_bytes {
+            0 => u64::from(second & 0x7F),
+            2 => u64::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
+            _ => u64::from_be_bytes(self.buffer[2..10].try_into().expect("8 bytes")),
+        };
+        let is_control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
+        if is_control && (!fin || payload_len > MAX_CONTROL_PAYLOAD as u64) {
+            return Err(CloseReason::ProtocolError);
+        }
+        // Refused before any of it is buffered.
+        if payload_len > self.max_message_size as u64 {
+            return Err(CloseReason::MessageTooBig);
+        }
+        let mask_at = header_len - 4;
+        Ok(Some(Header {
+            fin,
+            opcode,
+            mask: self.buffer[mask_at..header_len]
+                .try_into()
+                .expect("4 bytes"),
+            header_len,
+            payload_len: payload_len as usize,
+        }))
+    }
+
+    fn accept_frame(
+        &mut self,
+        fin: bool,
+        opcode: OpCode,
+        payload: BytesMut,
+    ) -> Result<Option<Incoming>, CloseReason> {
+        match (opcode, self.fragments.as_mut()) {
+            (OpCode::Text | OpCode::Binary, None) => {
+                let is_text = opcode == OpCode::Text;
+                if fin {
+                    return complete_message(is_text, payload).map(Some);
+                }
+                self.fragments = Some(Fragments {
+                    is_text,
+                    data: payload,
+                });
+                Ok(None)
+            }
+            (OpCode::Continuation, Some(fragments)) => {
+                if fragments.data.len() + payload.len() > self.max_message_size {
+                    return Err(CloseReason::MessageTooBig);
+                }
+                fragments.data.extend_from_slice(&payload);
+                if !fin {
+                    return Ok(None);
+                }
+                let Fragments { is_text, data } = self.fragments.take().expect("in progress");
+                complete_message(is_text, data).map(Some)
+            }
+            (OpCode::Close, _) => Err(client_close(&payload)),
+            (OpCode::Ping, _) => Ok(Some(Incoming::Ping(payload))),
+            (OpCode::Pong, _) => Ok(Some(Incoming::Pong)),
+            // A new data frame inside a fragmented message, or a
+            // continuation with nothing to continue.
+            _ => Err(CloseReason::ProtocolError),
+        }
+    }
+}
+
+fn complete_message(is_text: bool, data: BytesMut) -> Result<Incoming, CloseReason> {
+    if is_text && std::str::from_utf8(&data).is_err() {
+        return Err(CloseReason::InvalidUtf8);
+    }
+    Ok(Incoming::Message(data))
+}
+
+/// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4).
+fn client_close(payload: &[u8]) -> CloseReason {
+    match payload {
+        [] => CloseReason::ClientClosed(1000),
+        [high, low, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
+            match u16::from_be_bytes([*high, *low]) {
+                code @ (1000..=1003 | 1007..=1011 | 3000..=4999) => CloseReason::ClientClosed(code),
+                _ => CloseReason::ProtocolError,
+            }
+        }
+        [_, _, ..] => CloseReason::InvalidUtf8,
+        [_] => CloseReason::ProtocolError,
+    }
+}
+
+/// Reads from the socket until the decoder yields something. Waits for
+/// readiness before reserving a buffer, so a connection parked here holds
+/// no read buffer.
+pub async fn read_incoming(
+    socket: &OwnedReadHalf,
+    decoder: &mut FrameDecoder,
+) -> Result<Incoming, CloseReason> {
+    loop {
+        if let Some(incoming) = decoder.next_incoming()? {
+            decoder.release_if_drained();
+            return Ok(incoming);
+        }
+        decoder.release_if_drained();
+        socket
+            .readable()
+            .await
+            .map_err(|_| CloseReason::ConnectionLost)?;
+        decoder.buffer.reserve(READ_CHUNK);
+        match socket.try_read_buf(&mut decoder.buffer) {
+            Ok(0) => return Err(CloseReason::ConnectionLost),
+            Ok(_) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return Err(CloseReason::ConnectionLost),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASK: [u8; 4] = [0x11, 0x22, 0x33, 0x44];
+
+    /// A masked client frame.
+    fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+        let mut out = vec![(u8::from(fin) << 7) | opcode];
+        match payload.len() {
+            len @ 0..=125 => out.push(0x80 | len as u8),
+            len @ 126..=0xFFFF => {
+                out.push(0x80 | 126);
+                out.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                out.push(0x80 | 127);
+                out.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        out.extend_from_slice(&MASK);
+        let mut masked = payload.to_vec();
+        fastwebsockets::unmask(&mut masked, MASK);
+        out.extend_from_slice(&masked);
+        out
+    }
+
+    fn decode_all(decoder: &mut FrameDecoder) -> Result<Vec<Incoming>, CloseReason> {
+        let mut out = Vec::new();
+        while let Some(incoming) = decoder.next_incoming()? {
+            out.push(incoming);
+        }
+        Ok(out)
+    }
+
+    fn message(bytes: &[u8]) -> Incoming {
+        Incoming::Message(BytesMut::from(bytes))
+    }
+
+    #[test]
+    fn decodes_the_same_whatever_the_split() {
+        let mut stream = frame(true, 1, b"hello");
+        stream.extend(frame(false, 2, &[7; 200]));
+        stream.extend(frame(true, 9, b"p"));
+        stream.extend(frame(true, 0, &[8; 70_000]));
+        let expected = vec![
+            message(b"hello"),
+            Incoming::Ping(BytesMut::from(&b"p"[..])),
+            message(&[[7u8; 200].as_slice(), &[8; 70_000]].concat()),
+        ];
+        for chunk in [1, 2, 3, 7, 64, 4096, stream.len()] {
+            let mut decoder = FrameDecoder::new(&[], 1 << 20);
+            let mut decoded = Vec::new();
+            for piece in stream.chunks(chunk) {
+                decoder.extend(piece);
+                decoded.extend(decode_all(&mut decoder).unwrap());
+            }
+            assert_eq!(decoded, expected, "chunk size {chunk}");
+        }
+    }
+
+    #[test]
+    fn leftover_bytes_come_first() {
+        let bytes = frame(true, 1, b"{}");
+        let mut decoder = FrameDecoder::new(&bytes, 100);
+        assert_eq!(decode_all(&mut decoder), Ok(vec![message(b"{}")]));
+    }
+
+    #[test]
+    fn protocol_violations_close_with_the_right_reason() {
+        let mut unmasked = frame(true, 1, b"x");
+        unmasked[1] &= 0x7F;
+        let mut reserved_bit = frame(true, 1, b"x");
+        reserved_bit[0] |= 0x40;
+        let cases = [
+            (unmasked, CloseReason::ProtocolError),
+            (reserved_bit, CloseReason::ProtocolError),
+            (frame(true, 3, b""), CloseReason::ProtocolError),
+            (frame(false, 9, b""), CloseReason::ProtocolError),
+            (frame(true, 9, &[0; 126]), CloseReason::ProtocolError),
+            (frame(true, 0, b"x"), CloseReason::ProtocolError),
+            (frame(true, 1, &[0xFF]), CloseReason::InvalidUtf8),
+            (frame(true, 2, &[0; 101]), CloseReason::MessageTooBig),
+            (frame(true, 8, b""), CloseReason::ClientClosed(1000)),
+            (
+                frame(true, 8, &[0x0F, 0xA0]),
+                CloseReason::ClientClosed(4000),
+            ),
+            (frame(true, 8, &[0x03, 0xEC]), CloseReason::ProtocolError),
+            (
+                frame(true, 8, &[0x03, 0xE8, 0xFF]),
+                CloseReason::InvalidUtf8,
+            ),
+        ];
+        for (bytes, reason) in cases {
+            let mut decoder = FrameDecoder::new(&bytes, 100);
+            assert_eq!(decode_all(&mut decoder), Err(reason), "{bytes:02x?}");
+        }
+    }
+
+    #[test]
+    fn fragments_are_limited_in_total_and_checked_as_utf8_when_complete() {
+        let mut decoder = FrameDecoder::new(&[], 100);
+        decoder.extend(&frame(false, 1, &[b'a'; 60]));
+        decoder.extend(&frame(false, 0, &[b'a'; 60]));
+        assert_eq!(decode_all(&mut decoder), Err(CloseReason::MessageTooBig));
+
+        let euro = "€".as_bytes();
+        let mut decoder = FrameDecoder::new(&[], 100);
+        decoder.extend(&frame(false, 1, &euro[..1]));
+        decoder.extend(&frame(true, 9, b""));
+        decoder.extend(&frame(true, 0, &euro[1..]));
+        assert_eq!(
+            decode_all(&mut decoder),
+            Ok(vec![Incoming::Ping(BytesMut::new()), message(euro)]),
+            "a control frame may come between fragments"
+        );
+    }
+
+    #[test]
+    fn an_oversized_length_is_refused_before_its_payload_arrives() {
+        let mut header = vec![0x82, 0x80 | 127];
+        header.extend_from_slice(&u64::MAX.to_be_bytes());
+        header.extend_from_slice(&MASK);
+        let mut decoder = FrameDecoder::new(&header, 1 << 20);
+        assert_eq!(decoder.next_incoming(), Err(CloseReason::MessageTooBig));
+    }
+
+    #[test]
+    fn the_buffer_is_released_once_drained() {
+        let mut decoder = FrameDecoder::new(&frame(true, 1, b"{}"), 100);
+        assert!(decoder.next_incoming().unwrap().is_some());
+        decoder.release_if_drained();
+        assert_eq!(decoder.buffer.capacity(), 0);
+    }
+}
