@@ -1,15 +1,22 @@
 //! Topics, their subscribers and replay rings, and the fan-out.
 //!
-//! Topics live in a sharded `DashMap`. Each topic serialises its own
-//! publishes under one short lock: the event is numbered, encoded once into
+//! Topics live in a sharded `DashMap`. Each topic serialises its publishes
+//! under one short lock (its log): the event is numbered, encoded once into
 //! a shared `Bytes`, kept in the replay ring and pushed into every
-//! subscriber's outbox. That one lock is what gives every subscriber the same
+//! subscriber's outbox. That lock is what gives every subscriber the same
 //! order and lets a subscriber join with a replay and no gap or duplicate.
+//!
+//! The subscriber list is copy-on-write: a publish reads the current list
+//! without a lock, and changes swap in a new list under a lock of their own.
+//! Unsubscribes and the removal of closed subscribers never wait for a
+//! publish nor make one wait; a subscribe holds the log lock only while it
+//! queues its replay and swaps the list, which is what makes it gap-free.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 
@@ -43,6 +50,8 @@ pub fn is_valid_topic_name(name: &str) -> bool {
 /// Identifies one connection's subscription in a topic.
 pub type ConnectionId = u64;
 
+type Subscribers = Vec<(ConnectionId, Arc<Outbox>)>;
+
 pub struct Broker {
     topics: DashMap<Arc<str>, Arc<Topic>>,
     ring_capacity: usize,
@@ -52,16 +61,20 @@ pub struct Broker {
 
 pub struct Topic {
     name: Arc<str>,
-    state: Mutex<TopicState>,
+    log: Mutex<Log>,
+    /// Read by every publish without a lock; replaced whole on change.
+    subscribers: ArcSwap<Subscribers>,
+    /// Serialises changes to `subscribers`.
+    membership: Mutex<()>,
     /// Events published so far; readable without the topic lock.
     messages: AtomicU64,
 }
 
+/// What publishes serialise on: the event numbering and the replay ring.
 #[derive(Default)]
-struct TopicState {
+struct Log {
     seq: u64,
     ring: VecDeque<Bytes>,
-    subscribers: Vec<(ConnectionId, Arc<Outbox>)>,
     deleted: bool,
 }
 
@@ -94,10 +107,12 @@ impl Broker {
                 let key = slot.key().clone();
                 slot.insert(Arc::new(Topic {
                     name: key,
-                    state: Mutex::new(TopicState {
+                    log: Mutex::new(Log {
                         ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
-                        ..TopicState::default()
+                        ..Log::default()
                     }),
+                    subscribers: ArcSwap::default(),
+                    membership: Mutex::new(()),
                     messages: AtomicU64::new(0),
                 }));
                 tracing::info!(topic = name, "topic created");
@@ -114,13 +129,14 @@ impl Broker {
             .remove(name)
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_owned()))?;
         let subscribers = {
-            let mut state = topic.lock();
-            state.deleted = true;
-            state.ring.clear();
-            std::mem::take(&mut state.subscribers)
+            let mut log = lock(&topic.log);
+            log.deleted = true;
+            log.ring.clear();
+            let _membership = lock(&topic.membership);
+            topic.subscribers.swap(Arc::default())
         };
         let notice = protocol::info(Some(name), "topic_deleted");
-        for (_, outbox) in &subscribers {
+        for (_, outbox) in subscribers.iter() {
             outbox.push_control(notice.clone());
         }
         tracing::info!(
@@ -151,40 +167,40 @@ impl Broker {
     /// The one entry point for "an event for topic X" into the fan-out.
     pub fn deliver(&self, topic: &Topic, message: &Message<'_>) -> u64 {
         let ts = Timestamp::now();
-        let mut state = topic.lock();
-        if state.deleted {
+        let mut log = lock(&topic.log);
+        if log.deleted {
             // Deleted between lookup and lock: nobody can observe it.
-            return state.seq;
+            return log.seq;
         }
-        state.seq += 1;
-        let seq = state.seq;
+        log.seq += 1;
+        let seq = log.seq;
         let frame = protocol::event(&topic.name, message, seq, ts);
         if self.ring_capacity > 0 {
-            if state.ring.len() == self.ring_capacity {
-                state.ring.pop_front();
+            if log.ring.len() == self.ring_capacity {
+                log.ring.pop_front();
             }
-            state.ring.push_back(frame.clone());
+            log.ring.push_back(frame.clone());
         }
         let (mut delivered, mut dropped, mut overflowed) = (0, 0, 0);
-        state
-            .subscribers
-            .retain(|(_, outbox)| match outbox.push_event(&frame) {
-                Delivery::Queued => {
-                    delivered += 1;
-                    true
-                }
+        let mut gone = Vec::new();
+        for (id, outbox) in topic.subscribers.load().iter() {
+            match outbox.push_event(&frame) {
+                Delivery::Queued => delivered += 1,
                 Delivery::QueuedDroppingOldest => {
                     delivered += 1;
                     dropped += 1;
-                    true
                 }
                 Delivery::Overflowed => {
                     overflowed += 1;
-                    false
+                    gone.push(*id);
                 }
-                Delivery::Closed => false,
-            });
-        drop(state);
+                Delivery::Closed => gone.push(*id),
+            }
+        }
+        drop(log);
+        if !gone.is_empty() {
+            topic.remove_subscribers(&gone);
+        }
         topic.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_publish(delivered, dropped, overflowed);
         seq
@@ -211,9 +227,9 @@ impl Broker {
 
 impl Topic {
     /// Subscribes a connection: queues `ack`, then up to `last_n` replayed
-    /// events oldest first, then joins the live stream, all under the topic
-    /// lock so no publish can fall between replay and live. Returns false if
-    /// the topic was deleted meanwhile; subscribing twice is a no-op.
+    /// events oldest first, then joins the live stream, all under the log
+    /// lock so no publish can fall between replay and live. Returns false
+    /// if the topic was deleted meanwhile; subscribing twice is a no-op.
     pub fn subscribe(
         &self,
         id: ConnectionId,
@@ -221,51 +237,57 @@ impl Topic {
         ack: Bytes,
         last_n: usize,
     ) -> bool {
-        let mut state = self.lock();
-        if state.deleted {
+        let log = lock(&self.log);
+        if log.deleted {
             return false;
         }
         outbox.push_control(ack);
-        if state
-            .subscribers
-            .iter()
-            .any(|(existing, _)| *existing == id)
-        {
+        let _membership = lock(&self.membership);
+        let current = self.subscribers.load();
+        if current.iter().any(|(existing, _)| *existing == id) {
             return true;
         }
-        let skip = state.ring.len().saturating_sub(last_n);
-        outbox.push_replay(state.ring.iter().skip(skip));
-        state.subscribers.push((id, outbox.clone()));
+        let skip = log.ring.len().saturating_sub(last_n);
+        outbox.push_replay(log.ring.iter().skip(skip));
+        let mut subscribers = Subscribers::clone(&current);
+        subscribers.push((id, outbox.clone()));
+        self.subscribers.store(Arc::new(subscribers));
         true
     }
 
     /// Removes a connection's subscription, if it has one.
     pub fn unsubscribe(&self, id: ConnectionId) {
-        let mut state = self.lock();
-        if let Some(index) = state
-            .subscribers
-            .iter()
-            .position(|(existing, _)| *existing == id)
-        {
-            state.subscribers.swap_remove(index);
+        self.remove_subscribers(&[id]);
+    }
+
+    fn remove_subscribers(&self, ids: &[ConnectionId]) {
+        let _membership = lock(&self.membership);
+        let current = self.subscribers.load();
+        if current.iter().any(|(id, _)| ids.contains(id)) {
+            let remaining = current
+                .iter()
+                .filter(|(id, _)| !ids.contains(id))
+                .cloned()
+                .collect();
+            self.subscribers.store(Arc::new(remaining));
         }
     }
 
     pub fn summary(&self) -> TopicSummary {
         TopicSummary {
             name: self.name.clone(),
-            subscribers: self.lock().subscribers.len(),
+            subscribers: self.subscribers.load().len(),
             messages: self.messages.load(Ordering::Relaxed),
         }
     }
+}
 
-    fn lock(&self) -> MutexGuard<'_, TopicState> {
-        // Every critical section leaves the state consistent, so a panic
-        // elsewhere must not wedge the topic.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
+/// Every critical section leaves its state consistent, so a panic elsewhere
+/// must not wedge the topic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]
