@@ -4,6 +4,7 @@
 //! Server frames are unmasked, so one encoded `Bytes` (header + JSON) can be
 //! shared by every subscriber and written as is.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::time::SystemTime;
 
@@ -83,8 +84,8 @@ pub enum ErrorCode {
 /// space afterwards; strings in the result borrow from it.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
     let payload = raw_payload(bytes, &["message", "payload"]);
-    let tape = simd_json::to_tape(bytes)
-        .map_err(|err| Rejection::new(None, format!("invalid JSON: {err}")))?;
+    let tape =
+        to_tape(bytes).map_err(|err| Rejection::new(None, format!("invalid JSON: {err}")))?;
     let frame = TapeObject::new(&tape.0)
         .ok_or_else(|| Rejection::new(None, "a frame must be a JSON object"))?;
     let request_id = frame
@@ -139,18 +140,39 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
 /// Parses a REST publish body, `{"id": <UUID>, "payload": <any JSON>}`.
 pub fn parse_message_body(bytes: &mut [u8]) -> Result<Message<'_>, String> {
     let payload = raw_payload(bytes, &["payload"]);
-    let tape = simd_json::to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
     message_from(&tape.0, payload)
 }
 
 /// Parses a REST create-topic body, `{"name": "orders"}`, into the name.
 pub fn parse_topic_body(bytes: &mut [u8]) -> Result<String, String> {
-    let tape = simd_json::to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
     TapeObject::new(&tape.0)
         .ok_or("body must be a JSON object like {\"name\": \"orders\"}")?
         .optional_string("name")?
         .map(str::to_owned)
         .ok_or_else(|| "name is required".into())
+}
+
+/// Inputs up to this size leave simd-json's scratch buffers behind for the
+/// next parse; a larger one's are freed so one big frame does not pin them.
+const KEPT_SCRATCH_INPUT: usize = 64 * 1024;
+
+thread_local! {
+    /// simd-json's scratch buffers, reused by every parse on this thread
+    /// instead of four allocations per frame.
+    static SCRATCH: RefCell<simd_json::Buffers> = RefCell::new(simd_json::Buffers::default());
+}
+
+fn to_tape(bytes: &mut [u8]) -> simd_json::Result<simd_json::Tape<'_>> {
+    let large = bytes.len() > KEPT_SCRATCH_INPUT;
+    SCRATCH.with_borrow_mut(|scratch| {
+        let tape = simd_json::to_tape_with_buffers(bytes, scratch);
+        if large {
+            *scratch = simd_json::Buffers::default();
+        }
+        tape
+    })
 }
 
 /// Copies the payload's bytes out before simd-json rewrites the buffer.

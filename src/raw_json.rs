@@ -87,14 +87,12 @@ impl Scanner<'_> {
         let start = self.pos;
         self.expect(b'"')?;
         loop {
-            match *self.json.get(self.pos)? {
-                b'\\' => self.pos += 2,
-                b'"' => {
-                    self.pos += 1;
-                    return Some(start..self.pos);
-                }
-                _ => self.pos += 1,
+            self.pos += memchr::memchr2(b'"', b'\\', self.json.get(self.pos..)?)?;
+            if self.json[self.pos] == b'"' {
+                self.pos += 1;
+                return Some(start..self.pos);
             }
+            self.pos += 2;
         }
     }
 

@@ -139,14 +139,16 @@ fn max_of(values: impl Iterator<Item = f64>) -> f64 {
     values.fold(0.0, f64::max).max(f64::MIN_POSITIVE)
 }
 
-/// Axis labels like `250k` and `1.5M`.
+/// Axis labels like `250k`, `1.25M` and `0.5`.
 fn si(value: f64) -> String {
-    match value.abs() {
-        v if v >= 1e6 => format!("{:.1}M", value / 1e6),
-        v if v >= 1e3 => format!("{:.0}k", value / 1e3),
-        v if v >= 10.0 || v == 0.0 => format!("{value:.0}"),
-        _ => format!("{value:.2}"),
-    }
+    let (scaled, suffix) = match value.abs() {
+        v if v >= 1e6 => (value / 1e6, "M"),
+        v if v >= 1e3 => (value / 1e3, "k"),
+        _ => (value, ""),
+    };
+    let digits = format!("{scaled:.2}");
+    let digits = digits.trim_end_matches('0').trim_end_matches('.');
+    format!("{digits}{suffix}")
 }
 
 fn plot_error(err: impl std::fmt::Display) -> anyhow::Error {

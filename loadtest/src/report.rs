@@ -46,6 +46,13 @@ pub struct StepReport {
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// The load generator's own CPU per delivery: if it nears 1e9 / delivered_per_sec
+    /// per client core, the client, not the server, is the limit.
+    #[serde(default)]
+    pub client_cpu_ns_per_delivery: Option<f64>,
+    /// Length of the measured window.
+    #[serde(default)]
+    pub window_secs: f64,
     pub server_rss_kib_start: Option<u64>,
     pub server_rss_kib_end: Option<u64>,
     /// No loss, no gap, no error and p99 within the bound.
@@ -91,6 +98,7 @@ impl RunReport {
                     ms(step.p999_ms),
                     ms(step.max_ms),
                     float_or(step.server_cpu_ns_per_delivery, "-"),
+                    float_or(step.client_cpu_ns_per_delivery, "-"),
                     match (step.server_rss_kib_start, step.server_rss_kib_end) {
                         (Some(start), Some(end)) => format!("{start}->{end}"),
                         _ => "-".to_string(),
@@ -122,7 +130,7 @@ impl RunReport {
 }
 
 /// Summary table columns: title and width.
-const COLUMNS: [(&str, usize); 14] = [
+const COLUMNS: [(&str, usize); 15] = [
     ("offer ev/s", 10),
     ("offer del/s", 11),
     ("deliv/s", 11),
@@ -134,12 +142,13 @@ const COLUMNS: [(&str, usize); 14] = [
     ("p99 ms", 8),
     ("p999 ms", 8),
     ("max ms", 8),
-    ("cpu ns/d", 8),
+    ("srv ns/d", 8),
+    ("cli ns/d", 8),
     ("rss KiB", 15),
     ("ok", 3),
 ];
 
-fn table_row(cells: [String; 14]) -> String {
+fn table_row(cells: [String; 15]) -> String {
     let mut row = String::new();
     for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
         let _ = write!(row, "{cell:>width$} ");

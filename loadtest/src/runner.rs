@@ -170,6 +170,8 @@ struct Sample {
     counters: Snapshot,
     cpu_ns: Option<u64>,
     rss_kib: Option<u64>,
+    /// This process's CPU time, to tell when the client is the bottleneck.
+    client_cpu_ns: Option<u64>,
 }
 
 struct Driver<'a> {
@@ -236,6 +238,7 @@ impl Driver<'_> {
             counters: self.stats.snapshot(),
             cpu_ns: self.plan.server_pid.and_then(procfs::cpu_ns),
             rss_kib: self.plan.server_pid.and_then(procfs::rss_kib),
+            client_cpu_ns: procfs::cpu_ns(std::process::id()),
         }
     }
 
@@ -314,11 +317,11 @@ impl Driver<'_> {
             Rate::PerSecond(_) => window_closed.counters.received - window_open.counters.received,
             Rate::Unlimited => window_closed.counters.published - window_open.counters.published,
         };
-        let cpu_ns_per_delivery = window_open
-            .cpu_ns
-            .zip(window_closed.cpu_ns)
-            .filter(|_| counted > 0)
-            .map(|(open, closed)| (closed - open) as f64 / counted as f64);
+        let per_delivery = |open: Option<u64>, closed: Option<u64>| {
+            open.zip(closed)
+                .filter(|_| counted > 0)
+                .map(|(open, closed)| closed.saturating_sub(open) as f64 / counted as f64)
+        };
         let latency = self.stats.latency_us();
         let quantile_ms =
             |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
@@ -346,7 +349,12 @@ impl Driver<'_> {
             p99_ms,
             p999_ms: quantile_ms(0.999),
             max_ms: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
-            server_cpu_ns_per_delivery: cpu_ns_per_delivery,
+            server_cpu_ns_per_delivery: per_delivery(window_open.cpu_ns, window_closed.cpu_ns),
+            client_cpu_ns_per_delivery: per_delivery(
+                window_open.client_cpu_ns,
+                window_closed.client_cpu_ns,
+            ),
+            window_secs,
             server_rss_kib_start: window_open.rss_kib,
             server_rss_kib_end: window_closed.rss_kib,
             sustained: loss == 0
