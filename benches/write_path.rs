@@ -93,7 +93,7 @@ fn bench_encode_event(c: &mut Criterion) {
 }
 
 fn bench_fanout(c: &mut Criterion) {
-    let broker = Broker::new(RING_CAPACITY, Arc::new(Metrics::default()));
+    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
     broker.create_topic(TOPIC).expect("fresh broker");
     let outboxes = subscribe_outboxes(&broker, SUBSCRIBERS);
     let message = order_message(SMALL_PAYLOAD);

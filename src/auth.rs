@@ -1,5 +1,7 @@
-//! API-key authentication for REST requests and the WebSocket upgrade.
+//! Who may connect: API keys for REST requests and the WebSocket upgrade,
+//! and the origins browsers may upgrade from.
 
+use hyper::header::ORIGIN;
 use hyper::Request;
 use subtle::ConstantTimeEq;
 
@@ -65,6 +67,45 @@ fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
         .map(|value| value.as_bytes())
 }
 
+/// The origins browsers may open a WebSocket from; empty allows all.
+#[derive(Clone, Debug, Default)]
+pub struct AllowedOrigins(Vec<String>);
+
+impl AllowedOrigins {
+    pub fn new<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Self {
+        Self(
+            origins
+                .into_iter()
+                .map(|origin| normalize_origin(origin.as_ref()))
+                .filter(|origin| !origin.is_empty())
+                .collect(),
+        )
+    }
+
+    /// Whether an upgrade may proceed. Browsers always send `Origin` on an
+    /// upgrade, and any origin not listed is refused, `null` included. A
+    /// request without one is not from a browser (service and mobile
+    /// clients), and such a client could send any origin anyway, so the
+    /// list does not apply to it.
+    pub fn allows<B>(&self, request: &Request<B>) -> bool {
+        if self.0.is_empty() {
+            return true;
+        }
+        match request.headers().get(ORIGIN) {
+            None => true,
+            Some(origin) => origin
+                .to_str()
+                .is_ok_and(|origin| self.0.contains(&normalize_origin(origin))),
+        }
+    }
+}
+
+/// Origins compare case-insensitively (scheme and host are) and without a
+/// trailing slash.
+fn normalize_origin(origin: &str) -> String {
+    origin.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -95,5 +136,36 @@ mod tests {
         assert!(keys.allows_upgrade(&request("/ws?api_key=al%70ha", None)));
         assert!(!keys.allows_upgrade(&request("/ws?api_key=wrong", None)));
         assert!(!keys.allows_upgrade(&request("/ws?api_key=beta", Some("wrong"))));
+    }
+
+    #[test]
+    fn origins_are_matched_exactly_but_case_and_slash_insensitively() {
+        let upgrade = |origin: Option<&str>| {
+            let mut builder = Request::builder().uri("/ws");
+            if let Some(origin) = origin {
+                builder = builder.header(ORIGIN, origin);
+            }
+            builder.body(()).unwrap()
+        };
+        let open = AllowedOrigins::new(Vec::<String>::new());
+        assert!(open.allows(&upgrade(Some("https://evil.example"))));
+        let origins = AllowedOrigins::new(["https://App.example.com/", "http://localhost:3000"]);
+        for allowed in [
+            "https://app.example.com",
+            "HTTPS://APP.EXAMPLE.COM/",
+            "http://localhost:3000",
+        ] {
+            assert!(origins.allows(&upgrade(Some(allowed))), "{allowed}");
+        }
+        for refused in [
+            "https://app.example.com.evil.example",
+            "http://app.example.com",
+            "http://localhost:3001",
+            "null",
+            "",
+        ] {
+            assert!(!origins.allows(&upgrade(Some(refused))), "{refused}");
+        }
+        assert!(origins.allows(&upgrade(None)), "not a browser");
     }
 }

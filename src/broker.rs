@@ -13,7 +13,7 @@
 //! queues its replay and swaps the list, which is what makes it gap-free.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use arc_swap::ArcSwap;
@@ -37,6 +37,8 @@ pub enum BrokerError {
     TopicNotFound(String),
     #[error("server is shutting down")]
     ShuttingDown,
+    #[error("topic limit reached: at most {0} topics may exist (MAX_TOPICS)")]
+    TopicLimit(usize),
 }
 
 /// Whether `name` is a valid topic name.
@@ -54,6 +56,9 @@ type Subscribers = Vec<(ConnectionId, Arc<Outbox>)>;
 
 pub struct Broker {
     topics: DashMap<Arc<str>, Arc<Topic>>,
+    /// Topics in the map, kept beside it so the limit is exact under races.
+    topic_count: AtomicUsize,
+    max_topics: usize,
     ring_capacity: usize,
     accepting_publishes: AtomicBool,
     metrics: Arc<Metrics>,
@@ -87,10 +92,13 @@ pub struct TopicSummary {
 }
 
 impl Broker {
-    /// A broker keeping `ring_capacity` events per topic for replay.
-    pub fn new(ring_capacity: usize, metrics: Arc<Metrics>) -> Self {
+    /// A broker keeping `ring_capacity` events per topic for replay and at
+    /// most `max_topics` topics.
+    pub fn new(ring_capacity: usize, max_topics: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             topics: DashMap::new(),
+            topic_count: AtomicUsize::new(0),
+            max_topics,
             ring_capacity,
             accepting_publishes: AtomicBool::new(true),
             metrics,
@@ -104,6 +112,10 @@ impl Broker {
         match self.topics.entry(Arc::from(name)) {
             dashmap::Entry::Occupied(_) => Err(BrokerError::TopicExists(name.to_owned())),
             dashmap::Entry::Vacant(slot) => {
+                if self.topic_count.fetch_add(1, Ordering::AcqRel) >= self.max_topics {
+                    self.topic_count.fetch_sub(1, Ordering::AcqRel);
+                    return Err(BrokerError::TopicLimit(self.max_topics));
+                }
                 let key = slot.key().clone();
                 slot.insert(Arc::new(Topic {
                     name: key,
@@ -128,6 +140,7 @@ impl Broker {
             .topics
             .remove(name)
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_owned()))?;
+        self.topic_count.fetch_sub(1, Ordering::AcqRel);
         let subscribers = {
             let mut log = lock(&topic.log);
             log.deleted = true;
@@ -273,6 +286,11 @@ impl Topic {
         }
     }
 
+    /// Whether the topic has been deleted (a later topic may reuse its name).
+    pub fn is_deleted(&self) -> bool {
+        lock(&self.log).deleted
+    }
+
     pub fn summary(&self) -> TopicSummary {
         TopicSummary {
             name: self.name.clone(),
@@ -298,7 +316,7 @@ mod tests {
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
     fn broker(ring: usize) -> Broker {
-        Broker::new(ring, Arc::new(Metrics::default()))
+        Broker::new(ring, 2, Arc::new(Metrics::default()))
     }
 
     fn message() -> Message<'static> {
@@ -339,6 +357,21 @@ mod tests {
             Err(BrokerError::TopicNotFound("t".into()))
         );
         assert!(broker.summaries().is_empty());
+    }
+
+    #[test]
+    fn the_topic_limit_counts_deletions() {
+        let broker = broker(1);
+        broker.create_topic("a").unwrap();
+        broker.create_topic("b").unwrap();
+        assert_eq!(broker.create_topic("c"), Err(BrokerError::TopicLimit(2)));
+        assert_eq!(
+            broker.create_topic("a"),
+            Err(BrokerError::TopicExists("a".into())),
+            "a duplicate is still a duplicate at the limit"
+        );
+        broker.delete_topic("a").unwrap();
+        broker.create_topic("c").unwrap();
     }
 
     #[test]

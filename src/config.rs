@@ -63,6 +63,34 @@ pub struct Config {
     /// Budget for flushing queued events on SIGTERM/SIGINT before sockets are closed.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
+
+    /// Most open WebSocket connections; further upgrades get 503 before upgrading.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// Most topics one connection may subscribe to; beyond it `subscribe` gets `BAD_REQUEST`.
+    #[arg(long, env = "MAX_SUBSCRIPTIONS_PER_CONNECTION", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_subscriptions_per_connection: u32,
+
+    /// Most topics that may exist at once; beyond it `POST /topics` gets 400 `TOPIC_LIMIT`.
+    #[arg(long, env = "MAX_TOPICS", default_value_t = 100_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_topics: u32,
+
+    /// Deadline for a new connection's request headers (the upgrade request included).
+    #[arg(long, env = "UPGRADE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub upgrade_timeout: Duration,
+
+    /// Deadline for a WebSocket's first frame after the upgrade; missed closes with 1008.
+    #[arg(long, env = "FIRST_FRAME_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub first_frame_timeout: Duration,
+
+    /// Origins allowed to upgrade, comma-separated (e.g. `https://app.example.com`);
+    /// when set, an upgrade from any other origin gets 403. Unset allows every origin.
+    #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub allowed_origins: Vec<String>,
 }
 
 impl Config {
@@ -102,6 +130,12 @@ mod tests {
         assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 1_048_576);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));
+        assert_eq!(config.max_connections, 50_000);
+        assert_eq!(config.max_subscriptions_per_connection, 1024);
+        assert_eq!(config.max_topics, 100_000);
+        assert_eq!(config.upgrade_timeout, Duration::from_secs(10));
+        assert_eq!(config.first_frame_timeout, Duration::from_secs(10));
+        assert!(config.allowed_origins.is_empty());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub struct Metrics {
     delivered: CachePadded<AtomicU64>,
     dropped: AtomicU64,
     slow_consumer_disconnects: AtomicU64,
+    connections_refused: AtomicU64,
+    panics: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -28,6 +30,10 @@ pub struct Snapshot {
     pub delivered: u64,
     pub dropped: u64,
     pub slow_consumer_disconnects: u64,
+    /// Upgrades refused because `MAX_CONNECTIONS` were open.
+    pub connections_refused: u64,
+    /// Connection tasks that panicked (and were contained).
+    pub panics: u64,
 }
 
 impl Metrics {
@@ -46,11 +52,20 @@ impl Metrics {
         }
     }
 
-    /// Counts an open WebSocket connection until the guard is dropped.
-    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
-        self.connections_open.fetch_add(1, Ordering::Relaxed);
+    /// Takes one of `max` connection slots, counted as open until the guard
+    /// is dropped; `None` when all are taken.
+    pub fn try_open_connection(self: &Arc<Self>, max: u64) -> Option<ConnectionGuard> {
+        if self.connections_open.fetch_add(1, Ordering::AcqRel) >= max {
+            self.connections_open.fetch_sub(1, Ordering::AcqRel);
+            self.connections_refused.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
         self.connections_total.fetch_add(1, Ordering::Relaxed);
-        ConnectionGuard(self.clone())
+        Some(ConnectionGuard(self.clone()))
+    }
+
+    pub fn record_panic(&self) {
+        self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -61,6 +76,8 @@ impl Metrics {
             delivered: self.delivered.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Ordering::Relaxed),
+            connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            panics: self.panics.load(Ordering::Relaxed),
         }
     }
 }
@@ -69,7 +86,7 @@ pub struct ConnectionGuard(Arc<Metrics>);
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::Relaxed);
+        self.0.connections_open.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -81,9 +98,14 @@ mod tests {
     fn counts_publishes_and_connections() {
         let metrics = Arc::new(Metrics::default());
         metrics.record_publish(3, 1, 2);
-        let guard = metrics.connection_opened();
+        let guard = metrics.try_open_connection(1).unwrap();
         assert_eq!(metrics.snapshot().connections, 1);
+        assert!(
+            metrics.try_open_connection(1).is_none(),
+            "the one slot is taken"
+        );
         drop(guard);
+        metrics.record_panic();
         let snapshot = metrics.snapshot();
         assert_eq!(
             snapshot,
@@ -93,8 +115,14 @@ mod tests {
                 published: 1,
                 delivered: 3,
                 dropped: 1,
-                slow_consumer_disconnects: 2
+                slow_consumer_disconnects: 2,
+                connections_refused: 1,
+                panics: 1,
             }
+        );
+        assert!(
+            metrics.try_open_connection(1).is_some(),
+            "the slot is free again"
         );
     }
 }

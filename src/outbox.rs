@@ -28,6 +28,8 @@ pub enum CloseReason {
     SlowConsumer,
     /// Nothing heard from the peer for two heartbeat intervals.
     HeartbeatTimeout,
+    /// No complete frame within `FIRST_FRAME_TIMEOUT` of the upgrade.
+    FirstFrameTimeout,
     /// A text message that is not UTF-8.
     InvalidUtf8,
     /// A message larger than `MAX_MESSAGE_SIZE`.
@@ -44,7 +46,7 @@ impl CloseReason {
         match self {
             Self::ClientClosed(code) => Some(code),
             Self::ServerShutdown => Some(1001),
-            Self::SlowConsumer | Self::HeartbeatTimeout => Some(1008),
+            Self::SlowConsumer | Self::HeartbeatTimeout | Self::FirstFrameTimeout => Some(1008),
             Self::InvalidUtf8 => Some(1007),
             Self::MessageTooBig => Some(1009),
             Self::ProtocolError => Some(1002),
@@ -59,6 +61,7 @@ impl CloseReason {
             Self::ServerShutdown => "server shutting down",
             Self::SlowConsumer => "slow consumer",
             Self::HeartbeatTimeout => "heartbeat timeout",
+            Self::FirstFrameTimeout => "no frame before the first-frame deadline",
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::MessageTooBig => "message too big",
             Self::ProtocolError => "protocol error",

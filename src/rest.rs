@@ -125,6 +125,7 @@ impl From<BrokerError> for Failure {
             BrokerError::TopicExists(_) => (StatusCode::CONFLICT, "TOPIC_EXISTS"),
             BrokerError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN"),
+            BrokerError::TopicLimit(_) => (StatusCode::BAD_REQUEST, "TOPIC_LIMIT"),
         };
         Self::new(status, code, err.to_string())
     }

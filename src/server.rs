@@ -68,7 +68,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        state.tasks.spawn(serve_http(stream, peer, state.clone()));
+                        state.clone().spawn_connection("http connection", serve_http(stream, peer, state.clone()));
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");
@@ -119,6 +119,7 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
+        .header_read_timeout(state.config.upgrade_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);

@@ -1,13 +1,18 @@
 //! The state every task shares, in one `Arc`.
 
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::ApiKeys;
+use crate::auth::{AllowedOrigins, ApiKeys};
 use crate::broker::{Broker, ConnectionId};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -17,6 +22,7 @@ pub struct AppState {
     pub broker: Broker,
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
+    pub allowed_origins: AllowedOrigins,
     pub started: Instant,
     /// Cancelled on SIGTERM/SIGINT: stop accepting connections and requests.
     pub shutdown: CancellationToken,
@@ -32,8 +38,13 @@ impl AppState {
     pub fn new(config: Config) -> Self {
         let metrics = Arc::new(Metrics::default());
         Self {
-            broker: Broker::new(config.ring_buffer_size as usize, metrics.clone()),
+            broker: Broker::new(
+                config.ring_buffer_size as usize,
+                config.max_topics as usize,
+                metrics.clone(),
+            ),
             api_keys: ApiKeys::new(&config.api_key),
+            allowed_origins: AllowedOrigins::new(&config.allowed_origins),
             metrics,
             config,
             started: Instant::now(),
@@ -47,4 +58,46 @@ impl AppState {
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
+
+    /// Spawns a connection task that shutdown waits for, with any panic in
+    /// it contained.
+    pub fn spawn_connection(
+        self: Arc<Self>,
+        what: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        let tasks = self.tasks.clone();
+        tasks.spawn(async move {
+            self.contain_panic(what, task).await;
+        });
+    }
+
+    /// Runs `task`; a panic in it is logged and counted instead of taking
+    /// anything else down, and gives `None`.
+    pub async fn contain_panic<T>(
+        &self,
+        what: &'static str,
+        task: impl Future<Output = T>,
+    ) -> Option<T> {
+        match AssertUnwindSafe(task).catch_unwind().await {
+            Ok(output) => Some(output),
+            Err(panic) => {
+                self.metrics.record_panic();
+                tracing::error!(
+                    task = what,
+                    panic = panic_message(&*panic),
+                    "task panicked; contained"
+                );
+                None
+            }
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
 }

@@ -45,6 +45,13 @@ pub fn upgrade(
             "missing or invalid API key",
         );
     }
+    if !state.allowed_origins.allows(&request) {
+        return error_response(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN_ORIGIN",
+            "this origin may not open a WebSocket (see ALLOWED_ORIGINS)",
+        );
+    }
     if state.shutdown.is_cancelled() {
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -59,19 +66,35 @@ pub fn upgrade(
             "/ws expects a WebSocket upgrade request",
         );
     }
+    let max_connections = u64::from(state.config.max_connections);
+    let Some(slot) = state.metrics.try_open_connection(max_connections) else {
+        tracing::warn!(%peer, max_connections, "connection limit reached; upgrade refused");
+        let mut response = error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            &format!("this node holds its maximum of {max_connections} connections"),
+        );
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from_static("1"),
+        );
+        return response;
+    };
     let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
         Err(err) => {
             return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
         }
     };
-    let tasks = state.tasks.clone();
-    tasks.spawn(async move {
-        match upgrading.await {
-            Ok(socket) => run(socket.into_inner(), state, peer).await,
-            Err(err) => tracing::debug!(error = %err, "upgrade failed"),
-        }
-    });
+    state
+        .clone()
+        .spawn_connection("websocket connection", async move {
+            let _slot = slot;
+            match upgrading.await {
+                Ok(socket) => run(socket.into_inner(), state, peer).await,
+                Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+            }
+        });
     response.map(|_| Body::default())
 }
 
@@ -99,20 +122,31 @@ async fn serve(
     state: Arc<AppState>,
     peer: SocketAddr,
 ) {
-    let _open = state.metrics.connection_opened();
     let config = &state.config;
     let outbox = Arc::new(Outbox::new(
         config.subscriber_queue_size as usize,
         config.slow_consumer_policy,
     ));
     let liveness = Arc::new(Liveness::new());
-    let writer = tokio::spawn(write_loop(
-        FrameWriter::new(writer),
-        outbox.clone(),
-        liveness.clone(),
-        config.heartbeat_interval,
-        state.draining.clone(),
-    ));
+    let writer = tokio::spawn({
+        let (state, outbox) = (state.clone(), outbox.clone());
+        let write_loop = write_loop(
+            FrameWriter::new(writer),
+            outbox.clone(),
+            liveness.clone(),
+            state.config.heartbeat_interval,
+            state.draining.clone(),
+        );
+        async move {
+            let contained = state.contain_panic("connection writer", write_loop).await;
+            // The reader must stop too, or the connection would linger
+            // half-alive.
+            contained.unwrap_or_else(|| {
+                outbox.close(CloseReason::ConnectionLost);
+                CloseReason::ConnectionLost
+            })
+        }
+    });
     let mut session = Session {
         id: state.next_connection_id(),
         outbox: outbox.clone(),
@@ -126,13 +160,7 @@ async fn serve(
         _ = outbox.closed() => {}
     }
     drop(session);
-    let reason = match writer.await {
-        Ok(reason) => reason,
-        Err(err) => {
-            tracing::error!(error = %err, "connection writer failed");
-            CloseReason::ConnectionLost
-        }
-    };
+    let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
     if reason == CloseReason::SlowConsumer {
         tracing::warn!(conn = id, %peer, "slow consumer disconnected");
     }
@@ -164,6 +192,30 @@ impl Liveness {
     }
 }
 
+/// Why a client request was refused.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("subscription limit reached: a connection may hold at most {0} subscriptions")]
+    TooManySubscriptions(usize),
+}
+
+impl RequestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Broker(BrokerError::TopicNotFound(_)) => ErrorCode::TopicNotFound,
+            Self::Broker(BrokerError::ShuttingDown) => ErrorCode::Internal,
+            Self::Broker(
+                BrokerError::InvalidTopicName
+                | BrokerError::TopicExists(_)
+                | BrokerError::TopicLimit(_),
+            )
+            | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
+        }
+    }
+}
+
 /// The reader's side of a connection: its subscriptions and request handling.
 struct Session {
     id: ConnectionId,
@@ -180,8 +232,19 @@ impl Session {
         mut decoder: FrameDecoder,
         liveness: &Liveness,
     ) -> CloseReason {
+        // A connection that never completes a frame would otherwise hold a
+        // slot until the heartbeat gives up on it.
+        let mut first_frame_deadline = Some(self.state.config.first_frame_timeout);
         loop {
-            let incoming = match frame_reader::read_incoming(reader, &mut decoder).await {
+            let read = frame_reader::read_incoming(reader, &mut decoder);
+            let read = match first_frame_deadline.take() {
+                Some(deadline) => match tokio::time::timeout(deadline, read).await {
+                    Ok(read) => read,
+                    Err(_) => return CloseReason::FirstFrameTimeout,
+                },
+                None => read.await,
+            };
+            let incoming = match read {
                 Ok(incoming) => incoming,
                 Err(reason) => return reason,
             };
@@ -222,22 +285,16 @@ impl Session {
                 .state
                 .broker
                 .publish(topic, &message)
-                .map(|_| Some(protocol::ack(request_id, topic))),
+                .map(|_| Some(protocol::ack(request_id, topic)))
+                .map_err(RequestError::from),
             ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
         };
         match reply {
             Ok(Some(frame)) => self.outbox.push_control(frame),
             Ok(None) => {}
             Err(err) => {
-                let code = match err {
-                    BrokerError::TopicNotFound(_) => ErrorCode::TopicNotFound,
-                    BrokerError::InvalidTopicName | BrokerError::TopicExists(_) => {
-                        ErrorCode::BadRequest
-                    }
-                    BrokerError::ShuttingDown => ErrorCode::Internal,
-                };
                 self.outbox
-                    .push_control(protocol::error(request_id, code, &err.to_string()));
+                    .push_control(protocol::error(request_id, err.code(), &err.to_string()))
             }
         }
     }
@@ -248,15 +305,16 @@ impl Session {
         name: &str,
         last_n: usize,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, BrokerError> {
+    ) -> Result<Option<Bytes>, RequestError> {
         let topic = self.state.broker.topic(name)?;
+        self.check_subscription_limit(name)?;
         if !topic.subscribe(
             self.id,
             &self.outbox,
             protocol::ack(request_id, name),
             last_n,
         ) {
-            return Err(BrokerError::TopicNotFound(name.to_owned()));
+            return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
             if !Arc::ptr_eq(&previous, &topic) {
@@ -266,11 +324,25 @@ impl Session {
         Ok(None)
     }
 
+    /// A new subscription must fit `MAX_SUBSCRIPTIONS_PER_CONNECTION`;
+    /// subscriptions to since-deleted topics do not count.
+    fn check_subscription_limit(&mut self, name: &str) -> Result<(), RequestError> {
+        let limit = self.state.config.max_subscriptions_per_connection as usize;
+        if self.subscriptions.len() < limit || self.subscriptions.contains_key(name) {
+            return Ok(());
+        }
+        self.subscriptions.retain(|_, topic| !topic.is_deleted());
+        if self.subscriptions.len() < limit {
+            return Ok(());
+        }
+        Err(RequestError::TooManySubscriptions(limit))
+    }
+
     fn unsubscribe(
         &mut self,
         name: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, BrokerError> {
+    ) -> Result<Option<Bytes>, RequestError> {
         let topic = self.state.broker.topic(name)?;
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);

@@ -1,0 +1,399 @@
+//! Shared by the fuzz targets: a small reference parser for ringcast's
+//! client messages and REST bodies, written with serde_json (the test
+//! oracle), and the checks that compare ringcast against it.
+//!
+//! The oracle implements the contract's rules (`/work/shared/CONTRACT.md`)
+//! as ringcast applies them in `src/protocol.rs`:
+//!
+//! - a frame is a JSON object; of duplicate members the FIRST counts (the
+//!   oracle keeps every member in order and looks up the first, so it does
+//!   not depend on serde_json's last-wins `Value`);
+//! - `request_id`, `type`, `topic`, `client_id`, `message.id` and `name` are
+//!   strings, and absent and `null` both mean "not given";
+//! - `type` is one of subscribe, unsubscribe, publish, ping; a field is only
+//!   checked by the types that use it (`topic` by subscribe, unsubscribe and
+//!   publish; `client_id` and by subscribe and unsubscribe; `last_n` by
+//!   subscribe; `message` by publish);
+//! - `last_n` is absent, `null` (both 0) or an integer >= 0 that fits 64 bits;
+//! - `message` is an object with `id` a UUID (`uuid::Uuid::try_parse`) and a
+//!   `payload` member of any JSON, `null` included;
+//! - a rejection echoes `request_id` when it was a valid string.
+//!
+//! Where ringcast deliberately differs from serde_json (see
+//! `fuzz/README.md`), [`known_difference`] names the case and the checks
+//! skip it; every other difference fails the check.
+
+use std::fmt;
+
+use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Number;
+
+use ringcast::protocol::{self, Request};
+
+/// A JSON document as the oracle sees it: objects keep every member, in
+/// order, duplicates included.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Json {
+    Null,
+    Bool(bool),
+    Number(Number),
+    String(String),
+    Array(Vec<Json>),
+    Object(Vec<(String, Json)>),
+}
+
+impl Json {
+    /// The first member called `name`, if this is an object that has one.
+    pub fn member(&self, name: &str) -> Option<&Json> {
+        match self {
+            Json::Object(members) => members.iter().find(|(k, _)| k == name).map(|(_, v)| v),
+            _ => None,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Json {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_unit<E>(self) -> Result<Json, E> {
+        Ok(Json::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Json, E> {
+        Ok(Json::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Json, E> {
+        Ok(Json::Number(v.into()))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Json, E> {
+        // As serde_json's own `Value` does; JSON text never yields NaN.
+        Ok(Number::from_f64(v).map_or(Json::Null, Json::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Json, E> {
+        Ok(Json::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Json, E> {
+        Ok(Json::String(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Json, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Json::Array(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Json, A::Error> {
+        let mut members = Vec::new();
+        while let Some(member) = map.next_entry::<String, Json>()? {
+            members.push(member);
+        }
+        Ok(Json::Object(members))
+    }
+}
+
+/// What a parser made of one input.
+#[derive(Debug, PartialEq)]
+pub enum Outcome<T> {
+    Accept(T),
+    /// Refused; for a client frame, with the `request_id` to echo.
+    Reject { request_id: Option<String> },
+}
+
+/// A client frame, decoded into owned fields both sides can produce.
+#[derive(Debug, PartialEq)]
+pub struct Frame {
+    pub request_id: Option<String>,
+    pub request: Req,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Req {
+    Subscribe {
+        topic: String,
+        client_id: Option<String>,
+        last_n: u64,
+    },
+    Unsubscribe {
+        topic: String,
+        client_id: Option<String>,
+    },
+    Publish {
+        topic: String,
+        message: Msg,
+    },
+    Ping,
+}
+
+/// A published message. ringcast's payload is raw bytes; it is compared
+/// by parsing them with serde_json into the oracle's [`Json`].
+#[derive(Debug, PartialEq)]
+pub struct Msg {
+    pub id: String,
+    /// `Err` holds serde_json's complaint about ringcast's payload bytes.
+    pub payload: Result<Json, String>,
+}
+
+/// The oracle's parse of a document: `None` when it is not valid JSON.
+fn oracle_document(bytes: &[u8]) -> Option<Json> {
+    serde_json::from_slice(bytes).ok()
+}
+
+/// A member that may be absent or `null` and must otherwise be a string.
+fn optional_string(object: &Json, name: &str) -> Result<Option<String>, ()> {
+    match object.member(name) {
+        None | Some(Json::Null) => Ok(None),
+        Some(Json::String(s)) => Ok(Some(s.clone())),
+        Some(_) => Err(()),
+    }
+}
+
+fn oracle_message(message: &Json) -> Option<Msg> {
+    let Json::Object(_) = message else {
+        return None;
+    };
+    let id = optional_string(message, "id").ok()??;
+    uuid::Uuid::try_parse(&id).ok()?;
+    let payload = message.member("payload")?.clone();
+    Some(Msg {
+        id,
+        payload: Ok(payload),
+    })
+}
+
+/// The oracle's verdict on a WebSocket client frame.
+pub fn oracle_client_frame(bytes: &[u8]) -> Outcome<Frame> {
+    let reject = |request_id: &Option<String>| Outcome::Reject {
+        request_id: request_id.clone(),
+    };
+    let Some(doc @ Json::Object(_)) = oracle_document(bytes) else {
+        return reject(&None);
+    };
+    let Ok(request_id) = optional_string(&doc, "request_id") else {
+        return reject(&None);
+    };
+    let Ok(Some(kind)) = optional_string(&doc, "type") else {
+        return reject(&request_id);
+    };
+    let topic = || optional_string(&doc, "topic").ok().flatten();
+    let client_id = || optional_string(&doc, "client_id");
+    let request = match kind.as_str() {
+        "subscribe" => {
+            let (Some(topic), Ok(client_id)) = (topic(), client_id()) else {
+                return reject(&request_id);
+            };
+            let last_n = match doc.member("last_n") {
+                None | Some(Json::Null) => 0,
+                Some(Json::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap(),
+                Some(_) => return reject(&request_id),
+            };
+            Req::Subscribe {
+                topic,
+                client_id,
+                last_n,
+            }
+        }
+        "unsubscribe" => {
+            let (Some(topic), Ok(client_id)) = (topic(), client_id()) else {
+                return reject(&request_id);
+            };
+            Req::Unsubscribe { topic, client_id }
+        }
+        "publish" => {
+            let Some(topic) = topic() else {
+                return reject(&request_id);
+            };
+            let Some(message) = doc.member("message").and_then(oracle_message) else {
+                return reject(&request_id);
+            };
+            Req::Publish { topic, message }
+        }
+        "ping" => Req::Ping,
+        _ => return reject(&request_id),
+    };
+    Outcome::Accept(Frame {
+        request_id,
+        request,
+    })
+}
+
+/// The oracle's verdict on a REST publish body, `{"id":..,"payload":..}`.
+pub fn oracle_message_body(bytes: &[u8]) -> Outcome<Msg> {
+    match oracle_document(bytes).as_ref().and_then(oracle_message) {
+        Some(message) => Outcome::Accept(message),
+        None => Outcome::Reject { request_id: None },
+    }
+}
+
+/// The oracle's verdict on a REST create-topic body, `{"name":..}`.
+pub fn oracle_topic_body(bytes: &[u8]) -> Outcome<String> {
+    match oracle_document(bytes) {
+        Some(doc @ Json::Object(_)) => match optional_string(&doc, "name") {
+            Ok(Some(name)) => Outcome::Accept(name),
+            _ => Outcome::Reject { request_id: None },
+        },
+        _ => Outcome::Reject { request_id: None },
+    }
+}
+
+/// The contract's topic-name rule, written independently of ringcast's:
+/// 1 to 255 characters, each from `A-Z a-z 0-9 _ - . :`.
+pub fn oracle_topic_name(name: &str) -> bool {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
+    (1..=255).contains(&name.chars().count()) && name.chars().all(allowed)
+}
+
+fn ringcast_message(message: &protocol::Message<'_>) -> Msg {
+    Msg {
+        id: message.id.to_owned(),
+        payload: serde_json::from_slice(&message.payload).map_err(|err| err.to_string()),
+    }
+}
+
+/// ringcast's verdict on a WebSocket client frame, in the oracle's terms.
+pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
+    let mut scratch = bytes.to_vec();
+    let frame = match protocol::parse_client_frame(&mut scratch) {
+        Ok(frame) => frame,
+        Err(rejection) => {
+            return Outcome::Reject {
+                request_id: rejection.request_id,
+            }
+        }
+    };
+    let owned = |s: Option<&str>| s.map(str::to_owned);
+    let request = match frame.request {
+        Request::Subscribe {
+            topic,
+            client_id,
+            last_n,
+        } => Req::Subscribe {
+            topic: topic.to_owned(),
+            client_id: owned(client_id),
+            last_n: last_n as u64,
+        },
+        Request::Unsubscribe { topic, client_id } => Req::Unsubscribe {
+            topic: topic.to_owned(),
+            client_id: owned(client_id),
+        },
+        Request::Publish { topic, message } => {
+            check_verbatim(bytes, &message.payload);
+            Req::Publish {
+                topic: topic.to_owned(),
+                message: ringcast_message(&message),
+            }
+        }
+        Request::Ping => Req::Ping,
+    };
+    Outcome::Accept(Frame {
+        request_id: owned(frame.request_id),
+        request,
+    })
+}
+
+/// ringcast's verdict on a REST publish body.
+pub fn ringcast_message_body(bytes: &[u8]) -> Outcome<Msg> {
+    let mut scratch = bytes.to_vec();
+    match protocol::parse_message_body(&mut scratch) {
+        Ok(message) => {
+            check_verbatim(bytes, &message.payload);
+            Outcome::Accept(ringcast_message(&message))
+        }
+        Err(_) => Outcome::Reject { request_id: None },
+    }
+}
+
+/// ringcast's verdict on a REST create-topic body.
+pub fn ringcast_topic_body(bytes: &[u8]) -> Outcome<String> {
+    match protocol::parse_topic_body(&mut bytes.to_vec()) {
+        Ok(name) => Outcome::Accept(name),
+        Err(_) => Outcome::Reject { request_id: None },
+    }
+}
+
+/// A payload passes through verbatim: its bytes are a piece of the input,
+/// with no surrounding whitespace.
+fn check_verbatim(input: &[u8], payload: &[u8]) {
+    assert!(
+        !payload.is_empty()
+            && !payload[0].is_ascii_whitespace()
+            && !payload[payload.len() - 1].is_ascii_whitespace()
+            && memchr::memmem::find(input, payload).is_some(),
+        "payload {:?} is not a verbatim value from the input {:?}",
+        String::from_utf8_lossy(payload),
+        String::from_utf8_lossy(input),
+    );
+}
+
+/// A deliberate difference between ringcast and the serde_json oracle
+/// (each is listed in fuzz/README.md), or `None` when the two must agree.
+pub fn known_difference(input: &[u8]) -> Option<&'static str> {
+    // serde_json refuses nesting deeper than 128; ringcast walks a flat
+    // tape and accepts any depth.
+    let nesting = input.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if nesting >= 120 && is_deeper_than_serde_json_allows(input) {
+        return Some("nesting deeper than serde_json's recursion limit");
+    }
+    None
+}
+
+fn is_deeper_than_serde_json_allows(input: &[u8]) -> bool {
+    matches!(
+        serde_json::from_slice::<serde::de::IgnoredAny>(input),
+        Err(err) if err.to_string().starts_with("recursion limit exceeded")
+    )
+}
+
+/// Fails with both verdicts when ringcast and the oracle disagree.
+fn agree<T: fmt::Debug + PartialEq>(what: &str, input: &[u8], ours: Outcome<T>, oracle: Outcome<T>) {
+    if ours != oracle && known_difference(input).is_none() {
+        panic!(
+            "{what} divergence\n  input:    {:?}\n  bytes:    {:02x?}\n  ringcast: {ours:?}\n  oracle:   {oracle:?}",
+            String::from_utf8_lossy(input),
+            input,
+        );
+    }
+}
+
+/// Target 1: `parse_client_frame` never panics and agrees with the oracle.
+pub fn check_client_message(input: &[u8]) {
+    let ours = ringcast_client_frame(input);
+    agree("client frame", input, ours, oracle_client_frame(input));
+}
+
+/// Target 3, publish bodies: agrees with the oracle.
+pub fn check_message_body(input: &[u8]) {
+    let ours = ringcast_message_body(input);
+    agree("message body", input, ours, oracle_message_body(input));
+}
+
+/// Target 3, topic bodies: agrees with the oracle, and a name it returns
+/// passes `is_valid_topic_name` exactly when the contract's rule says so.
+pub fn check_topic_body(input: &[u8]) {
+    let ours = ringcast_topic_body(input);
+    if let Outcome::Accept(name) = &ours {
+        check_topic_name(name);
+    }
+    agree("topic body", input, ours, oracle_topic_body(input));
+}
+
+/// `is_valid_topic_name` against the contract's rule.
+pub fn check_topic_name(name: &str) {
+    assert_eq!(
+        ringcast::broker::is_valid_topic_name(name),
+        oracle_topic_name(name),
+        "topic name {name:?}"
+    );
+}
