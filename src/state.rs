@@ -101,3 +101,24 @@ fn panic_message(panic: &(dyn Any + Send)) -> &str {
         .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
         .unwrap_or("non-string panic payload")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_contained_and_counted() {
+        let state = Arc::new(AppState::new(
+            Config::from_args(Vec::<String>::new()).unwrap(),
+        ));
+        let panicked: Option<()> = state.contain_panic("test", async { panic!("boom") }).await;
+        assert_eq!(panicked, None);
+        assert_eq!(state.contain_panic("test", async { 7 }).await, Some(7));
+        state
+            .clone()
+            .spawn_connection("test", async { panic!("{}", String::from("boom")) });
+        state.tasks.close();
+        state.tasks.wait().await;
+        assert_eq!(state.metrics.snapshot().panics, 2);
+    }
+}

@@ -453,6 +453,11 @@ impl RawClient {
         self.0.write_all(&frame).await.expect("raw write");
     }
 
+    /// Writes raw bytes, e.g. part of a frame.
+    pub async fn send_partial(&mut self, bytes: &[u8]) {
+        self.0.write_all(bytes).await.expect("raw write");
+    }
+
     /// Reads one unmasked server frame as (opcode, payload), or None when
     /// the server ends the stream on a frame boundary. A stream that ends
     /// inside a frame fails the test.
