@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -35,6 +37,27 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// One vectored write of the batch's head. Cancel-safe: a cancelled
     /// write wrote nothing, and the batch only advances by what was written.
     pub async fn write_some(&mut self) -> io::Result<()> {
+        let mut written = std::future::poll_fn(|cx| self.poll_write_head(cx)).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let remaining = self.batch[0].frame.len() - self.offset;
+            if written >= remaining {
+                written -= remaining;
+                self.batch.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += written;
+                written = 0;
+            }
+        }
+        Ok(())
+    }
+
+    /// The slice array lives only inside a poll, not across an await, so
+    /// it costs an idle connection's future nothing.
+    fn poll_write_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let mut slices = [IoSlice::new(&[]); MAX_SLICES_PER_WRITE];
         let mut count = 0;
         let mut total = 0;
@@ -51,22 +74,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 break;
             }
         }
-        let mut written = self.sink.write_vectored(&slices[..count]).await?;
-        if written == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let remaining = self.batch[0].frame.len() - self.offset;
-            if written >= remaining {
-                written -= remaining;
-                self.batch.pop_front();
-                self.offset = 0;
-            } else {
-                self.offset += written;
-                written = 0;
-            }
-        }
-        Ok(())
+        Pin::new(&mut self.sink).poll_write_vectored(cx, &slices[..count])
     }
 
     pub async fn write_all(&mut self) -> io::Result<()> {

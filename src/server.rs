@@ -68,7 +68,7 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        state.clone().spawn_connection("http connection", serve_http(stream, peer, state.clone()));
+                        state.spawn_connection("http connection", serve_http(stream, peer, state.clone()));
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");

@@ -62,35 +62,37 @@ impl AppState {
     /// Spawns a connection task that shutdown waits for, with any panic in
     /// it contained.
     pub fn spawn_connection(
-        self: Arc<Self>,
+        self: &Arc<Self>,
         what: &'static str,
         task: impl Future<Output = ()> + Send + 'static,
     ) {
-        let tasks = self.tasks.clone();
-        tasks.spawn(async move {
-            self.contain_panic(what, task).await;
-        });
+        self.tasks.spawn(self.contain_panic(what, task).map(drop));
     }
 
     /// Runs `task`; a panic in it is logged and counted instead of taking
-    /// anything else down, and gives `None`.
-    pub async fn contain_panic<T>(
-        &self,
+    /// anything else down, and gives `None`. A combinator rather than an
+    /// async block, so the task is stored once, not twice, in every
+    /// connection's future.
+    pub fn contain_panic<F: Future>(
+        self: &Arc<Self>,
         what: &'static str,
-        task: impl Future<Output = T>,
-    ) -> Option<T> {
-        match AssertUnwindSafe(task).catch_unwind().await {
-            Ok(output) => Some(output),
-            Err(panic) => {
-                self.metrics.record_panic();
-                tracing::error!(
-                    task = what,
-                    panic = panic_message(&*panic),
-                    "task panicked; contained"
-                );
-                None
-            }
-        }
+        task: F,
+    ) -> impl Future<Output = Option<F::Output>> {
+        let state = self.clone();
+        AssertUnwindSafe(task)
+            .catch_unwind()
+            .map(move |outcome| match outcome {
+                Ok(output) => Some(output),
+                Err(panic) => {
+                    state.metrics.record_panic();
+                    tracing::error!(
+                        task = what,
+                        panic = panic_message(&*panic),
+                        "task panicked; contained"
+                    );
+                    None
+                }
+            })
     }
 }
 
@@ -114,9 +116,7 @@ mod tests {
         let panicked: Option<()> = state.contain_panic("test", async { panic!("boom") }).await;
         assert_eq!(panicked, None);
         assert_eq!(state.contain_panic("test", async { 7 }).await, Some(7));
-        state
-            .clone()
-            .spawn_connection("test", async { panic!("{}", String::from("boom")) });
+        state.spawn_connection("test", async { panic!("{}", String::from("boom")) });
         state.tasks.close();
         state.tasks.wait().await;
         assert_eq!(state.metrics.snapshot().panics, 2);

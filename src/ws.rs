@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
@@ -128,25 +129,24 @@ async fn serve(
         config.slow_consumer_policy,
     ));
     let liveness = Arc::new(Liveness::new());
-    let writer = tokio::spawn({
-        let (state, outbox) = (state.clone(), outbox.clone());
-        let write_loop = write_loop(
-            FrameWriter::new(writer),
-            outbox.clone(),
-            liveness.clone(),
-            state.config.heartbeat_interval,
-            state.draining.clone(),
-        );
-        async move {
-            let contained = state.contain_panic("connection writer", write_loop).await;
-            // The reader must stop too, or the connection would linger
-            // half-alive.
-            contained.unwrap_or_else(|| {
+    let writer = write_loop(
+        FrameWriter::new(writer),
+        outbox.clone(),
+        liveness.clone(),
+        config.heartbeat_interval,
+        state.draining.clone(),
+    );
+    let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
+        let outbox = outbox.clone();
+        // The reader must stop too, or the connection would linger
+        // half-alive.
+        move |reason| {
+            reason.unwrap_or_else(|| {
                 outbox.close(CloseReason::ConnectionLost);
                 CloseReason::ConnectionLost
             })
         }
-    });
+    }));
     let mut session = Session {
         id: state.next_connection_id(),
         outbox: outbox.clone(),
