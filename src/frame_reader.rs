@@ -19,8 +19,11 @@ use tokio::net::tcp::OwnedReadHalf;
 
 use crate::outbox::CloseReason;
 
-/// Bytes reserved per read when nothing larger is known to be coming.
-const READ_CHUNK: usize = 4096;
+/// Bytes reserved for a read: the smallest size, used while reads are
+/// small, doubled while reads fill what was reserved (a busy publisher),
+/// up to the largest.
+const MIN_READ_CHUNK: usize = 4096;
+const MAX_READ_CHUNK: usize = 64 * 1024;
 /// Longest control frame payload (RFC 6455 §5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
@@ -40,6 +43,7 @@ pub struct FrameDecoder {
     /// The data message being reassembled from fragments, if any.
     fragments: Option<Fragments>,
     max_message_size: usize,
+    read_chunk: usize,
 }
 
 struct Fragments {
@@ -63,6 +67,7 @@ impl FrameDecoder {
             buffer: BytesMut::from(leftover),
             fragments: None,
             max_message_size,
+            read_chunk: MIN_READ_CHUNK,
         }
     }
 
@@ -98,6 +103,16 @@ impl FrameDecoder {
     fn release_if_drained(&mut self) {
         if self.buffer.is_empty() && self.buffer.capacity() > 0 {
             self.buffer = BytesMut::new();
+        }
+    }
+
+    /// Fewer, larger reads for a connection that sends a lot; small
+    /// buffers again once it quietens.
+    fn adapt_read_chunk(&mut self, read: usize, spare: usize) {
+        if read == spare {
+            self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+        } else if read < self.read_chunk / 4 {
+            self.read_chunk = (self.read_chunk / 2).max(MIN_READ_CHUNK);
         }
     }
 
@@ -233,10 +248,11 @@ pub async fn read_incoming(
             .readable()
             .await
             .map_err(|_| CloseReason::ConnectionLost)?;
-        decoder.buffer.reserve(READ_CHUNK);
+        decoder.buffer.reserve(decoder.read_chunk);
+        let spare = decoder.buffer.capacity() - decoder.buffer.len();
         match socket.try_read_buf(&mut decoder.buffer) {
             Ok(0) => return Err(CloseReason::ConnectionLost),
-            Ok(_) => {}
+            Ok(read) => decoder.adapt_read_chunk(read, spare),
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return Err(CloseReason::ConnectionLost),
         }
@@ -377,5 +393,19 @@ mod tests {
         assert!(decoder.next_incoming().unwrap().is_some());
         decoder.release_if_drained();
         assert_eq!(decoder.buffer.capacity(), 0);
+    }
+
+    #[test]
+    fn reads_grow_while_they_fill_the_buffer_and_shrink_when_small() {
+        let mut decoder = FrameDecoder::new(&[], 100);
+        for _ in 0..10 {
+            let chunk = decoder.read_chunk;
+            decoder.adapt_read_chunk(chunk, chunk);
+        }
+        assert_eq!(decoder.read_chunk, MAX_READ_CHUNK);
+        for _ in 0..10 {
+            decoder.adapt_read_chunk(10, MAX_READ_CHUNK);
+        }
+        assert_eq!(decoder.read_chunk, MIN_READ_CHUNK);
     }
 }

@@ -4,7 +4,7 @@
 //! Server frames are unmasked, so one encoded `Bytes` (header + JSON) can be
 //! shared by every subscriber and written as is.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -246,29 +246,57 @@ impl Timestamp {
     }
 }
 
+/// `2025-08-25T10:00:00.123Z`
+const TIMESTAMP_LEN: usize = 24;
+
+thread_local! {
+    /// The last millisecond formatted on this thread: at load, thousands of
+    /// frames share each one, so formatting is paid once per millisecond.
+    static FORMATTED: Cell<(u128, [u8; TIMESTAMP_LEN])> = const { Cell::new((u128::MAX, [0; TIMESTAMP_LEN])) };
+}
+
+impl Timestamp {
+    fn with_text<T>(self, use_text: impl FnOnce(&str) -> T) -> T {
+        let millis = self
+            .0
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |since| since.as_millis());
+        let (cached_millis, mut text) = FORMATTED.get();
+        if cached_millis != millis {
+            let formatted = humantime::format_rfc3339_millis(self.0).to_string();
+            text.copy_from_slice(&formatted.as_bytes()[..TIMESTAMP_LEN]);
+            FORMATTED.set((millis, text));
+        }
+        use_text(std::str::from_utf8(&text).expect("ASCII"))
+    }
+
+    /// Appends the quoted timestamp to a JSON buffer.
+    fn write_json(self, buf: &mut Vec<u8>) {
+        self.with_text(|text| {
+            buf.push(b'"');
+            buf.extend_from_slice(text.as_bytes());
+            buf.push(b'"');
+        });
+    }
+}
+
 impl fmt::Display for Timestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        humantime::format_rfc3339_millis(self.0).fmt(f)
+        self.with_text(|text| f.write_str(text))
     }
 }
 
 impl Serialize for Timestamp {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_str(self)
+        self.with_text(|text| serializer.serialize_str(text))
     }
 }
 
-/// Every frame the server sends, as JSON.
+/// The server's less frequent frames, as JSON; `ack` and `event` are
+/// written by hand.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame<'a> {
-    Ack {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        request_id: Option<&'a str>,
-        topic: &'a str,
-        status: &'static str,
-        ts: Timestamp,
-    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
@@ -301,15 +329,22 @@ impl ServerFrame<'_> {
     }
 }
 
-/// `ack` for subscribe, unsubscribe and publish.
+/// `ack` for subscribe, unsubscribe and publish. Written by hand, like
+/// `event`, because every publish pays for one.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
-    ServerFrame::Ack {
-        request_id,
-        topic,
-        status: "ok",
-        ts: Timestamp::now(),
-    }
-    .encode()
+    encode_frame(OpCode::Text, |buf| {
+        buf.extend_from_slice(br#"{"type":"ack","#);
+        if let Some(request_id) = request_id {
+            buf.extend_from_slice(br#""request_id":"#);
+            write_json(buf, request_id);
+            buf.push(b',');
+        }
+        buf.extend_from_slice(br#""topic":"#);
+        write_json(buf, topic);
+        buf.extend_from_slice(br#","status":"ok","ts":"#);
+        Timestamp::now().write_json(buf);
+        buf.push(b'}');
+    })
 }
 
 /// `error` with a code and a human-readable message.
@@ -356,7 +391,7 @@ pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Byt
         buf.extend_from_slice(br#"},"seq":"#);
         write_json(buf, &seq);
         buf.extend_from_slice(br#","ts":"#);
-        write_json(buf, &ts);
+        ts.write_json(buf);
         buf.push(b'}');
     })
 }
@@ -609,5 +644,28 @@ mod tests {
         assert_eq!(ts.len(), "2025-08-25T10:00:00.123Z".len(), "{ts}");
         assert!(ts.ends_with('Z'));
         assert_eq!(json["request_id"], "r");
+    }
+
+    #[test]
+    fn acks_are_json_with_an_optional_request_id() {
+        let json = json_of(&ack(Some("r\"1\u{e9}"), "orders"));
+        assert_eq!(json["type"], "ack");
+        assert_eq!(json["request_id"], "r\"1\u{e9}");
+        assert_eq!(json["topic"], "orders");
+        assert_eq!(json["status"], "ok");
+        let json = json_of(&ack(None, "t"));
+        assert!(json.get("request_id").is_none(), "{json}");
+        assert_eq!(json.as_object().unwrap().len(), 4, "{json}");
+    }
+
+    #[test]
+    fn the_timestamp_cache_follows_the_clock() {
+        let at = |millis| {
+            Timestamp(SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(millis)).to_string()
+        };
+        assert_eq!(at(1_756_116_000_123), "2025-08-25T10:00:00.123Z");
+        assert_eq!(at(1_756_116_000_123), "2025-08-25T10:00:00.123Z");
+        assert_eq!(at(1_756_116_000_124), "2025-08-25T10:00:00.124Z");
+        assert_eq!(at(1_756_116_000_123), "2025-08-25T10:00:00.123Z");
     }
 }
