@@ -64,6 +64,10 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
+    /// How long a streaming connection's writer lets frames gather before a write; 0 writes at once.
+    #[arg(long, env = "COALESCE_WINDOW", default_value = "5ms", value_parser = humantime::parse_duration)]
+    pub coalesce_window: Duration,
+
     /// Most open WebSocket connections; further upgrades get 503 before upgrading.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,
           value_parser = clap::value_parser!(u32).range(1..))]

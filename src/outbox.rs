@@ -225,6 +225,12 @@ impl Outbox {
         close
     }
 
+    /// Whether queued events fill half the bound or more: too many to
+    /// keep waiting for company.
+    pub fn is_half_full(&self) -> bool {
+        self.lock().events * 2 >= self.capacity
+    }
+
     /// Resolves when there may be new frames to take (or a close).
     pub async fn wait_for_frames(&self) {
         self.writer_wakeup.notified().await;

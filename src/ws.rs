@@ -133,7 +133,10 @@ async fn serve(
         FrameWriter::new(writer),
         outbox.clone(),
         liveness.clone(),
-        config.heartbeat_interval,
+        WriterTiming {
+            heartbeat: config.heartbeat_interval,
+            coalesce_window: config.coalesce_window,
+        },
         state.draining.clone(),
     );
     let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
@@ -359,15 +362,33 @@ impl Drop for Session {
     }
 }
 
+/// When a connection's writer writes.
+struct WriterTiming {
+    /// Period of the heartbeat; also bounds how long a peer may stay silent.
+    heartbeat: Duration,
+    /// A connection whose queue ran dry less than this long ago is
+    /// streaming: its writer lets frames gather until the window has passed
+    /// (or the queue is half full), so a busy subscriber costs one syscall
+    /// per window rather than one per event. A quiet connection's first
+    /// frame goes out at once.
+    coalesce_window: Duration,
+}
+
 /// The writer task: drains the outbox, sends heartbeats, and on close sends
 /// the last frames. Returns why the connection closed.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
     outbox: Arc<Outbox>,
     liveness: Arc<Liveness>,
-    heartbeat: Duration,
+    timing: WriterTiming,
     draining: tokio_util::sync::CancellationToken,
 ) -> CloseReason {
+    let WriterTiming {
+        heartbeat,
+        coalesce_window,
+    } = timing;
+    // When the queue last ran dry; see `coalesce_window`.
+    let mut drained_at: Option<Instant> = None;
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     // Also bounds a flush on close: a peer that stopped reading and sending
@@ -394,7 +415,18 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         }
         if !writer.has_pending() {
             tokio::select! {
-                _ = outbox.wait_for_frames() => {}
+                _ = outbox.wait_for_frames() => {
+                    let streaming_until = drained_at.map(|at| at + coalesce_window);
+                    if let Some(until) = streaming_until.filter(|until| *until > Instant::now()) {
+                        if !outbox.is_half_full() {
+                            tokio::select! {
+                                _ = tokio::time::sleep_until(until.into()) => {}
+                                _ = outbox.closed() => {}
+                                _ = draining.cancelled() => {}
+                            }
+                        }
+                    }
+                }
                 _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                     break CloseReason::HeartbeatTimeout;
                 },
@@ -405,8 +437,10 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 biased;
                 _ = outbox.closed(), if closing.is_none() => {}
                 _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
-                written = writer.write_some() => if written.is_err() {
-                    break CloseReason::ConnectionLost;
+                written = writer.write_some() => match written {
+                    Ok(()) if !writer.has_pending() => drained_at = Some(Instant::now()),
+                    Ok(()) => {}
+                    Err(_) => break CloseReason::ConnectionLost,
                 },
                 _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                     break CloseReason::HeartbeatTimeout;

@@ -1,0 +1,168 @@
+#!/usr/bin/env bash
+# ringcast vs nats-server, side by side in one run, same load generator.
+#
+# Each server runs pinned to one core (SERVER_CPU) and the load generator
+# to another (CLIENT_CPU); the standard scenarios run against ringcast, then
+# against nats-server (WebSocket on loopback), and the ratios are printed.
+# Results (JSON per run, the chart, the summary) go to $OUT.
+#
+#   loadtest/compare.sh                 # full run, ~10 minutes
+#   QUICK=1 loadtest/compare.sh         # smoke run, ~2 minutes
+#
+# Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
+# QUICK, SCENARIOS (space-separated subset of: fanout-1m fanout topics
+# ingress idle).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+OUT=${OUT:-loadtest/results/$(date -u +%Y%m%dT%H%M%SZ)}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+QUICK=${QUICK:-0}
+if [[ $QUICK == 1 ]]; then
+    STEP_DURATION=${STEP_DURATION:-2s}
+    WARMUP=${WARMUP:-1s}
+    DURATION=3s
+else
+    STEP_DURATION=${STEP_DURATION:-5s}
+    WARMUP=${WARMUP:-2s}
+    DURATION=10s
+fi
+SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress idle}
+RINGCAST_PORT=18080
+NATS_PORT=4222
+NATS_WS_PORT=4223
+
+mkdir -p "$OUT"
+
+if ! command -v nats-server >/dev/null; then
+    echo "== installing nats-server"
+    apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
+fi
+echo "== building (release)"
+cargo build --release -q -p ringcast -p ringcast-load
+LOAD=target/release/ringcast-load
+
+# 10k connections per side need the descriptors.
+ulimit -n "$(ulimit -Hn)"
+
+cat >"$OUT/nats.conf" <<EOF
+listen: 127.0.0.1:$NATS_PORT
+websocket { listen: "127.0.0.1:$NATS_WS_PORT", no_tls: true }
+max_payload: 1048576
+EOF
+
+server_pid=
+start_server() { # target
+    case $1 in
+    ringcast)
+        RUST_LOG=warn PORT=$RINGCAST_PORT HOST=127.0.0.1 \
+            taskset -c "$SERVER_CPU" target/release/ringcast >"$OUT/ringcast.log" 2>&1 &
+        ;;
+    nats)
+        taskset -c "$SERVER_CPU" nats-server -c "$OUT/nats.conf" >"$OUT/nats.log" 2>&1 &
+        ;;
+    esac
+    server_pid=$!
+    for _ in $(seq 50); do
+        if (exec 3<>"/dev/tcp/127.0.0.1/$([[ $1 == ringcast ]] && echo $RINGCAST_PORT || echo $NATS_WS_PORT)") 2>/dev/null; then
+            return
+        fi
+        sleep 0.1
+    done
+    echo "$1 did not start" >&2
+    exit 1
+}
+stop_server() {
+    kill "$server_pid" 2>/dev/null || true
+    wait "$server_pid" 2>/dev/null || true
+}
+trap stop_server EXIT
+
+url_of() { # target
+    [[ $1 == ringcast ]] && echo "ws://127.0.0.1:$RINGCAST_PORT/ws" || echo "ws://127.0.0.1:$NATS_WS_PORT"
+}
+
+args_of() { # scenario
+    case $1 in
+    fanout-1m) echo "--scenario fanout --rate 1000 --duration $DURATION --warmup $WARMUP" ;;
+    fanout) echo "--scenario fanout --step --rate 200 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
+    topics) echo "--scenario topics --step --rate 10000 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
+    ingress) echo "--scenario ingress --duration $DURATION --warmup $WARMUP" ;;
+    idle) echo "--scenario idle" ;;
+    esac
+}
+
+for scenario in $SCENARIOS; do
+    for target in ringcast nats; do
+        echo "== $scenario: $target"
+        start_server "$target"
+        # shellcheck disable=SC2046
+        taskset -c "$CLIENT_CPU" "$LOAD" run --target "$target" --url "$(url_of "$target")" \
+            $(args_of "$scenario") --server-pid "$server_pid" \
+            --json "$OUT/$scenario-$target.json" | tee "$OUT/$scenario-$target.txt"
+        stop_server
+    done
+done
+
+charted=()
+for scenario in fanout topics; do
+    for target in ringcast nats; do
+        [[ -f $OUT/$scenario-$target.json ]] && charted+=("$OUT/$scenario-$target.json")
+    done
+done
+if ((${#charted[@]})); then
+    "$LOAD" chart --out "$OUT/compare.svg" "${charted[@]}"
+fi
+
+python3 - "$OUT" <<'EOF' | tee "$OUT/summary.md"
+import json, os, sys
+
+out = sys.argv[1]
+
+def load(scenario, target):
+    path = os.path.join(out, f"{scenario}-{target}.json")
+    return json.load(open(path)) if os.path.exists(path) else None
+
+def fmt(value, spec):
+    return "n/a" if value is None else format(value, spec)
+
+def ratio(a, b, invert=False):
+    if a is None or b is None or a == 0 or b == 0:
+        return "n/a"
+    return f"{(b / a if invert else a / b):.2f}x"
+
+rows = []
+def row(what, rc, nats, spec, better, invert=False):
+    rows.append((what, fmt(rc, spec), fmt(nats, spec), ratio(rc, nats, invert), better))
+
+def step(result):
+    return result["steps"][0] if result and result["steps"] else None
+
+for scenario in ["fanout-1m"]:
+    rc, nats = step(load(scenario, "ringcast")), step(load(scenario, "nats"))
+    if rc and nats:
+        row("(a) 1M deliveries/s offered: delivered/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
+        row("(a) 1M offered: loss", rc["loss"], nats["loss"], ",", "zero")
+        row("(a) 1M offered: p99 ms", rc["p99_ms"], nats["p99_ms"], ".1f", "lower", True)
+        row("(a) 1M offered: server CPU ns/delivery", rc["server_cpu_ns_per_delivery"], nats["server_cpu_ns_per_delivery"], ".0f", "lower", True)
+for scenario, label in [("fanout", "(a) wide fan-out"), ("topics", "(b) many topics")]:
+    rc, nats = load(scenario, "ringcast"), load(scenario, "nats")
+    if rc and nats:
+        row(f"{label}: max sustained deliveries/s", rc["max_sustained_deliveries_per_sec"], nats["max_sustained_deliveries_per_sec"], ",.0f", "higher")
+rc, nats = step(load("ingress", "ringcast")), step(load("ingress", "nats"))
+if rc and nats:
+    row("(c) ingress: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
+rc, nats = load("idle", "ringcast"), load("idle", "nats")
+if rc and nats and rc["idle"] and nats["idle"]:
+    row("(d) idle: RSS KiB per subscribed connection", rc["idle"]["rss_kib_per_connection"], nats["idle"]["rss_kib_per_connection"], ".2f", "lower", True)
+
+print("| metric | ringcast | nats-server | ringcast advantage | better |")
+print("|---|---:|---:|---:|---|")
+for r in rows:
+    print("| " + " | ".join(r) + " |")
+print()
+print("Advantage is ringcast/nats for higher-is-better figures and nats/ringcast for")
+print("lower-is-better ones: above 1.00x means ringcast is ahead.")
+EOF
+echo "== results in $OUT"
