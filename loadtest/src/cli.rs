@@ -111,10 +111,13 @@ pub struct RunArgs {
     /// Preset; every field below overrides it.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Fanout)]
     pub scenario: ScenarioKind,
+    /// Number of topics (NATS: subjects) [default: from the scenario].
     #[arg(long)]
     pub topics: Option<usize>,
+    /// Subscriber connections per topic, one subscription each [default: from the scenario].
     #[arg(long)]
     pub subscribers_per_topic: Option<usize>,
+    /// Publisher connections, each publishing round-robin to its share of topics.
     #[arg(long)]
     pub publishers: Option<usize>,
     /// Size of each event's JSON payload in bytes [default: 128].
@@ -132,8 +135,10 @@ pub struct RunArgs {
     /// Raise the rate step by step until loss or p99 over --max-p99 (fanout/topics).
     #[arg(long)]
     pub step: bool,
+    /// Measured window of each step (each also gets --warmup first).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub step_duration: Duration,
+    /// Rate multiplier from one step to the next.
     #[arg(long, default_value_t = 1.25)]
     pub step_factor: f64,
     /// Highest events/s a step may offer.

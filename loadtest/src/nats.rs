@@ -5,7 +5,7 @@
 use anyhow::{anyhow, bail, Result};
 
 use crate::payload;
-use crate::ws::{OpCode, WsReader, WsWriter};
+use crate::ws::{self, OpCode, WsReader, WsWriter};
 
 const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\
 \"headers\":false,\"no_responders\":false}\r\nPING\r\n";
@@ -125,25 +125,17 @@ async fn await_pong(
     writer: &mut WsWriter,
     parser: &mut Parser,
 ) -> Result<()> {
-    loop {
-        reader.fill().await?;
+    ws::await_reply(reader, writer, |message, writer| {
         let mut reply = None;
-        reader.drain(|message| {
-            parser.feed(message, |event| match event {
-                Event::Pong => reply = Some(Ok(())),
-                Event::Err(err) => reply = Some(Err(anyhow!("{}", String::from_utf8_lossy(err)))),
-                Event::Ping => writer.frame_from(OpCode::Binary, PONG),
-                _ => {}
-            })
+        parser.feed(message, |event| match event {
+            Event::Pong => reply = Some(Ok(())),
+            Event::Err(err) => reply = Some(Err(anyhow!("{}", String::from_utf8_lossy(err)))),
+            Event::Ping => writer.frame_from(OpCode::Binary, PONG),
+            Event::Msg(_) | Event::Ok | Event::Info => {}
         })?;
-        if let Some(pong) = reader.take_pong() {
-            writer.frame_from(OpCode::Pong, &pong);
-        }
-        writer.flush().await?;
-        if let Some(reply) = reply {
-            return reply;
-        }
-    }
+        reply.transpose()
+    })
+    .await
 }
 
 /// Appends `PUB <subject> <len>\r\n<payload>\r\n`; many fit in one WebSocket frame.

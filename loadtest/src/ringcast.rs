@@ -9,7 +9,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::payload;
-use crate::ws::{OpCode, WsReader, WsUrl, WsWriter};
+use crate::ws::{self, OpCode, WsReader, WsUrl, WsWriter};
 
 /// Creates each topic with `POST /topics`; one that already exists (409) is fine.
 pub async fn create_topics(url: &WsUrl, api_key: Option<&str>, names: &[String]) -> Result<()> {
@@ -17,7 +17,7 @@ pub async fn create_topics(url: &WsUrl, api_key: Option<&str>, names: &[String])
         let body = format!(r#"{{"name":"{name}"}}"#);
         let status = post(url, api_key, "/topics", &body)
             .await
-            .with_context(|| format!("creating topic {name}"))?;
+            .with_context(|| format!("creating topic {name} at http://{}", url.authority()))?;
         if status != 201 && status != 409 {
             bail!("POST /topics {body} answered {status}");
         }
@@ -75,8 +75,7 @@ pub fn event_seq(frame: &[u8]) -> Option<u64> {
     payload::parse_digits(&frame[at + 6..])
 }
 
-/// Subscribes and waits for the ack. Runs before any publishing starts, so
-/// no event can be interleaved with the reply.
+/// Subscribes and waits for the ack.
 pub async fn subscribe(reader: &mut WsReader, writer: &mut WsWriter, topic: &str) -> Result<()> {
     writer.frame(OpCode::Text, |buf| {
         buf.extend_from_slice(br#"{"type":"subscribe","topic":""#);
@@ -84,28 +83,12 @@ pub async fn subscribe(reader: &mut WsReader, writer: &mut WsWriter, topic: &str
         buf.extend_from_slice(br#""}"#);
     });
     writer.flush().await?;
-    loop {
-        reader.fill().await?;
-        let mut reply = None;
-        reader.drain(|frame| {
-            match classify(frame) {
-                ServerFrame::Ack => reply = Some(Ok(())),
-                ServerFrame::Error => {
-                    let error = String::from_utf8_lossy(frame);
-                    reply = Some(Err(anyhow!("subscribe refused: {error}")));
-                }
-                ServerFrame::Event | ServerFrame::Other => {}
-            }
-            Ok(())
-        })?;
-        if let Some(pong) = reader.take_pong() {
-            writer.frame_from(OpCode::Pong, &pong);
-            writer.flush().await?;
-        }
-        if let Some(reply) = reply {
-            return reply;
-        }
-    }
+    ws::await_reply(reader, writer, |frame, _| match classify(frame) {
+        ServerFrame::Ack => Ok(Some(())),
+        ServerFrame::Error => bail!("subscribe refused: {}", String::from_utf8_lossy(frame)),
+        ServerFrame::Event | ServerFrame::Other => Ok(None),
+    })
+    .await
 }
 
 /// Queues one publish frame. Message ids are UUIDs made of the publisher index

@@ -91,12 +91,12 @@ async fn connect_subscribers(plan: &Plan, topics: &[String], stats: &Arc<Stats>)
     let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let (setup_tx, setup_rx) = mpsc::unbounded_channel();
     for i in 0..total {
-        let subscription = Arc::new(Subscription {
+        let subscription = Subscription {
             target: plan.target,
             url: plan.url.clone(),
             api_key: plan.api_key.clone(),
             topic: topics[i / plan.subscribers_per_topic].clone(),
-        });
+        };
         tokio::spawn(subscriber::run(
             subscription,
             stats.clone(),

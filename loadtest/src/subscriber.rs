@@ -27,7 +27,7 @@ enum Decoder {
 /// Sets the subscription up (reporting the outcome on `setup_done`), then
 /// receives until the server closes the connection.
 pub async fn run(
-    subscription: Arc<Subscription>,
+    subscription: Subscription,
     stats: Arc<Stats>,
     connect_slots: Arc<Semaphore>,
     setup_done: mpsc::UnboundedSender<Result<()>>,
@@ -83,9 +83,7 @@ async fn receive(
         stats.with_shard(|shard| {
             reader.drain(|message| decoder.on_message(message, received_ns, shard, &mut writer))
         })?;
-        if let Some(pong) = reader.take_pong() {
-            writer.frame_from(OpCode::Pong, &pong);
-        }
+        ws::answer_ping(&mut reader, &mut writer);
         writer.flush().await?;
     }
 }

@@ -132,10 +132,102 @@ pub async fn connect(url: &WsUrl, api_key: Option<&str>) -> Result<(WsReader, Ws
     Ok((reader, writer))
 }
 
-/// Decodes server frames from one reusable buffer; payloads are handed out as
-/// slices of it, so receiving allocates nothing.
+/// Reads until `on_message` yields a reply (or an error), answering pings
+/// meanwhile. For set-up request/reply exchanges, which happen before any
+/// publishing, so nothing else can arrive in the same read.
+pub async fn await_reply<T>(
+    reader: &mut WsReader,
+    writer: &mut WsWriter,
+    mut on_message: impl FnMut(&[u8], &mut WsWriter) -> Result<Option<T>>,
+) -> Result<T> {
+    loop {
+        reader.fill().await?;
+        let mut reply = None;
+        reader.drain(|message| {
+            if let Some(value) = on_message(message, writer)? {
+                reply = Some(value);
+            }
+            Ok(())
+        })?;
+        answer_ping(reader, writer);
+        writer.flush().await?;
+        if let Some(reply) = reply {
+            return Ok(reply);
+        }
+    }
+}
+
+/// Queues the pong for a ping the reader has seen, if any.
+pub fn answer_ping(reader: &mut WsReader, writer: &mut WsWriter) {
+    if let Some(pong) = reader.take_pong() {
+        writer.frame_from(OpCode::Pong, &pong);
+    }
+}
+
+/// The read half of a connection and its frame decoder.
 pub struct WsReader {
     half: OwnedReadHalf,
+    decoder: FrameDecoder,
+}
+
+impl WsReader {
+    fn new(half: OwnedReadHalf) -> WsReader {
+        WsReader {
+            half,
+            decoder: FrameDecoder::new(),
+        }
+    }
+
+    /// Reads the 101 response; bytes after it stay buffered as the first frames.
+    async fn read_upgrade_response(&mut self) -> Result<()> {
+        loop {
+            let buffered = self.decoder.buffered();
+            if let Some(head_end) = memmem::find(buffered, b"\r\n\r\n") {
+                let status_line = buffered.split(|&b| b == b'\r').next().unwrap_or_default();
+                if !status_line.starts_with(b"HTTP/1.1 101") {
+                    bail!(
+                        "upgrade refused: {}",
+                        String::from_utf8_lossy(&buffered[..head_end])
+                    );
+                }
+                self.decoder.consume(head_end + 4);
+                return Ok(());
+            }
+            if buffered.len() > MAX_RESPONSE_HEAD {
+                bail!("upgrade response head too long");
+            }
+            self.fill().await.context("reading upgrade response")?;
+        }
+    }
+
+    /// Waits for more bytes from the socket.
+    pub async fn fill(&mut self) -> Result<()> {
+        let read = self.half.read(self.decoder.spare()).await?;
+        if read == 0 {
+            return Err(Closed {
+                code: None,
+                reason: String::new(),
+            }
+            .into());
+        }
+        self.decoder.filled(read);
+        Ok(())
+    }
+
+    /// See [`FrameDecoder::drain`].
+    pub fn drain(&mut self, on_message: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+        self.decoder.drain(on_message)
+    }
+
+    /// The payload of the last ping not yet answered.
+    pub fn take_pong(&mut self) -> Option<Vec<u8>> {
+        self.decoder.pending_pong.take()
+    }
+}
+
+/// Decodes server frames from one reusable buffer; payloads are handed out as
+/// slices of it, so receiving allocates nothing.
+struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -146,10 +238,9 @@ pub struct WsReader {
     pending_pong: Option<Vec<u8>>,
 }
 
-impl WsReader {
-    fn new(half: OwnedReadHalf) -> WsReader {
-        WsReader {
-            half,
+impl FrameDecoder {
+    fn new() -> FrameDecoder {
+        FrameDecoder {
             buf: vec![0; READ_BUFFER_BYTES],
             start: 0,
             end: 0,
@@ -159,44 +250,18 @@ impl WsReader {
         }
     }
 
-    /// Reads the 101 response; bytes after it stay buffered as the first frames.
-    async fn read_upgrade_response(&mut self) -> Result<()> {
-        loop {
-            let filled = &self.buf[self.start..self.end];
-            if let Some(head_end) = memmem::find(filled, b"\r\n\r\n") {
-                let status_line = filled.split(|&b| b == b'\r').next().unwrap_or_default();
-                if !status_line.starts_with(b"HTTP/1.1 101") {
-                    bail!(
-                        "upgrade refused: {}",
-                        String::from_utf8_lossy(&filled[..head_end])
-                    );
-                }
-                self.start += head_end + 4;
-                return Ok(());
-            }
-            if filled.len() > MAX_RESPONSE_HEAD {
-                bail!("upgrade response head too long");
-            }
-            self.fill().await.context("reading upgrade response")?;
-        }
+    fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
     }
 
-    /// Waits for more bytes from the socket.
-    pub async fn fill(&mut self) -> Result<()> {
-        self.make_room();
-        let read = self.half.read(&mut self.buf[self.end..]).await?;
-        if read == 0 {
-            return Err(Closed {
-                code: None,
-                reason: String::new(),
-            }
-            .into());
-        }
-        self.end += read;
-        Ok(())
+    fn consume(&mut self, bytes: usize) {
+        self.start += bytes;
     }
 
-    fn make_room(&mut self) {
+    /// Free space to read into, making room first: reuses the buffer from the
+    /// start when it is empty, moves a partial frame to the front when the
+    /// tail runs short, and grows for a frame larger than the buffer.
+    fn spare(&mut self) -> &mut [u8] {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
@@ -209,14 +274,20 @@ impl WsReader {
             self.start = 0;
         }
         if self.pending_frame_len > self.buf.len() {
-            self.buf.resize(self.pending_frame_len, 0);
+            self.buf
+                .resize(self.pending_frame_len + READ_BUFFER_BYTES, 0);
         }
+        &mut self.buf[self.end..]
+    }
+
+    fn filled(&mut self, bytes: usize) {
+        self.end += bytes;
     }
 
     /// Handles every complete frame in the buffer: data messages go to
-    /// `on_message`, pings are remembered for [`take_pong`](Self::take_pong).
+    /// `on_message`, pings are remembered for [`WsReader::take_pong`].
     /// Returns `Err(Closed)` on a close frame.
-    pub fn drain(&mut self, mut on_message: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    fn drain(&mut self, mut on_message: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
         while let Some((fin, opcode, payload)) = self.next_frame()? {
             match opcode {
                 OpCode::Text | OpCode::Binary if fin && self.fragments.is_empty() => {
@@ -239,11 +310,6 @@ impl WsReader {
             }
         }
         Ok(())
-    }
-
-    /// The payload of the last ping not yet answered.
-    pub fn take_pong(&mut self) -> Option<Vec<u8>> {
-        self.pending_pong.take()
     }
 
     /// Parses the frame at `start`, consuming it when complete.
@@ -425,6 +491,79 @@ mod tests {
         assert_eq!(data[36], 36 ^ 1);
         apply_mask(&mut data, [1, 2, 3, 4]);
         assert_eq!(data, original);
+    }
+
+    /// An unmasked server frame.
+    fn server_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+        let mut frame = vec![first_byte];
+        match payload.len() {
+            len @ 0..=125 => frame.push(len as u8),
+            len @ 126..=65535 => {
+                frame.push(126);
+                frame.extend_from_slice(&(len as u16).to_be_bytes());
+            }
+            len => {
+                frame.push(127);
+                frame.extend_from_slice(&(len as u64).to_be_bytes());
+            }
+        }
+        frame.extend_from_slice(payload);
+        frame
+    }
+
+    /// Feeds `stream` to a decoder in reads of at most `read_size` bytes.
+    fn decode(stream: &[u8], read_size: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>, Result<()>) {
+        let mut decoder = FrameDecoder::new();
+        let mut messages = Vec::new();
+        let mut unread = stream;
+        while !unread.is_empty() {
+            let spare = decoder.spare();
+            let read = spare.len().min(read_size).min(unread.len());
+            spare[..read].copy_from_slice(&unread[..read]);
+            decoder.filled(read);
+            unread = &unread[read..];
+            let result = decoder.drain(|message| {
+                messages.push(message.to_vec());
+                Ok(())
+            });
+            if result.is_err() {
+                return (messages, decoder.pending_pong.take(), result);
+            }
+        }
+        (messages, decoder.pending_pong.take(), Ok(()))
+    }
+
+    #[test]
+    fn decodes_frames_across_reads_of_any_size() {
+        let big = vec![b'b'; 100_000];
+        let mut stream = Vec::new();
+        stream.extend(server_frame(0x81, b"first"));
+        stream.extend(server_frame(0x89, b"ping!"));
+        stream.extend(server_frame(0x82, &big));
+        stream.extend(server_frame(0x01, b"frag"));
+        stream.extend(server_frame(0x80, b"mented"));
+        stream.extend(server_frame(0x81, &[b'm'; 300]));
+        for read_size in [1, 7, 4096, READ_BUFFER_BYTES, stream.len()] {
+            let (messages, pong, result) = decode(&stream, read_size);
+            result.unwrap();
+            assert_eq!(messages.len(), 4, "read size {read_size}");
+            assert_eq!(messages[0], b"first");
+            assert_eq!(messages[1], big);
+            assert_eq!(messages[2], b"fragmented");
+            assert_eq!(messages[3], [b'm'; 300]);
+            assert_eq!(pong.as_deref(), Some(&b"ping!"[..]));
+        }
+    }
+
+    #[test]
+    fn close_frame_ends_decoding_with_its_code() {
+        let mut stream = server_frame(0x81, b"last");
+        stream.extend(server_frame(0x88, b"\x03\xf0slow consumer"));
+        let (messages, _, result) = decode(&stream, 64);
+        assert_eq!(messages, [b"last"]);
+        let closed = result.unwrap_err().downcast::<Closed>().unwrap();
+        assert_eq!(closed.code, Some(1008));
+        assert_eq!(closed.reason, "slow consumer");
     }
 
     #[test]
