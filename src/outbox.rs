@@ -170,7 +170,13 @@ impl Outbox {
             }
         }
         state.events += 1;
-        self.enqueue(state, Queued::event(frame));
+        // A writer holding back to coalesce must not let a burst overflow
+        // the queue: reaching half the bound wakes it as well.
+        let half_full = state.events == self.capacity.div_ceil(2);
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(Queued::event(frame));
+        drop(state);
+        self.wake_writer_if(was_empty || half_full);
         delivery
     }
 
@@ -202,7 +208,7 @@ impl Outbox {
     }
 
     /// The writer drains the whole queue on each wake-up, so only the push
-    /// that makes the queue non-empty needs to wake it.
+    /// that makes the queue non-empty (or half full) needs to wake it.
     fn wake_writer_if(&self, became_non_empty: bool) {
         if became_non_empty {
             self.writer_wakeup.notify_one();
@@ -377,5 +383,26 @@ mod tests {
             .await
             .unwrap()
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_when_the_queue_turns_non_empty_and_half_full() {
+        use std::time::Duration;
+        let outbox = Outbox::new(4, SlowConsumerPolicy::Disconnect);
+        let woken = |outbox: &Outbox| {
+            futures_util::FutureExt::now_or_never(outbox.wait_for_frames()).is_some()
+        };
+        outbox.push_event(&frame(1));
+        assert!(woken(&outbox), "empty to non-empty");
+        assert!(!woken(&outbox), "one wake per transition");
+        outbox.push_event(&frame(2));
+        assert!(woken(&outbox), "half full");
+        outbox.push_event(&frame(3));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), outbox.wait_for_frames())
+                .await
+                .is_err(),
+            "neither empty nor crossing half"
+        );
     }
 }

@@ -421,7 +421,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                         if !outbox.is_half_full() {
                             tokio::select! {
                                 _ = tokio::time::sleep_until(until.into()) => {}
-                                _ = outbox.closed() => {}
+                                _ = outbox.wait_for_frames() => {}
                                 _ = draining.cancelled() => {}
                             }
                         }
