@@ -171,19 +171,21 @@ impl Broker {
     /// returns, the event is in the replay ring and in every current
     /// subscriber's outbox.
     pub fn publish(&self, topic: &str, message: &Message<'_>) -> Result<u64, BrokerError> {
-        if !self.accepting_publishes.load(Ordering::Acquire) {
-            return Err(BrokerError::ShuttingDown);
-        }
-        Ok(self.deliver(&*self.topic(topic)?, message))
+        self.deliver(&*self.topic(topic)?, message)
     }
 
     /// The one entry point for "an event for topic X" into the fan-out.
-    pub fn deliver(&self, topic: &Topic, message: &Message<'_>) -> u64 {
+    pub fn deliver(&self, topic: &Topic, message: &Message<'_>) -> Result<u64, BrokerError> {
         let ts = Timestamp::now();
         let mut log = lock(&topic.log);
+        // Both checks under the topic's lock: `delete_topic` and
+        // `stop_publishes` take it after flipping their flag, so a publish
+        // either completes its fan-out before them or is refused.
         if log.deleted {
-            // Deleted between lookup and lock: nobody can observe it.
-            return log.seq;
+            return Err(BrokerError::TopicNotFound(topic.name.to_string()));
+        }
+        if !self.accepting_publishes.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
         }
         log.seq += 1;
         let seq = log.seq;
@@ -216,23 +218,35 @@ impl Broker {
         }
         topic.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_publish(delivered, dropped, overflowed);
-        seq
+        Ok(seq)
     }
 
-    /// Stops accepting publishes (graceful shutdown).
+    /// Stops accepting publishes (graceful shutdown). When this returns,
+    /// every publish that was not refused has finished its fan-out: each
+    /// topic's lock is taken once after the flag is down.
     pub fn stop_publishes(&self) {
         self.accepting_publishes.store(false, Ordering::Release);
+        for topic in self.all_topics() {
+            drop(lock(&topic.log));
+        }
     }
 
-    /// Every topic with its counts, sorted by name. The map's shards are
-    /// released before any topic lock is taken.
-    pub fn summaries(&self) -> Vec<TopicSummary> {
-        let topics: Vec<Arc<Topic>> = self
-            .topics
+    /// Every topic, collected so the map's shards are released before any
+    /// topic lock is taken.
+    fn all_topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
             .iter()
             .map(|entry| entry.value().clone())
+            .collect()
+    }
+
+    /// Every topic with its counts, sorted by name.
+    pub fn summaries(&self) -> Vec<TopicSummary> {
+        let mut summaries: Vec<_> = self
+            .all_topics()
+            .iter()
+            .map(|topic| topic.summary())
             .collect();
-        let mut summaries: Vec<_> = topics.iter().map(|topic| topic.summary()).collect();
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
         summaries
     }
@@ -268,9 +282,14 @@ impl Topic {
         true
     }
 
-    /// Removes a connection's subscription, if it has one.
+    /// Removes a connection's subscription, if it has one. Returns once no
+    /// fan-out can still push to it, so nothing follows the caller's ack.
     pub fn unsubscribe(&self, id: ConnectionId) {
         self.remove_subscribers(&[id]);
+        // A publish that read the old list holds the log lock until its
+        // fan-out is done; a publish waits on this no longer than it takes
+        // to lock and unlock.
+        drop(lock(&self.log));
     }
 
     fn remove_subscribers(&self, ids: &[ConnectionId]) {
@@ -448,5 +467,27 @@ mod tests {
             broker.publish("t", &message()),
             Err(BrokerError::ShuttingDown)
         );
+    }
+
+    #[test]
+    fn unsubscribe_waits_for_a_fan_out_in_progress() {
+        let broker = broker(0);
+        broker.create_topic("t").unwrap();
+        let topic = broker.topic("t").unwrap();
+        topic.subscribe(1, &outbox(4), Bytes::from_static(b"ack"), 0);
+        let unsubscribed = AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Holding the log stands for a publish that read the old list.
+            let publishing = lock(&topic.log);
+            scope.spawn(|| {
+                topic.unsubscribe(1);
+                unsubscribed.store(true, Ordering::SeqCst);
+            });
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(!unsubscribed.load(Ordering::SeqCst), "returned mid fan-out");
+            assert_eq!(topic.summary().subscribers, 0, "yet already off the list");
+            drop(publishing);
+        });
+        assert!(unsubscribed.load(Ordering::SeqCst));
     }
 }
