@@ -65,7 +65,7 @@ pub struct Config {
     pub shutdown_timeout: Duration,
 
     /// How long a streaming connection's writer lets frames gather before a write; 0 writes at once.
-    #[arg(long, env = "COALESCE_WINDOW", default_value = "5ms", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "COALESCE_WINDOW", default_value = "25ms", value_parser = humantime::parse_duration)]
     pub coalesce_window: Duration,
 
     /// Most open WebSocket connections; further upgrades get 503 before upgrading.
