@@ -10,7 +10,7 @@
 #   QUICK=1 loadtest/compare.sh         # smoke run, ~2 minutes
 #
 # Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
-# QUICK, SCENARIOS (space-separated subset of: fanout-1m fanout topics
+# QUICK, BUILD (0 uses the binaries already in target/release), SCENARIOS (space-separated subset of: fanout-1m fanout topics
 # ingress idle).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,8 +39,10 @@ if ! command -v nats-server >/dev/null; then
     echo "== installing nats-server"
     apt-get update -qq && apt-get install -y -qq nats-server >/dev/null
 fi
-echo "== building (release)"
-cargo build --release -q -p ringcast -p ringcast-load
+if [[ ${BUILD:-1} == 1 ]]; then
+    echo "== building (release)"
+    cargo build --release -q -p ringcast -p ringcast-load
+fi
 LOAD=target/release/ringcast-load
 
 # 10k connections per side need the descriptors.
@@ -53,7 +55,14 @@ max_payload: 1048576
 EOF
 
 server_pid=
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_server() { # target
+    local port
+    port=$([[ $1 == ringcast ]] && echo $RINGCAST_PORT || echo $NATS_WS_PORT)
+    if port_open "$port"; then
+        echo "port $port is already in use: stop whatever listens there first" >&2
+        exit 1
+    fi
     case $1 in
     ringcast)
         RUST_LOG=warn PORT=$RINGCAST_PORT HOST=127.0.0.1 \
@@ -65,7 +74,10 @@ start_server() { # target
     esac
     server_pid=$!
     for _ in $(seq 50); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$([[ $1 == ringcast ]] && echo $RINGCAST_PORT || echo $NATS_WS_PORT)") 2>/dev/null; then
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            break
+        fi
+        if port_open "$port"; then
             return
         fi
         sleep 0.1

@@ -9,6 +9,7 @@
 //! connection's memory stays bounded either way.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -131,6 +132,9 @@ pub struct Outbox {
     /// Wakes a reader waiting for the queue to drain below its bound.
     room: Notify,
     closing: CancellationToken,
+    /// Set with `closing`; the writer reads it before every write, and
+    /// `CancellationToken::is_cancelled` takes a lock.
+    is_closing: AtomicBool,
 }
 
 impl Outbox {
@@ -143,6 +147,7 @@ impl Outbox {
             writer_wakeup: Notify::new(),
             room: Notify::new(),
             closing: CancellationToken::new(),
+            is_closing: AtomicBool::new(false),
         }
     }
 
@@ -266,6 +271,7 @@ impl Outbox {
         if state.close.is_none() {
             state.close = Some(reason);
             drop(state);
+            self.is_closing.store(true, Ordering::Release);
             self.closing.cancel();
             self.writer_wakeup.notify_one();
         }
@@ -273,9 +279,9 @@ impl Outbox {
 
     /// Why the connection is closing, once it is. Lock-free until then: the
     /// writer asks before every write, and `close` records the reason before
-    /// it cancels the token.
+    /// it raises the flag.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        if !self.closing.is_cancelled() {
+        if !self.is_closing.load(Ordering::Acquire) {
             return None;
         }
         self.lock().close

@@ -83,9 +83,8 @@ pub enum ErrorCode {
 /// Parses one client frame. simd-json parses in place, so `bytes` is scratch
 /// space afterwards; strings in the result borrow from it.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
-    let payload = raw_payload(bytes, &["message", "payload"]);
-    let tape =
-        to_tape(bytes).map_err(|err| Rejection::new(None, format!("invalid JSON: {err}")))?;
+    let (tape, payload) =
+        parse_json(bytes, &["message", "payload"]).map_err(|why| Rejection::new(None, why))?;
     let frame = TapeObject::new(&tape.0)
         .ok_or_else(|| Rejection::new(None, "a frame must be a JSON object"))?;
     let request_id = frame
@@ -139,14 +138,13 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
 
 /// Parses a REST publish body, `{"id": <UUID>, "payload": <any JSON>}`.
 pub fn parse_message_body(bytes: &mut [u8]) -> Result<Message<'_>, String> {
-    let payload = raw_payload(bytes, &["payload"]);
-    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    let (tape, payload) = parse_json(bytes, &["payload"])?;
     message_from(&tape.0, payload)
 }
 
 /// Parses a REST create-topic body, `{"name": "orders"}`, into the name.
 pub fn parse_topic_body(bytes: &mut [u8]) -> Result<String, String> {
-    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    let (tape, _) = parse_json(bytes, &[])?;
     TapeObject::new(&tape.0)
         .ok_or("body must be a JSON object like {\"name\": \"orders\"}")?
         .optional_string("name")?
@@ -175,9 +173,21 @@ fn to_tape(bytes: &mut [u8]) -> simd_json::Result<simd_json::Tape<'_>> {
     })
 }
 
-/// Copies the payload's bytes out before simd-json rewrites the buffer.
-fn raw_payload(bytes: &[u8], path: &[&str]) -> Option<Bytes> {
-    raw_json::find_member(bytes, path).map(|span| Bytes::copy_from_slice(&bytes[span]))
+/// Validates `bytes` and parses them onto a tape, with a copy of the raw
+/// value at `payload_path` (if any) taken before simd-json rewrites the
+/// buffer.
+fn parse_json<'a>(
+    bytes: &'a mut [u8],
+    payload_path: &[&str],
+) -> Result<(simd_json::Tape<'a>, Option<Bytes>), String> {
+    let span = match payload_path {
+        [] => None,
+        path => raw_json::find_member(bytes, path),
+    };
+    raw_json::check_tokens(bytes, span.clone()).map_err(|why| format!("invalid JSON: {why}"))?;
+    let payload = span.map(|span| Bytes::copy_from_slice(&bytes[span]));
+    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
+    Ok((tape, payload))
 }
 
 /// Validates a message object and pairs it with its raw payload.

@@ -9,8 +9,129 @@
 //! The scan is iterative, so nesting depth cannot exhaust the stack, and it
 //! never panics. On invalid JSON it may find nothing or nonsense; that frame
 //! is then rejected by simd-json anyway.
+//!
+//! [`check_tokens`] covers what simd-json 0.17's validation lets through
+//! (found by the fuzz targets in `fuzz/`).
 
 use std::ops::Range;
+
+/// Rejects what simd-json would accept but is not JSON, or would decode
+/// into a different string than was sent:
+///
+/// - a raw NUL byte (simd-json ends a number or literal at it and skips
+///   what follows);
+/// - a number or literal followed by garbage (`12345678901234567890-x`:
+///   simd-json's long-number path skips the terminator check);
+/// - outside `verbatim` (the payload, which passes through byte for byte),
+///   a lone surrogate escape, which simd-json decodes as U+0000 or merges
+///   with the next escape into an unrelated character.
+///
+/// Everything else is left to simd-json's own validation.
+pub fn check_tokens(json: &[u8], verbatim: Option<Range<usize>>) -> Result<(), &'static str> {
+    if memchr::memchr(0, json).is_some() {
+        return Err("a NUL byte is not allowed");
+    }
+    let verbatim = verbatim.unwrap_or_default();
+    let mut pos = 0;
+    while let Some(&byte) = json.get(pos) {
+        pos = match byte {
+            b'"' => string_end(json, pos, &verbatim)?,
+            b'{' | b'}' | b'[' | b']' | b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' => pos + 1,
+            _ => {
+                let rest = &json[pos..];
+                let len = rest
+                    .iter()
+                    .position(|b| b"{}[],:\" \t\n\r".contains(b))
+                    .unwrap_or(rest.len());
+                if !is_scalar(&rest[..len]) {
+                    return Err("malformed number or literal");
+                }
+                pos + len
+            }
+        };
+    }
+    Ok(())
+}
+
+/// With `start` at a string's opening quote, the position after its
+/// closing one, checking `\u` surrogate escapes on the way.
+fn string_end(json: &[u8], start: usize, verbatim: &Range<usize>) -> Result<usize, &'static str> {
+    let mut pos = start + 1;
+    loop {
+        let Some(found) = memchr::memchr2(b'"', b'\\', &json[pos..]) else {
+            // Unterminated: simd-json rejects it.
+            return Ok(json.len());
+        };
+        pos += found;
+        if json[pos] == b'"' {
+            return Ok(pos + 1);
+        }
+        let escape = &json[pos..];
+        let high = match (escape.get(1), unicode_escape(&escape[1..])) {
+            (Some(b'u'), Some(unit)) => unit,
+            _ => {
+                pos += 2;
+                continue;
+            }
+        };
+        let paired = (0xD800..=0xDBFF).contains(&high)
+            && escape
+                .get(6)
+                .filter(|&&b| b == b'\\')
+                .and_then(|_| unicode_escape(&escape[7..]))
+                .is_some_and(|low| (0xDC00..=0xDFFF).contains(&low));
+        if paired {
+            pos += 12;
+        } else {
+            if (0xD800..=0xDFFF).contains(&high) && !verbatim.contains(&pos) {
+                return Err("a lone surrogate escape is not allowed outside the payload");
+            }
+            pos += 6;
+        }
+    }
+}
+
+/// The code unit of `u` followed by four hex digits.
+fn unicode_escape(escape: &[u8]) -> Option<u16> {
+    let hex = escape.strip_prefix(b"u")?.get(..4)?;
+    u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+}
+
+/// `true`, `false`, `null` or a number as RFC 8259 spells it.
+fn is_scalar(token: &[u8]) -> bool {
+    if matches!(token, b"true" | b"false" | b"null") {
+        return true;
+    }
+    let digits = |at: usize| {
+        token[at.min(token.len())..]
+            .iter()
+            .take_while(|b| b.is_ascii_digit())
+            .count()
+    };
+    let mut pos = usize::from(token.first() == Some(&b'-'));
+    match digits(pos) {
+        0 => return false,
+        n if n > 1 && token[pos] == b'0' => return false,
+        n => pos += n,
+    }
+    if token.get(pos) == Some(&b'.') {
+        match digits(pos + 1) {
+            0 => return false,
+            n => pos += 1 + n,
+        }
+    }
+    if matches!(token.get(pos), Some(b'e' | b'E')) {
+        pos += 1;
+        if matches!(token.get(pos), Some(b'+' | b'-')) {
+            pos += 1;
+        }
+        match digits(pos) {
+            0 => return false,
+            n => pos += n,
+        }
+    }
+    pos == token.len()
+}
 
 /// The byte range of the value at `path` (member names, outermost first),
 /// taking the first member of each name, as simd-json's tape lookups do.
@@ -188,5 +309,42 @@ mod tests {
                 "{garbage}"
             );
         }
+    }
+
+    #[test]
+    fn tokens_simd_json_would_let_through_are_caught() {
+        let ok = |json: &str| check_tokens(json.as_bytes(), None);
+        for good in [
+            r#"{"a":[1,-0,0.5,1e9,-1.25E-3,12345678901234567890123,true,false,null]}"#,
+            r#"{"s":"\\u00\\\"\ud83d\ude00\n"}"#,
+            " [ 1 , 2 ] ",
+        ] {
+            assert_eq!(ok(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "[12345678901234567890-garbage]",
+            "[1.234567890123456789x]",
+            "[01]",
+            "[1.]",
+            "[.5]",
+            "[1e]",
+            "[-]",
+            "[tru]",
+            "[nulll]",
+            "[1\u{0}2]",
+            r#"{"id":"\ud800"}"#,
+            r#"{"id":"\ud800\ue000"}"#,
+            r#"{"id":"x\udc00"}"#,
+        ] {
+            assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn lone_surrogates_pass_inside_the_verbatim_span_only() {
+        let json = br#"{"request_id":"a","payload":"\ud800"}"#;
+        let payload = find_member(json, &["payload"]);
+        assert_eq!(check_tokens(json, payload), Ok(()));
+        assert!(check_tokens(json, None).is_err());
     }
 }

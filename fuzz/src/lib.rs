@@ -12,16 +12,22 @@
 //!   strings, and absent and `null` both mean "not given";
 //! - `type` is one of subscribe, unsubscribe, publish, ping; a field is only
 //!   checked by the types that use it (`topic` by subscribe, unsubscribe and
-//!   publish; `client_id` and by subscribe and unsubscribe; `last_n` by
+//!   publish; `client_id` by subscribe and unsubscribe; `last_n` by
 //!   subscribe; `message` by publish);
 //! - `last_n` is absent, `null` (both 0) or an integer >= 0 that fits 64 bits;
 //! - `message` is an object with `id` a UUID (`uuid::Uuid::try_parse`) and a
 //!   `payload` member of any JSON, `null` included;
 //! - a rejection echoes `request_id` when it was a valid string.
 //!
+//! Beyond the parse, the server's reply to each frame (`ack`, `pong`,
+//! `error`) and a publish's `event` are encoded and checked to be JSON that
+//! echoes the request id, topic, message id and payload.
+//!
 //! Where ringcast deliberately differs from serde_json (see
-//! `fuzz/README.md`), [`known_difference`] names the case and the checks
-//! skip it; every other difference fails the check.
+//! `fuzz/README.md`), the oracle returns `Err` naming the case instead of a
+//! verdict and the checks skip that input; every other difference fails.
+
+pub mod split;
 
 use std::fmt;
 
@@ -109,7 +115,9 @@ impl<'de> Visitor<'de> for JsonVisitor {
 pub enum Outcome<T> {
     Accept(T),
     /// Refused; for a client frame, with the `request_id` to echo.
-    Reject { request_id: Option<String> },
+    Reject {
+        request_id: Option<String>,
+    },
 }
 
 /// A client frame, decoded into owned fields both sides can produce.
@@ -146,9 +154,95 @@ pub struct Msg {
     pub payload: Result<Json, String>,
 }
 
-/// The oracle's parse of a document: `None` when it is not valid JSON.
-fn oracle_document(bytes: &[u8]) -> Option<Json> {
-    serde_json::from_slice(bytes).ok()
+/// The oracle's verdict, or why it cannot judge this input: a deliberate
+/// difference between ringcast and serde_json (listed in fuzz/README.md).
+pub type Verdict<T> = Result<Outcome<T>, &'static str>;
+
+/// The oracle's parse of a document: `Ok(None)` when it is not valid JSON,
+/// `Err` when serde_json refuses it for a reason ringcast deliberately
+/// does not share.
+fn oracle_document(bytes: &[u8]) -> Result<Option<Json>, &'static str> {
+    match serde_json::from_slice(bytes) {
+        // simd-json refuses an exponent past 2^32 even where the value is
+        // 0 or underflows to 0 (`0e99999999999`), which serde_json accepts:
+        // the README's "numbers a double cannot hold" limit, in another form.
+        Ok(_) if has_huge_exponent(bytes) => Err("exponent beyond simd-json's 2^32 limit"),
+        Ok(doc) => Ok(Some(doc)),
+        // serde_json refuses nesting deeper than 128; ringcast walks a flat
+        // tape and accepts any depth.
+        Err(err) if err.to_string().starts_with("recursion limit exceeded") => {
+            Err("nesting deeper than serde_json's recursion limit")
+        }
+        // simd-json accepts a high surrogate escape with no low surrogate
+        // after it (decoding it to U+0000); serde_json refuses it.
+        Err(_) if has_lone_high_surrogate(bytes) => Err("lone high surrogate escape"),
+        // KNOWN BUG 1 (tests/fuzz_regressions.rs): simd-json 0.17 accepts
+        // a NUL byte after a scalar, and whatever follows it up to the next
+        // `,` `}` `]` or whitespace.
+        Err(_) if skip_known_bugs() && bytes.contains(&0) => Err("known bug 1: NUL byte"),
+        // KNOWN BUG 2: simd-json 0.17 does not check what follows an
+        // integer or a number with 19 or more significant digits:
+        // `1234567890123456789x` is accepted (the skip starts at 18).
+        Err(_) if skip_known_bugs() && has_long_number(bytes) => Err("known bug 2: long number"),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Whether the text has an exponent of 10 digits or more, leading zeros
+/// aside.
+fn has_huge_exponent(bytes: &[u8]) -> bool {
+    bytes.windows(2).enumerate().any(|(i, pair)| {
+        pair[0].is_ascii_digit() && matches!(pair[1], b'e' | b'E') && {
+            let rest = &bytes[i + 2..];
+            let rest = rest
+                .strip_prefix(b"-")
+                .or(rest.strip_prefix(b"+"))
+                .unwrap_or(rest);
+            let digits = rest.iter().take_while(|b| b.is_ascii_digit());
+            digits.skip_while(|&&b| b == b'0').count() >= 10
+        }
+    })
+}
+
+/// Whether the text has a run of digits (and dots) with 18 digits or more.
+fn has_long_number(bytes: &[u8]) -> bool {
+    bytes
+        .split(|b| !b.is_ascii_digit() && *b != b'.')
+        .any(|run| run.iter().filter(|b| b.is_ascii_digit()).count() >= 18)
+}
+
+/// Whether inputs that hit a known, reported, not yet fixed bug are
+/// skipped (the default, so fuzzing can go on looking for new ones). Set
+/// `RINGCAST_FUZZ_KNOWN_BUGS=fail` to have them fail again, e.g. to check
+/// a fix; then delete the bug's skip.
+pub fn skip_known_bugs() -> bool {
+    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SKIP.get_or_init(|| std::env::var("RINGCAST_FUZZ_KNOWN_BUGS").as_deref() != Ok("fail"))
+}
+
+/// Whether the text has a `\uD800`..`\uDBFF` escape that is not followed by
+/// a low surrogate escape `\uDC00`..`\uDFFF`.
+pub fn has_lone_high_surrogate(bytes: &[u8]) -> bool {
+    let escape_at = |i: usize| -> Option<u16> {
+        let hex = bytes.get(i..i + 6)?.strip_prefix(b"\\u")?;
+        u16::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()
+    };
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'\\' {
+            i += 1;
+            continue;
+        }
+        match escape_at(i) {
+            Some(0xD800..=0xDBFF) => match escape_at(i + 6) {
+                Some(0xDC00..=0xDFFF) => i += 12,
+                _ => return true,
+            },
+            // Any other escape, `\\` included, is two bytes or more.
+            _ => i += 2,
+        }
+    }
+    false
 }
 
 /// A member that may be absent or `null` and must otherwise be a string.
@@ -173,12 +267,30 @@ fn oracle_message(message: &Json) -> Option<Msg> {
     })
 }
 
+/// `last_n`: absent or null mean 0, otherwise an integer >= 0.
+fn oracle_last_n(value: Option<&Json>) -> Result<Option<u64>, &'static str> {
+    match value {
+        None | Some(Json::Null) => Ok(Some(0)),
+        Some(Json::Number(n)) => match (n.as_u64(), n.as_f64()) {
+            (Some(n), _) => Ok(Some(n)),
+            // serde_json reads `-0` as the float -0.0, like `-0.0` and
+            // `-0e0`, so the oracle cannot tell the integer literal (which
+            // ringcast accepts as 0) from the floats (which it refuses).
+            (None, Some(f)) if f == 0.0 && f.is_sign_negative() => Err("last_n is -0"),
+            _ => Ok(None),
+        },
+        Some(_) => Ok(None),
+    }
+}
+
 /// The oracle's verdict on a WebSocket client frame.
-pub fn oracle_client_frame(bytes: &[u8]) -> Outcome<Frame> {
-    let reject = |request_id: &Option<String>| Outcome::Reject {
-        request_id: request_id.clone(),
+pub fn oracle_client_frame(bytes: &[u8]) -> Verdict<Frame> {
+    let reject = |request_id: &Option<String>| {
+        Ok(Outcome::Reject {
+            request_id: request_id.clone(),
+        })
     };
-    let Some(doc @ Json::Object(_)) = oracle_document(bytes) else {
+    let Some(doc @ Json::Object(_)) = oracle_document(bytes)? else {
         return reject(&None);
     };
     let Ok(request_id) = optional_string(&doc, "request_id") else {
@@ -194,10 +306,8 @@ pub fn oracle_client_frame(bytes: &[u8]) -> Outcome<Frame> {
             let (Some(topic), Ok(client_id)) = (topic(), client_id()) else {
                 return reject(&request_id);
             };
-            let last_n = match doc.member("last_n") {
-                None | Some(Json::Null) => 0,
-                Some(Json::Number(n)) if n.as_u64().is_some() => n.as_u64().unwrap(),
-                Some(_) => return reject(&request_id),
+            let Some(last_n) = oracle_last_n(doc.member("last_n"))? else {
+                return reject(&request_id);
             };
             Req::Subscribe {
                 topic,
@@ -223,29 +333,31 @@ pub fn oracle_client_frame(bytes: &[u8]) -> Outcome<Frame> {
         "ping" => Req::Ping,
         _ => return reject(&request_id),
     };
-    Outcome::Accept(Frame {
+    Ok(Outcome::Accept(Frame {
         request_id,
         request,
-    })
+    }))
 }
 
 /// The oracle's verdict on a REST publish body, `{"id":..,"payload":..}`.
-pub fn oracle_message_body(bytes: &[u8]) -> Outcome<Msg> {
-    match oracle_document(bytes).as_ref().and_then(oracle_message) {
-        Some(message) => Outcome::Accept(message),
-        None => Outcome::Reject { request_id: None },
-    }
+pub fn oracle_message_body(bytes: &[u8]) -> Verdict<Msg> {
+    Ok(
+        match oracle_document(bytes)?.as_ref().and_then(oracle_message) {
+            Some(message) => Outcome::Accept(message),
+            None => Outcome::Reject { request_id: None },
+        },
+    )
 }
 
 /// The oracle's verdict on a REST create-topic body, `{"name":..}`.
-pub fn oracle_topic_body(bytes: &[u8]) -> Outcome<String> {
-    match oracle_document(bytes) {
+pub fn oracle_topic_body(bytes: &[u8]) -> Verdict<String> {
+    Ok(match oracle_document(bytes)? {
         Some(doc @ Json::Object(_)) => match optional_string(&doc, "name") {
             Ok(Some(name)) => Outcome::Accept(name),
             _ => Outcome::Reject { request_id: None },
         },
         _ => Outcome::Reject { request_id: None },
-    }
+    })
 }
 
 /// The contract's topic-name rule, written independently of ringcast's:
@@ -337,28 +449,18 @@ fn check_verbatim(input: &[u8], payload: &[u8]) {
     );
 }
 
-/// A deliberate difference between ringcast and the serde_json oracle
-/// (each is listed in fuzz/README.md), or `None` when the two must agree.
-pub fn known_difference(input: &[u8]) -> Option<&'static str> {
-    // serde_json refuses nesting deeper than 128; ringcast walks a flat
-    // tape and accepts any depth.
-    let nesting = input.iter().filter(|&&b| b == b'[' || b == b'{').count();
-    if nesting >= 120 && is_deeper_than_serde_json_allows(input) {
-        return Some("nesting deeper than serde_json's recursion limit");
-    }
-    None
-}
-
-fn is_deeper_than_serde_json_allows(input: &[u8]) -> bool {
-    matches!(
-        serde_json::from_slice::<serde::de::IgnoredAny>(input),
-        Err(err) if err.to_string().starts_with("recursion limit exceeded")
-    )
-}
-
-/// Fails with both verdicts when ringcast and the oracle disagree.
-fn agree<T: fmt::Debug + PartialEq>(what: &str, input: &[u8], ours: Outcome<T>, oracle: Outcome<T>) {
-    if ours != oracle && known_difference(input).is_none() {
+/// Fails with both verdicts when ringcast and the oracle disagree. An
+/// input the oracle cannot judge (a deliberate difference) is skipped.
+fn agree<T: fmt::Debug + PartialEq>(
+    what: &str,
+    input: &[u8],
+    ours: Outcome<T>,
+    oracle: Verdict<T>,
+) {
+    let Ok(oracle) = oracle else {
+        return;
+    };
+    if ours != oracle {
         panic!(
             "{what} divergence\n  input:    {:?}\n  bytes:    {:02x?}\n  ringcast: {ours:?}\n  oracle:   {oracle:?}",
             String::from_utf8_lossy(input),
@@ -367,10 +469,88 @@ fn agree<T: fmt::Debug + PartialEq>(what: &str, input: &[u8], ours: Outcome<T>, 
     }
 }
 
-/// Target 1: `parse_client_frame` never panics and agrees with the oracle.
+/// Target 1: `parse_client_frame` never panics and agrees with the oracle,
+/// and the server's replies to the frame are JSON that echo it correctly.
 pub fn check_client_message(input: &[u8]) {
     let ours = ringcast_client_frame(input);
-    agree("client frame", input, ours, oracle_client_frame(input));
+    let oracle = oracle_client_frame(input);
+    let judged = oracle.is_ok();
+    agree("client frame", input, ours, oracle);
+    if judged {
+        check_replies(input);
+    }
+}
+
+/// The reply to a frame (`ack`, `pong` or `error`) is JSON and echoes the
+/// `request_id` (and the topic); a publish's `event` is JSON and carries
+/// the message id and payload unchanged. Only for inputs the oracle
+/// judged: an event with a payload serde_json cannot read (too deep, lone
+/// surrogates) is not checked.
+fn check_replies(input: &[u8]) {
+    let echoed = |reply: &serde_json::Value, request_id: Option<&str>| {
+        assert_eq!(
+            reply.get("request_id"),
+            request_id.map(serde_json::Value::from).as_ref(),
+            "reply {reply} to {:?}",
+            String::from_utf8_lossy(input)
+        );
+    };
+    let mut scratch = input.to_vec();
+    match protocol::parse_client_frame(&mut scratch) {
+        Err(rejection) => {
+            let request_id = rejection.request_id.as_deref();
+            let reply = reply_json(&protocol::error(
+                request_id,
+                protocol::ErrorCode::BadRequest,
+                &rejection.reason,
+            ));
+            echoed(&reply, request_id);
+            assert_eq!(reply["type"], "error");
+            assert_eq!(reply["error"]["code"], "BAD_REQUEST");
+            assert_eq!(reply["error"]["message"], rejection.reason.as_str());
+        }
+        Ok(frame) => {
+            let (reply, topic) = match &frame.request {
+                Request::Subscribe { topic, .. }
+                | Request::Unsubscribe { topic, .. }
+                | Request::Publish { topic, .. } => {
+                    (protocol::ack(frame.request_id, topic), Some(*topic))
+                }
+                Request::Ping => (protocol::pong(frame.request_id), None),
+            };
+            let reply = reply_json(&reply);
+            echoed(&reply, frame.request_id);
+            assert_eq!(reply.get("topic").and_then(|t| t.as_str()), topic);
+            if let Request::Publish { topic, message } = &frame.request {
+                let event = protocol::event(topic, message, 7, protocol::Timestamp::now());
+                let event: Json = serde_json::from_slice(&event[header_len(&event)..])
+                    .unwrap_or_else(|err| panic!("event {event:?} is not JSON: {err}"));
+                let sent = event.member("message");
+                let payload: Json = serde_json::from_slice(&message.payload).unwrap();
+                assert_eq!(sent.and_then(|m| m.member("payload")), Some(&payload));
+                let id = Json::String(message.id.to_owned());
+                assert_eq!(sent.and_then(|m| m.member("id")), Some(&id));
+                assert_eq!(
+                    event.member("topic"),
+                    Some(&Json::String(topic.to_string()))
+                );
+            }
+        }
+    }
+}
+
+/// The JSON body of an unmasked server frame.
+fn reply_json(frame: &[u8]) -> serde_json::Value {
+    serde_json::from_slice(&frame[header_len(frame)..])
+        .unwrap_or_else(|err| panic!("reply {frame:?} is not JSON: {err}"))
+}
+
+fn header_len(frame: &[u8]) -> usize {
+    match frame[1] & 0x7F {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    }
 }
 
 /// Target 3, publish bodies: agrees with the oracle.
@@ -387,6 +567,19 @@ pub fn check_topic_body(input: &[u8]) {
         check_topic_name(name);
     }
     agree("topic body", input, ours, oracle_topic_body(input));
+}
+
+/// Target 3 as a whole: both body parsers on the input; the input as a
+/// topic name, directly and inside a well-formed body, so every name the
+/// fuzzer makes up also goes through `parse_topic_body`.
+pub fn check_rest_body(input: &[u8]) {
+    check_topic_body(input);
+    check_message_body(input);
+    if let Ok(text) = std::str::from_utf8(input) {
+        check_topic_name(text);
+        let body = serde_json::to_vec(&serde_json::json!({ "name": text })).unwrap();
+        check_topic_body(&body);
+    }
 }
 
 /// `is_valid_topic_name` against the contract's rule.
