@@ -173,17 +173,9 @@ fn oracle_document(bytes: &[u8]) -> Result<Option<Json>, &'static str> {
         Err(err) if err.to_string().starts_with("recursion limit exceeded") => {
             Err("nesting deeper than serde_json's recursion limit")
         }
-        // simd-json accepts a high surrogate escape with no low surrogate
-        // after it (decoding it to U+0000); serde_json refuses it.
+        // ringcast passes a lone surrogate escape in a payload through
+        // verbatim (and refuses one anywhere else); serde_json refuses it.
         Err(_) if has_lone_high_surrogate(bytes) => Err("lone high surrogate escape"),
-        // KNOWN BUG 1 (tests/fuzz_regressions.rs): simd-json 0.17 accepts
-        // a NUL byte after a scalar, and whatever follows it up to the next
-        // `,` `}` `]` or whitespace.
-        Err(_) if skip_known_bugs() && bytes.contains(&0) => Err("known bug 1: NUL byte"),
-        // KNOWN BUG 2: simd-json 0.17 does not check what follows an
-        // integer or a number with 19 or more significant digits:
-        // `1234567890123456789x` is accepted (the skip starts at 18).
-        Err(_) if skip_known_bugs() && has_long_number(bytes) => Err("known bug 2: long number"),
         Err(_) => Ok(None),
     }
 }
@@ -202,22 +194,6 @@ fn has_huge_exponent(bytes: &[u8]) -> bool {
             digits.skip_while(|&&b| b == b'0').count() >= 10
         }
     })
-}
-
-/// Whether the text has a run of digits (and dots) with 18 digits or more.
-fn has_long_number(bytes: &[u8]) -> bool {
-    bytes
-        .split(|b| !b.is_ascii_digit() && *b != b'.')
-        .any(|run| run.iter().filter(|b| b.is_ascii_digit()).count() >= 18)
-}
-
-/// Whether inputs that hit a known, reported, not yet fixed bug are
-/// skipped (the default, so fuzzing can go on looking for new ones). Set
-/// `RINGCAST_FUZZ_KNOWN_BUGS=fail` to have them fail again, e.g. to check
-/// a fix; then delete the bug's skip.
-pub fn skip_known_bugs() -> bool {
-    static SKIP: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *SKIP.get_or_init(|| std::env::var("RINGCAST_FUZZ_KNOWN_BUGS").as_deref() != Ok("fail"))
 }
 
 /// Whether the text has a `\uD800`..`\uDBFF` escape that is not followed by
