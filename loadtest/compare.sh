@@ -99,7 +99,7 @@ args_of() { # scenario
     case $1 in
     fanout-1m) echo "--scenario fanout --rate 1000 --duration $DURATION --warmup $WARMUP" ;;
     fanout) echo "--scenario fanout --step --rate 200 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
-    topics) echo "--scenario topics --step --rate 10000 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
+    topics) echo "--scenario topics --step --rate 2000 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
     ingress) echo "--scenario ingress --duration $DURATION --warmup $WARMUP" ;;
     idle) echo "--scenario idle" ;;
     esac
