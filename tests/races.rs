@@ -971,26 +971,6 @@ fn upgrade_request(addr: std::net::SocketAddr) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A masked client frame with FIN set.
-fn masked_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
-    const MASK: [u8; 4] = [0x5a, 0x13, 0xc4, 0x77];
-    let mut frame = vec![0x80 | opcode];
-    match payload.len() {
-        len @ 0..=125 => frame.push(0x80 | len as u8),
-        len @ 126..=0xffff => {
-            frame.push(0x80 | 126);
-            frame.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        len => {
-            frame.push(0x80 | 127);
-            frame.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
-    frame.extend_from_slice(&MASK);
-    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    frame
-}
-
 /// Reads one unmasked server frame as (opcode, payload); None at EOF or reset.
 async fn raw_read_frame(stream: &mut TcpStream) -> Option<(u8, Vec<u8>)> {
     let read = async {
@@ -1018,7 +998,7 @@ async fn raw_subscriber(addr: std::net::SocketAddr, topic: &str) -> TcpStream {
     assert!(head.starts_with("HTTP/1.1 101"), "upgrade refused: {head}");
     let subscribe = json!({ "type": "subscribe", "topic": topic, "request_id": "raw" });
     stream
-        .write_all(&masked_frame(0x1, subscribe.to_string().as_bytes()))
+        .write_all(&masked_frame(0x1, true, subscribe.to_string().as_bytes()))
         .await
         .unwrap();
     loop {
@@ -1041,7 +1021,7 @@ async fn raw_subscriber(addr: std::net::SocketAddr, topic: &str) -> TcpStream {
 /// or of a WebSocket frame, with a FIN or (when `reset`) an RST.
 async fn mid_frame_dropper(addr: std::net::SocketAddr, kind: u64, reset: bool, topic: &str) {
     let publish = publish_frame(topic, json!({ "never": "completed" }), "half");
-    let frame = masked_frame(0x1, publish.to_string().as_bytes());
+    let frame = masked_frame(0x1, true, publish.to_string().as_bytes());
     let request = upgrade_request(addr);
     let mut stream = match kind {
         // Half an upgrade request: cut inside the request line or a header.
@@ -1064,7 +1044,7 @@ async fn mid_frame_dropper(addr: std::net::SocketAddr, kind: u64, reset: bool, t
         // payload; an extended length cut in the middle.
         _ => {
             let mut stream = raw_subscriber(addr, topic).await;
-            let long = masked_frame(0x1, &[b' '; 300]);
+            let long = masked_frame(0x1, true, &[b' '; 300]);
             let part: &[u8] = match kind {
                 3 => &frame[..1],
                 4 => &frame[..2],
@@ -1134,13 +1114,7 @@ async fn connections_dropping_mid_frame_leave_no_trace() {
     stop.cancel();
     let (publisher_ws, log) = join(publisher).await;
     assert_eq!(log.refusals(), 0, "{log:?}");
-    let (status, reply) = server
-        .post_json(
-            &format!("/topics/{TOPIC}/messages"),
-            &message_body(json!("sentinel")),
-        )
-        .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = publish_sentinel(&server, TOPIC).await;
     let (mut subscriber, events) = join(reader).await;
 
     // The steady subscriber got every acked event, in order, nothing else.
@@ -1566,13 +1540,7 @@ async fn subscribe_unsubscribe_disconnect_churn_leaks_no_subscriber() {
     stop.cancel();
     let (publisher_ws, log) = join(publisher).await;
     assert_eq!(log.refusals(), 0, "{log:?}");
-    let (status, reply) = server
-        .post_json(
-            &format!("/topics/{TOPIC}/messages"),
-            &message_body(json!("sentinel")),
-        )
-        .await;
-    assert_eq!(status, 200, "{reply}");
+    let reply = publish_sentinel(&server, TOPIC).await;
     let (mut stable, events) = join(reader).await;
 
     // The stable subscriber got a gapless run of the publisher's acked
@@ -1621,4 +1589,17 @@ async fn subscribe_unsubscribe_disconnect_churn_leaks_no_subscriber() {
     drop((stable, publisher_ws));
     wait_for_counts(&server, TOPIC, 0, 0).await;
     server.stop().await;
+}
+
+/// Publishes the `"sentinel"` payload over REST: the last event readers
+/// wait for once the publisher has stopped. Returns the reply (with `seq`).
+async fn publish_sentinel(server: &TestServer, topic: &str) -> Value {
+    let (status, reply) = server
+        .post_json(
+            &format!("/topics/{topic}/messages"),
+            &message_body(json!("sentinel")),
+        )
+        .await;
+    assert_eq!(status, 200, "{reply}");
+    reply
 }

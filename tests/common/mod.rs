@@ -430,26 +430,7 @@ impl RawClient {
 
     /// Writes one masked frame with the given opcode, FIN bit and payload.
     pub async fn send_frame(&mut self, opcode: u8, fin: bool, payload: &[u8]) {
-        const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-        let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
-        match payload.len() {
-            len @ 0..=125 => frame.push(0x80 | len as u8),
-            len @ 126..=0xffff => {
-                frame.push(0x80 | 126);
-                frame.extend_from_slice(&(len as u16).to_be_bytes());
-            }
-            len => {
-                frame.push(0x80 | 127);
-                frame.extend_from_slice(&(len as u64).to_be_bytes());
-            }
-        }
-        frame.extend_from_slice(&MASK);
-        frame.extend(
-            payload
-                .iter()
-                .enumerate()
-                .map(|(i, byte)| byte ^ MASK[i % 4]),
-        );
+        let frame = masked_frame(opcode, fin, payload);
         self.0.write_all(&frame).await.expect("raw write");
     }
 
@@ -541,4 +522,29 @@ pub async fn read_http_head(stream: &mut TcpStream) -> String {
         head.push(byte);
     }
     String::from_utf8(head).expect("ASCII response head")
+}
+
+/// A client frame as RFC 6455 wants it: masked, with the shortest length.
+pub fn masked_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut frame = vec![if fin { 0x80 } else { 0 } | opcode];
+    match payload.len() {
+        len @ 0..=125 => frame.push(0x80 | len as u8),
+        len @ 126..=0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        len => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&MASK);
+    frame.extend(
+        payload
+            .iter()
+            .enumerate()
+            .map(|(i, byte)| byte ^ MASK[i % 4]),
+    );
+    frame
 }
