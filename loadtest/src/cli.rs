@@ -23,6 +23,10 @@ pub enum Command {
     Run(Box<RunArgs>),
     /// Draw delivered/s and p99 against offered load from result files into an SVG.
     Chart(ChartArgs),
+    /// Soak a ringcast server: connection churn, stalled readers, topic
+    /// churn and steady publishing for a long time, then check that its
+    /// connection and subscription counts return to zero.
+    Soak(Box<SoakArgs>),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
@@ -156,6 +160,76 @@ pub struct RunArgs {
     /// Client runtime worker threads [default: available parallelism, which respects taskset].
     #[arg(long)]
     pub workers: Option<usize>,
+}
+
+#[derive(Args, Debug)]
+pub struct SoakArgs {
+    /// WebSocket URL; REST requests go to the same host and port.
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// Sent as `X-API-Key` on REST requests and the WebSocket upgrade.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Server process id, for its RSS from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// How long the load runs (the wind-down after it takes up to a minute more).
+    #[arg(long, value_parser = parse_duration, default_value = "10m")]
+    pub duration: Duration,
+    /// Write machine-readable results here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Client runtime worker threads [default: available parallelism].
+    #[arg(long)]
+    pub workers: Option<usize>,
+    /// Long-lived topics, besides the busy topic.
+    #[arg(long, default_value_t = 50)]
+    pub topics: usize,
+    /// Short-lived topics alive at once.
+    #[arg(long, default_value_t = 10)]
+    pub short_lived_topics: usize,
+    /// How often a short-lived topic is created and the oldest one deleted.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
+    pub topic_churn_interval: Duration,
+    /// Events published per second in all.
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Of --rate, the events per second published over REST.
+    #[arg(long, default_value_t = 100.0)]
+    pub rest_rate: f64,
+    /// Of --rate, the events per second published to the busy topic (the stalled readers').
+    #[arg(long, default_value_t = 400.0)]
+    pub busy_rate: f64,
+    /// WebSocket publisher connections.
+    #[arg(long, default_value_t = 3)]
+    pub publishers: usize,
+    /// Size of each event's JSON payload in bytes.
+    #[arg(long, default_value_t = 128)]
+    pub payload_bytes: usize,
+    /// Churning subscriber connections open at a time.
+    #[arg(long, default_value_t = 1000)]
+    pub subscribers: usize,
+    /// Shortest life of a churning subscriber.
+    #[arg(long, value_parser = parse_duration, default_value = "1s")]
+    pub min_lifetime: Duration,
+    /// Longest life of a churning subscriber.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub max_lifetime: Duration,
+    /// Most topics a churning subscriber subscribes to (each takes 1 to this many).
+    #[arg(long, default_value_t = 5)]
+    pub max_subscriptions: usize,
+    /// Stalled readers at a time.
+    #[arg(long, default_value_t = 4)]
+    pub stalled_readers: usize,
+    /// Receive buffer (SO_RCVBUF) of a stalled reader's socket, bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub stalled_receive_buffer: u32,
+    /// A stalled reader the server has not disconnected after this long is an error.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    pub stall_timeout: Duration,
+    /// After the load: how long the server's connection and subscriber counts may take to reach zero.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    pub settle_timeout: Duration,
 }
 
 #[derive(Args, Debug)]

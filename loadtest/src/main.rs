@@ -3,6 +3,7 @@
 
 mod chart;
 mod cli;
+mod http;
 mod nats;
 mod payload;
 mod procfs;
@@ -11,16 +12,17 @@ mod report;
 mod ringcast;
 mod runner;
 mod scenario;
+mod soak;
 mod stats;
 mod subscriber;
 mod ws;
 
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command, RunArgs};
+use cli::{Cli, Command, RunArgs, SoakArgs};
 use scenario::Plan;
 
 fn main() -> ExitCode {
@@ -28,6 +30,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(&args),
         Command::Chart(args) => chart::draw(&args),
+        Command::Soak(args) => soak(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,10 +43,35 @@ fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> Result<()> {
     let plan = Plan::from_args(args)?;
+    let (runtime, workers) = runtime(args.workers)?;
+    let report = runtime.block_on(runner::run(&plan, workers))?;
+    // Connection tasks never end by themselves; do not wait for them.
+    runtime.shutdown_background();
+
+    print!("{}", report.summary());
+    write_json(args.json.as_deref(), &report)
+}
+
+fn soak(args: &SoakArgs) -> Result<()> {
+    let (runtime, _) = runtime(args.workers)?;
+    let report = runtime.block_on(soak::run(args))?;
+    runtime.shutdown_background();
+
+    print!("{}", report.summary());
+    write_json(args.json.as_deref(), &report)?;
+    if !report.passed {
+        bail!("soak failed: {}", report.failures.join("; "));
+    }
+    Ok(())
+}
+
+/// The client runtime, with `workers` threads (default: the available
+/// parallelism, which respects taskset), after raising the open-file limit.
+fn runtime(workers: Option<usize>) -> Result<(tokio::runtime::Runtime, usize)> {
     if let Err(err) = procfs::raise_open_file_limit() {
         eprintln!("warning: could not raise the open file limit: {err}");
     }
-    let workers = match args.workers {
+    let workers = match workers {
         Some(workers) => workers.max(1),
         None => std::thread::available_parallelism().map_or(1, |n| n.get()),
     };
@@ -52,13 +80,12 @@ fn run(args: &RunArgs) -> Result<()> {
         .enable_all()
         .on_thread_start(stats::assign_worker_slot)
         .build()?;
-    let report = runtime.block_on(runner::run(&plan, workers))?;
-    // Connection tasks never end by themselves; do not wait for them.
-    runtime.shutdown_background();
+    Ok((runtime, workers))
+}
 
-    print!("{}", report.summary());
-    if let Some(path) = &args.json {
-        let json = serde_json::to_string_pretty(&report)?;
+fn write_json(path: Option<&std::path::Path>, report: &impl serde::Serialize) -> Result<()> {
+    if let Some(path) = path {
+        let json = serde_json::to_string_pretty(report)?;
         std::fs::write(path, json + "\n").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())

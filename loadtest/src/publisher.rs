@@ -242,7 +242,15 @@ impl Publisher {
             Target::Ringcast => {
                 for k in events {
                     let (topic, n, t) = next_event(k);
-                    ringcast::queue_publish(writer, topic, spec.index, n, spec.payload_bytes, t);
+                    ringcast::queue_publish(
+                        writer,
+                        topic,
+                        None,
+                        spec.index,
+                        n,
+                        spec.payload_bytes,
+                        t,
+                    );
                 }
             }
             // NATS is a byte stream: a whole batch of PUBs travels in one frame.

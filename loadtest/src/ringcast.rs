@@ -1,49 +1,66 @@
-//! ringcast's wire contract: REST topic creation, subscribe, publish, and
-//! cheap recognition of the frames the server sends.
+//! ringcast's wire contract: REST topic management and publishing, subscribe,
+//! publish, and cheap recognition of the frames the server sends.
 
 use std::sync::LazyLock;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use memchr::memmem;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use crate::http::HttpClient;
 use crate::payload;
-use crate::ws::{self, OpCode, WsReader, WsUrl, WsWriter};
+use crate::ws::{self, OpCode, WsReader, WsWriter};
 
 /// Creates each topic with `POST /topics`; one that already exists (409) is fine.
-pub async fn create_topics(url: &WsUrl, api_key: Option<&str>, names: &[String]) -> Result<()> {
+pub async fn create_topics(rest: &mut HttpClient, names: &[String]) -> Result<()> {
     for name in names {
-        let body = format!(r#"{{"name":"{name}"}}"#);
-        let status = post(url, api_key, "/topics", &body)
-            .await
-            .with_context(|| format!("creating topic {name} at http://{}", url.authority()))?;
+        let status = create_topic(rest, name).await?;
         if status != 201 && status != 409 {
-            bail!("POST /topics {body} answered {status}");
+            bail!("POST /topics for {name} answered {status}");
         }
     }
     Ok(())
 }
 
-/// A minimal HTTP/1.1 POST on a fresh connection; returns the status code.
-async fn post(url: &WsUrl, api_key: Option<&str>, path: &str, body: &str) -> Result<u16> {
-    let mut stream = TcpStream::connect(url.addr).await?;
-    let key_header = api_key.map_or(String::new(), |key| format!("X-API-Key: {key}\r\n"));
-    let request = format!(
-        "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\n\
-         Content-Length: {}\r\n{key_header}Connection: close\r\n\r\n{body}",
-        url.authority(),
-        body.len()
+/// `POST /topics`; returns the status (201 created, 409 exists).
+pub async fn create_topic(rest: &mut HttpClient, name: &str) -> Result<u16> {
+    let body = format!(r#"{{"name":"{name}"}}"#);
+    let response = rest
+        .post("/topics", body.as_bytes())
+        .await
+        .with_context(|| format!("creating topic {name}"))?;
+    Ok(response.status)
+}
+
+/// `DELETE /topics/{name}`; returns the status (200 deleted, 404 unknown).
+pub async fn delete_topic(rest: &mut HttpClient, name: &str) -> Result<u16> {
+    let response = rest
+        .delete(&format!("/topics/{name}"))
+        .await
+        .with_context(|| format!("deleting topic {name}"))?;
+    Ok(response.status)
+}
+
+/// `POST /topics/{topic}/messages` with the same message a WebSocket publish
+/// carries; returns the status (200 published, 404 unknown topic).
+pub async fn publish_over_rest(
+    rest: &mut HttpClient,
+    topic: &str,
+    publisher: u32,
+    counter: u64,
+    payload_bytes: usize,
+) -> Result<u16> {
+    let mut body = Vec::with_capacity(payload_bytes + 64);
+    write_message(
+        &mut body,
+        publisher,
+        counter,
+        payload_bytes,
+        payload::now_ns(),
     );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await?;
-    let status_line = response.split(|&b| b == b'\r').next().unwrap_or_default();
-    std::str::from_utf8(status_line)
-        .ok()
-        .and_then(|line| line.split(' ').nth(1))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| anyhow!("bad HTTP response: {}", String::from_utf8_lossy(&response)))
+    let response = rest
+        .post(&format!("/topics/{topic}/messages"), &body)
+        .await?;
+    Ok(response.status)
 }
 
 /// The kinds of server frame the load generator tells apart, by their prefix
@@ -75,13 +92,33 @@ pub fn event_seq(frame: &[u8]) -> Option<u64> {
     payload::parse_digits(&frame[at + 6..])
 }
 
+/// An event frame's topic: the envelope's first field after `type`.
+pub fn event_topic(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(br#"{"type":"event","topic":""#)?;
+    Some(&rest[..memchr::memchr(b'"', rest)?])
+}
+
+/// The topic named by an `info topic_deleted` notice.
+pub fn deleted_topic(frame: &[u8]) -> Option<&[u8]> {
+    let rest = frame.strip_prefix(br#"{"type":"info","topic":""#)?;
+    let (topic, rest) = rest.split_at(memchr::memchr(b'"', rest)?);
+    rest.starts_with(br#"","msg":"topic_deleted""#)
+        .then_some(topic)
+}
+
+/// The value of the first string field `key` in a frame without a payload
+/// (ack, error, info), e.g. an error's `request_id` or `code`. Values are
+/// names and codes, which contain no escapes.
+pub fn string_field<'a>(frame: &'a [u8], key: &str) -> Option<&'a [u8]> {
+    let needle = format!(r#""{key}":""#);
+    let start = memmem::find(frame, needle.as_bytes())? + needle.len();
+    let rest = &frame[start..];
+    Some(&rest[..memchr::memchr(b'"', rest)?])
+}
+
 /// Subscribes and waits for the ack.
 pub async fn subscribe(reader: &mut WsReader, writer: &mut WsWriter, topic: &str) -> Result<()> {
-    writer.frame(OpCode::Text, |buf| {
-        buf.extend_from_slice(br#"{"type":"subscribe","topic":""#);
-        buf.extend_from_slice(topic.as_bytes());
-        buf.extend_from_slice(br#""}"#);
-    });
+    queue_subscribe(writer, topic, None, None);
     writer.flush().await?;
     ws::await_reply(reader, writer, |frame, _| match classify(frame) {
         ServerFrame::Ack => Ok(Some(())),
@@ -91,11 +128,32 @@ pub async fn subscribe(reader: &mut WsReader, writer: &mut WsWriter, topic: &str
     .await
 }
 
+/// Queues one subscribe frame.
+pub fn queue_subscribe(
+    writer: &mut WsWriter,
+    topic: &str,
+    last_n: Option<u32>,
+    request_id: Option<&str>,
+) {
+    writer.frame(OpCode::Text, |buf| {
+        buf.extend_from_slice(br#"{"type":"subscribe","topic":""#);
+        buf.extend_from_slice(topic.as_bytes());
+        buf.push(b'"');
+        if let Some(last_n) = last_n {
+            buf.extend_from_slice(br#","last_n":"#);
+            buf.extend_from_slice(itoa::Buffer::new().format(last_n).as_bytes());
+        }
+        write_request_id(buf, request_id);
+        buf.push(b'}');
+    });
+}
+
 /// Queues one publish frame. Message ids are UUIDs made of the publisher index
 /// and the event counter, unique within a run without a random generator.
 pub fn queue_publish(
     writer: &mut WsWriter,
     topic: &str,
+    request_id: Option<&str>,
     publisher: u32,
     counter: u64,
     payload_bytes: usize,
@@ -104,12 +162,36 @@ pub fn queue_publish(
     writer.frame(OpCode::Text, |buf| {
         buf.extend_from_slice(br#"{"type":"publish","topic":""#);
         buf.extend_from_slice(topic.as_bytes());
-        buf.extend_from_slice(br#"","message":{"id":""#);
-        write_uuid(buf, publisher, counter);
-        buf.extend_from_slice(br#"","payload":"#);
-        payload::write(buf, payload_bytes, scheduled_ns, publisher, counter);
-        buf.extend_from_slice(b"}}");
+        buf.push(b'"');
+        write_request_id(buf, request_id);
+        buf.extend_from_slice(br#","message":"#);
+        write_message(buf, publisher, counter, payload_bytes, scheduled_ns);
+        buf.push(b'}');
     });
+}
+
+fn write_request_id(buf: &mut Vec<u8>, request_id: Option<&str>) {
+    if let Some(request_id) = request_id {
+        buf.extend_from_slice(br#","request_id":""#);
+        buf.extend_from_slice(request_id.as_bytes());
+        buf.push(b'"');
+    }
+}
+
+/// `{"id":"<uuid>","payload":<payload>}`: a publish's message, and the body
+/// of a REST publish.
+fn write_message(
+    buf: &mut Vec<u8>,
+    publisher: u32,
+    counter: u64,
+    payload_bytes: usize,
+    scheduled_ns: u64,
+) {
+    buf.extend_from_slice(br#"{"id":""#);
+    write_uuid(buf, publisher, counter);
+    buf.extend_from_slice(br#"","payload":"#);
+    payload::write(buf, payload_bytes, scheduled_ns, publisher, counter);
+    buf.push(b'}');
 }
 
 /// `pppppppp-0000-4000-8000-nnnnnnnnnnnn` (a syntactically valid version-4 UUID).
@@ -154,6 +236,31 @@ mod tests {
         assert_eq!(event_seq(EVENT), Some(1234));
         assert_eq!(payload::scheduled_ns(EVENT), Some(99));
         assert_eq!(event_seq(br#"{"type":"event"}"#), None);
+    }
+
+    #[test]
+    fn reads_envelope_fields() {
+        assert_eq!(event_topic(EVENT), Some(&b"load-0"[..]));
+        assert_eq!(event_topic(br#"{"type":"ack","topic":"t"}"#), None);
+        let deleted = br#"{"type":"info","topic":"orders","msg":"topic_deleted","ts":"x"}"#;
+        assert_eq!(deleted_topic(deleted), Some(&b"orders"[..]));
+        assert_eq!(
+            deleted_topic(br#"{"type":"info","msg":"ping","ts":"x"}"#),
+            None
+        );
+        let error = br#"{"type":"error","request_id":"t-1","error":{"code":"TOPIC_NOT_FOUND","message":"topic 't-1' not found"},"ts":"x"}"#;
+        assert_eq!(string_field(error, "request_id"), Some(&b"t-1"[..]));
+        assert_eq!(string_field(error, "code"), Some(&b"TOPIC_NOT_FOUND"[..]));
+        assert_eq!(string_field(error, "topic"), None);
+    }
+
+    #[test]
+    fn requests_are_json() {
+        let mut body = Vec::new();
+        write_message(&mut body, 1, 42, 128, 7);
+        let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(message["id"], "00000001-0000-4000-8000-00000000002a");
+        assert_eq!(message["payload"]["n"], 42);
     }
 
     #[test]

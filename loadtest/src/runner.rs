@@ -9,6 +9,7 @@ use anyhow::{anyhow, Result};
 use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cli::{Rate, Target};
+use crate::http::HttpClient;
 use crate::publisher::{self, Phase, PublisherSpec};
 use crate::report::{IdleReport, RunReport, StepReport};
 use crate::scenario::Plan;
@@ -32,7 +33,8 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
     let stats = Arc::new(Stats::new(workers));
     let topics = plan.topic_names();
     if plan.target == Target::Ringcast {
-        ringcast::create_topics(&plan.url, plan.api_key.as_deref(), &topics).await?;
+        let mut rest = HttpClient::new(&plan.url, plan.api_key.as_deref());
+        ringcast::create_topics(&mut rest, &topics).await?;
     }
     let rss_before = plan.server_pid.and_then(procfs::rss_kib);
     connect_subscribers(plan, &topics, &stats).await?;

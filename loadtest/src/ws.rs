@@ -10,7 +10,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// Large enough that one read usually takes everything the kernel has queued.
 const READ_BUFFER_BYTES: usize = 32 * 1024;
@@ -108,9 +108,38 @@ impl std::error::Error for Closed {}
 
 /// Opens a TCP connection and performs the client upgrade.
 pub async fn connect(url: &WsUrl, api_key: Option<&str>) -> Result<(WsReader, WsWriter)> {
-    let mut stream = TcpStream::connect(url.addr)
+    let stream = TcpStream::connect(url.addr)
         .await
         .with_context(|| format!("connecting to {}", url.authority()))?;
+    upgrade(stream, url, api_key).await
+}
+
+/// Like [`connect`], with the socket's receive buffer set to `bytes` before
+/// connecting (the window scale is fixed then): once such a reader stops
+/// reading, what the server sends piles up on the server's side.
+pub async fn connect_with_receive_buffer(
+    url: &WsUrl,
+    api_key: Option<&str>,
+    bytes: u32,
+) -> Result<(WsReader, WsWriter)> {
+    let socket = if url.addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(bytes)?;
+    let stream = socket
+        .connect(url.addr)
+        .await
+        .with_context(|| format!("connecting to {}", url.authority()))?;
+    upgrade(stream, url, api_key).await
+}
+
+async fn upgrade(
+    mut stream: TcpStream,
+    url: &WsUrl,
+    api_key: Option<&str>,
+) -> Result<(WsReader, WsWriter)> {
     stream.set_nodelay(true)?;
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -153,6 +182,25 @@ pub async fn await_reply<T>(
         writer.flush().await?;
         if let Some(reply) = reply {
             return Ok(reply);
+        }
+    }
+}
+
+/// The closing handshake: sends a close frame with `code`, then reads until
+/// the server's close frame or EOF, handing data messages still arriving to
+/// `on_message`. Returns the server's close code (`None` for EOF).
+pub async fn close(
+    mut reader: WsReader,
+    mut writer: WsWriter,
+    code: u16,
+    mut on_message: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<Option<u16>> {
+    writer.frame_from(OpCode::Close, &code.to_be_bytes());
+    writer.flush().await?;
+    loop {
+        let read = reader.fill().await;
+        if let Err(err) = read.and_then(|()| reader.drain(&mut on_message)) {
+            return err.downcast::<Closed>().map(|closed| closed.code);
         }
     }
 }
@@ -412,6 +460,15 @@ impl WsWriter {
             self.half.write_all(&self.buf).await?;
             self.buf.clear();
         }
+        Ok(())
+    }
+
+    /// Writes only the first half of what is queued and forgets the rest: a
+    /// frame cut off mid-way, as a client that dies while sending leaves it.
+    pub async fn flush_half(&mut self) -> Result<()> {
+        let half = self.buf.len() / 2;
+        self.half.write_all(&self.buf[..half]).await?;
+        self.buf.clear();
         Ok(())
     }
 
