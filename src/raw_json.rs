@@ -58,7 +58,11 @@ pub fn check_tokens(json: &[u8], verbatim: Option<Range<usize>>) -> Result<(), &
 fn string_end(json: &[u8], start: usize, verbatim: &Range<usize>) -> Result<usize, &'static str> {
     let mut pos = start + 1;
     loop {
-        let Some(found) = memchr::memchr2(b'"', b'\\', &json[pos..]) else {
+        // An escape at the very end can step past it.
+        let Some(found) = json
+            .get(pos..)
+            .and_then(|rest| memchr::memchr2(b'"', b'\\', rest))
+        else {
             // Unterminated: simd-json rejects it.
             return Ok(json.len());
         };

@@ -123,6 +123,17 @@ fn a_lone_surrogate_in_the_envelope_is_not_turned_into_another_string() {
     }
 }
 
+/// Found by all three targets in their first seconds after `check_tokens`
+/// (the fix for the bugs above) went in: a backslash as a string's last
+/// byte made its escape skip step past the end of the input and panic.
+#[test]
+fn a_backslash_at_the_very_end_is_rejected_without_a_panic() {
+    for input in [&b"{\"\\ \\/ \\\x15\x90\\"[..], b"\"\\", b"{\"a\":\"\\u12"] {
+        assert!(frame_is_rejected(input), "{input:?}");
+        assert!(body_is_rejected(input), "{input:?}");
+    }
+}
+
 /// Every committed seed, through the checks of the target it seeds.
 #[test]
 fn committed_seeds_pass_the_fuzz_checks() {
