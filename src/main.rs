@@ -1,5 +1,7 @@
+use std::cell::Cell;
 use std::io::IsTerminal;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use clap::Parser;
 use ringcast::{server, Config, Server};
@@ -8,8 +10,10 @@ use tracing_subscriber::EnvFilter;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How often an idle worker thread may hand freed memory back to the OS.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -17,6 +21,34 @@ async fn main() -> ExitCode {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let config = Config::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(release_memory_when_idle)
+        .build()
+        .expect("building the tokio runtime");
+    runtime.block_on(serve(config))
+}
+
+/// mimalloc keeps freed pages for reuse and only returns them while the
+/// thread allocates, so after a burst of connections an idle server would
+/// keep its peak memory. A worker that runs out of work returns them, at
+/// most once per `RELEASE_INTERVAL`, which costs nothing under load.
+fn release_memory_when_idle() {
+    thread_local! {
+        static LAST_RELEASE: Cell<Option<Instant>> = const { Cell::new(None) };
+    }
+    let due = LAST_RELEASE
+        .get()
+        .is_none_or(|last| last.elapsed() >= RELEASE_INTERVAL);
+    if due {
+        LAST_RELEASE.set(Some(Instant::now()));
+        // SAFETY: mi_collect has no preconditions; it only touches this
+        // thread's heap.
+        unsafe { libmimalloc_sys::mi_collect(true) };
+    }
+}
+
+async fn serve(config: Config) -> ExitCode {
     let addr = format!("{}:{}", config.host, config.port);
     let server = match Server::bind(config).await {
         Ok(server) => server,
