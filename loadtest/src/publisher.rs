@@ -17,7 +17,7 @@ use tokio::time::MissedTickBehavior;
 use crate::cli::{Rate, Target};
 use crate::stats::Stats;
 use crate::ws::{self, OpCode, WsReader, WsUrl, WsWriter};
-use crate::{nats, payload, ringcast};
+use crate::{nats, payload, ringcast, runner};
 
 const TICK: Duration = Duration::from_millis(1);
 /// Upper bound of one socket write, so a backlog is sent in bounded pieces.
@@ -54,16 +54,9 @@ pub async fn run(
     phases: watch::Receiver<Option<Phase>>,
     setup_done: mpsc::UnboundedSender<Result<()>>,
 ) {
-    let connection = set_up(&spec).await;
-    let (reader, parser, writer) = match connection {
-        Ok(connection) => {
-            let _ = setup_done.send(Ok(()));
-            connection
-        }
-        Err(err) => {
-            let _ = setup_done.send(Err(err));
-            return;
-        }
+    let Some((reader, parser, writer)) = runner::report_setup(set_up(&spec).await, &setup_done)
+    else {
+        return;
     };
     let (replies_tx, replies) = mpsc::unbounded_channel();
     tokio::spawn(read_replies(

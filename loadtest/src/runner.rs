@@ -141,6 +141,18 @@ async fn start_publishers(
     Ok(phases_tx)
 }
 
+/// Reports a connection's setup outcome to `await_setup`, handing back the
+/// connection when it succeeded.
+pub fn report_setup<T>(setup: Result<T>, done: &mpsc::UnboundedSender<Result<()>>) -> Option<T> {
+    let (outcome, connection) = match setup {
+        Ok(connection) => (Ok(()), Some(connection)),
+        Err(err) => (Err(err), None),
+    };
+    // The runner may have given up already; nothing else to tell.
+    let _ = done.send(outcome);
+    connection
+}
+
 /// Collects `total` setup outcomes, failing on the first error.
 async fn await_setup(
     what: &str,

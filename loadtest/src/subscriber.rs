@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, Semaphore};
 use crate::cli::Target;
 use crate::stats::{Shard, Stats};
 use crate::ws::{self, OpCode, WsReader, WsWriter};
-use crate::{nats, payload, ringcast};
+use crate::{nats, payload, ringcast, runner};
 
 pub struct Subscription {
     pub target: Target,
@@ -36,15 +36,8 @@ pub async fn run(
         let _slot = connect_slots.acquire().await.expect("semaphore open");
         set_up(&subscription).await
     };
-    let (reader, writer, decoder) = match setup {
-        Ok(connection) => {
-            let _ = setup_done.send(Ok(()));
-            connection
-        }
-        Err(err) => {
-            let _ = setup_done.send(Err(err));
-            return;
-        }
+    let Some((reader, writer, decoder)) = runner::report_setup(setup, &setup_done) else {
+        return;
     };
     if let Err(err) = receive(reader, writer, decoder, &stats).await {
         stats.disconnected(&format!("subscriber: {err:#}"));
