@@ -15,6 +15,7 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -39,6 +40,8 @@ pub enum BrokerError {
     ShuttingDown,
     #[error("topic limit reached: at most {0} topics may exist (MAX_TOPICS)")]
     TopicLimit(usize),
+    #[error("cluster backplane unavailable: {0}")]
+    BackplaneUnavailable(String),
 }
 
 /// Whether `name` is a valid topic name.
@@ -66,6 +69,10 @@ pub struct Broker {
 
 pub struct Topic {
     name: Arc<str>,
+    /// In cluster mode the registry revision that created this topic, so a
+    /// topic deleted and created again is told apart from its predecessor;
+    /// 0 on a single node.
+    incarnation: u64,
     log: Mutex<Log>,
     /// Read by every publish without a lock; replaced whole on change.
     subscribers: ArcSwap<Subscribers>,
@@ -81,6 +88,16 @@ struct Log {
     seq: u64,
     ring: VecDeque<Bytes>,
     deleted: bool,
+}
+
+/// Where an event's `seq` and `ts` come from.
+#[derive(Clone, Copy, Debug)]
+pub enum Stamp {
+    /// Published on this node alone: the topic's next number, and now.
+    Local,
+    /// Stored by the cluster backplane: its stream sequence and store time,
+    /// the same on every node.
+    Backplane { seq: u64, stored_at: SystemTime },
 }
 
 /// One row of `GET /topics` and `GET /stats`.
@@ -112,24 +129,71 @@ impl Broker {
         match self.topics.entry(Arc::from(name)) {
             dashmap::Entry::Occupied(_) => Err(BrokerError::TopicExists(name.to_owned())),
             dashmap::Entry::Vacant(slot) => {
-                if self.topic_count.fetch_add(1, Ordering::AcqRel) >= self.max_topics {
-                    self.topic_count.fetch_sub(1, Ordering::AcqRel);
-                    return Err(BrokerError::TopicLimit(self.max_topics));
-                }
-                let key = slot.key().clone();
-                slot.insert(Arc::new(Topic {
-                    name: key,
-                    log: Mutex::new(Log {
-                        ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
-                        ..Log::default()
-                    }),
-                    subscribers: ArcSwap::default(),
-                    membership: Mutex::new(()),
-                    messages: AtomicU64::new(0),
-                }));
-                tracing::info!(topic = name, "topic created");
+                self.reserve_topic_slot()?;
+                self.insert_topic(slot, 0);
                 Ok(())
             }
+        }
+    }
+
+    /// Counts one more topic, or fails with `TopicLimit` if that would
+    /// exceed `MAX_TOPICS`.
+    fn reserve_topic_slot(&self) -> Result<(), BrokerError> {
+        if self.topic_count.fetch_add(1, Ordering::AcqRel) >= self.max_topics {
+            self.topic_count.fetch_sub(1, Ordering::AcqRel);
+            return Err(BrokerError::TopicLimit(self.max_topics));
+        }
+        Ok(())
+    }
+
+    /// Whether `MAX_TOPICS` topics exist already. In cluster mode a check
+    /// before the shared registry is asked, so nodes racing may exceed it
+    /// by the number of nodes.
+    pub fn at_topic_limit(&self) -> Result<(), BrokerError> {
+        if self.topic_count.load(Ordering::Acquire) >= self.max_topics {
+            return Err(BrokerError::TopicLimit(self.max_topics));
+        }
+        Ok(())
+    }
+
+    fn insert_topic(&self, slot: dashmap::VacantEntry<'_, Arc<str>, Arc<Topic>>, incarnation: u64) {
+        let name = slot.key().clone();
+        tracing::info!(topic = &*name, incarnation, "topic created");
+        slot.insert(Arc::new(Topic {
+            name,
+            incarnation,
+            log: Mutex::new(Log {
+                ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
+                ..Log::default()
+            }),
+            subscribers: ArcSwap::default(),
+            membership: Mutex::new(()),
+            messages: AtomicU64::new(0),
+        }));
+    }
+
+    /// Cluster mode: the registry says topic `name` exists as `incarnation`.
+    /// An older incarnation still here is deleted first (its subscribers
+    /// are told); a newer one is left alone. The registry is the authority,
+    /// so `MAX_TOPICS` is not applied here.
+    pub fn adopt_topic(&self, name: &str, incarnation: u64) {
+        self.retire_topic(name, incarnation);
+        if let dashmap::Entry::Vacant(slot) = self.topics.entry(Arc::from(name)) {
+            self.topic_count.fetch_add(1, Ordering::AcqRel);
+            self.insert_topic(slot, incarnation);
+        }
+    }
+
+    /// Cluster mode: deletes topic `name` if its incarnation is older than
+    /// registry revision `revision`.
+    pub fn retire_topic(&self, name: &str, revision: u64) {
+        if self
+            .topic(name)
+            .is_ok_and(|topic| topic.incarnation < revision)
+        {
+            // Only the registry follower changes topics in cluster mode, so
+            // the topic checked is the one deleted.
+            let _ = self.delete_topic(name);
         }
     }
 
@@ -171,12 +235,26 @@ impl Broker {
     /// returns, the event is in the replay ring and in every current
     /// subscriber's outbox.
     pub fn publish(&self, topic: &str, message: &Message<'_>) -> Result<u64, BrokerError> {
-        self.deliver(&*self.topic(topic)?, message)
+        self.deliver(&*self.topic(topic)?, message, Stamp::Local)
     }
 
-    /// The one entry point for "an event for topic X" into the fan-out.
-    pub fn deliver(&self, topic: &Topic, message: &Message<'_>) -> Result<u64, BrokerError> {
-        let ts = Timestamp::now();
+    /// Whether publishes are still accepted (not shutting down).
+    pub fn check_accepting_publishes(&self) -> Result<(), BrokerError> {
+        if !self.accepting_publishes.load(Ordering::Acquire) {
+            return Err(BrokerError::ShuttingDown);
+        }
+        Ok(())
+    }
+
+    /// The one entry point for "an event for topic X" into the fan-out, for
+    /// local publishes and for events from the cluster backplane alike.
+    pub fn deliver(
+        &self,
+        topic: &Topic,
+        message: &Message<'_>,
+        stamp: Stamp,
+    ) -> Result<u64, BrokerError> {
+        let now = Timestamp::now();
         let mut log = lock(&topic.log);
         // Both checks under the topic's lock: `delete_topic` and
         // `stop_publishes` take it after flipping their flag, so a publish
@@ -184,11 +262,12 @@ impl Broker {
         if log.deleted {
             return Err(BrokerError::TopicNotFound(topic.name.to_string()));
         }
-        if !self.accepting_publishes.load(Ordering::Acquire) {
-            return Err(BrokerError::ShuttingDown);
-        }
-        log.seq += 1;
-        let seq = log.seq;
+        self.check_accepting_publishes()?;
+        let (seq, ts) = match stamp {
+            Stamp::Local => (log.seq + 1, now),
+            Stamp::Backplane { seq, stored_at } => (seq, Timestamp::at(stored_at)),
+        };
+        log.seq = seq;
         let frame = protocol::event(&topic.name, message, seq, ts);
         if self.ring_capacity > 0 {
             if log.ring.len() == self.ring_capacity {
@@ -303,6 +382,14 @@ impl Topic {
                 .collect();
             self.subscribers.store(Arc::new(remaining));
         }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
     }
 
     /// Whether the topic has been deleted (a later topic may reuse its name).

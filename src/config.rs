@@ -95,6 +95,12 @@ pub struct Config {
     /// when set, an upgrade from any other origin gets 403. Unset allows every origin.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
+
+    /// NATS server (with JetStream) through which this node joins a cluster,
+    /// e.g. `nats://nats:4222`; several URLs may be given comma-separated.
+    /// Unset runs a single node.
+    #[arg(long, env = "CLUSTER_NATS_URL")]
+    pub cluster_nats_url: Option<String>,
 }
 
 impl Config {
@@ -140,6 +146,7 @@ mod tests {
         assert_eq!(config.upgrade_timeout, Duration::from_secs(10));
         assert_eq!(config.first_frame_timeout, Duration::from_secs(10));
         assert!(config.allowed_origins.is_empty());
+        assert_eq!(config.cluster_nats_url, None);
     }
 
     #[test]

@@ -15,6 +15,8 @@
 //! - [`auth`]: API keys, compared in constant time.
 //! - [`protocol`]: client frame parsing and server frame encoding.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
+//! - [`cluster`]: cluster mode: topics and events shared through NATS
+//!   JetStream, fed into the same fan-out.
 //! - [`outbox`]: a connection's bounded queue of encoded frames and the
 //!   slow-consumer policy.
 //! - [`metrics`]: process-wide counters.
@@ -23,6 +25,7 @@
 
 pub mod auth;
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod frame_reader;
 pub mod frame_writer;

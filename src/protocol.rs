@@ -254,6 +254,10 @@ impl Timestamp {
     pub fn now() -> Self {
         Self(SystemTime::now())
     }
+
+    pub fn at(time: SystemTime) -> Self {
+        Self(time)
+    }
 }
 
 /// `2025-08-25T10:00:00.123Z`

@@ -10,6 +10,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::broker::BrokerError;
+use crate::cluster::BackplaneState;
 use crate::metrics::Snapshot;
 use crate::protocol;
 use crate::state::AppState;
@@ -33,6 +34,8 @@ struct Published<'a> {
 #[derive(Serialize)]
 struct TopicList<'a> {
     topics: Vec<TopicRow<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterView>,
 }
 
 #[derive(Serialize)]
@@ -49,6 +52,8 @@ struct Health {
     topics: usize,
     subscribers: usize,
     connections: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterView>,
 }
 
 #[derive(Serialize)]
@@ -56,6 +61,41 @@ struct Stats<'a> {
     topics: BTreeMap<&'a str, TopicStats>,
     #[serde(flatten)]
     totals: Snapshot,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<ClusterView>,
+}
+
+/// In cluster mode, beside the counts: the backplane's state, and which
+/// counts cover the cluster and which only this node.
+#[derive(Serialize)]
+struct ClusterView {
+    backplane: BackplaneState,
+    scope: CountScopes,
+}
+
+#[derive(Serialize)]
+struct CountScopes {
+    topics: &'static str,
+    messages: &'static str,
+    subscribers: &'static str,
+    connections: &'static str,
+}
+
+/// Every node mirrors the registry and fans out every event, so topics and
+/// message counts are the cluster's; subscribers and connections are only
+/// ever known to the node holding them.
+const COUNT_SCOPES: CountScopes = CountScopes {
+    topics: "cluster",
+    messages: "cluster",
+    subscribers: "node",
+    connections: "node",
+};
+
+fn cluster_view(state: &AppState) -> Option<ClusterView> {
+    state.cluster.as_ref().map(|cluster| ClusterView {
+        backplane: cluster.state(),
+        scope: COUNT_SCOPES,
+    })
 }
 
 #[derive(Serialize)]
@@ -126,6 +166,7 @@ impl From<BrokerError> for Failure {
             BrokerError::TopicNotFound(_) => (StatusCode::NOT_FOUND, "TOPIC_NOT_FOUND"),
             BrokerError::ShuttingDown => (StatusCode::SERVICE_UNAVAILABLE, "SHUTTING_DOWN"),
             BrokerError::TopicLimit(_) => (StatusCode::BAD_REQUEST, "TOPIC_LIMIT"),
+            BrokerError::BackplaneUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "INTERNAL"),
         };
         Self::new(status, code, err.to_string())
     }
@@ -149,7 +190,7 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
         (&Method::GET, ["stats"]) => Ok(stats(state)),
         (&Method::GET, ["topics"]) => Ok(list_topics(state)),
         (&Method::POST, ["topics"]) => create_topic(state, request).await,
-        (&Method::DELETE, ["topics", name]) => delete_topic(state, name),
+        (&Method::DELETE, ["topics", name]) => delete_topic(state, name).await,
         (&Method::POST, ["topics", name, "messages"]) => publish(state, name, request).await,
         (_, ["health" | "stats"]) => return Failure::method_not_allowed("GET"),
         (_, ["topics"]) => return Failure::method_not_allowed("GET, POST"),
@@ -164,16 +205,27 @@ pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Bo
     reply.unwrap_or_else(Failure::into_response)
 }
 
+/// 503 while a cluster node cannot serve, so a load balancer takes it out.
 fn health(state: &AppState) -> Response<Body> {
     let summaries = state.broker.summaries();
+    let cluster = cluster_view(state);
+    let serving = cluster
+        .as_ref()
+        .is_none_or(|view| view.backplane == BackplaneState::Connected);
+    let (status, word) = if serving {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    };
     json_response(
-        StatusCode::OK,
+        status,
         &Health {
-            status: "ok",
+            status: word,
             uptime_sec: state.started.elapsed().as_secs(),
             topics: summaries.len(),
             subscribers: summaries.iter().map(|topic| topic.subscribers).sum(),
             connections: state.metrics.snapshot().connections,
+            cluster,
         },
     )
 }
@@ -195,6 +247,7 @@ fn stats(state: &AppState) -> Response<Body> {
         &Stats {
             topics,
             totals: state.metrics.snapshot(),
+            cluster: cluster_view(state),
         },
     )
 }
@@ -209,13 +262,19 @@ fn list_topics(state: &AppState) -> Response<Body> {
             messages: topic.messages,
         })
         .collect();
-    json_response(StatusCode::OK, &TopicList { topics })
+    json_response(
+        StatusCode::OK,
+        &TopicList {
+            topics,
+            cluster: cluster_view(state),
+        },
+    )
 }
 
 async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {
     let mut body = read_body(state, request).await?;
     let name = protocol::parse_topic_body(&mut body).map_err(Failure::bad_request)?;
-    state.broker.create_topic(&name)?;
+    state.create_topic(&name).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &TopicChange {
@@ -225,8 +284,8 @@ async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {
     ))
 }
 
-fn delete_topic(state: &AppState, name: &str) -> Reply {
-    state.broker.delete_topic(name)?;
+async fn delete_topic(state: &AppState, name: &str) -> Reply {
+    state.delete_topic(name).await?;
     Ok(json_response(
         StatusCode::OK,
         &TopicChange {
@@ -238,10 +297,10 @@ fn delete_topic(state: &AppState, name: &str) -> Reply {
 
 async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Reply {
     // An unknown topic is 404 whatever the body.
-    state.broker.topic(name)?;
+    state.topic(name).await?;
     let mut body = read_body(state, request).await?;
     let message = protocol::parse_message_body(&mut body).map_err(Failure::bad_request)?;
-    let seq = state.broker.publish(name, &message)?;
+    let seq = state.publish(name, &message).await?.acknowledged().await?;
     Ok(json_response(
         StatusCode::OK,
         &Published {

@@ -15,6 +15,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::state::AppState;
 use crate::{rest, ws};
@@ -30,11 +31,21 @@ pub struct Server {
 
 impl Server {
     /// Binds the configured address (port 0 picks a free port).
+    /// In cluster mode the node starts connecting to NATS too, without
+    /// waiting for it.
     pub async fn bind(config: Config) -> io::Result<Self> {
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
+        let cluster = match &config.cluster_nats_url {
+            Some(url) => Some(
+                Cluster::connect(url, config.ring_buffer_size as usize)
+                    .await
+                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+            ),
+            None => None,
+        };
         Ok(Self {
             listener,
-            state: Arc::new(AppState::new(config)),
+            state: Arc::new(AppState::new(config, cluster)),
         })
     }
 
@@ -62,8 +73,15 @@ impl Server {
             max_message_size = config.max_message_size,
             shutdown_timeout = ?config.shutdown_timeout,
             auth = state.api_keys.enabled(),
+            cluster = config.cluster_nats_url.as_deref().unwrap_or("off"),
             "ringcast listening"
         );
+        if let Some(cluster) = &state.cluster {
+            let follow = cluster
+                .clone()
+                .follow(state.broker.clone(), state.draining.clone());
+            tokio::spawn(state.contain_panic("cluster follower", follow));
+        }
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {

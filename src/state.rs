@@ -13,13 +13,17 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowedOrigins, ApiKeys};
-use crate::broker::{Broker, ConnectionId};
+use crate::broker::{Broker, BrokerError, ConnectionId, Topic};
+use crate::cluster::{Cluster, PendingPublish};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::protocol::Message;
 
 pub struct AppState {
     pub config: Config,
-    pub broker: Broker,
+    pub broker: Arc<Broker>,
+    /// Set in cluster mode: topic changes and publishes go through it.
+    pub cluster: Option<Arc<Cluster>>,
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
     pub allowed_origins: AllowedOrigins,
@@ -34,15 +38,34 @@ pub struct AppState {
     next_connection_id: AtomicU64,
 }
 
+/// A publish that was accepted.
+pub enum Publication {
+    /// Fanned out on this node; this is its `seq`.
+    Done(u64),
+    /// Sent to the cluster backplane, in order; resolves once stored.
+    Pending(PendingPublish),
+}
+
+impl Publication {
+    /// The publish's `seq`, once it is acknowledged.
+    pub async fn acknowledged(self) -> Result<u64, BrokerError> {
+        match self {
+            Self::Done(seq) => Ok(seq),
+            Self::Pending(stored) => stored.await,
+        }
+    }
+}
+
 impl AppState {
-    pub fn new(config: Config) -> Self {
+    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Self {
         let metrics = Arc::new(Metrics::default());
         Self {
-            broker: Broker::new(
+            broker: Arc::new(Broker::new(
                 config.ring_buffer_size as usize,
                 config.max_topics as usize,
                 metrics.clone(),
-            ),
+            )),
+            cluster,
             api_keys: ApiKeys::new(&config.api_key),
             allowed_origins: AllowedOrigins::new(&config.allowed_origins),
             metrics,
@@ -52,6 +75,48 @@ impl AppState {
             draining: CancellationToken::new(),
             tasks: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+        }
+    }
+
+    /// A topic, by name; in cluster mode one created on another node a
+    /// moment ago is found too.
+    pub async fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.topic(&self.broker, name).await,
+            None => self.broker.topic(name),
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.create_topic(&self.broker, name).await,
+            None => self.broker.create_topic(name),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.delete_topic(name).await,
+            None => self.broker.delete_topic(name),
+        }
+    }
+
+    /// Publishes to topic `name`: on a single node at once; in cluster mode
+    /// by sending it to the backplane, which every node fans out from.
+    pub async fn publish(
+        &self,
+        name: &str,
+        message: &Message<'_>,
+    ) -> Result<Publication, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => {
+                self.broker.check_accepting_publishes()?;
+                let topic = cluster.topic(&self.broker, name).await?;
+                Ok(Publication::Pending(
+                    cluster.publish(&topic, message).await?,
+                ))
+            }
+            None => self.broker.publish(name, message).map(Publication::Done),
         }
     }
 
@@ -112,6 +177,7 @@ mod tests {
     async fn a_panicking_task_is_contained_and_counted() {
         let state = Arc::new(AppState::new(
             Config::from_args(Vec::<String>::new()).unwrap(),
+            None,
         ));
         let panicked: Option<()> = state.contain_panic("test", async { panic!("boom") }).await;
         assert_eq!(panicked, None);

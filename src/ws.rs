@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::io::AsyncWrite;
@@ -25,9 +27,9 @@ use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::frame_reader::{self, FrameDecoder, Incoming};
 use crate::frame_writer::FrameWriter;
 use crate::outbox::{CloseReason, Outbox};
-use crate::protocol::{self, ClientFrame, ErrorCode, Request as ClientRequest};
+use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
 use crate::rest::{error_response, Body};
-use crate::state::AppState;
+use crate::state::{AppState, Publication};
 
 /// How long the last frames (an error, the close frame) may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
@@ -154,6 +156,7 @@ async fn serve(
         id: state.next_connection_id(),
         outbox: outbox.clone(),
         subscriptions: HashMap::new(),
+        pending_publishes: FuturesOrdered::new(),
         state: state.clone(),
     };
     let id = session.id;
@@ -208,7 +211,9 @@ impl RequestError {
     fn code(&self) -> ErrorCode {
         match self {
             Self::Broker(BrokerError::TopicNotFound(_)) => ErrorCode::TopicNotFound,
-            Self::Broker(BrokerError::ShuttingDown) => ErrorCode::Internal,
+            Self::Broker(BrokerError::ShuttingDown | BrokerError::BackplaneUnavailable(_)) => {
+                ErrorCode::Internal
+            }
             Self::Broker(
                 BrokerError::InvalidTopicName
                 | BrokerError::TopicExists(_)
@@ -219,11 +224,18 @@ impl RequestError {
     }
 }
 
+/// Cluster mode: publishes one connection may have waiting for the
+/// backplane to store them before it stops reading.
+const MAX_PENDING_PUBLISHES: usize = 256;
+
 /// The reader's side of a connection: its subscriptions and request handling.
 struct Session {
     id: ConnectionId,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<Box<str>, Arc<Topic>>,
+    /// Cluster mode: the replies (ack or error) to publishes sent to the
+    /// backplane, in the order they were sent.
+    pending_publishes: FuturesOrdered<BoxFuture<'static, Bytes>>,
     state: Arc<AppState>,
 }
 
@@ -239,13 +251,15 @@ impl Session {
         // slot until the heartbeat gives up on it.
         let mut first_frame_deadline = Some(self.state.config.first_frame_timeout);
         loop {
-            let read = frame_reader::read_incoming(reader, &mut decoder);
-            let read = match first_frame_deadline.take() {
-                Some(deadline) => match tokio::time::timeout(deadline, read).await {
-                    Ok(read) => read,
-                    Err(_) => return CloseReason::FirstFrameTimeout,
-                },
-                None => read.await,
+            let room_for_publishes = self.pending_publishes.len() < MAX_PENDING_PUBLISHES;
+            let read = tokio::select! {
+                biased;
+                Some(reply) = self.pending_publishes.next() => {
+                    self.outbox.push_control(reply);
+                    continue;
+                }
+                // Cancel-safe: a frame read in part stays in the decoder.
+                read = next_frame(reader, &mut decoder, &mut first_frame_deadline), if room_for_publishes => read,
             };
             let incoming = match read {
                 Ok(incoming) => incoming,
@@ -253,7 +267,7 @@ impl Session {
             };
             liveness.heard_from_peer();
             match incoming {
-                Incoming::Message(mut message) => self.handle_message(&mut message),
+                Incoming::Message(mut message) => self.handle_message(&mut message).await,
                 Incoming::Ping(payload) => self.outbox.push_control(protocol::pong_frame(&payload)),
                 Incoming::Pong => {}
             }
@@ -261,9 +275,9 @@ impl Session {
         }
     }
 
-    fn handle_message(&mut self, bytes: &mut [u8]) {
+    async fn handle_message(&mut self, bytes: &mut [u8]) {
         match protocol::parse_client_frame(bytes) {
-            Ok(frame) => self.dispatch(frame),
+            Ok(frame) => self.dispatch(frame).await,
             Err(rejection) => self.outbox.push_control(protocol::error(
                 rejection.request_id.as_deref(),
                 ErrorCode::BadRequest,
@@ -272,7 +286,7 @@ impl Session {
         }
     }
 
-    fn dispatch(
+    async fn dispatch(
         &mut self,
         ClientFrame {
             request_id,
@@ -281,15 +295,12 @@ impl Session {
     ) {
         let reply = match request {
             ClientRequest::Subscribe { topic, last_n, .. } => {
-                self.subscribe(topic, last_n, request_id)
+                self.subscribe(topic, last_n, request_id).await
             }
-            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id),
-            ClientRequest::Publish { topic, message } => self
-                .state
-                .broker
-                .publish(topic, &message)
-                .map(|_| Some(protocol::ack(request_id, topic)))
-                .map_err(RequestError::from),
+            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id).await,
+            ClientRequest::Publish { topic, message } => {
+                self.publish(topic, &message, request_id).await
+            }
             ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
         };
         match reply {
@@ -302,14 +313,42 @@ impl Session {
         }
     }
 
+    /// The ack goes out at once on a single node; in cluster mode once the
+    /// backplane has stored the event, meanwhile reading on.
+    async fn publish(
+        &mut self,
+        name: &str,
+        message: &Message<'_>,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, RequestError> {
+        match self.state.publish(name, message).await? {
+            Publication::Done(_) => Ok(Some(protocol::ack(request_id, name))),
+            Publication::Pending(stored) => {
+                let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
+                self.pending_publishes.push_back(
+                    stored
+                        .map(move |stored| match stored {
+                            Ok(_) => protocol::ack(request_id.as_deref(), &name),
+                            Err(err) => {
+                                let err = RequestError::from(err);
+                                protocol::error(request_id.as_deref(), err.code(), &err.to_string())
+                            }
+                        })
+                        .boxed(),
+                );
+                Ok(None)
+            }
+        }
+    }
+
     /// The topic queues the ack itself, ahead of the replay.
-    fn subscribe(
+    async fn subscribe(
         &mut self,
         name: &str,
         last_n: usize,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
-        let topic = self.state.broker.topic(name)?;
+        let topic = self.state.topic(name).await?;
         self.check_subscription_limit(name)?;
         if !topic.subscribe(
             self.id,
@@ -341,15 +380,31 @@ impl Session {
         Err(RequestError::TooManySubscriptions(limit))
     }
 
-    fn unsubscribe(
+    async fn unsubscribe(
         &mut self,
         name: &str,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
-        let topic = self.state.broker.topic(name)?;
+        let topic = self.state.topic(name).await?;
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);
         Ok(Some(protocol::ack(request_id, name)))
+    }
+}
+
+/// The next frame from the client; the first one must come within
+/// `first_frame_deadline`, which is used up by the first read.
+async fn next_frame(
+    reader: &OwnedReadHalf,
+    decoder: &mut FrameDecoder,
+    first_frame_deadline: &mut Option<Duration>,
+) -> Result<Incoming, CloseReason> {
+    let read = frame_reader::read_incoming(reader, decoder);
+    match first_frame_deadline.take() {
+        Some(deadline) => tokio::time::timeout(deadline, read)
+            .await
+            .unwrap_or(Err(CloseReason::FirstFrameTimeout)),
+        None => read.await,
     }
 }
 

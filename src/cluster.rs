@@ -1,0 +1,537 @@
+//! Cluster mode (`CLUSTER_NATS_URL`): nodes behind a load balancer share
+//! topics and events through NATS JetStream, so each behaves like one
+//! broker.
+//!
+//! - **Events.** One stream holds every topic's events, one subject per
+//!   topic incarnation, at most `RING_BUFFER_SIZE` per subject. A publish is
+//!   acknowledged once JetStream has stored it. Every node follows the whole
+//!   stream in order and hands each event to [`Broker::deliver`], the entry
+//!   point local publishes use, stamped with the stream sequence and store
+//!   time, so every subscriber on every node sees the same `seq`, `ts` and
+//!   order. A node that starts replays the stream into its rings before it
+//!   reports healthy.
+//! - **Topics.** A key-value bucket is the registry: create is an atomic
+//!   "create if absent", delete removes the key and purges the topic's
+//!   events. Every node follows the bucket and mirrors it into its
+//!   [`Broker`]. A key's revision names the topic's incarnation, so events
+//!   of a deleted topic never reach a topic created later with its name.
+//! - **Faults.** While NATS is unreachable, publishes and topic changes fail
+//!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
+//!   the client reconnects by itself; the followers resume where they left.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
+
+use async_nats::connection::State as ConnectionState;
+use async_nats::jetstream::{self, consumer, kv, stream};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
+use crate::protocol::Message;
+
+/// The stream holding every topic's events.
+const EVENT_STREAM: &str = "RINGCAST";
+/// Event subjects: `ringcast.events.<encoded topic>.<incarnation>`.
+const EVENT_SUBJECT_PREFIX: &str = "ringcast.events.";
+/// The topic registry's key-value bucket.
+const REGISTRY_BUCKET: &str = "ringcast-topics";
+/// A republished message id within this window is stored once
+/// (`Nats-Msg-Id`), so a client retrying a failed publish cannot duplicate it.
+const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+/// Deadline of every JetStream request, publish acknowledgements included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long a publish waits, after JetStream stored it, for this node to
+/// have fanned it out, so the publisher's own node has it before the ack.
+const LOCAL_FAN_OUT_WAIT: Duration = Duration::from_secs(1);
+/// Pause before setting up or following again after a failure.
+const RETRY_DELAY: Duration = Duration::from_millis(500);
+/// Longest pause between reconnection attempts.
+const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// How often the client pings NATS; a dead server is noticed within two.
+const PING_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What `/health` reports about the backplane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackplaneState {
+    /// Not yet connected, or still replaying the registry and the stream.
+    Starting,
+    /// Connected and caught up: the node serves.
+    Connected,
+    /// Lost NATS after having served; reconnecting.
+    Disconnected,
+}
+
+/// The JetStream objects, once they exist.
+struct Backplane {
+    events: stream::Stream,
+    registry: kv::Store,
+}
+
+pub struct Cluster {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    ring_capacity: usize,
+    backplane: OnceLock<Backplane>,
+    /// Set once this node has replayed the registry and the stream.
+    caught_up: AtomicBool,
+    /// The last registry revision mirrored into the broker.
+    registry_applied: watch::Sender<u64>,
+    /// The last stream sequence handed to the fan-out.
+    events_applied: watch::Sender<u64>,
+}
+
+/// A publish sent to JetStream: resolves to its `seq` once stored.
+pub type PendingPublish = BoxFuture<'static, Result<u64, BrokerError>>;
+
+impl Cluster {
+    /// Starts connecting to `url` in the background (this returns at once;
+    /// an unreachable server is retried for ever). Fails only on a
+    /// malformed address.
+    pub async fn connect(url: &str, ring_capacity: usize) -> Result<Arc<Self>, BrokerError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("ringcast")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(REQUEST_TIMEOUT)
+            .ping_interval(PING_INTERVAL)
+            .reconnect_delay_callback(|attempts| {
+                (Duration::from_millis(100) * attempts as u32).min(MAX_RECONNECT_DELAY)
+            })
+            .event_callback(|event| async move {
+                tracing::info!(%event, "cluster backplane");
+            })
+            .connect(url)
+            .await
+            .map_err(unavailable)?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(REQUEST_TIMEOUT)
+            .build(client.clone());
+        Ok(Arc::new(Self {
+            client,
+            jetstream,
+            ring_capacity,
+            backplane: OnceLock::new(),
+            caught_up: AtomicBool::new(false),
+            registry_applied: watch::Sender::new(0),
+            events_applied: watch::Sender::new(0),
+        }))
+    }
+
+    pub fn state(&self) -> BackplaneState {
+        match self.client.connection_state() {
+            ConnectionState::Connected if self.caught_up.load(Ordering::Acquire) => {
+                BackplaneState::Connected
+            }
+            ConnectionState::Disconnected if self.caught_up.load(Ordering::Acquire) => {
+                BackplaneState::Disconnected
+            }
+            _ => BackplaneState::Starting,
+        }
+    }
+
+    /// The backplane, if this node may use it now.
+    fn available(&self) -> Result<&Backplane, BrokerError> {
+        match (self.state(), self.backplane.get()) {
+            (BackplaneState::Connected, Some(backplane)) => Ok(backplane),
+            (BackplaneState::Starting, _) => Err(BrokerError::BackplaneUnavailable(
+                "this node is still joining the cluster".into(),
+            )),
+            _ => Err(BrokerError::BackplaneUnavailable(
+                "NATS is unreachable; reconnecting".into(),
+            )),
+        }
+    }
+
+    /// Sends a publish to JetStream. Awaiting this only hands the message
+    /// to the connection, in call order, so one connection's publishes keep
+    /// their order; the returned future resolves once JetStream stored it.
+    pub async fn publish(
+        self: &Arc<Self>,
+        topic: &Topic,
+        message: &Message<'_>,
+    ) -> Result<PendingPublish, BrokerError> {
+        self.available()?;
+        let stored = self
+            .jetstream
+            .send_publish(
+                event_subject(topic.name(), topic.incarnation()),
+                jetstream::message::PublishMessage::build()
+                    .payload(message.payload.clone())
+                    .message_id(message.id),
+            )
+            .await
+            .map_err(unavailable)?;
+        let cluster = self.clone();
+        Ok(async move {
+            let seq = stored.await.map_err(unavailable)?.sequence;
+            let fanned_out = cluster.events_applied.subscribe();
+            let _ = wait_until_applied(fanned_out, seq, LOCAL_FAN_OUT_WAIT).await;
+            Ok(seq)
+        }
+        .boxed())
+    }
+
+    /// Creates a topic in the registry; returns once this node has it.
+    pub async fn create_topic(&self, broker: &Broker, name: &str) -> Result<(), BrokerError> {
+        if !is_valid_topic_name(name) {
+            return Err(BrokerError::InvalidTopicName);
+        }
+        let registry = &self.available()?.registry;
+        broker.at_topic_limit()?;
+        match registry
+            .create(encode_topic(name), Bytes::copy_from_slice(name.as_bytes()))
+            .await
+        {
+            Ok(revision) => {
+                self.wait_for_registry(revision).await;
+                Ok(())
+            }
+            Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
+                Err(BrokerError::TopicExists(name.to_owned()))
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    /// Deletes a topic from the registry and purges its events; returns
+    /// once this node has deleted it (other nodes follow within moments).
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        let backplane = self.available()?;
+        let key = encode_topic(name);
+        let not_found = || BrokerError::TopicNotFound(name.to_owned());
+        // Only the incarnation read is deleted: a concurrent delete and
+        // create in between makes this one try again.
+        loop {
+            let entry = backplane
+                .registry
+                .entry(key.as_str())
+                .await
+                .map_err(unavailable)?
+                .filter(|entry| entry.operation == kv::Operation::Put)
+                .ok_or_else(not_found)?;
+            match backplane
+                .registry
+                .delete_expect_revision(&key, Some(entry.revision))
+                .await
+            {
+                Ok(()) => {
+                    let subject = event_subject(name, entry.revision);
+                    if let Err(err) = backplane.events.purge().filter(&subject).await {
+                        // The events are unreachable anyway: no later topic
+                        // has this incarnation.
+                        tracing::warn!(topic = name, error = %err, "could not purge a deleted topic's events");
+                    }
+                    return self.sync_registry().await;
+                }
+                Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
+                Err(err) => return Err(unavailable(err)),
+            }
+        }
+    }
+
+    /// The topic, asking the registry before answering "not found": a topic
+    /// created on another node a moment ago may not have reached this one.
+    pub async fn topic(&self, broker: &Broker, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match broker.topic(name) {
+            Err(BrokerError::TopicNotFound(_)) if self.available().is_ok() => {
+                self.sync_registry().await?;
+                broker.topic(name)
+            }
+            found => found,
+        }
+    }
+
+    /// Waits until this node has mirrored every registry change made so far.
+    async fn sync_registry(&self) -> Result<(), BrokerError> {
+        let registry = &self.available()?.registry;
+        let status = registry.status().await.map_err(unavailable)?;
+        self.wait_for_registry(status.info.state.last_sequence)
+            .await;
+        Ok(())
+    }
+
+    async fn wait_for_registry(&self, revision: u64) {
+        if !wait_until_applied(self.registry_applied.subscribe(), revision, REQUEST_TIMEOUT).await {
+            tracing::warn!(
+                revision,
+                "registry follower is behind; answering from what it has"
+            );
+        }
+    }
+
+    /// Sets up the JetStream objects, then mirrors the registry and fans out
+    /// the stream until `stop` is cancelled. Retries whatever fails.
+    pub async fn follow(self: Arc<Self>, broker: Arc<Broker>, stop: CancellationToken) {
+        let work = async {
+            let backplane = loop {
+                match self.set_up().await {
+                    Ok(backplane) => break self.backplane.get_or_init(|| backplane),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "cluster backplane not ready; retrying");
+                        tokio::time::sleep(RETRY_DELAY).await;
+                    }
+                }
+            };
+            tokio::join!(
+                self.follow_registry(&broker, &backplane.registry),
+                self.follow_events(&broker, &backplane.events),
+            );
+        };
+        tokio::select! {
+            () = work => {}
+            () = stop.cancelled() => {}
+        }
+    }
+
+    async fn set_up(&self) -> Result<Backplane, async_nats::Error> {
+        let events = self
+            .jetstream
+            .create_or_update_stream(stream::Config {
+                name: EVENT_STREAM.into(),
+                subjects: vec![format!("{EVENT_SUBJECT_PREFIX}>")],
+                max_messages_per_subject: self.ring_capacity.max(1) as i64,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::Old,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await?;
+        let events = self.jetstream.get_stream(&events.config.name).await?;
+        // The bucket's stream is created by hand as the crate would: its
+        // own bucket creation fails against nats-server 2.9.
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{REGISTRY_BUCKET}"),
+                subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
+                max_messages_per_subject: 1,
+                storage: stream::StorageType::File,
+                discard: stream::DiscardPolicy::New,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                duplicate_window: DUPLICATE_WINDOW,
+                ..Default::default()
+            })
+            .await?;
+        let registry = self.jetstream.get_key_value(REGISTRY_BUCKET).await?;
+        Ok(Backplane { events, registry })
+    }
+
+    /// Mirrors the registry into the broker, in revision order, for ever.
+    async fn follow_registry(&self, broker: &Broker, registry: &kv::Store) {
+        loop {
+            let from = *self.registry_applied.borrow() + 1;
+            let watch = if from == 1 {
+                registry.watch_with_history(">").await
+            } else {
+                registry.watch_from_revision(">", from).await
+            };
+            match watch {
+                Ok(mut entries) => {
+                    while let Some(entry) = entries.next().await {
+                        match entry {
+                            Ok(entry) => self.apply_registry_entry(broker, &entry),
+                            Err(err) => tracing::warn!(error = %err, "registry watch"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot watch the topic registry"),
+            }
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+
+    fn apply_registry_entry(&self, broker: &Broker, entry: &kv::Entry) {
+        if entry.revision <= *self.registry_applied.borrow() {
+            return;
+        }
+        match decode_topic(&entry.key) {
+            Some(name) => match entry.operation {
+                kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
+                kv::Operation::Delete | kv::Operation::Purge => {
+                    broker.retire_topic(&name, entry.revision)
+                }
+            },
+            None => tracing::warn!(key = entry.key, "registry key is not a topic; ignored"),
+        }
+        self.registry_applied.send_replace(entry.revision);
+    }
+
+    /// Fans out every stored event, in stream order, for ever.
+    async fn follow_events(&self, broker: &Broker, events: &stream::Stream) {
+        loop {
+            let deliver_policy = match *self.events_applied.borrow() {
+                0 => consumer::DeliverPolicy::All,
+                applied => consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: applied + 1,
+                },
+            };
+            let consumer = events
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: self.client.new_inbox(),
+                    deliver_policy,
+                    ..Default::default()
+                })
+                .await;
+            let messages = match consumer {
+                Ok(consumer) => {
+                    if consumer.cached_info().num_pending == 0 {
+                        self.mark_caught_up();
+                    }
+                    consumer.messages().await
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot follow the event stream");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                    continue;
+                }
+            };
+            match messages {
+                Ok(mut messages) => {
+                    // Errors here (missed heartbeats, a reconnect) are
+                    // recovered by the ordered consumer itself.
+                    while let Some(message) = messages.next().await {
+                        match message {
+                            Ok(message) => self.apply_event(broker, &message).await,
+                            Err(err) => tracing::debug!(error = %err, "event stream"),
+                        }
+                    }
+                }
+                Err(err) => tracing::warn!(error = %err, "cannot follow the event stream"),
+            }
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+
+    async fn apply_event(&self, broker: &Broker, message: &jetstream::Message) {
+        let Ok(info) = message.info() else {
+            tracing::warn!(subject = %message.subject, "event without stream metadata; ignored");
+            return;
+        };
+        let seq = info.stream_sequence;
+        // A consumer recreated after a reconnect may start over.
+        if seq <= *self.events_applied.borrow() {
+            return;
+        }
+        let stored_at = SystemTime::UNIX_EPOCH
+            + Duration::from_nanos(info.published.unix_timestamp_nanos().max(0) as u64);
+        match parse_event_subject(&message.subject) {
+            Some((name, incarnation)) => {
+                // Registry and events are separate streams: the topic's
+                // creation may not have been mirrored yet.
+                self.wait_for_registry(incarnation).await;
+                let id = message
+                    .headers
+                    .as_ref()
+                    .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
+                    .map_or("", |id| id.as_str());
+                if let Ok(topic) = broker.topic(&name) {
+                    if topic.incarnation() == incarnation {
+                        let event = Message {
+                            id,
+                            payload: message.payload.clone(),
+                        };
+                        // Refused only when the topic was deleted or the
+                        // node is shutting down: nobody is left to get it.
+                        let _ = broker.deliver(&topic, &event, Stamp::Backplane { seq, stored_at });
+                    }
+                }
+            }
+            None => {
+                tracing::warn!(subject = %message.subject, "event subject not understood; ignored")
+            }
+        }
+        self.events_applied.send_replace(seq);
+        if info.pending == 0 {
+            self.mark_caught_up();
+        }
+    }
+
+    fn mark_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            tracing::info!(
+                topics = *self.registry_applied.borrow(),
+                events = *self.events_applied.borrow(),
+                "caught up with the cluster"
+            );
+        }
+    }
+}
+
+/// Waits until `applied` reaches `target`; false if `timeout` passed first.
+async fn wait_until_applied(
+    mut applied: watch::Receiver<u64>,
+    target: u64,
+    timeout: Duration,
+) -> bool {
+    tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= target))
+        .await
+        .is_ok_and(|waited| waited.is_ok())
+}
+
+fn unavailable(err: impl std::fmt::Display) -> BrokerError {
+    BrokerError::BackplaneUnavailable(err.to_string())
+}
+
+fn event_subject(topic: &str, incarnation: u64) -> String {
+    format!(
+        "{EVENT_SUBJECT_PREFIX}{}.{incarnation}",
+        encode_topic(topic)
+    )
+}
+
+/// The topic and incarnation of an event subject.
+fn parse_event_subject(subject: &str) -> Option<(String, u64)> {
+    let (topic, incarnation) = subject
+        .strip_prefix(EVENT_SUBJECT_PREFIX)?
+        .rsplit_once('.')?;
+    Some((decode_topic(topic)?, incarnation.parse().ok()?))
+}
+
+/// A topic name as one subject token and registry key: of the characters
+/// topic names allow, `.` separates tokens and `:` is not allowed in keys.
+fn encode_topic(name: &str) -> String {
+    name.replace('.', "=2E").replace(':', "=3A")
+}
+
+fn decode_topic(encoded: &str) -> Option<String> {
+    let name = encoded.replace("=2E", ".").replace("=3A", ":");
+    (is_valid_topic_name(&name) && encode_topic(&name) == encoded).then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_round_trip_through_subjects_and_keys() {
+        for name in ["orders", "orders.eu-1:v2_x", "a..b", ":", "=x"] {
+            let subject = event_subject(name, 42);
+            let token = subject.strip_prefix(EVENT_SUBJECT_PREFIX).unwrap();
+            assert_eq!(token.split('.').count(), 2, "{subject}");
+            if is_valid_topic_name(name) {
+                assert_eq!(parse_event_subject(&subject), Some((name.to_owned(), 42)));
+            }
+        }
+        assert_eq!(encode_topic("a.b:c"), "a=2Eb=3Ac");
+    }
+
+    #[test]
+    fn foreign_subjects_and_keys_are_refused() {
+        for subject in [
+            "ringcast.events.orders",
+            "ringcast.events.orders.x",
+            "other.orders.1",
+            "ringcast.events.a=41.1",
+        ] {
+            assert_eq!(parse_event_subject(subject), None, "{subject}");
+        }
+        assert_eq!(decode_topic("=2"), None);
+    }
+}
