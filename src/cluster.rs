@@ -278,10 +278,10 @@ impl Cluster {
                     }
                 }
             };
-            tokio::join!(
-                self.follow_registry(&broker, &backplane.registry),
-                self.follow_events(&broker, &backplane.events),
-            );
+            tokio::join!(self.follow_registry(&broker, &backplane.registry), async {
+                self.await_registry_snapshot(&backplane.registry).await;
+                self.follow_events(&broker, &backplane.events).await
+            });
         };
         tokio::select! {
             () = work => {}
@@ -321,6 +321,23 @@ impl Cluster {
             .await?;
         let registry = self.jetstream.get_key_value(REGISTRY_BUCKET).await?;
         Ok(Backplane { events, registry })
+    }
+
+    /// Waits until the registry as it was on joining is mirrored, so a node
+    /// that reports caught up (which the event follower decides) has every
+    /// topic.
+    async fn await_registry_snapshot(&self, registry: &kv::Store) {
+        let last_revision = loop {
+            match registry.status().await {
+                Ok(status) => break status.info.state.last_sequence,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read the topic registry; retrying");
+                    tokio::time::sleep(RETRY_DELAY).await;
+                }
+            }
+        };
+        let mut mirrored = self.registry_applied.subscribe();
+        let _ = mirrored.wait_for(|applied| *applied >= last_revision).await;
     }
 
     /// Mirrors the registry into the broker, in revision order, for ever.
