@@ -1,8 +1,11 @@
 # Build stage: compile the release binary.
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# The workspace's manifests and sources (the load generator is a member).
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
+COPY benches ./benches
+COPY loadtest ./loadtest
 RUN cargo build --release --locked --bin ringcast
 
 # Runtime stage: just the binary, as an unprivileged user.
