@@ -481,6 +481,65 @@ mod tests {
     }
 
     #[test]
+    fn cluster_incarnations_replace_and_retire_in_registry_order() {
+        let broker = broker(10);
+        broker.adopt_topic("t", 5);
+        broker.adopt_topic("t", 5);
+        let first = broker.topic("t").unwrap();
+        let subscriber = outbox(8);
+        assert!(first.subscribe(1, &subscriber, Bytes::from_static(b"ack"), 0));
+        broker.retire_topic("t", 4);
+        assert!(
+            !first.is_deleted(),
+            "an older deletion leaves a newer topic alone"
+        );
+        broker.adopt_topic("t", 7);
+        assert!(
+            first.is_deleted(),
+            "a newer incarnation replaces the old one"
+        );
+        let mut told = VecDeque::new();
+        subscriber.take_all(&mut told);
+        assert!(String::from_utf8_lossy(&told[1].frame).contains("topic_deleted"));
+        broker.adopt_topic("t", 6);
+        assert_eq!(
+            broker.topic("t").unwrap().incarnation(),
+            7,
+            "a stale create is ignored"
+        );
+        broker.adopt_topic("u", 8);
+        broker.adopt_topic("v", 9);
+        assert_eq!(
+            broker.summaries().len(),
+            3,
+            "the registry is not held to MAX_TOPICS"
+        );
+        broker.retire_topic("t", 10);
+        assert!(broker.topic("t").is_err());
+        assert_eq!(broker.at_topic_limit(), Err(BrokerError::TopicLimit(2)));
+    }
+
+    #[test]
+    fn backplane_events_keep_their_sequence_and_store_time() {
+        let broker = broker(10);
+        broker.adopt_topic("t", 1);
+        let topic = broker.topic("t").unwrap();
+        let stored_at =
+            SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
+        let stamp = Stamp::Backplane { seq: 42, stored_at };
+        assert_eq!(broker.deliver(&topic, &message(), stamp), Ok(42));
+        let subscriber = outbox(8);
+        assert!(topic.subscribe(1, &subscriber, Bytes::from_static(b"ack"), 1));
+        let mut replayed = VecDeque::new();
+        subscriber.take_all(&mut replayed);
+        let event = String::from_utf8_lossy(&replayed[1].frame).into_owned();
+        assert!(
+            event.contains(r#""seq":42,"ts":"2023-11-14T22:13:20.123Z""#),
+            "{event}"
+        );
+    }
+
+    #[test]
     fn replay_then_live_in_order_and_ring_is_bounded() {
         let broker = broker(3);
         broker.create_topic("t").unwrap();
