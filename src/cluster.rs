@@ -93,7 +93,10 @@ impl Cluster {
     /// Starts connecting to `url` in the background (this returns at once;
     /// an unreachable server is retried for ever). Fails only on a
     /// malformed address.
-    pub async fn connect(url: &str, ring_capacity: usize) -> Result<Arc<Self>, BrokerError> {
+    pub async fn connect(
+        url: &str,
+        ring_capacity: usize,
+    ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
             .retry_on_initial_connect()
@@ -107,8 +110,7 @@ impl Cluster {
                 tracing::info!(%event, "cluster backplane");
             })
             .connect(url)
-            .await
-            .map_err(unavailable)?;
+            .await?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());

@@ -40,7 +40,7 @@ async fn serve(config: Config) -> ExitCode {
     let server = match Server::bind(config).await {
         Ok(server) => server,
         Err(err) => {
-            tracing::error!(%addr, error = %err, "cannot listen");
+            tracing::error!(%addr, error = %err, "cannot start");
             return ExitCode::FAILURE;
         }
     };

@@ -39,7 +39,12 @@ impl Server {
             Some(url) => Some(
                 Cluster::connect(url, config.ring_buffer_size as usize)
                     .await
-                    .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?,
+                    .map_err(|err| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidInput,
+                            format!("CLUSTER_NATS_URL: {err}"),
+                        )
+                    })?,
             ),
             None => None,
         };
