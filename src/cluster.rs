@@ -251,11 +251,17 @@ impl Cluster {
 
     /// Waits until this node has mirrored every registry change made so far.
     async fn sync_registry(&self) -> Result<(), BrokerError> {
-        let registry = &self.available()?.registry;
-        let status = registry.status().await.map_err(unavailable)?;
-        self.wait_for_registry(status.info.state.last_sequence)
-            .await;
+        self.available()?;
+        let last_revision = self.registry_revision().await.map_err(unavailable)?;
+        self.wait_for_registry(last_revision).await;
         Ok(())
+    }
+
+    /// The registry's latest revision, asked of NATS (the bucket's own
+    /// `status` answers from what it cached when it was opened).
+    async fn registry_revision(&self) -> Result<u64, async_nats::Error> {
+        let stream = self.jetstream.get_stream(registry_stream_name()).await?;
+        Ok(stream.cached_info().state.last_sequence)
     }
 
     async fn wait_for_registry(&self, revision: u64) {
@@ -281,7 +287,7 @@ impl Cluster {
                 }
             };
             tokio::join!(self.follow_registry(&broker, &backplane.registry), async {
-                self.await_registry_snapshot(&backplane.registry).await;
+                self.await_registry_snapshot().await;
                 self.follow_events(&broker, &backplane.events).await
             });
         };
@@ -309,7 +315,7 @@ impl Cluster {
         // own bucket creation fails against nats-server 2.9.
         self.jetstream
             .get_or_create_stream(stream::Config {
-                name: format!("KV_{REGISTRY_BUCKET}"),
+                name: registry_stream_name(),
                 subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
                 max_messages_per_subject: 1,
                 storage: stream::StorageType::File,
@@ -328,10 +334,10 @@ impl Cluster {
     /// Waits until the registry as it was on joining is mirrored, so a node
     /// that reports caught up (which the event follower decides) has every
     /// topic.
-    async fn await_registry_snapshot(&self, registry: &kv::Store) {
+    async fn await_registry_snapshot(&self) {
         let last_revision = loop {
-            match registry.status().await {
-                Ok(status) => break status.info.state.last_sequence,
+            match self.registry_revision().await {
+                Ok(revision) => break revision,
                 Err(err) => {
                     tracing::warn!(error = %err, "cannot read the topic registry; retrying");
                     tokio::time::sleep(RETRY_DELAY).await;
@@ -496,6 +502,11 @@ async fn wait_until_applied(
 
 fn unavailable(err: impl std::fmt::Display) -> BrokerError {
     BrokerError::BackplaneUnavailable(err.to_string())
+}
+
+/// The stream behind the registry bucket, named as JetStream names it.
+fn registry_stream_name() -> String {
+    format!("KV_{REGISTRY_BUCKET}")
 }
 
 fn event_subject(topic: &str, incarnation: u64) -> String {

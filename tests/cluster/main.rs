@@ -1,0 +1,569 @@
+//! Cluster mode end to end: per test, one nats-server with JetStream and
+//! three ringcast nodes as real processes on free loopback ports (one test
+//! adds HAProxy in front), and clients over real sockets.
+//!
+//! Needs `nats-server` (and `haproxy`): `apt-get install -y nats-server haproxy`.
+//! Without them each test prints SKIPPED and passes, unless
+//! `RINGCAST_CLUSTER_TESTS=require` is set (CI sets it), which fails instead.
+//! A failing test prints the tail of every process log and keeps the logs.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+use std::time::Duration;
+
+use common::assert_error_reply;
+use harness::*;
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+/// How long other nodes may take to reflect a topic created or deleted
+/// elsewhere in `/topics`.
+const CONVERGENCE_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a node may take to notice that nats-server has gone.
+const OUTAGE_DETECTION_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a node may take to be healthy again once nats-server is back:
+/// the client's reconnect backoff plus catching up.
+const RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
+/// "Publishes fail fast (well under 1 s)" while the backplane is down.
+const FAIL_FAST: Duration = Duration::from_secs(1);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_delivers_every_event_once_in_one_order_on_every_node() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "fanout";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 2).await;
+    let load = Load {
+        ws_bursts: 3,
+        burst_len: 10,
+        rest: 15,
+    };
+    let acked = publish_from(cluster.nodes(), topic, load).await;
+    expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topics_created_on_one_node_are_usable_at_once_on_the_others() {
+    // Many at once, so that the other nodes' registry followers lag and the
+    // lookup on a miss is what makes the topics usable at once. The names
+    // need the subject encoding of '.' and ':'.
+    const TOPICS: usize = 20;
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    let nodes: Vec<Endpoint> = cluster.nodes().cloned().collect();
+    let names: Vec<String> = (0..TOPICS).map(|i| format!("orders.eu-{i}:v1")).collect();
+    let tasks = names.iter().enumerate().map(|(i, name)| {
+        let rotate = |by: usize| nodes[(i + by) % nodes.len()].clone();
+        let (creating, subscribing, publishing) = (rotate(0), rotate(1), rotate(2));
+        let (name, over_rest) = (name.clone(), i % 2 == 1);
+        tokio::spawn(async move {
+            create_then_use_elsewhere(&creating, &subscribing, &publishing, &name, over_rest).await;
+        })
+    });
+    for task in futures_util::future::join_all(tasks).await {
+        task.expect("a topic was not usable at once");
+    }
+    let mut all_names = assert_usable_at_once_after_a_pause(&mut cluster).await;
+
+    for node in cluster.nodes() {
+        for name in &names[..3] {
+            let reply = node.try_create_topic(name).await;
+            let context = format!("creating {name} again on {}", node.label);
+            assert_error_reply(&reply, 409, "TOPIC_EXISTS", &context);
+        }
+    }
+    all_names.extend(names);
+    all_names.sort();
+    for node in cluster.nodes() {
+        let what = format!("{} to list every topic", node.label);
+        poll_until(&what, CONVERGENCE_DEADLINE, || async {
+            match node.topic_names().await {
+                listed if listed == all_names => Ok(()),
+                listed => Err(format!("{listed:?}")),
+            }
+        })
+        .await;
+        assert_healthy(node, all_names.len()).await;
+    }
+}
+
+/// Creates `topic` on `creating`; as soon as that answers 201, subscribes
+/// on `subscribing` and publishes on `publishing` (over REST or WebSocket),
+/// and checks the event arrives.
+async fn create_then_use_elsewhere(
+    creating: &Endpoint,
+    subscribing: &Endpoint,
+    publishing: &Endpoint,
+    topic: &str,
+    over_rest: bool,
+) {
+    // Connected beforehand: the requests follow the 201 at once.
+    let mut subscriber = Client::connect(subscribing, "sub").await;
+    let mut ws_publisher = Client::connect(publishing, "pub").await;
+    let mut rest_publisher = RestPublisher::new(publishing, "rest");
+    creating.create_topic(topic).await;
+    let context = format!("right after {topic} was created on {}", creating.label);
+    let replayed = subscriber.try_subscribe(topic, 0).await;
+    let replayed = replayed.unwrap_or_else(|error| panic!("subscribe {context}: {error}"));
+    assert!(replayed.is_empty(), "{context}: replayed {replayed:?}");
+    let acked = match over_rest {
+        true => rest_publisher
+            .publish(topic)
+            .await
+            .map_err(|e| format!("{e:?}")),
+        false => ws_publisher.publish(topic).await.map_err(|e| e.to_string()),
+    };
+    let acked = acked.unwrap_or_else(|error| panic!("publish {context}: {error}"));
+    subscriber.expect_events(topic, 1).await;
+    assert_same_stream([&subscriber], &[acked]);
+}
+
+/// Asserts `/health` is 200 with the cluster fields and the cluster-wide
+/// topic count.
+async fn assert_healthy(node: &Endpoint, topics: usize) {
+    let (status, health) = node.health().await;
+    assert_eq!(status, 200, "{}: {health}", node.label);
+    assert_eq!(health["status"], "ok", "{}: {health}", node.label);
+    let context = format!("cluster-wide topic count on {}: {health}", node.label);
+    assert_eq!(health["topics"], topics, "{context}");
+    assert_eq!(
+        health["cluster"],
+        json!({
+            "backplane": "connected",
+            "scope": {
+                "topics": "cluster",
+                "messages": "cluster",
+                "subscribers": "node",
+                "connections": "node",
+            },
+        }),
+        "{}: {health}",
+        node.label
+    );
+}
+
+/// Creates topics on A while B is frozen, with subscribes for them already
+/// waiting in B's sockets when it resumes. B's registry follower has not seen
+/// the topics then, and each subscribe must still be acknowledged. Returns
+/// the topics' names.
+async fn assert_usable_at_once_after_a_pause(cluster: &mut Cluster) -> Vec<String> {
+    const TOPICS: usize = 5;
+    let names: Vec<String> = (0..TOPICS).map(|i| format!("while-b-paused-{i}")).collect();
+    let mut subscribers = Vec::new();
+    for _ in &names {
+        subscribers.push(Client::connect(cluster.node(B), "sub").await);
+    }
+    cluster.pause_node(B);
+    for name in &names {
+        cluster.node(A).create_topic(name).await;
+    }
+    let subscribing: Vec<_> = subscribers
+        .into_iter()
+        .zip(names.clone())
+        .map(|(mut subscriber, name)| {
+            tokio::spawn(async move { (subscriber.try_subscribe(&name, 0).await, name) })
+        })
+        .collect();
+    // Long enough for the subscribe frames to reach B's socket buffers.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    cluster.resume_node(B);
+    for task in futures_util::future::join_all(subscribing).await {
+        let (subscribed, name) = task.expect("subscribe task");
+        if let Err(error) = subscribed {
+            panic!("subscribing to {name} on B as it resumed: {error}");
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_deleted_on_one_node_is_gone_on_every_node() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "doomed";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let three = Load {
+        ws_bursts: 1,
+        burst_len: 2,
+        rest: 1,
+    };
+    let mut acked = publish_from([cluster.node(A)], topic, three).await;
+    expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
+
+    let reply = cluster
+        .node(B)
+        .delete_json(&format!("/topics/{topic}"))
+        .await;
+    assert_eq!(reply, (200, json!({ "status": "deleted", "topic": topic })));
+    futures_util::future::join_all(
+        subscribers
+            .iter_mut()
+            .map(|subscriber| subscriber.expect_topic_deleted(topic)),
+    )
+    .await;
+    assert_nothing_more(&mut subscribers).await;
+
+    assert_topic_gone(cluster.node(B), topic).await;
+    for node in [cluster.node(A), cluster.node(C)] {
+        let what = format!("{topic} to leave /topics on {}", node.label);
+        poll_until(&what, CONVERGENCE_DEADLINE, || async {
+            let names = node.topic_names().await;
+            match names.iter().any(|name| name == topic) {
+                true => Err(format!("{names:?}")),
+                false => Ok(()),
+            }
+        })
+        .await;
+        assert_topic_gone(node, topic).await;
+    }
+
+    // Recreated, it starts with an empty history everywhere and serves
+    // every node again.
+    cluster.node(C).create_topic(topic).await;
+    for subscriber in &mut subscribers {
+        let replayed = subscriber.subscribe(topic, 10).await;
+        assert!(
+            replayed.is_empty(),
+            "{}: the recreated topic replayed {:?}",
+            subscriber.label,
+            summary(&replayed)
+        );
+    }
+    let fresh = publish_from([cluster.node(A)], topic, three).await;
+    expect_events_everywhere(&mut subscribers, topic, fresh.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    acked.extend(fresh);
+    assert_same_stream(&subscribers, &acked);
+}
+
+/// Asserts `endpoint` answers every use of `topic` as an unknown topic.
+async fn assert_topic_gone(endpoint: &Endpoint, topic: &str) {
+    let context = |what: &str| format!("{what} of deleted {topic} on {}", endpoint.label);
+    let published = RestPublisher::new(endpoint, "rest").publish(topic).await;
+    let refused = published.expect_err(&context("REST publish"));
+    assert_error_reply(&refused, 404, "TOPIC_NOT_FOUND", &context("REST publish"));
+    let deleted = endpoint.delete_json(&format!("/topics/{topic}")).await;
+    assert_error_reply(&deleted, 404, "TOPIC_NOT_FOUND", &context("DELETE"));
+    let mut client = Client::connect(endpoint, "late").await;
+    let refused = client.publish(topic).await.expect_err(&context("publish"));
+    assert_error_frame(&refused, "TOPIC_NOT_FOUND", &context("publish"));
+    let refused = client
+        .try_subscribe(topic, 0)
+        .await
+        .expect_err(&context("subscribe"));
+    assert_error_frame(&refused, "TOPIC_NOT_FOUND", &context("subscribe"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn republished_message_id_is_acknowledged_but_delivered_once() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "retries";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let mut on_a = RestPublisher::new(cluster.node(A), "rest");
+    let first = on_a.publish(topic).await.expect("first publish");
+    // A client retrying on another node, over REST and over WebSocket.
+    let again = RestPublisher::new(cluster.node(B), "retry")
+        .republish(topic, &first)
+        .await
+        .expect("REST retry on B");
+    assert_eq!(
+        again.seq, first.seq,
+        "a retry is acknowledged with the original seq"
+    );
+    Client::connect(cluster.node(C), "retry")
+        .await
+        .republish(topic, &first)
+        .await
+        .expect("WebSocket retry on C");
+    let next = on_a.publish(topic).await.expect("next publish");
+    expect_events_everywhere(&mut subscribers, topic, 2).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &[first, next]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_is_the_same_on_every_node_and_bounded_by_the_ring() {
+    const RING: usize = 5;
+    let Some(cluster) = Cluster::spec()
+        .node_env("RING_BUFFER_SIZE", &RING.to_string())
+        .start()
+        .await
+    else {
+        return;
+    };
+    let topic = "history";
+    cluster.node(A).create_topic(topic).await;
+    cluster.node(B).create_topic("noise").await;
+    // One live subscriber per node: once it has an event, that node has
+    // consumed it, so its replay can be compared exactly.
+    let mut watchers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let mut on_a = Client::connect(cluster.node(A), "pub").await;
+    let mut on_b = RestPublisher::new(cluster.node(B), "rest");
+    let mut noise = RestPublisher::new(cluster.node(C), "noise");
+    let mut acked = Vec::new();
+    for round in 1..=4 {
+        acked.push(on_a.publish(topic).await.expect("publish on A"));
+        // Another topic's event in between: seq has gaps, replay must not
+        // pick it up.
+        noise.publish("noise").await.expect("publish noise on C");
+        acked.push(on_b.publish(topic).await.expect("publish on B"));
+        if round == 2 {
+            expect_events_everywhere(&mut watchers, topic, 4).await;
+            let history = watchers[0].received.clone();
+            for node in cluster.nodes() {
+                let replayed = replay_on(node, topic, 10).await;
+                assert_events_eq(
+                    &format!("last_n 10 of 4 on {}", node.label),
+                    &replayed,
+                    &history,
+                );
+            }
+        }
+    }
+    expect_events_everywhere(&mut watchers, topic, 4).await;
+    assert_same_stream(&watchers, &acked);
+    let history = &watchers[0].received;
+    for node in cluster.nodes() {
+        for last_n in [10, RING, 2, 0] {
+            let kept = &history[history.len() - last_n.min(RING)..];
+            let replayed = replay_on(node, topic, last_n as u64).await;
+            let context = format!(
+                "last_n {last_n} of 8 with a ring of {RING} on {}",
+                node.label
+            );
+            assert_events_eq(&context, &replayed, kept);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_catches_up_when_restarted() {
+    // The restarted node has some 800 events to replay (tens of
+    // milliseconds) before it may report healthy; the rings keep them all,
+    // so every replay below is the whole history.
+    const RING: u64 = 1000;
+    let Some(mut cluster) = Cluster::spec()
+        .node_env("RING_BUFFER_SIZE", &RING.to_string())
+        .start()
+        .await
+    else {
+        return;
+    };
+    let topic = "survivor";
+    cluster.node(A).create_topic(topic).await;
+    // Connected to A throughout.
+    let mut subscribers = subscribe_on([cluster.node(A)], topic, 1).await;
+    let small = Load {
+        ws_bursts: 1,
+        burst_len: 3,
+        rest: 2,
+    };
+    let mut acked = publish_from([cluster.node(C)], topic, small).await;
+
+    cluster.kill_node(C).await;
+    let large = Load {
+        ws_bursts: 4,
+        burst_len: 100,
+        rest: 10,
+    };
+    acked.extend(publish_from([cluster.node(A), cluster.node(B)], topic, large).await);
+    cluster.node(B).create_topic("born-while-c-was-down").await;
+    cluster.restart_node(C).await;
+    // Healthy means caught up: C replays everything at once.
+    let replayed_on_c = replay_on(cluster.node(C), topic, RING).await;
+
+    expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
+    assert_same_stream(&subscribers, &acked);
+    let history = &subscribers[0].received;
+    assert_events_eq(
+        "replay on C right after its restart",
+        &replayed_on_c,
+        history,
+    );
+    for node in [cluster.node(A), cluster.node(B)] {
+        let replayed = replay_on(node, topic, RING).await;
+        let context = format!("replay on {} after C's restart", node.label);
+        assert_events_eq(&context, &replayed, history);
+    }
+    for node in cluster.nodes() {
+        let what = format!("{} to list both topics", node.label);
+        poll_until(&what, CONVERGENCE_DEADLINE, || async {
+            match node.topic_names().await.as_slice() {
+                [first, second] if first == "born-while-c-was-down" && second == topic => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+
+    // Live delivery to and from the restarted node.
+    let mut late = Client::connect(cluster.node(C), "late").await;
+    late.subscribe(topic, RING).await;
+    subscribers.push(late);
+    let live = publish_from([cluster.node(C), cluster.node(A)], topic, small).await;
+    expect_events_everywhere(&mut subscribers, topic, live.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    acked.extend(live);
+    assert_same_stream(&subscribers, &acked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "steady";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let load = Load {
+        ws_bursts: 1,
+        burst_len: 3,
+        rest: 2,
+    };
+    let mut acked = publish_from(cluster.nodes(), topic, load).await;
+    let before_outage = acked.len();
+    expect_events_everywhere(&mut subscribers, topic, before_outage).await;
+    // Publishers whose connections live through the outage.
+    let mut publishers = Vec::new();
+    for node in cluster.nodes() {
+        publishers.push(Client::connect(node, "steady-pub").await);
+    }
+
+    cluster.stop_nats().await;
+    for node in cluster.nodes() {
+        let what = format!("{} to report the backplane down", node.label);
+        poll_until(&what, OUTAGE_DETECTION_DEADLINE, || async {
+            match node.health().await {
+                (503, health) if health["cluster"]["backplane"] != "connected" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    for (publisher, node) in publishers.iter_mut().zip(cluster.nodes()) {
+        let started = Instant::now();
+        let refused = publisher
+            .publish(topic)
+            .await
+            .expect_err("WebSocket publish acknowledged while NATS is down");
+        let took = started.elapsed();
+        assert_backplane_unavailable(&refused["error"], &publisher.label);
+        assert_error_frame(&refused, "INTERNAL", &publisher.label);
+        assert!(
+            took < FAIL_FAST,
+            "{}: refusal took {took:?}",
+            publisher.label
+        );
+
+        let mut rest = RestPublisher::new(node, "rest-down");
+        let started = Instant::now();
+        let refused = rest
+            .publish(topic)
+            .await
+            .expect_err("REST publish acknowledged while NATS is down");
+        let took = started.elapsed();
+        assert_error_reply(&refused, 503, "INTERNAL", &rest.label);
+        assert_backplane_unavailable(&refused.1["error"], &rest.label);
+        assert!(took < FAIL_FAST, "{}: refusal took {took:?}", rest.label);
+
+        let created = node.try_create_topic("during-outage").await;
+        let context = format!("creating a topic on {} while NATS is down", node.label);
+        assert_error_reply(&created, 503, "INTERNAL", &context);
+        // The refusals left the connection open and nothing behind.
+        publisher.assert_nothing_pending().await;
+    }
+    assert_nothing_more(&mut subscribers).await;
+
+    cluster.restart_nats().await;
+    for node in cluster.nodes() {
+        let what = format!("{} to be healthy again", node.label);
+        poll_until(&what, RECOVERY_DEADLINE, || async {
+            match node.health().await {
+                (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        })
+        .await;
+    }
+    for publisher in &mut publishers {
+        let label = publisher.label.clone();
+        let publish = publisher.publish(topic).await;
+        acked.push(publish.unwrap_or_else(|error| panic!("{label} after the outage: {error}")));
+    }
+    acked.extend(publish_from(cluster.nodes(), topic, load).await);
+    expect_events_everywhere(&mut subscribers, topic, acked.len() - before_outage).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &acked);
+    for node in cluster.nodes() {
+        let replayed = replay_on(node, topic, 100).await;
+        let context = format!("replay on {} after the outage", node.label);
+        assert_events_eq(&context, &replayed, &subscribers[0].received);
+    }
+}
+
+/// Asserts an `error` object says the backplane is unavailable.
+#[track_caller]
+fn assert_backplane_unavailable(error: &Value, context: &str) {
+    let message = error["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("cluster backplane unavailable"),
+        "{context}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_behind_haproxy_get_every_event_once_in_one_order() {
+    const SUBSCRIBERS: usize = 30;
+    let Some(cluster) = Cluster::spec().behind_haproxy().start().await else {
+        return;
+    };
+    let proxy = cluster.proxy();
+    let (status, health) = proxy.health().await;
+    assert_eq!(status, 200, "/health through HAProxy: {health}");
+    assert_eq!(health["cluster"]["backplane"], "connected", "{health}");
+    let topic = "lobby";
+    proxy.create_topic(topic).await;
+    let mut subscribers = subscribe_on([proxy], topic, SUBSCRIBERS).await;
+
+    // The nodes are asked directly only to see where HAProxy put the
+    // subscribers: leastconn must have spread them.
+    let mut connections = Vec::new();
+    for node in cluster.nodes() {
+        let (_, health) = node.health().await;
+        let count = health["connections"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{}: connections: {health}", node.label));
+        connections.push(count);
+    }
+    assert_eq!(
+        connections.iter().sum::<u64>(),
+        SUBSCRIBERS as u64,
+        "connections per node: {connections:?}"
+    );
+    assert!(
+        connections.iter().filter(|&&count| count > 0).count() >= 2,
+        "HAProxy did not spread the subscribers: {connections:?}"
+    );
+
+    let load = Load {
+        ws_bursts: 2,
+        burst_len: 5,
+        rest: 5,
+    };
+    let acked = publish_from([proxy, proxy], topic, load).await;
+    expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &acked);
+}
