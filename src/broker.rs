@@ -310,6 +310,19 @@ impl Broker {
         }
     }
 
+    /// Cluster mode: `missed` events were lost before this node could fan
+    /// them out, and which topics they were for is not known, so every
+    /// subscriber is told as its slow-consumer policy says.
+    pub fn subscribers_missed_events(&self, missed: u64) {
+        let mut disconnected = 0;
+        for topic in self.all_topics() {
+            for (_, outbox) in topic.subscribers.load().iter() {
+                disconnected += u64::from(outbox.missed_events());
+            }
+        }
+        self.metrics.record_missed_events(missed, disconnected);
+    }
+
     /// Every topic, collected so the map's shards are released before any
     /// topic lock is taken.
     fn all_topics(&self) -> Vec<Arc<Topic>> {
@@ -418,6 +431,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
+    use crate::outbox::CloseReason;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
@@ -517,6 +531,23 @@ mod tests {
         broker.retire_topic("t", 10);
         assert!(broker.topic("t").is_err());
         assert_eq!(broker.at_topic_limit(), Err(BrokerError::TopicLimit(2)));
+    }
+
+    #[test]
+    fn missed_events_disconnect_or_not_by_policy() {
+        let broker = broker(10);
+        broker.adopt_topic("t", 1);
+        let topic = broker.topic("t").unwrap();
+        let strict = outbox(8);
+        let lenient = Arc::new(Outbox::new(8, SlowConsumerPolicy::DropOldest));
+        assert!(topic.subscribe(1, &strict, Bytes::from_static(b"ack"), 0));
+        assert!(topic.subscribe(2, &lenient, Bytes::from_static(b"ack"), 0));
+        broker.subscribers_missed_events(3);
+        assert_eq!(strict.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(lenient.close_reason(), None);
+        let snapshot = broker.metrics.snapshot();
+        assert_eq!(snapshot.backplane_events_missed, 3);
+        assert_eq!(snapshot.slow_consumer_disconnects, 1);
     }
 
     #[test]

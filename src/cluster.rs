@@ -48,6 +48,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish waits, after JetStream stored it, for this node to
 /// have fanned it out, so the publisher's own node has it before the ack.
 const LOCAL_FAN_OUT_WAIT: Duration = Duration::from_secs(1);
+/// How long after a delete its topic's events are purged from the stream.
+const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Pause before setting up or following again after a failure.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
@@ -223,18 +225,31 @@ impl Cluster {
                 .await
             {
                 Ok(()) => {
-                    let subject = event_subject(name, entry.revision);
-                    if let Err(err) = backplane.events.purge().filter(&subject).await {
-                        // The events are unreachable anyway: no later topic
-                        // has this incarnation.
-                        tracing::warn!(topic = name, error = %err, "could not purge a deleted topic's events");
-                    }
+                    self.purge_later(name, entry.revision);
                     return self.sync_registry().await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(unavailable(err)),
             }
         }
+    }
+
+    /// Purges a deleted topic's events once every node has surely read
+    /// them: a node that finds events missing from the stream takes it for
+    /// having fallen behind. Best effort: the events of a deleted
+    /// incarnation are never delivered anyway.
+    fn purge_later(&self, name: &str, incarnation: u64) {
+        let (Some(backplane), subject) = (self.backplane.get(), event_subject(name, incarnation))
+        else {
+            return;
+        };
+        let events = backplane.events.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(PURGE_DELAY).await;
+            if let Err(err) = events.purge().filter(&subject).await {
+                tracing::warn!(subject, error = %err, "could not purge a deleted topic's events");
+            }
+        });
     }
 
     /// The topic, asking the registry before answering "not found": a topic
@@ -440,9 +455,18 @@ impl Cluster {
             return;
         };
         let seq = info.stream_sequence;
+        let applied = *self.events_applied.borrow();
         // A consumer recreated after a reconnect may start over.
-        if seq <= *self.events_applied.borrow() {
+        if seq <= applied {
             return;
+        }
+        let missed = discarded_unread(applied, seq, self.caught_up.load(Ordering::Acquire));
+        if missed > 0 {
+            tracing::warn!(
+                missed,
+                "fell behind the event stream: events were discarded before this node read them"
+            );
+            broker.subscribers_missed_events(missed);
         }
         let stored_at = SystemTime::UNIX_EPOCH
             + Duration::from_nanos(info.published.unix_timestamp_nanos().max(0) as u64);
@@ -487,6 +511,21 @@ impl Cluster {
             );
         }
     }
+}
+
+/// How many events the stream discarded before this node read them, seeing
+/// event `seq` after `applied`. Once caught up, the follower reads every
+/// event as it is stored, and deleted topics' events are purged only long
+/// after, so a skipped sequence is an event discarded unread: the node fell
+/// more than a topic's `RING_BUFFER_SIZE` behind, or was cut off from NATS
+/// while others published. While catching up, skips are the history the
+/// stream had already discarded, and the first event read has nothing
+/// before it to compare.
+fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
+    if applied == 0 || !caught_up {
+        return 0;
+    }
+    seq.saturating_sub(applied + 1)
 }
 
 /// Waits until `applied` reaches `target`; false if `timeout` passed first.
@@ -550,6 +589,14 @@ mod tests {
             }
         }
         assert_eq!(encode_topic("a.b:c"), "a=2Eb=3Ac");
+    }
+
+    #[test]
+    fn only_a_skip_after_catching_up_is_an_event_missed() {
+        assert_eq!(discarded_unread(10, 11, true), 0);
+        assert_eq!(discarded_unread(10, 14, true), 3);
+        assert_eq!(discarded_unread(10, 14, false), 0, "history has holes");
+        assert_eq!(discarded_unread(0, 500, true), 0, "nothing read yet");
     }
 
     #[test]

@@ -19,6 +19,7 @@ pub struct Metrics {
     slow_consumer_disconnects: AtomicU64,
     connections_refused: AtomicU64,
     panics: AtomicU64,
+    backplane_events_missed: AtomicU64,
 }
 
 /// A point-in-time copy of the counters.
@@ -34,6 +35,8 @@ pub struct Snapshot {
     pub connections_refused: u64,
     /// Connection tasks that panicked (and were contained).
     pub panics: u64,
+    /// Cluster mode: events the stream discarded before this node read them.
+    pub backplane_events_missed: u64,
 }
 
 impl Metrics {
@@ -68,6 +71,15 @@ impl Metrics {
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Cluster mode: `missed` events never reached this node, and
+    /// `disconnected` subscribers were closed as slow consumers for it.
+    pub fn record_missed_events(&self, missed: u64, disconnected: u64) {
+        self.backplane_events_missed
+            .fetch_add(missed, Ordering::Relaxed);
+        self.slow_consumer_disconnects
+            .fetch_add(disconnected, Ordering::Relaxed);
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
             connections: self.connections_open.load(Ordering::Relaxed),
@@ -78,6 +90,7 @@ impl Metrics {
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
+            backplane_events_missed: self.backplane_events_missed.load(Ordering::Relaxed),
         }
     }
 }
@@ -106,6 +119,7 @@ mod tests {
         );
         drop(guard);
         metrics.record_panic();
+        metrics.record_missed_events(5, 1);
         let snapshot = metrics.snapshot();
         assert_eq!(
             snapshot,
@@ -115,9 +129,10 @@ mod tests {
                 published: 1,
                 delivered: 3,
                 dropped: 1,
-                slow_consumer_disconnects: 2,
+                slow_consumer_disconnects: 3,
                 connections_refused: 1,
                 panics: 1,
+                backplane_events_missed: 5,
             }
         );
         assert!(

@@ -185,6 +185,21 @@ impl Outbox {
         delivery
     }
 
+    /// Events meant for this subscriber were lost before they reached its
+    /// queue (cluster mode: its node fell behind the stream). Under
+    /// `disconnect` it is closed as a slow consumer, so it knows to
+    /// resubscribe with `last_n`; under `drop_oldest` losing events is what
+    /// it chose. Returns whether it was disconnected.
+    pub fn missed_events(&self) -> bool {
+        match self.policy {
+            SlowConsumerPolicy::Disconnect => {
+                self.close(CloseReason::SlowConsumer);
+                true
+            }
+            SlowConsumerPolicy::DropOldest => false,
+        }
+    }
+
     /// Queues replayed events, which are bounded by the replay ring rather
     /// than by the policy: a subscriber asked for them.
     pub fn push_replay<'a>(&self, frames: impl Iterator<Item = &'a Bytes>) {
