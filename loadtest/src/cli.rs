@@ -107,8 +107,10 @@ pub struct RunArgs {
     #[arg(long, value_enum, default_value_t = Target::Ringcast)]
     pub target: Target,
     /// WebSocket URL [default: ws://127.0.0.1:8080/ws for ringcast, ws://127.0.0.1:4223 for nats].
+    /// Give it more than once to spread the subscribers round-robin over several
+    /// nodes of a cluster; publishers and topic creation use the first.
     #[arg(long)]
-    pub url: Option<String>,
+    pub url: Vec<String>,
     /// Sent as `X-API-Key` on REST requests and the WebSocket upgrade (ringcast).
     #[arg(long)]
     pub api_key: Option<String>,
@@ -151,9 +153,14 @@ pub struct RunArgs {
     /// A step whose p99 exceeds this is not sustained.
     #[arg(long, value_parser = parse_duration, default_value = "50ms")]
     pub max_p99: Duration,
-    /// Server process id, for CPU (schedstat) and RSS from /proc.
+    /// Server process id, for CPU (schedstat) and RSS from /proc. Give one per
+    /// node: CPU and RSS are summed over them.
     #[arg(long)]
-    pub server_pid: Option<u32>,
+    pub server_pid: Vec<u32>,
+    /// Process id of the cluster's backplane (nats-server), whose CPU per
+    /// delivery is reported apart from the nodes'.
+    #[arg(long)]
+    pub backplane_pid: Option<u32>,
     /// Write machine-readable results here.
     #[arg(long)]
     pub json: Option<PathBuf>,

@@ -40,27 +40,53 @@ pub fn write(buf: &mut Vec<u8>, size: usize, scheduled_ns: u64, publisher: u32, 
     buf.extend_from_slice(br#""}"#);
 }
 
+/// What a payload's leading fields say about its event.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Stamp {
+    pub scheduled_ns: u64,
+    pub publisher: u32,
+    /// The publisher's own event counter, consecutive over its whole run.
+    pub counter: u64,
+}
+
 static SCHEDULED_FIELD: LazyLock<memmem::Finder<'static>> =
     LazyLock::new(|| memmem::Finder::new(br#"{"t":"#));
 
-/// The scheduled send time carried by the payload somewhere in `message`.
-/// The first `{"t":` is the payload's: envelope fields before it never contain one.
-pub fn scheduled_ns(message: &[u8]) -> Option<u64> {
+/// The stamp of the payload somewhere in `message`. The first `{"t":` is the
+/// payload's: envelope fields before it never contain one. `p` and `n`
+/// follow it directly, so they cost no further search.
+pub fn stamp(message: &[u8]) -> Option<Stamp> {
     let at = SCHEDULED_FIELD.find(message)?;
-    parse_digits(&message[at + 5..])
+    let (scheduled_ns, rest) = leading_number(&message[at + 5..])?;
+    let (publisher, rest) = leading_number(rest.strip_prefix(br#","p":"#)?)?;
+    let (counter, _) = leading_number(rest.strip_prefix(br#","n":"#)?)?;
+    Some(Stamp {
+        scheduled_ns,
+        publisher: u32::try_from(publisher).ok()?,
+        counter,
+    })
+}
+
+/// The scheduled send time carried by the payload somewhere in `message`.
+pub fn scheduled_ns(message: &[u8]) -> Option<u64> {
+    stamp(message).map(|stamp| stamp.scheduled_ns)
 }
 
 /// Parses the unsigned decimal integer at the start of `bytes`.
 pub fn parse_digits(bytes: &[u8]) -> Option<u64> {
+    leading_number(bytes).map(|(value, _)| value)
+}
+
+/// The unsigned decimal integer at the start of `bytes`, and what follows it.
+fn leading_number(bytes: &[u8]) -> Option<(u64, &[u8])> {
     let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
     if digits == 0 || digits > 19 {
         return None;
     }
-    Some(
-        bytes[..digits]
-            .iter()
-            .fold(0, |value, &d| value * 10 + u64::from(d - b'0')),
-    )
+    let value = bytes[..digits]
+        .iter()
+        .fold(0, |value, &d| value * 10 + u64::from(d - b'0'));
+    Some((value, &bytes[digits..]))
 }
 
 #[cfg(test)]
@@ -90,5 +116,20 @@ mod tests {
         assert_eq!(scheduled_ns(&payload), Some(123_456_789));
         assert_eq!(scheduled_ns(br#"{"x":1}"#), None);
         assert_eq!(scheduled_ns(br#"{"t":}"#), None);
+    }
+
+    #[test]
+    fn extracts_publisher_and_counter() {
+        let mut payload = Vec::new();
+        write(&mut payload, 128, 99, 3, 42);
+        let expected = Stamp {
+            scheduled_ns: 99,
+            publisher: 3,
+            counter: 42,
+        };
+        assert_eq!(stamp(&payload), Some(expected));
+        assert_eq!(stamp(br#"{"t":1,"p":2}"#), None);
+        assert_eq!(stamp(br#"{"t":1,"n":2,"p":3}"#), None);
+        assert_eq!(stamp(br#"{"t":1,"p":4294967296,"n":0}"#), None);
     }
 }

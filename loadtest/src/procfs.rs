@@ -30,6 +30,15 @@ fn stat_ns(pid: u32) -> Option<u64> {
     Some((utime + stime) * 1_000_000_000 / ticks_per_sec.max(1))
 }
 
+/// `reading` summed over the processes of a cluster's nodes; None without
+/// pids, or if any reading fails (a node that died would skew the sum).
+pub fn summed(pids: &[u32], reading: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&pid| reading(pid)).sum()
+}
+
 /// Resident set size in KiB (`VmRSS`).
 pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -66,5 +75,14 @@ mod tests {
         assert!(cpu_ns(pid).is_some());
         assert!(stat_ns(pid).is_some());
         assert!(rss_kib(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn sums_over_every_pid_or_gives_none() {
+        let reading = |pid: u32| (pid < 10).then_some(u64::from(pid) * 100);
+        assert_eq!(summed(&[1, 2], reading), Some(300));
+        assert_eq!(summed(&[3], reading), Some(300));
+        assert_eq!(summed(&[1, 42], reading), None);
+        assert_eq!(summed(&[], reading), None);
     }
 }

@@ -11,6 +11,9 @@ pub struct RunReport {
     pub topics: usize,
     pub subscribers_per_topic: usize,
     pub connections: usize,
+    /// Servers the subscriber connections were spread over (`--url` given more than once).
+    #[serde(default = "one_node")]
+    pub nodes: usize,
     pub publishers: usize,
     pub payload_bytes: usize,
     pub steps: Vec<StepReport>,
@@ -20,6 +23,10 @@ pub struct RunReport {
     /// The first disconnect or publish error seen, to explain a failure.
     #[serde(default)]
     pub first_problem: Option<String>,
+}
+
+fn one_node() -> usize {
+    1
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -36,6 +43,10 @@ pub struct StepReport {
     /// Events missing from subscribers' `seq` sequences (ringcast only).
     pub seq_gaps: Option<u64>,
     pub publish_errors: u64,
+    /// Publishes neither acked nor refused by the end of the drain (ringcast
+    /// only): in cluster mode an ack waits for the backplane to store the event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unanswered_publishes: Option<u64>,
     /// Connections closed by the server or by an error during the step.
     #[serde(default)]
     pub disconnects: u64,
@@ -45,7 +56,11 @@ pub struct StepReport {
     pub p99_ms: Option<f64>,
     pub p999_ms: Option<f64>,
     pub max_ms: Option<f64>,
+    /// Summed over the nodes given with `--server-pid`.
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// The cluster backplane's (`--backplane-pid`) CPU per delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backplane_cpu_ns_per_delivery: Option<f64>,
     /// The load generator's own CPU per delivery: if it nears 1e9 / delivered_per_sec
     /// per client core, the client, not the server, is the limit.
     #[serde(default)]
@@ -70,9 +85,14 @@ pub struct IdleReport {
 impl RunReport {
     pub fn summary(&self) -> String {
         let mut out = String::new();
+        let nodes = if self.nodes > 1 {
+            format!(" over {} nodes", self.nodes)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             out,
-            "{} {}: {} topics x {} subscribers = {} connections, {} publishers, {}-byte payloads",
+            "{} {}: {} topics x {} subscribers = {} connections{nodes}, {} publishers, {}-byte payloads",
             self.target,
             self.scenario,
             self.topics,
@@ -106,6 +126,30 @@ impl RunReport {
                     (if step.sustained { "yes" } else { "NO" }).to_string(),
                 ]));
             }
+        }
+        let unanswered: Vec<u64> = self
+            .steps
+            .iter()
+            .filter_map(|step| step.unanswered_publishes)
+            .collect();
+        if unanswered.iter().any(|&count| count > 0) {
+            let _ = writeln!(
+                out,
+                "publishes unanswered after the drain, by step: {}",
+                joined(unanswered.iter().map(u64::to_string))
+            );
+        }
+        let backplane: Vec<f64> = self
+            .steps
+            .iter()
+            .filter_map(|step| step.backplane_cpu_ns_per_delivery)
+            .collect();
+        if !backplane.is_empty() {
+            let _ = writeln!(
+                out,
+                "backplane CPU ns/delivery by step: {}",
+                joined(backplane.iter().map(|ns| format!("{ns:.0}")))
+            );
         }
         if let Some(max) = self.max_sustained_deliveries_per_sec {
             let _ = writeln!(out, "max sustained: {max:.0} deliveries/s");
@@ -156,6 +200,10 @@ fn table_row(cells: [String; 15]) -> String {
     row.truncate(row.trim_end().len());
     row.push('\n');
     row
+}
+
+fn joined(items: impl Iterator<Item = String>) -> String {
+    items.collect::<Vec<_>>().join(" ")
 }
 
 fn float_or(value: Option<f64>, missing: &str) -> String {

@@ -1,6 +1,8 @@
 //! ringcast's wire contract: REST topic management and publishing, subscribe,
 //! publish, and cheap recognition of the frames the server sends.
 
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
 use std::sync::LazyLock;
 
 use anyhow::{bail, Context, Result};
@@ -148,8 +150,8 @@ pub fn queue_subscribe(
     });
 }
 
-/// Queues one publish frame. Message ids are UUIDs made of the publisher index
-/// and the event counter, unique within a run without a random generator.
+/// Queues one publish frame. Message ids are UUIDs made of the publisher index,
+/// the event counter and this run's `RUN_ID`.
 pub fn queue_publish(
     writer: &mut WsWriter,
     topic: &str,
@@ -188,16 +190,34 @@ fn write_message(
     scheduled_ns: u64,
 ) {
     buf.extend_from_slice(br#"{"id":""#);
-    write_uuid(buf, publisher, counter);
+    write_uuid(buf, *RUN_ID, publisher, counter);
     buf.extend_from_slice(br#"","payload":"#);
     payload::write(buf, payload_bytes, scheduled_ns, publisher, counter);
     buf.push(b'}');
 }
 
-/// `pppppppp-0000-4000-8000-nnnnnnnnnnnn` (a syntactically valid version-4 UUID).
-fn write_uuid(buf: &mut Vec<u8>, publisher: u32, counter: u64) {
+/// 40 random bits in every message id of this process. In cluster mode the
+/// server drops a message whose id it saw in the last 2 minutes, so ids must
+/// differ from those of earlier runs, whose counters started at 0 too.
+static RUN_ID: LazyLock<u64> = LazyLock::new(random_run_id);
+
+fn random_run_id() -> u64 {
+    // std seeds RandomState's keys from the OS's random source, and every
+    // new one differs: hashing anything with it gives random bits.
+    RandomState::new().hash_one(()) & ((1 << 40) - 1)
+}
+
+/// `pppppppp-rrrr-4rrr-8rrr-nnnnnnnnnnnn` (a syntactically valid version-4
+/// UUID): publisher, 40 bits of `run`, counter.
+fn write_uuid(buf: &mut Vec<u8>, run: u64, publisher: u32, counter: u64) {
     write_hex(buf, u64::from(publisher), 8);
-    buf.extend_from_slice(b"-0000-4000-8000-");
+    buf.push(b'-');
+    write_hex(buf, run >> 24, 4);
+    buf.extend_from_slice(b"-4");
+    write_hex(buf, run >> 12, 3);
+    buf.extend_from_slice(b"-8");
+    write_hex(buf, run, 3);
+    buf.push(b'-');
     write_hex(buf, counter, 12);
 }
 
@@ -259,14 +279,33 @@ mod tests {
         let mut body = Vec::new();
         write_message(&mut body, 1, 42, 128, 7);
         let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(message["id"], "00000001-0000-4000-8000-00000000002a");
+        let id = message["id"].as_str().unwrap();
+        assert!(id.starts_with("00000001-"), "{id}");
+        assert!(id.ends_with("-00000000002a"), "{id}");
         assert_eq!(message["payload"]["n"], 42);
     }
 
     #[test]
     fn message_ids_are_uuid_shaped() {
         let mut id = Vec::new();
-        write_uuid(&mut id, 1, 42);
-        assert_eq!(id, b"00000001-0000-4000-8000-00000000002a");
+        write_uuid(&mut id, 0xab_cdef_1234, 1, 42);
+        assert_eq!(id, b"00000001-abcd-4ef1-8234-00000000002a");
+        id.clear();
+        write_uuid(&mut id, *RUN_ID, u32::MAX, (1 << 48) - 1);
+        let id = std::str::from_utf8(&id).unwrap();
+        let groups: Vec<usize> = id.split('-').map(str::len).collect();
+        assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");
+        assert!(
+            id.as_bytes()[14] == b'4' && id.as_bytes()[19] == b'8',
+            "{id}"
+        );
+        assert!(id.bytes().all(|b| b == b'-' || b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn message_ids_differ_between_runs() {
+        let run_ids: std::collections::HashSet<u64> = (0..8).map(|_| random_run_id()).collect();
+        assert_eq!(run_ids.len(), 8);
+        assert!(run_ids.iter().all(|&run| run < 1 << 40));
     }
 }

@@ -33,10 +33,10 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
     let stats = Arc::new(Stats::new(workers));
     let topics = plan.topic_names();
     if plan.target == Target::Ringcast {
-        let mut rest = HttpClient::new(&plan.url, plan.api_key.as_deref());
+        let mut rest = HttpClient::new(plan.publisher_url(), plan.api_key.as_deref());
         ringcast::create_topics(&mut rest, &topics).await?;
     }
-    let rss_before = plan.server_pid.and_then(procfs::rss_kib);
+    let rss_before = procfs::summed(&plan.server_pids, procfs::rss_kib);
     connect_subscribers(plan, &topics, &stats).await?;
 
     let mut report = RunReport {
@@ -45,6 +45,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         topics: plan.topics,
         subscribers_per_topic: plan.subscribers_per_topic,
         connections: plan.connections(),
+        nodes: plan.urls.len(),
         publishers: if plan.is_idle() { 0 } else { plan.publishers },
         payload_bytes: plan.payload_bytes,
         steps: Vec::new(),
@@ -54,7 +55,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
     };
     if plan.is_idle() {
         tokio::time::sleep(IDLE_SETTLE).await;
-        let rss_after = plan.server_pid.and_then(procfs::rss_kib);
+        let rss_after = procfs::summed(&plan.server_pids, procfs::rss_kib);
         report.idle = Some(IdleReport {
             connections: plan.connections(),
             rss_kib_before: rss_before,
@@ -86,18 +87,20 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
     Ok(report)
 }
 
-/// Opens every subscriber connection (subscriber `i` on topic `i / S`) and
-/// waits until all are subscribed.
+/// Opens every subscriber connection (subscriber `i` on topic `i / S`, on
+/// node `i mod nodes`) and waits until all are subscribed.
 async fn connect_subscribers(plan: &Plan, topics: &[String], stats: &Arc<Stats>) -> Result<()> {
     let total = plan.connections();
     let slots = Arc::new(Semaphore::new(CONNECT_CONCURRENCY));
     let (setup_tx, setup_rx) = mpsc::unbounded_channel();
     for i in 0..total {
+        let topic = i / plan.subscribers_per_topic;
         let subscription = Subscription {
             target: plan.target,
-            url: plan.url.clone(),
+            url: plan.subscriber_url(i).clone(),
             api_key: plan.api_key.clone(),
-            topic: topics[i / plan.subscribers_per_topic].clone(),
+            topic: topics[topic].clone(),
+            counter_stride: plan.counter_stride(topic),
         };
         tokio::spawn(subscriber::run(
             subscription,
@@ -119,7 +122,7 @@ async fn start_publishers(
     for index in 0..plan.publishers {
         let spec = PublisherSpec {
             target: plan.target,
-            url: plan.url.clone(),
+            url: plan.publisher_url().clone(),
             api_key: plan.api_key.clone(),
             index: index as u32,
             publishers: plan.publishers as u32,
@@ -182,8 +185,10 @@ async fn await_setup(
 struct Sample {
     at: Instant,
     counters: Snapshot,
+    /// Summed over the nodes.
     cpu_ns: Option<u64>,
     rss_kib: Option<u64>,
+    backplane_cpu_ns: Option<u64>,
     /// This process's CPU time, to tell when the client is the bottleneck.
     client_cpu_ns: Option<u64>,
 }
@@ -250,8 +255,9 @@ impl Driver<'_> {
         Sample {
             at: Instant::now(),
             counters: self.stats.snapshot(),
-            cpu_ns: self.plan.server_pid.and_then(procfs::cpu_ns),
-            rss_kib: self.plan.server_pid.and_then(procfs::rss_kib),
+            cpu_ns: procfs::summed(&self.plan.server_pids, procfs::cpu_ns),
+            rss_kib: procfs::summed(&self.plan.server_pids, procfs::rss_kib),
+            backplane_cpu_ns: self.plan.backplane_pid.and_then(procfs::cpu_ns),
             client_cpu_ns: procfs::cpu_ns(std::process::id()),
         }
     }
@@ -342,6 +348,7 @@ impl Driver<'_> {
         let loss = expected as i64 - received as i64;
         let seq_gaps = after.seq_gaps - before.seq_gaps;
         let publish_errors = after.publish_errors - before.publish_errors;
+        let answered = after.acks - before.acks + publish_errors;
         let disconnects = after.disconnects - before.disconnects;
         let p99_ms = quantile_ms(0.99);
         let offered_rate = match rate {
@@ -357,6 +364,8 @@ impl Driver<'_> {
             loss,
             seq_gaps: (self.plan.target == Target::Ringcast).then_some(seq_gaps),
             publish_errors,
+            unanswered_publishes: (self.plan.target == Target::Ringcast)
+                .then(|| published.saturating_sub(answered)),
             disconnects,
             delivered_per_sec: counted as f64 / window_secs,
             p50_ms: quantile_ms(0.50),
@@ -364,6 +373,10 @@ impl Driver<'_> {
             p999_ms: quantile_ms(0.999),
             max_ms: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
             server_cpu_ns_per_delivery: per_delivery(window_open.cpu_ns, window_closed.cpu_ns),
+            backplane_cpu_ns_per_delivery: per_delivery(
+                window_open.backplane_cpu_ns,
+                window_closed.backplane_cpu_ns,
+            ),
             client_cpu_ns_per_delivery: per_delivery(
                 window_open.client_cpu_ns,
                 window_closed.client_cpu_ns,

@@ -12,7 +12,8 @@ use crate::ws::WsUrl;
 #[derive(Clone, Debug)]
 pub struct Plan {
     pub target: Target,
-    pub url: WsUrl,
+    /// The nodes subscribers are spread over; publishers and REST use the first.
+    pub urls: Vec<WsUrl>,
     pub api_key: Option<String>,
     pub scenario: ScenarioKind,
     pub topics: usize,
@@ -24,7 +25,8 @@ pub struct Plan {
     pub warmup: Duration,
     pub step: Option<StepPlan>,
     pub max_p99: Duration,
-    pub server_pid: Option<u32>,
+    pub server_pids: Vec<u32>,
+    pub backplane_pid: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -75,14 +77,17 @@ const DEFAULT_PAYLOAD_BYTES: usize = 128;
 impl Plan {
     pub fn from_args(args: &RunArgs) -> Result<Plan> {
         let preset = preset(args.scenario);
-        let url = WsUrl::parse(
+        let urls = if args.url.is_empty() {
+            vec![WsUrl::parse(args.target.default_url())?]
+        } else {
             args.url
-                .as_deref()
-                .unwrap_or_else(|| args.target.default_url()),
-        )?;
+                .iter()
+                .map(|url| WsUrl::parse(url))
+                .collect::<Result<_>>()?
+        };
         let plan = Plan {
             target: args.target,
-            url,
+            urls,
             api_key: args.api_key.clone(),
             scenario: args.scenario,
             topics: args.topics.unwrap_or(preset.topics),
@@ -100,7 +105,8 @@ impl Plan {
                 max_rate: args.max_rate,
             }),
             max_p99: args.max_p99,
-            server_pid: args.server_pid,
+            server_pids: args.server_pid.clone(),
+            backplane_pid: args.backplane_pid,
         };
         plan.validate()?;
         Ok(plan)
@@ -144,6 +150,17 @@ impl Plan {
         self.topics * self.subscribers_per_topic
     }
 
+    /// Where publishers connect and topics are created.
+    pub fn publisher_url(&self) -> &WsUrl {
+        &self.urls[0]
+    }
+
+    /// The node of subscriber connection `index`: round-robin, so every node
+    /// gets an even share of every topic's subscribers.
+    pub fn subscriber_url(&self, index: usize) -> &WsUrl {
+        &self.urls[index % self.urls.len()]
+    }
+
     pub fn topic_names(&self) -> Vec<String> {
         (0..self.topics).map(|i| format!("load-{i}")).collect()
     }
@@ -155,5 +172,78 @@ impl Plan {
             return vec![index % self.topics];
         }
         (index..self.topics).step_by(self.publishers).collect()
+    }
+
+    /// How far apart the counters `n` of consecutive events on `topic` from
+    /// one publisher are: a publisher numbers all its events and sends them
+    /// round-robin over its topics.
+    pub fn counter_stride(&self, topic: usize) -> u64 {
+        // Idle runs have no publishers, hence no counters to follow.
+        let Some(publisher) = topic.checked_rem(self.publishers) else {
+            return 1;
+        };
+        self.topics_of_publisher(publisher).len() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    fn plan(args: &[&str]) -> Plan {
+        let cli = Cli::try_parse_from(["ringcast-load", "run"].iter().chain(args)).unwrap();
+        let Command::Run(args) = cli.command else {
+            unreachable!("parsed a run");
+        };
+        Plan::from_args(&args).unwrap()
+    }
+
+    #[test]
+    fn one_url_by_default() {
+        let plan = plan(&[]);
+        assert_eq!(plan.urls.len(), 1);
+        assert_eq!(plan.publisher_url().port, 8080);
+        assert_eq!(plan.subscriber_url(7).port, 8080);
+    }
+
+    #[test]
+    fn subscribers_alternate_between_nodes() {
+        let plan = plan(&[
+            "--url",
+            "ws://127.0.0.1:9001/ws",
+            "--url",
+            "ws://127.0.0.1:9002/ws",
+            "--server-pid",
+            "10",
+            "--server-pid",
+            "11",
+        ]);
+        assert_eq!(plan.publisher_url().port, 9001);
+        let ports: Vec<u16> = (0..4).map(|i| plan.subscriber_url(i).port).collect();
+        assert_eq!(ports, [9001, 9002, 9001, 9002]);
+        assert_eq!(plan.server_pids, [10, 11]);
+    }
+
+    #[test]
+    fn counter_stride_is_the_topic_publishers_topic_count() {
+        // fanout: one publisher, one topic.
+        assert_eq!(plan(&[]).counter_stride(0), 1);
+        // topics: 10 publishers over 1000 topics, 100 each.
+        let topics = plan(&["--scenario", "topics"]);
+        assert_eq!(topics.counter_stride(0), 100);
+        assert_eq!(topics.counter_stride(999), 100);
+        // Uneven shares: publisher 0 has topics 0, 3, 6; publisher 1 has 1, 4.
+        let uneven = plan(&["--topics", "7", "--publishers", "3"]);
+        assert_eq!(uneven.counter_stride(6), 3);
+        assert_eq!(uneven.counter_stride(4), 2);
+        // More publishers than topics: each publisher has one topic.
+        assert_eq!(
+            plan(&["--topics", "2", "--publishers", "5"]).counter_stride(1),
+            1
+        );
+        assert_eq!(plan(&["--scenario", "idle"]).counter_stride(3), 1);
     }
 }

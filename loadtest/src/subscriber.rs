@@ -16,12 +16,63 @@ pub struct Subscription {
     pub url: ws::WsUrl,
     pub api_key: Option<String>,
     pub topic: String,
+    /// See `Plan::counter_stride`.
+    pub counter_stride: u64,
 }
 
 /// Per-connection decoding state: all that a subscriber keeps besides its buffers.
 enum Decoder {
-    Ringcast { last_seq: u64 },
+    Ringcast(Sequences),
     Nats(nats::Parser),
+}
+
+/// Each publisher's last counter seen on this connection, to count the events
+/// missing in between. The payload's counters rather than ringcast's `seq`:
+/// in cluster mode `seq` is the backplane's stream sequence, which skips the
+/// numbers other topics took.
+struct Sequences {
+    stride: u64,
+    /// (publisher, last counter); a topic has one publisher unless there are
+    /// more publishers than topics, so this stays tiny.
+    last: Vec<(u32, u64)>,
+}
+
+impl Sequences {
+    fn new(stride: u64) -> Sequences {
+        Sequences {
+            stride,
+            last: Vec::new(),
+        }
+    }
+
+    /// Counts an event frame, its latency and the events missing before it.
+    fn on_frame(&mut self, frame: &[u8], received_ns: u64, shard: &mut Shard) {
+        if ringcast::classify(frame) != ringcast::ServerFrame::Event {
+            return;
+        }
+        let stamp = payload::stamp(frame);
+        shard.delivered(received_ns, stamp.map(|stamp| stamp.scheduled_ns));
+        if let Some(stamp) = stamp {
+            shard.seq_gaps += self.missing_before(stamp.publisher, stamp.counter);
+        }
+    }
+
+    /// How many of `publisher`'s events are missing before `counter`; a
+    /// repeated or out-of-order counter counts as one. A publisher's first
+    /// event sets its baseline: topics outlive runs.
+    fn missing_before(&mut self, publisher: u32, counter: u64) -> u64 {
+        let Some((_, last)) = self.last.iter_mut().find(|(p, _)| *p == publisher) else {
+            self.last.push((publisher, counter));
+            return 0;
+        };
+        let expected = *last + self.stride;
+        *last = counter;
+        if counter == expected {
+            0
+        } else {
+            (counter.saturating_sub(expected) / self.stride).max(1)
+        }
+    }
 }
 
 /// Sets the subscription up (reporting the outcome on `setup_done`), then
@@ -50,7 +101,7 @@ async fn set_up(subscription: &Subscription) -> Result<(WsReader, WsWriter, Deco
     let decoder = match subscription.target {
         Target::Ringcast => {
             ringcast::subscribe(&mut reader, &mut writer, &subscription.topic).await?;
-            Decoder::Ringcast { last_seq: 0 }
+            Decoder::Ringcast(Sequences::new(subscription.counter_stride))
         }
         Target::Nats => {
             let mut parser = nats::Parser::default();
@@ -90,17 +141,8 @@ impl Decoder {
         writer: &mut WsWriter,
     ) -> Result<()> {
         match self {
-            Decoder::Ringcast { last_seq } => {
-                if ringcast::classify(message) == ringcast::ServerFrame::Event {
-                    shard.delivered(received_ns, payload::scheduled_ns(message));
-                    if let Some(seq) = ringcast::event_seq(message) {
-                        // The first event seen sets the baseline: topics outlive runs.
-                        if *last_seq != 0 && seq != *last_seq + 1 {
-                            shard.seq_gaps += seq.saturating_sub(*last_seq + 1).max(1);
-                        }
-                        *last_seq = seq;
-                    }
-                }
+            Decoder::Ringcast(sequences) => {
+                sequences.on_frame(message, received_ns, shard);
                 Ok(())
             }
             Decoder::Nats(parser) => parser.feed(message, |event| match event {
@@ -111,5 +153,80 @@ impl Decoder {
                 _ => {}
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consecutive_counters_miss_nothing() {
+        let mut sequences = Sequences::new(1);
+        for counter in 5..10 {
+            assert_eq!(sequences.missing_before(0, counter), 0);
+        }
+    }
+
+    #[test]
+    fn counts_the_events_skipped() {
+        let mut sequences = Sequences::new(1);
+        sequences.missing_before(0, 0);
+        assert_eq!(sequences.missing_before(0, 4), 3);
+        assert_eq!(sequences.missing_before(0, 5), 0);
+    }
+
+    #[test]
+    fn repeats_and_reorders_count_once() {
+        let mut sequences = Sequences::new(1);
+        sequences.missing_before(0, 7);
+        assert_eq!(sequences.missing_before(0, 7), 1);
+        assert_eq!(sequences.missing_before(0, 3), 1);
+        assert_eq!(sequences.missing_before(0, 4), 0);
+    }
+
+    #[test]
+    fn follows_each_publisher_apart() {
+        let mut sequences = Sequences::new(1);
+        for counter in 0..3 {
+            assert_eq!(sequences.missing_before(0, counter), 0);
+            assert_eq!(sequences.missing_before(1, 100 + counter), 0);
+        }
+        assert_eq!(sequences.missing_before(1, 105), 2);
+        assert_eq!(sequences.missing_before(0, 3), 0);
+    }
+
+    fn event(seq: u64, publisher: u32, counter: u64) -> Vec<u8> {
+        let mut frame =
+            br#"{"type":"event","topic":"load-0","message":{"id":"x","payload":"#.to_vec();
+        payload::write(&mut frame, 128, 1, publisher, counter);
+        frame.extend_from_slice(format!(r#"}},"seq":{seq},"ts":"x"}}"#).as_bytes());
+        frame
+    }
+
+    #[test]
+    fn cluster_seq_jumps_are_not_gaps() {
+        let stats = Stats::new(1);
+        let mut sequences = Sequences::new(1);
+        stats.with_shard(|shard| {
+            // Stream sequences skip what other topics took; the counters do not.
+            for (seq, counter) in [(10, 0), (13, 1), (40, 2)] {
+                sequences.on_frame(&event(seq, 0, counter), 5, shard);
+            }
+            sequences.on_frame(br#"{"type":"ack","topic":"load-0"}"#, 5, shard);
+            assert_eq!((shard.received, shard.seq_gaps), (3, 0));
+            // A lost event is a gap, whatever the seq says.
+            sequences.on_frame(&event(41, 0, 4), 5, shard);
+            assert_eq!((shard.received, shard.seq_gaps), (4, 1));
+        });
+    }
+
+    #[test]
+    fn steps_by_the_publishers_topic_count() {
+        // A publisher with 3 topics: this topic gets counters 1, 4, 7, ...
+        let mut sequences = Sequences::new(3);
+        sequences.missing_before(2, 1);
+        assert_eq!(sequences.missing_before(2, 4), 0);
+        assert_eq!(sequences.missing_before(2, 13), 2);
     }
 }
