@@ -28,7 +28,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
@@ -84,6 +84,9 @@ pub struct Cluster {
     caught_up: AtomicBool,
     /// The last registry revision mirrored into the broker.
     registry_applied: watch::Sender<u64>,
+    /// Raised when the registry follower missed a change it should have
+    /// had by now: it then watches again from the last one it applied.
+    registry_stalled: Notify,
     /// The last stream sequence handed to the fan-out.
     events_applied: watch::Sender<u64>,
 }
@@ -123,6 +126,7 @@ impl Cluster {
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
+            registry_stalled: Notify::new(),
             events_applied: watch::Sender::new(0),
         }))
     }
@@ -285,6 +289,7 @@ impl Cluster {
                 revision,
                 "registry follower is behind; answering from what it has"
             );
+            self.registry_stalled.notify_one();
         }
     }
 
@@ -313,19 +318,22 @@ impl Cluster {
     }
 
     async fn set_up(&self) -> Result<Backplane, async_nats::Error> {
-        let events = self
-            .jetstream
-            .create_or_update_stream(stream::Config {
-                name: EVENT_STREAM.into(),
-                subjects: vec![format!("{EVENT_SUBJECT_PREFIX}>")],
-                max_messages_per_subject: self.ring_capacity.max(1) as i64,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::Old,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
-            .await?;
-        let events = self.jetstream.get_stream(&events.config.name).await?;
+        let config = stream::Config {
+            name: EVENT_STREAM.into(),
+            subjects: vec![format!("{EVENT_SUBJECT_PREFIX}>")],
+            max_messages_per_subject: self.ring_capacity.max(1) as i64,
+            storage: stream::StorageType::File,
+            discard: stream::DiscardPolicy::Old,
+            duplicate_window: DUPLICATE_WINDOW,
+            ..Default::default()
+        };
+        let per_subject = config.max_messages_per_subject;
+        let events = self.jetstream.get_or_create_stream(config.clone()).await?;
+        // Updated only when the ring size changed: nats-server 2.9.10 can
+        // crash when several nodes update one stream at the same moment.
+        if events.cached_info().config.max_messages_per_subject != per_subject {
+            self.jetstream.update_stream(config).await?;
+        }
         // The bucket's stream is created by hand as the crate would: its
         // own bucket creation fails against nats-server 2.9.
         self.jetstream
@@ -373,14 +381,19 @@ impl Cluster {
                 registry.watch_from_revision(">", from).await
             };
             match watch {
-                Ok(mut entries) => {
-                    while let Some(entry) = entries.next().await {
-                        match entry {
-                            Ok(entry) => self.apply_registry_entry(broker, &entry),
-                            Err(err) => tracing::warn!(error = %err, "registry watch"),
+                Ok(mut entries) => loop {
+                    tokio::select! {
+                        entry = entries.next() => match entry {
+                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry),
+                            Some(Err(err)) => tracing::warn!(error = %err, "registry watch"),
+                            None => break,
+                        },
+                        () = self.registry_stalled.notified() => {
+                            tracing::warn!("registry watch fell silent; watching again");
+                            break;
                         }
                     }
-                }
+                },
                 Err(err) => tracing::warn!(error = %err, "cannot watch the topic registry"),
             }
             tokio::time::sleep(RETRY_DELAY).await;

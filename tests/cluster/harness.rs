@@ -1,7 +1,8 @@
 //! Real processes on free loopback ports: one nats-server with JetStream,
-//! three ringcast nodes sharing it, optionally HAProxy in front; and clients
-//! that talk to them over real sockets and keep what they received, so a
-//! test can compare what every subscriber saw.
+//! three ringcast nodes sharing it (a node optionally through a TCP proxy
+//! that can cut it off NATS), optionally HAProxy in front; and clients that
+//! talk to them over real sockets and keep what they received, so a test
+//! can compare what every subscriber saw.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{self, OpenOptions};
@@ -14,6 +15,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -351,6 +354,72 @@ impl NatsServer {
     }
 }
 
+/// A TCP proxy between one node and nats-server, so that a test can cut
+/// that node off NATS while the others stay connected. `cut` drops every
+/// connection through it, and closes each new one at once, until `restore`.
+struct NatsLink {
+    port: u16,
+    cut: watch::Sender<bool>,
+    accepting: JoinHandle<()>,
+}
+
+impl NatsLink {
+    fn start(nats_port: u16) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.set_nonblocking(true).map(|()| listener))
+            .and_then(tokio::net::TcpListener::from_std)
+            .expect("binding the NATS link");
+        let port = listener
+            .local_addr()
+            .expect("the NATS link's address")
+            .port();
+        let cut = watch::Sender::new(false);
+        let accepting = tokio::spawn(Self::accept(listener, nats_port, cut.subscribe()));
+        Self {
+            port,
+            cut,
+            accepting,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    async fn accept(listener: tokio::net::TcpListener, nats_port: u16, cut: watch::Receiver<bool>) {
+        loop {
+            let Ok((node_side, _)) = listener.accept().await else {
+                // Out of file descriptors, say: try again in a moment.
+                tokio::time::sleep(POLL_INTERVAL).await;
+                continue;
+            };
+            let mut cut = cut.clone();
+            tokio::spawn(async move {
+                // Ends, dropping both sockets, as soon as the link is cut
+                // (at once if it is cut already) or dropped.
+                tokio::select! {
+                    biased;
+                    _ = cut.wait_for(|cut| *cut) => {}
+                    () = Self::relay(node_side, nats_port) => {}
+                }
+            });
+        }
+    }
+
+    async fn relay(mut node_side: TcpStream, nats_port: u16) {
+        if let Ok(mut nats_side) = TcpStream::connect(("127.0.0.1", nats_port)).await {
+            let _ = tokio::io::copy_bidirectional(&mut node_side, &mut nats_side).await;
+        }
+    }
+}
+
+impl Drop for NatsLink {
+    fn drop(&mut self) {
+        // The relays end when `cut` is dropped right after.
+        self.accepting.abort();
+    }
+}
+
 // ------------------------------------------------------------ endpoints --
 
 /// Where a client talks to ringcast: a node, or HAProxy in front of them.
@@ -538,6 +607,8 @@ impl HaProxy {
 pub struct ClusterSpec {
     node_env: Vec<(String, String)>,
     haproxy: bool,
+    /// Nodes that reach nats-server through a `NatsLink`.
+    linked: Vec<usize>,
 }
 
 impl ClusterSpec {
@@ -549,6 +620,13 @@ impl ClusterSpec {
 
     pub fn behind_haproxy(mut self) -> Self {
         self.haproxy = true;
+        self
+    }
+
+    /// Node `index` reaches nats-server through a proxy, so that
+    /// `Cluster::cut_nats_link` can cut it off alone.
+    pub fn nats_link(mut self, index: usize) -> Self {
+        self.linked.push(index);
         self
     }
 
@@ -564,12 +642,21 @@ impl ClusterSpec {
         let dir = ScratchDir::new();
         let nats = NatsServer::start(&paths[0], &dir.0).await;
         let binary = Path::new(env!("CARGO_BIN_EXE_ringcast"));
+        let nats_links: Vec<Option<NatsLink>> = (0..NODE_LABELS.len())
+            .map(|index| {
+                self.linked
+                    .contains(&index)
+                    .then(|| NatsLink::start(nats.port))
+            })
+            .collect();
         let mut nodes: Vec<Node> = NODE_LABELS
             .iter()
-            .map(|label| {
+            .zip(&nats_links)
+            .map(|(label, link)| {
+                let nats_url = link.as_ref().map_or_else(|| nats.url(), NatsLink::url);
                 let mut env: Vec<(String, String)> = [
                     ("HOST", "127.0.0.1"),
-                    ("CLUSTER_NATS_URL", &nats.url()),
+                    ("CLUSTER_NATS_URL", &nats_url),
                     ("RUST_LOG", "warn,ringcast=info"),
                     // Events reach the socket at once: the tests wait less.
                     ("COALESCE_WINDOW", "0ms"),
@@ -590,6 +677,7 @@ impl ClusterSpec {
         };
         Some(Cluster {
             nodes,
+            nats_links,
             proxy,
             nats,
             _dir: dir,
@@ -601,6 +689,8 @@ impl ClusterSpec {
 /// scratch directory last), printing their logs if the test failed.
 pub struct Cluster {
     nodes: Vec<Node>,
+    /// Per node, the proxy it reaches nats-server through, if any.
+    nats_links: Vec<Option<NatsLink>>,
     proxy: Option<HaProxy>,
     nats: NatsServer,
     _dir: ScratchDir,
@@ -661,6 +751,27 @@ impl Cluster {
     pub async fn restart_nats(&mut self) {
         self.nats.process.spawn();
         wait_for_listener(&mut self.nats.process, self.nats.port).await;
+    }
+
+    /// Cuts node `index` (started with `nats_link(index)`) off nats-server:
+    /// its connections to NATS are dropped, and it cannot open new ones
+    /// until `restore_nats_link`. The other nodes are not affected.
+    pub fn cut_nats_link(&self, index: usize) {
+        self.nats_link(index).cut.send_replace(true);
+    }
+
+    /// Lets node `index` reach nats-server again after `cut_nats_link`.
+    pub fn restore_nats_link(&self, index: usize) {
+        self.nats_link(index).cut.send_replace(false);
+    }
+
+    fn nats_link(&self, index: usize) -> &NatsLink {
+        self.nats_links[index].as_ref().unwrap_or_else(|| {
+            panic!(
+                "{} was started without a NATS link",
+                self.nodes[index].api.label
+            )
+        })
     }
 }
 
@@ -765,8 +876,11 @@ impl Client {
                 Some(Err(err)) => panic!("{}: {err} waiting for {waiting_for}", self.label),
                 None => panic!("{}: connection ended waiting for {waiting_for}", self.label),
             };
-            let text = match message {
-                Message::Text(text) => text,
+            match message {
+                Message::Text(text) => match parse_frame(&text) {
+                    Some(frame) => return frame,
+                    None => continue,
+                },
                 Message::Close(close) => {
                     panic!(
                         "{}: closed ({close:?}) waiting for {waiting_for}",
@@ -774,12 +888,45 @@ impl Client {
                     )
                 }
                 _ => continue,
-            };
-            let frame: Value = serde_json::from_str(&text).expect("server sent JSON");
-            if frame["type"] == "info" && frame["msg"] == "ping" {
-                continue;
             }
-            return frame;
+        }
+    }
+
+    /// Reads until the server closes the connection, asserting the close
+    /// code; returns the frames that came before the close.
+    pub async fn expect_close(&mut self, code: u16) -> Vec<Value> {
+        let mut frames = Vec::new();
+        loop {
+            let next = tokio::time::timeout(EVENT_DEADLINE, self.ws.next())
+                .await
+                .unwrap_or_else(|_| {
+                    panic!(
+                        "{}: not closed within {EVENT_DEADLINE:?}; frames meanwhile: {frames:?}",
+                        self.label
+                    )
+                });
+            match next {
+                Some(Ok(Message::Text(text))) => frames.extend(parse_frame(&text)),
+                Some(Ok(Message::Close(close))) => {
+                    let closed_with = close.as_ref().map(|close| u16::from(close.code));
+                    assert_eq!(
+                        closed_with,
+                        Some(code),
+                        "{}: closed with {close:?} after {frames:?}",
+                        self.label
+                    );
+                    return frames;
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(err)) => panic!(
+                    "{}: {err} before a close frame, after {frames:?}",
+                    self.label
+                ),
+                None => panic!(
+                    "{}: connection ended without a close frame, after {frames:?}",
+                    self.label
+                ),
+            }
         }
     }
 
@@ -954,6 +1101,13 @@ impl Client {
             self.label
         );
     }
+}
+
+/// A text frame from the server, None for a heartbeat.
+fn parse_frame(text: &str) -> Option<Value> {
+    let frame: Value = serde_json::from_str(text).expect("server sent JSON");
+    let heartbeat = frame["type"] == "info" && frame["msg"] == "ping";
+    (!heartbeat).then_some(frame)
 }
 
 /// A `publish` frame without a request id.

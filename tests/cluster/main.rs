@@ -1,6 +1,7 @@
 //! Cluster mode end to end: per test, one nats-server with JetStream and
 //! three ringcast nodes as real processes on free loopback ports (one test
-//! adds HAProxy in front), and clients over real sockets.
+//! adds HAProxy in front, one reaches NATS from a node through a proxy that
+//! can cut it off), and clients over real sockets.
 //!
 //! Needs `nats-server` (and `haproxy`): `apt-get install -y nats-server haproxy`.
 //! Without them each test prints SKIPPED and passes, unless
@@ -520,6 +521,153 @@ fn assert_backplane_unavailable(error: &Value, context: &str) {
     assert!(
         message.starts_with("cluster backplane unavailable"),
         "{context}: {error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_cut_off_from_nats_while_its_ring_overflows_drops_its_subscribers() {
+    // C is cut off NATS while A publishes more than a ring's worth: the
+    // stream discards events C never read. When it is back it must tell its
+    // subscribers, which cannot have every event any more, by closing them
+    // as slow consumers; A and B are untouched.
+    const RING: usize = 5;
+    const ROUNDS: usize = 12;
+    let Some(cluster) = Cluster::spec()
+        .node_env("RING_BUFFER_SIZE", &RING.to_string())
+        .nats_link(C)
+        .start()
+        .await
+    else {
+        return;
+    };
+    let topic = "overrun";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let mut cut_off = subscribers.pop().expect("C's subscriber");
+    let mut on_a = Client::connect(cluster.node(A), "pub").await;
+    let mut on_c = Client::connect(cluster.node(C), "pub").await;
+    // C must have read an event before the cut: a skip only counts after one.
+    let mut acked = vec![on_a.publish(topic).await.expect("publish on A")];
+    expect_events_everywhere(&mut subscribers, topic, 1).await;
+    cut_off.expect_events(topic, 1).await;
+
+    cluster.cut_nats_link(C);
+    let node_c = cluster.node(C);
+    poll_until(
+        "C to report the backplane down",
+        OUTAGE_DETECTION_DEADLINE,
+        || async {
+            match node_c.health().await {
+                (503, health) if health["cluster"]["backplane"] == "disconnected" => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
+    .await;
+    let started = Instant::now();
+    let refused = on_c
+        .publish(topic)
+        .await
+        .expect_err("publish on C acknowledged while it is cut off");
+    let took = started.elapsed();
+    assert_error_frame(&refused, "INTERNAL", &on_c.label);
+    assert_backplane_unavailable(&refused["error"], &on_c.label);
+    assert!(took < FAIL_FAST, "{}: refusal took {took:?}", on_c.label);
+    // Many rings' worth, paced so that A and B never fall a ring behind
+    // (the stream waits for no follower; a ring is the headroom): each
+    // round is read before the next is published.
+    let mut during_cut = Vec::new();
+    for _ in 0..ROUNDS {
+        during_cut.extend(on_a.publish_burst(topic, RING - 1).await);
+        expect_events_everywhere(&mut subscribers, topic, RING - 1).await;
+    }
+    let discarded = during_cut.len() - RING;
+    acked.extend(during_cut);
+    for node in [cluster.node(A), cluster.node(B)] {
+        let (status, health) = node.health().await;
+        assert_eq!(status, 200, "{} while C is cut off: {health}", node.label);
+    }
+
+    cluster.restore_nats_link(C);
+    poll_until("C to be healthy again", RECOVERY_DEADLINE, || async {
+        match node_c.health().await {
+            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The SLOW_CONSUMER error is best effort; the close code is not.
+    let before_close = cut_off.expect_close(1008).await;
+    assert!(
+        before_close.len() <= 1,
+        "{}: {before_close:?}",
+        cut_off.label
+    );
+    for frame in &before_close {
+        assert_error_frame(frame, "SLOW_CONSUMER", &cut_off.label);
+    }
+    for (node, missed, disconnected) in [
+        (cluster.node(C), discarded, 1),
+        (cluster.node(A), 0, 0),
+        (cluster.node(B), 0, 0),
+    ] {
+        let what = format!("{} to count {missed} events missed", node.label);
+        poll_until(&what, CONVERGENCE_DEADLINE, || async {
+            let (status, stats) = node.get_json("/stats").await;
+            let counts = (
+                status,
+                &stats["backplane_events_missed"],
+                &stats["slow_consumer_disconnects"],
+            );
+            match counts == (200, &json!(missed), &json!(disconnected)) {
+                true => Ok(()),
+                false => Err(format!("{status} {stats}")),
+            }
+        })
+        .await;
+    }
+
+    // Caught up: C's ring holds what A's does (the consumer delivers what
+    // the stream kept right after the reconnect, so allow it a moment).
+    let ring_on_a = replay_on(cluster.node(A), topic, RING as u64).await;
+    let history = &subscribers[0].received;
+    assert_events_eq(
+        "the ring on A",
+        &ring_on_a,
+        &history[history.len() - RING..],
+    );
+    let give_up = Instant::now() + CONVERGENCE_DEADLINE;
+    let late = loop {
+        let mut late = Client::connect(node_c, "late").await;
+        let replayed = late.subscribe(topic, RING as u64).await;
+        if replayed == ring_on_a || Instant::now() >= give_up {
+            assert_events_eq("the ring on C after the cut", &replayed, &ring_on_a);
+            break late;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    subscribers.push(late);
+
+    // Live delivery again, from and to C; A's and B's subscribers stayed.
+    acked.push(
+        on_c.publish(topic)
+            .await
+            .expect("publish on C after the cut"),
+    );
+    acked.push(
+        on_a.publish(topic)
+            .await
+            .expect("publish on A after the cut"),
+    );
+    expect_events_everywhere(&mut subscribers, topic, 2).await;
+    assert_nothing_more(&mut subscribers).await;
+    let (stayed, late) = subscribers.split_at(2);
+    assert_same_stream(stayed, &acked);
+    let history = &stayed[0].received;
+    assert_events_eq(
+        "the late subscriber on C",
+        &late[0].received,
+        &history[history.len() - RING - 2..],
     );
 }
 
