@@ -103,12 +103,24 @@ fn current_test_name() -> String {
     name.rsplit("::").next().unwrap_or(name).to_owned()
 }
 
-/// A loopback port that was free a moment ago.
+/// A loopback port that was free a moment ago and that no other process of
+/// this test binary was given (the kernel may hand a released port out
+/// again at once).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|listener| listener.local_addr())
-        .expect("binding 127.0.0.1:0")
-        .port()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("binding 127.0.0.1:0")
+            .port();
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return port;
+        }
+    }
 }
 
 /// Calls `probe` every POLL_INTERVAL until it returns `Ok`, failing after
