@@ -229,31 +229,13 @@ impl Cluster {
                 .await
             {
                 Ok(()) => {
-                    self.purge_later(name, entry.revision);
+                    purge_later(&backplane.events, event_subject(name, entry.revision));
                     return self.sync_registry().await;
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(unavailable(err)),
             }
         }
-    }
-
-    /// Purges a deleted topic's events once every node has surely read
-    /// them: a node that finds events missing from the stream takes it for
-    /// having fallen behind. Best effort: the events of a deleted
-    /// incarnation are never delivered anyway.
-    fn purge_later(&self, name: &str, incarnation: u64) {
-        let (Some(backplane), subject) = (self.backplane.get(), event_subject(name, incarnation))
-        else {
-            return;
-        };
-        let events = backplane.events.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(PURGE_DELAY).await;
-            if let Err(err) = events.purge().filter(&subject).await {
-                tracing::warn!(subject, error = %err, "could not purge a deleted topic's events");
-            }
-        });
     }
 
     /// The topic, asking the registry before answering "not found": a topic
@@ -539,6 +521,20 @@ fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
         return 0;
     }
     seq.saturating_sub(applied + 1)
+}
+
+/// Purges a deleted topic's events from `events` once every node has surely
+/// read them: a node that finds events missing from the stream takes it for
+/// having fallen behind. Best effort: the events of a deleted incarnation
+/// are never delivered anyway.
+fn purge_later(events: &stream::Stream, subject: String) {
+    let events = events.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(PURGE_DELAY).await;
+        if let Err(err) = events.purge().filter(&subject).await {
+            tracing::warn!(subject, error = %err, "could not purge a deleted topic's events");
+        }
+    });
 }
 
 /// Waits until `applied` reaches `target`; false if `timeout` passed first.

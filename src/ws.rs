@@ -222,6 +222,11 @@ impl RequestError {
             | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
         }
     }
+
+    /// The `error` frame answering the request.
+    fn reply(&self, request_id: Option<&str>) -> Bytes {
+        protocol::error(request_id, self.code(), &self.to_string())
+    }
 }
 
 /// Cluster mode: publishes one connection may have waiting for the
@@ -306,10 +311,7 @@ impl Session {
         match reply {
             Ok(Some(frame)) => self.outbox.push_control(frame),
             Ok(None) => {}
-            Err(err) => {
-                self.outbox
-                    .push_control(protocol::error(request_id, err.code(), &err.to_string()))
-            }
+            Err(err) => self.outbox.push_control(err.reply(request_id)),
         }
     }
 
@@ -329,10 +331,7 @@ impl Session {
                     stored
                         .map(move |stored| match stored {
                             Ok(_) => protocol::ack(request_id.as_deref(), &name),
-                            Err(err) => {
-                                let err = RequestError::from(err);
-                                protocol::error(request_id.as_deref(), err.code(), &err.to_string())
-                            }
+                            Err(err) => RequestError::from(err).reply(request_id.as_deref()),
                         })
                         .boxed(),
                 );
