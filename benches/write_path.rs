@@ -21,10 +21,9 @@ use criterion::{
 };
 use ringcast::broker::Broker;
 use ringcast::config::SlowConsumerPolicy;
-use ringcast::frame_writer::FrameWriter;
 use ringcast::metrics::Metrics;
-use ringcast::outbox::{Outbox, Queued};
 use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
+use ringcast::send::{FrameWriter, Outbox, Pending, QueueLimits, Queued};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -163,7 +162,9 @@ async fn time_drains<W: AsyncWrite + Unpin>(
     let mut elapsed = Duration::ZERO;
     for count in chunks(batches, BATCHES_PER_REFILL) {
         for _ in 0..count {
-            frames.iter().for_each(|frame| writer.push(frame.clone()));
+            frames
+                .iter()
+                .for_each(|frame| writer.push_last(frame.clone()));
         }
         let start = Instant::now();
         writer.write_all().await.expect("sink accepts writes");
@@ -183,18 +184,28 @@ fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
     let ack = protocol::ack(None, TOPIC);
     (0..count)
         .map(|id| {
-            let outbox = Arc::new(Outbox::new(OUTBOX_CAPACITY, SlowConsumerPolicy::Disconnect));
+            let outbox = Arc::new(Outbox::new(
+                QueueLimits {
+                    events: OUTBOX_CAPACITY,
+                    bytes: usize::MAX,
+                },
+                SlowConsumerPolicy::Disconnect,
+            ));
             assert!(topic.subscribe(id, &outbox, ack.clone(), 0));
             outbox
         })
         .collect()
 }
 
-/// Empties every outbox, as the connections' writer tasks would.
+/// Empties every outbox and reports it written, as the connections' writer
+/// tasks would.
 fn drain_all(outboxes: &[Arc<Outbox>], taken: &mut VecDeque<Queued>) {
     for outbox in outboxes {
-        assert_eq!(outbox.take_all(taken), None, "an outbox overflowed");
-        taken.clear();
+        let close = outbox.settle(&Pending::default(), taken, usize::MAX);
+        assert_eq!(close, None, "an outbox overflowed");
+        let mut written = Pending::default();
+        taken.drain(..).for_each(|queued| written.add(&queued));
+        outbox.settle(&written, taken, 0);
     }
 }
 

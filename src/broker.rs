@@ -22,8 +22,8 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::metrics::Metrics;
-use crate::outbox::{Delivery, Outbox};
 use crate::protocol::{self, Message, Timestamp};
+use crate::send::{Delivery, LaggingWriters, Outbox};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -98,6 +98,13 @@ pub enum Stamp {
     /// Stored by the cluster backplane: its stream sequence and store time,
     /// the same on every node.
     Backplane { seq: u64, stored_at: SystemTime },
+}
+
+/// An event that went into the fan-out.
+pub struct Published {
+    pub seq: u64,
+    /// Subscribers whose writers were behind (see `crate::send`).
+    pub lagging: LaggingWriters,
 }
 
 /// One row of `GET /topics` and `GET /stats`.
@@ -214,7 +221,7 @@ impl Broker {
         };
         let notice = protocol::info(Some(name), "topic_deleted");
         for (_, outbox) in subscribers.iter() {
-            outbox.push_control(notice.clone());
+            outbox.push_reply(notice.clone());
         }
         tracing::info!(
             topic = name,
@@ -231,10 +238,9 @@ impl Broker {
             .ok_or_else(|| BrokerError::TopicNotFound(name.to_owned()))
     }
 
-    /// Publishes a message to a topic and returns its `seq`. When this
-    /// returns, the event is in the replay ring and in every current
-    /// subscriber's outbox.
-    pub fn publish(&self, topic: &str, message: &Message<'_>) -> Result<u64, BrokerError> {
+    /// Publishes a message to a topic. When this returns, the event is in
+    /// the replay ring and in every current subscriber's outbox.
+    pub fn publish(&self, topic: &str, message: &Message<'_>) -> Result<Published, BrokerError> {
         self.deliver(&*self.topic(topic)?, message, Stamp::Local)
     }
 
@@ -253,7 +259,7 @@ impl Broker {
         topic: &Topic,
         message: &Message<'_>,
         stamp: Stamp,
-    ) -> Result<u64, BrokerError> {
+    ) -> Result<Published, BrokerError> {
         let now = Timestamp::now();
         let mut log = lock(&topic.log);
         // Both checks under the topic's lock: `delete_topic` and
@@ -277,13 +283,19 @@ impl Broker {
         }
         let (mut delivered, mut dropped, mut overflowed) = (0, 0, 0);
         let mut gone = Vec::new();
+        let mut lagging = LaggingWriters::default();
         for (id, outbox) in topic.subscribers.load().iter() {
             match outbox.push_event(&frame) {
                 Delivery::Queued => delivered += 1,
+                Delivery::QueuedWriterBehind => {
+                    delivered += 1;
+                    lagging.push(outbox);
+                }
                 Delivery::QueuedDroppingOldest => {
                     delivered += 1;
                     dropped += 1;
                 }
+                Delivery::Dropped => dropped += 1,
                 Delivery::Overflowed => {
                     overflowed += 1;
                     gone.push(*id);
@@ -297,7 +309,7 @@ impl Broker {
         }
         topic.messages.fetch_add(1, Ordering::Relaxed);
         self.metrics.record_publish(delivered, dropped, overflowed);
-        Ok(seq)
+        Ok(Published { seq, lagging })
     }
 
     /// Stops accepting publishes (graceful shutdown). When this returns,
@@ -360,7 +372,7 @@ impl Topic {
         if log.deleted {
             return false;
         }
-        outbox.push_control(ack);
+        outbox.push_reply(ack);
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
         if current.iter().any(|(existing, _)| *existing == id) {
@@ -431,7 +443,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
-    use crate::outbox::CloseReason;
+    use crate::send::{Pending, QueueLimits, Queued};
+    use crate::ws::CloseReason;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
@@ -446,8 +459,23 @@ mod tests {
         }
     }
 
+    fn limits(events: usize) -> QueueLimits {
+        QueueLimits {
+            events,
+            bytes: usize::MAX,
+        }
+    }
+
     fn outbox(capacity: usize) -> Arc<Outbox> {
-        Arc::new(Outbox::new(capacity, SlowConsumerPolicy::Disconnect))
+        Arc::new(Outbox::new(
+            limits(capacity),
+            SlowConsumerPolicy::Disconnect,
+        ))
+    }
+
+    /// Everything queued, as the writer would take it.
+    fn take_all(outbox: &Outbox, batch: &mut VecDeque<Queued>) -> Option<CloseReason> {
+        outbox.settle(&Pending::default(), batch, usize::MAX)
     }
 
     #[test]
@@ -513,7 +541,7 @@ mod tests {
             "a newer incarnation replaces the old one"
         );
         let mut told = VecDeque::new();
-        subscriber.take_all(&mut told);
+        take_all(&subscriber, &mut told);
         assert!(String::from_utf8_lossy(&told[1].frame).contains("topic_deleted"));
         broker.adopt_topic("t", 6);
         assert_eq!(
@@ -539,7 +567,7 @@ mod tests {
         broker.adopt_topic("t", 1);
         let topic = broker.topic("t").unwrap();
         let strict = outbox(8);
-        let lenient = Arc::new(Outbox::new(8, SlowConsumerPolicy::DropOldest));
+        let lenient = Arc::new(Outbox::new(limits(8), SlowConsumerPolicy::DropOldest));
         assert!(topic.subscribe(1, &strict, Bytes::from_static(b"ack"), 0));
         assert!(topic.subscribe(2, &lenient, Bytes::from_static(b"ack"), 0));
         broker.subscribers_missed_events(3);
@@ -558,11 +586,16 @@ mod tests {
         let stored_at =
             SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
         let stamp = Stamp::Backplane { seq: 42, stored_at };
-        assert_eq!(broker.deliver(&topic, &message(), stamp), Ok(42));
+        assert_eq!(
+            broker
+                .deliver(&topic, &message(), stamp)
+                .map(|published| published.seq),
+            Ok(42)
+        );
         let subscriber = outbox(8);
         assert!(topic.subscribe(1, &subscriber, Bytes::from_static(b"ack"), 1));
         let mut replayed = VecDeque::new();
-        subscriber.take_all(&mut replayed);
+        take_all(&subscriber, &mut replayed);
         let event = String::from_utf8_lossy(&replayed[1].frame).into_owned();
         assert!(
             event.contains(r#""seq":42,"ts":"2023-11-14T22:13:20.123Z""#),
@@ -580,9 +613,14 @@ mod tests {
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
         assert!(topic.subscribe(1, &outbox, Bytes::from_static(b"ack"), 10));
-        assert_eq!(broker.publish("t", &message()), Ok(6));
+        assert_eq!(
+            broker
+                .publish("t", &message())
+                .map(|published| published.seq),
+            Ok(6)
+        );
         let mut batch = VecDeque::new();
-        outbox.take_all(&mut batch);
+        take_all(&outbox, &mut batch);
         let seqs: Vec<_> = batch
             .iter()
             .skip(1)
@@ -613,11 +651,13 @@ mod tests {
         broker.delete_topic("t").unwrap();
         assert!(!topic.subscribe(2, &outbox, Bytes::from_static(b"ack"), 0));
         let mut batch = VecDeque::new();
-        outbox.take_all(&mut batch);
+        take_all(&outbox, &mut batch);
         assert_eq!(batch.len(), 2);
         assert!(String::from_utf8_lossy(&batch[1].frame).contains("topic_deleted"));
         assert_eq!(
-            broker.publish("t", &message()),
+            broker
+                .publish("t", &message())
+                .map(|published| published.seq),
             Err(BrokerError::TopicNotFound("t".into()))
         );
     }
@@ -631,17 +671,19 @@ mod tests {
         topic.subscribe(1, &slow, Bytes::from_static(b"ack"), 0);
         topic.subscribe(2, &fast, Bytes::from_static(b"ack"), 0);
         let mut batch = VecDeque::new();
-        slow.take_all(&mut batch);
+        take_all(&slow, &mut batch);
         for _ in 0..3 {
             broker.publish("t", &message()).unwrap();
         }
         assert_eq!(topic.summary().subscribers, 1);
         let mut fast_batch = VecDeque::new();
-        assert_eq!(fast.take_all(&mut fast_batch), None);
+        assert_eq!(take_all(&fast, &mut fast_batch), None);
         assert_eq!(fast_batch.len(), 4, "ack and three events");
         broker.stop_publishes();
         assert_eq!(
-            broker.publish("t", &message()),
+            broker
+                .publish("t", &message())
+                .map(|published| published.seq),
             Err(BrokerError::ShuttingDown)
         );
     }

@@ -483,6 +483,8 @@ impl Cluster {
                         };
                         // Refused only when the topic was deleted or the
                         // node is shutting down: nobody is left to get it.
+                        // The follower serves every topic, so it does not wait for a
+                        // lagging writer: the subscribers' bounds decide.
                         let _ = broker.deliver(&topic, &event, Stamp::Backplane { seq, stored_at });
                     }
                 }

@@ -64,9 +64,15 @@ pub struct Config {
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub shutdown_timeout: Duration,
 
-    /// How long a streaming connection's writer lets frames gather before a write; 0 writes at once.
-    #[arg(long, env = "COALESCE_WINDOW", default_value = "25ms", value_parser = humantime::parse_duration)]
-    pub coalesce_window: Duration,
+    /// Per-subscriber queue bound, in encoded bytes of pending events (`KiB`, `MiB` accepted);
+    /// whichever of it and SUBSCRIBER_QUEUE_SIZE is reached first applies the policy.
+    #[arg(long, env = "SUBSCRIBER_QUEUE_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
+    pub subscriber_queue_bytes: ByteSize,
+
+    /// A connection with frames waiting whose socket accepts no byte for this long is cut as a
+    /// slow consumer (SLOW_CONSUMER, close 1008), under either policy.
+    #[arg(long, env = "WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub write_timeout: Duration,
 
     /// Most open WebSocket connections; further upgrades get 503 before upgrading.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 50_000,
@@ -117,6 +123,37 @@ impl Config {
     }
 }
 
+/// A size in bytes, from `1048576`, `512KiB` or `16MiB`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ByteSize(pub usize);
+
+fn parse_byte_size(text: &str) -> Result<ByteSize, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let multiplier = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "unknown size unit '{other}' (use B, KiB, MiB or GiB)"
+            ))
+        }
+    };
+    let count: usize = digits
+        .parse()
+        .map_err(|_| format!("'{text}' is not a size such as 16MiB"))?;
+    match count.checked_mul(multiplier) {
+        Some(0) => Err("must be greater than zero".into()),
+        Some(bytes) => Ok(ByteSize(bytes)),
+        None => Err(format!("'{text}' is too large")),
+    }
+}
+
 fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     match humantime::parse_duration(text) {
         Ok(duration) if duration.is_zero() => Err("must be greater than zero".into()),
@@ -147,6 +184,8 @@ mod tests {
         assert_eq!(config.first_frame_timeout, Duration::from_secs(10));
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.cluster_nats_url, None);
+        assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
+        assert_eq!(config.write_timeout, Duration::from_secs(10));
     }
 
     #[test]
@@ -168,5 +207,19 @@ mod tests {
         assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::DropOldest);
         assert!(Config::from_args(["--heartbeat-interval", "0s"]).is_err());
         assert!(Config::from_args(["--subscriber-queue-size", "0"]).is_err());
+        for (text, bytes) in [
+            ("1048576", 1 << 20),
+            ("512KiB", 512 << 10),
+            ("16MiB", 16 << 20),
+        ] {
+            let config = Config::from_args(["--subscriber-queue-bytes", text]).unwrap();
+            assert_eq!(config.subscriber_queue_bytes, ByteSize(bytes), "{text}");
+        }
+        for bad in ["0", "16MB", "MiB", "-1", "99999999999999999999GiB"] {
+            assert!(
+                Config::from_args(["--subscriber-queue-bytes", bad]).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

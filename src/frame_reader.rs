@@ -17,7 +17,7 @@ use bytes::{Buf, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
 
-use crate::outbox::CloseReason;
+use crate::ws::CloseReason;
 
 /// Bytes reserved for a read: the smallest size, used while reads are
 /// small, doubled while reads fill what was reserved (a busy publisher),

@@ -6,19 +6,18 @@
 //! - [`server`]: the listener, one hyper service for REST and the upgrade,
 //!   graceful shutdown.
 //! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
-//! - [`ws`]: a WebSocket connection: reader (client frames to broker calls)
-//!   and writer task (outbox to vectored writes, heartbeat, close).
+//! - [`ws`]: a WebSocket connection's life: the upgrade, the reader (client
+//!   frames to broker calls), how the connection closes.
 //! - [`frame_reader`]: client frames decoded with no buffer held while
 //!   idle.
-//! - [`frame_writer`]: many queued frames per `writev`, resuming partial
-//!   writes.
+//! - [`send`]: the send path: each connection's bounded outbox, wake-ups,
+//!   batching, the slow-consumer rule and the writer task (vectored writes,
+//!   `WRITE_TIMEOUT`, heartbeat).
 //! - [`auth`]: API keys, compared in constant time.
 //! - [`protocol`]: client frame parsing and server frame encoding.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
 //!   JetStream, fed into the same fan-out.
-//! - [`outbox`]: a connection's bounded queue of encoded frames and the
-//!   slow-consumer policy.
 //! - [`metrics`]: process-wide counters.
 //! - [`state`]: the shared state, in one `Arc`.
 //! - [`config`]: flags with environment fallbacks.
@@ -28,12 +27,11 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod frame_reader;
-pub mod frame_writer;
 pub mod metrics;
-pub mod outbox;
 pub mod protocol;
 pub mod raw_json;
 pub mod rest;
+pub mod send;
 pub mod server;
 pub mod state;
 pub mod ws;

@@ -17,6 +17,8 @@ pub struct Metrics {
     delivered: CachePadded<AtomicU64>,
     dropped: AtomicU64,
     slow_consumer_disconnects: AtomicU64,
+    write_timeouts: AtomicU64,
+    publisher_pauses: AtomicU64,
     connections_refused: AtomicU64,
     panics: AtomicU64,
     backplane_events_missed: AtomicU64,
@@ -30,7 +32,13 @@ pub struct Snapshot {
     pub published: u64,
     pub delivered: u64,
     pub dropped: u64,
+    /// Subscribers cut, for either bound or for `WRITE_TIMEOUT`.
     pub slow_consumer_disconnects: u64,
+    /// Of those, cut because their socket took no byte for `WRITE_TIMEOUT`.
+    pub write_timeouts: u64,
+    /// Times a publishing connection waited for subscribers' writers that
+    /// were behind (the server pushing back instead of cutting them).
+    pub publisher_pauses: u64,
     /// Upgrades refused because `MAX_CONNECTIONS` were open.
     pub connections_refused: u64,
     /// Connection tasks that panicked (and were contained).
@@ -67,6 +75,18 @@ impl Metrics {
         Some(ConnectionGuard(self.clone()))
     }
 
+    /// A connection cut because its socket took no byte for `WRITE_TIMEOUT`.
+    pub fn record_write_timeout(&self) {
+        self.write_timeouts.fetch_add(1, Ordering::Relaxed);
+        self.slow_consumer_disconnects
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A publisher waited for lagging subscriber writers.
+    pub fn record_publisher_pause(&self) {
+        self.publisher_pauses.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn record_panic(&self) {
         self.panics.fetch_add(1, Ordering::Relaxed);
     }
@@ -88,6 +108,8 @@ impl Metrics {
             delivered: self.delivered.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
             slow_consumer_disconnects: self.slow_consumer_disconnects.load(Ordering::Relaxed),
+            write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
+            publisher_pauses: self.publisher_pauses.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
             backplane_events_missed: self.backplane_events_missed.load(Ordering::Relaxed),
@@ -120,6 +142,8 @@ mod tests {
         drop(guard);
         metrics.record_panic();
         metrics.record_missed_events(5, 1);
+        metrics.record_write_timeout();
+        metrics.record_publisher_pause();
         let snapshot = metrics.snapshot();
         assert_eq!(
             snapshot,
@@ -129,7 +153,9 @@ mod tests {
                 published: 1,
                 delivered: 3,
                 dropped: 1,
-                slow_consumer_disconnects: 3,
+                slow_consumer_disconnects: 4,
+                write_timeouts: 1,
+                publisher_pauses: 1,
                 connections_refused: 1,
                 panics: 1,
                 backplane_events_missed: 5,

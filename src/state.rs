@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{AllowedOrigins, ApiKeys};
-use crate::broker::{Broker, BrokerError, ConnectionId, Topic};
+use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic};
 use crate::cluster::{Cluster, PendingPublish};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -40,17 +40,21 @@ pub struct AppState {
 
 /// A publish that was accepted.
 pub enum Publication {
-    /// Fanned out on this node; this is its `seq`.
-    Done(u64),
+    /// Fanned out on this node.
+    Done(Published),
     /// Sent to the cluster backplane, in order; resolves once stored.
     Pending(PendingPublish),
 }
 
 impl Publication {
-    /// The publish's `seq`, once it is acknowledged.
+    /// The publish's `seq`, once it is acknowledged and any subscriber
+    /// writer it found behind has caught up (the publisher's pushback).
     pub async fn acknowledged(self) -> Result<u64, BrokerError> {
         match self {
-            Self::Done(seq) => Ok(seq),
+            Self::Done(published) => {
+                published.lagging.wait().await;
+                Ok(published.seq)
+            }
             Self::Pending(stored) => stored.await,
         }
     }

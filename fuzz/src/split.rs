@@ -21,8 +21,8 @@
 //! masked by the generator, so the fuzzer can write JSON into them.
 
 use ringcast::frame_reader::{FrameDecoder, Incoming};
-use ringcast::outbox::CloseReason;
 use ringcast::protocol;
+use ringcast::ws::CloseReason;
 
 /// The input split into its parts.
 pub struct Plan<'a> {

@@ -1,0 +1,73 @@
+//! The send path: everything between "this frame is for that connection"
+//! and the bytes leaving its socket — the queue, wake-ups, batching, the
+//! slow-consumer decision and the writer — and the whole rule, here:
+//!
+//! - **What counts.** A connection's *pending* events are those queued for
+//!   it or taken by its writer and not yet fully written, with their encoded
+//!   bytes. Replayed events (`last_n`) and the writer's own closing frames
+//!   count against nothing: a replay is bounded by the ring the subscriber
+//!   asked for. Replies (`ack`, `pong`, `error`, notices) are counted apart.
+//! - **The bound.** `SUBSCRIBER_QUEUE_SIZE` events and
+//!   `SUBSCRIBER_QUEUE_BYTES` bytes of pending events. An event that would
+//!   take a subscriber past either (its first pending event always fits)
+//!   applies `SLOW_CONSUMER_POLICY`: `disconnect` cuts it (`SLOW_CONSUMER`,
+//!   close 1008); `drop_oldest` drops its oldest queued events until the new
+//!   one fits (events already handed to the socket writer, at most
+//!   [`writer::MAX_FRAMES_PER_WRITE`], are not dropped; if those alone fill
+//!   the bound the new event is dropped instead). So pending events never
+//!   exceed the bound: with the frames in the writer's hands, a subscriber
+//!   holds at most `SUBSCRIBER_QUEUE_SIZE` events and
+//!   `SUBSCRIBER_QUEUE_BYTES` bytes (plus one event, if that one is larger).
+//! - **Slow means not keeping up.** A subscriber reaches its bound only when
+//!   its socket does not take bytes: while its socket takes bytes and its
+//!   pending events are at half a bound or more (its writer is behind
+//!   because the server is busy), the connection that published waits for
+//!   that writer before it reads its next frame, so the pressure goes back
+//!   to publishers (their TCP windows) instead of cutting a subscriber that
+//!   reads. Once the writer finds the socket full, nobody waits for it any
+//!   more and its bound decides. `WRITE_TIMEOUT` cuts a connection with
+//!   frames waiting whose socket accepted no byte for that long, under
+//!   either policy.
+//! - **Replies.** A connection's reader reads no further frame while its own
+//!   pending events and replies are at half the event bound, so a client
+//!   that sends without reading cannot grow its replies without bound.
+//!   Replies are never held back: nothing waits for a timer.
+//! - **Batching.** A push that turns the queue non-empty wakes the writer;
+//!   everything queued by the time it runs (what a publisher's read cycle,
+//!   or the other tasks of that scheduler tick, produced) goes out in one
+//!   `writev` of up to [`writer::MAX_FRAMES_PER_WRITE`] frames and 64 KiB,
+//!   and while the socket takes bytes the writer keeps writing whatever
+//!   gathered meanwhile. A frame never waits for wall-clock time while the
+//!   socket could take it.
+
+pub mod outbox;
+pub mod writer;
+
+pub use outbox::{Delivery, FrameKind, Outbox, Pending, QueueLimits, Queued};
+pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
+
+use std::sync::Arc;
+
+/// Subscribers whose writers fell behind during a fan-out; the publisher
+/// waits for them before it publishes more. Empty (and unallocated) in the
+/// common case.
+#[derive(Default)]
+pub struct LaggingWriters(Vec<Arc<Outbox>>);
+
+impl LaggingWriters {
+    pub fn push(&mut self, outbox: &Arc<Outbox>) {
+        self.0.push(outbox.clone());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Resolves once each of them has caught up, found its socket full
+    /// (then its own bound decides) or closed.
+    pub async fn wait(self) {
+        for outbox in &self.0 {
+            outbox.writer_caught_up().await;
+        }
+    }
+}

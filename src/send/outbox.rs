@@ -1,0 +1,615 @@
+//! A connection's outbox: the bounded queue between everything that sends
+//! to a connection (fan-outs, its own reader) and its writer task.
+//!
+//! Publishers push shared `Bytes` handles under a short per-connection lock
+//! and never wait inside it. The outbox counts what is *pending*: queued, or
+//! taken by the writer and not yet fully written. The writer reports what
+//! each write finished, so the counts, the slow-consumer decision and the
+//! pauses all see the same number (see the module above for the rule).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SlowConsumerPolicy;
+use crate::ws::CloseReason;
+
+/// The two bounds on a subscriber's pending events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueueLimits {
+    /// `SUBSCRIBER_QUEUE_SIZE`: pending events.
+    pub events: usize,
+    /// `SUBSCRIBER_QUEUE_BYTES`: pending events' encoded bytes.
+    pub bytes: usize,
+}
+
+impl QueueLimits {
+    /// Whether one more event of `len` bytes would break a bound. The
+    /// first pending event always fits, so no frame size is ever refused.
+    fn would_overflow(&self, pending: &Pending, len: usize) -> bool {
+        pending.events > 0 && (pending.events + 1 > self.events || pending.bytes + len > self.bytes)
+    }
+
+    /// Whether `pending` is at or past half of either bound: the mark at
+    /// which publishers wait for a writer that is behind.
+    fn at_pause_mark(&self, pending: &Pending) -> bool {
+        pending.events * 2 >= self.events.max(2) || pending.bytes * 2 >= self.bytes
+    }
+}
+
+/// What happened to an event pushed into an outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Delivery {
+    Queued,
+    /// Queued, and the subscriber's writer is behind while its socket takes
+    /// bytes: the publisher should wait for it (`Outbox::writer_caught_up`).
+    QueuedWriterBehind,
+    /// Queued after dropping the oldest queued events (`drop_oldest`).
+    QueuedDroppingOldest,
+    /// Not queued: a bound was reached, nothing queued could be dropped
+    /// (`drop_oldest`, everything pending is in the writer's hands).
+    Dropped,
+    /// A bound was reached under `disconnect`: the connection is closing.
+    Overflowed,
+    /// The connection is closing; nothing was queued.
+    Closed,
+}
+
+/// What a queued frame is, which decides what it counts against.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FrameKind {
+    /// A live event: counts against the bounds, may be dropped.
+    Event,
+    /// A replayed event: bounded by the replay ring the subscriber asked
+    /// for, so it counts against nothing.
+    Replay,
+    /// A reply or notice: never dropped; counts toward the reader's pause.
+    Reply,
+    /// The writer's own last frames (an error, the close frame), written
+    /// after the queue is abandoned or flushed: counts against nothing.
+    Closing,
+}
+
+/// A frame waiting to be written.
+#[derive(Debug)]
+pub struct Queued {
+    pub frame: Bytes,
+    pub kind: FrameKind,
+}
+
+impl Queued {
+    pub fn new(frame: Bytes, kind: FrameKind) -> Self {
+        Self { frame, kind }
+    }
+}
+
+/// Events (with their bytes) and replies pending: queued or in the writer's
+/// batch and not yet fully written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pending {
+    pub events: usize,
+    pub bytes: usize,
+    pub replies: usize,
+}
+
+impl Pending {
+    /// Counts a frame in.
+    pub fn add(&mut self, queued: &Queued) {
+        match queued.kind {
+            FrameKind::Event => {
+                self.events += 1;
+                self.bytes += queued.frame.len();
+            }
+            FrameKind::Reply => self.replies += 1,
+            FrameKind::Replay | FrameKind::Closing => {}
+        }
+    }
+
+    fn subtract(&mut self, done: &Pending) {
+        self.events -= done.events;
+        self.bytes -= done.bytes;
+        self.replies -= done.replies;
+    }
+
+    fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Frames not yet taken by the writer, oldest first.
+    frames: VecDeque<Queued>,
+    pending: Pending,
+    /// The writer's last write found the socket full and no byte has been
+    /// accepted since.
+    socket_full: bool,
+    /// Tasks in `writer_caught_up` or `wait_for_reader_room`.
+    waiters: usize,
+    close: Option<CloseReason>,
+}
+
+pub struct Outbox {
+    state: Mutex<State>,
+    limits: QueueLimits,
+    policy: SlowConsumerPolicy,
+    /// Wakes the writer when the queue turns non-empty, or closes.
+    writer_wakeup: Notify,
+    /// Wakes waiters when pending counts fall, the socket fills, or it closes.
+    progress: Notify,
+    closing: CancellationToken,
+    /// Set with `closing`; the writer reads it before every write, and
+    /// `CancellationToken::is_cancelled` takes a lock.
+    is_closing: AtomicBool,
+}
+
+impl Outbox {
+    /// An empty outbox with the given bounds and slow-consumer policy.
+    pub fn new(limits: QueueLimits, policy: SlowConsumerPolicy) -> Self {
+        Self {
+            state: Mutex::default(),
+            limits,
+            policy,
+            writer_wakeup: Notify::new(),
+            progress: Notify::new(),
+            closing: CancellationToken::new(),
+            is_closing: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues a live event. A bound reached while the writer is behind but
+    /// its socket takes bytes still queues it (the publisher is told to
+    /// wait); a bound reached otherwise applies the slow-consumer policy.
+    pub fn push_event(&self, frame: &Bytes) -> Delivery {
+        let mut state = self.lock();
+        if state.close.is_some() {
+            return Delivery::Closed;
+        }
+        let mut delivery = Delivery::Queued;
+        if self.limits.would_overflow(&state.pending, frame.len()) {
+            match self.policy {
+                SlowConsumerPolicy::Disconnect => {
+                    drop(state);
+                    self.close(CloseReason::SlowConsumer);
+                    return Delivery::Overflowed;
+                }
+                SlowConsumerPolicy::DropOldest => {
+                    if !self.drop_oldest_until_fits(&mut state, frame.len()) {
+                        return Delivery::Dropped;
+                    }
+                    delivery = Delivery::QueuedDroppingOldest;
+                }
+            }
+        }
+        let queued = Queued::new(frame.clone(), FrameKind::Event);
+        state.pending.add(&queued);
+        if delivery == Delivery::Queued
+            && !state.socket_full
+            && self.limits.at_pause_mark(&state.pending)
+        {
+            delivery = Delivery::QueuedWriterBehind;
+        }
+        self.enqueue(state, queued);
+        delivery
+    }
+
+    /// `drop_oldest`: drops queued events, oldest first, until an event of
+    /// `len` bytes fits. Events the writer has taken cannot be dropped;
+    /// false if dropping the rest is not enough.
+    fn drop_oldest_until_fits(&self, state: &mut State, len: usize) -> bool {
+        while self.limits.would_overflow(&state.pending, len) {
+            let Some(oldest) = state
+                .frames
+                .iter()
+                .position(|queued| queued.kind == FrameKind::Event)
+            else {
+                return false;
+            };
+            let dropped = state.frames.remove(oldest).expect("position is in range");
+            state.pending.subtract(&Pending {
+                events: 1,
+                bytes: dropped.frame.len(),
+                replies: 0,
+            });
+        }
+        true
+    }
+
+    /// Events meant for this subscriber were lost before they reached its
+    /// queue (cluster mode: its node fell behind the stream). Under
+    /// `disconnect` it is closed as a slow consumer, so it knows to
+    /// resubscribe with `last_n`; under `drop_oldest` losing events is what
+    /// it chose. Returns whether it was disconnected.
+    pub fn missed_events(&self) -> bool {
+        match self.policy {
+            SlowConsumerPolicy::Disconnect => {
+                self.close(CloseReason::SlowConsumer);
+                true
+            }
+            SlowConsumerPolicy::DropOldest => false,
+        }
+    }
+
+    /// Queues replayed events; bounded by the replay ring, not the policy.
+    pub fn push_replay<'a>(&self, frames: impl Iterator<Item = &'a Bytes>) {
+        let mut state = self.lock();
+        if state.close.is_none() {
+            let was_empty = state.frames.is_empty();
+            state
+                .frames
+                .extend(frames.map(|frame| Queued::new(frame.clone(), FrameKind::Replay)));
+            let became_non_empty = was_empty && !state.frames.is_empty();
+            drop(state);
+            self.wake_writer_if(became_non_empty);
+        }
+    }
+
+    /// Queues a reply or notice; never dropped while the connection is open.
+    pub fn push_reply(&self, frame: Bytes) {
+        let mut state = self.lock();
+        if state.close.is_none() {
+            let queued = Queued::new(frame, FrameKind::Reply);
+            state.pending.add(&queued);
+            self.enqueue(state, queued);
+        }
+    }
+
+    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, queued: Queued) {
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(queued);
+        drop(state);
+        self.wake_writer_if(was_empty);
+    }
+
+    /// The writer takes frames whenever it has written what it took, so
+    /// only the push that makes the queue non-empty needs to wake it.
+    fn wake_writer_if(&self, became_non_empty: bool) {
+        if became_non_empty {
+            self.writer_wakeup.notify_one();
+        }
+    }
+
+    /// The writer's one call per write: counts what it finished writing
+    /// (`written`), tops `batch` up to `max_frames` from the queue, and
+    /// reports whether the connection is closing. A write that finished
+    /// anything also means the socket is taking bytes.
+    pub fn settle(
+        &self,
+        written: &Pending,
+        batch: &mut VecDeque<Queued>,
+        max_frames: usize,
+    ) -> Option<CloseReason> {
+        let mut state = self.lock();
+        if !written.is_empty() {
+            state.pending.subtract(written);
+            state.socket_full = false;
+        }
+        let room = max_frames.saturating_sub(batch.len());
+        if room >= state.frames.len() && batch.is_empty() {
+            std::mem::swap(batch, &mut state.frames);
+        } else {
+            let take = room.min(state.frames.len());
+            batch.extend(state.frames.drain(..take));
+        }
+        let (close, wake) = (state.close, state.waiters > 0 && !written.is_empty());
+        drop(state);
+        if wake {
+            self.progress.notify_waiters();
+        }
+        close
+    }
+
+    /// The writer found the socket full: publishers stop waiting for this
+    /// connection (it is not keeping up; its bounds now decide).
+    pub fn socket_full(&self) {
+        let mut state = self.lock();
+        state.socket_full = true;
+        let wake = state.waiters > 0;
+        drop(state);
+        if wake {
+            self.progress.notify_waiters();
+        }
+    }
+
+    /// Resolves when there may be new frames to take (or a close).
+    pub async fn wait_for_frames(&self) {
+        self.writer_wakeup.notified().await;
+    }
+
+    /// A publisher's wait after `Delivery::QueuedWriterBehind`: resolves once
+    /// the writer is back under the pause mark, its socket turns out to be
+    /// full (then it is the subscriber that is slow, and its bounds decide),
+    /// or the connection closes.
+    pub async fn writer_caught_up(&self) {
+        self.wait_until(|limits, state| state.socket_full || !limits.at_pause_mark(&state.pending))
+            .await;
+    }
+
+    /// The reader's wait after each client frame: it reads no further
+    /// request while this connection's own pending frames (events and
+    /// replies alike) are at the pause mark, so a client that does not
+    /// read its replies cannot grow them without bound.
+    pub async fn wait_for_reader_room(&self) {
+        self.wait_until(|limits, state| {
+            let own = Pending {
+                events: state.pending.events + state.pending.replies,
+                ..state.pending
+            };
+            !limits.at_pause_mark(&own)
+        })
+        .await;
+    }
+
+    async fn wait_until(&self, done: impl Fn(&QueueLimits, &State) -> bool) {
+        let settled = || {
+            let state = self.lock();
+            state.close.is_some() || done(&self.limits, &state)
+        };
+        if settled() {
+            return;
+        }
+        let _waiter = Waiter::register(self);
+        loop {
+            // Created before the check, so a wake-up between the two is kept.
+            let progress = self.progress.notified();
+            if settled() {
+                return;
+            }
+            tokio::select! {
+                _ = progress => {}
+                _ = self.closing.cancelled() => return,
+            }
+        }
+    }
+
+    /// Starts closing the connection; the first reason given wins.
+    pub fn close(&self, reason: CloseReason) {
+        let mut state = self.lock();
+        if state.close.is_none() {
+            state.close = Some(reason);
+            drop(state);
+            self.is_closing.store(true, Ordering::Release);
+            self.closing.cancel();
+            self.writer_wakeup.notify_one();
+        }
+    }
+
+    /// Why the connection is closing, once it is. Lock-free until then: the
+    /// writer asks before every write, and `close` records the reason before
+    /// it raises the flag.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        if !self.is_closing.load(Ordering::Acquire) {
+            return None;
+        }
+        self.lock().close
+    }
+
+    /// Resolves once the connection starts closing.
+    pub async fn closed(&self) {
+        self.closing.cancelled().await;
+    }
+
+    /// What is pending now, for tests and diagnostics.
+    pub fn pending(&self) -> Pending {
+        self.lock().pending
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding this lock leaves a consistent queue behind.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Counts a task waiting on `progress` for as long as it waits, so the
+/// writer wakes waiters only when there are some.
+struct Waiter<'a>(&'a Outbox);
+
+impl<'a> Waiter<'a> {
+    fn register(outbox: &'a Outbox) -> Self {
+        outbox.lock().waiters += 1;
+        Self(outbox)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.lock().waiters -= 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::FutureExt;
+
+    fn frame(n: u8) -> Bytes {
+        Bytes::from(vec![n; 10])
+    }
+
+    fn outbox(events: usize, bytes: usize, policy: SlowConsumerPolicy) -> Outbox {
+        Outbox::new(QueueLimits { events, bytes }, policy)
+    }
+
+    /// Takes every queued frame as the writer would; `written` reports them
+    /// written as well, so they stop counting.
+    fn drain(outbox: &Outbox, written: bool) -> (Vec<u8>, Option<CloseReason>) {
+        let mut batch = VecDeque::new();
+        let close = outbox.settle(&Pending::default(), &mut batch, usize::MAX);
+        let firsts = batch.iter().map(|queued| queued.frame[0]).collect();
+        if written {
+            let mut done = Pending::default();
+            batch.iter().for_each(|queued| done.add(queued));
+            outbox.settle(&done, &mut VecDeque::new(), 0);
+        }
+        (firsts, close)
+    }
+
+    #[test]
+    fn keeps_fifo_order_across_kinds_and_counts_only_live_events() {
+        let outbox = outbox(8, usize::MAX, SlowConsumerPolicy::Disconnect);
+        outbox.push_reply(frame(1));
+        outbox.push_replay([frame(2), frame(3)].iter());
+        assert_eq!(outbox.push_event(&frame(4)), Delivery::Queued);
+        let pending = Pending {
+            events: 1,
+            bytes: 10,
+            replies: 1,
+        };
+        assert_eq!(outbox.pending(), pending);
+        assert_eq!(drain(&outbox, false), (vec![1, 2, 3, 4], None));
+        assert_eq!(outbox.pending(), pending, "taken is still pending");
+        assert_eq!(drain(&outbox, true), (vec![], None));
+    }
+
+    #[test]
+    fn written_frames_stop_counting() {
+        let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
+        for round in 0..5 {
+            assert_eq!(outbox.push_event(&frame(round)), Delivery::Queued);
+            drain(&outbox, true);
+        }
+        assert_eq!(outbox.pending(), Pending::default());
+    }
+
+    #[test]
+    fn a_replay_larger_than_the_bound_cuts_nobody() {
+        let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
+        let ring: Vec<_> = (0..10).map(frame).collect();
+        outbox.push_replay(ring.iter());
+        assert_eq!(outbox.push_event(&frame(10)), Delivery::Queued);
+        assert_eq!(outbox.close_reason(), None);
+    }
+
+    #[test]
+    fn disconnect_policy_closes_at_the_event_bound() {
+        let outbox = outbox(2, usize::MAX, SlowConsumerPolicy::Disconnect);
+        outbox.socket_full();
+        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&frame(3)), Delivery::Overflowed);
+        assert_eq!(outbox.push_event(&frame(4)), Delivery::Closed);
+        assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
+        assert_eq!(
+            drain(&outbox, false),
+            (vec![1, 2], Some(CloseReason::SlowConsumer))
+        );
+    }
+
+    #[test]
+    fn the_byte_bound_applies_too_but_one_event_always_fits() {
+        let outbox = outbox(100, 25, SlowConsumerPolicy::Disconnect);
+        outbox.socket_full();
+        let big = Bytes::from(vec![0; 1000]);
+        assert_eq!(outbox.push_event(&big), Delivery::Queued, "alone it fits");
+        drain(&outbox, true);
+        outbox.socket_full();
+        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
+        assert_eq!(
+            outbox.push_event(&frame(3)),
+            Delivery::Overflowed,
+            "30 > 25 bytes"
+        );
+    }
+
+    #[test]
+    fn drop_oldest_drops_queued_events_but_not_replies_or_taken_ones() {
+        let outbox = outbox(2, usize::MAX, SlowConsumerPolicy::DropOldest);
+        outbox.socket_full();
+        outbox.push_reply(frame(0));
+        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
+        let mut taken = VecDeque::new();
+        outbox.settle(&Pending::default(), &mut taken, 2);
+        assert_eq!(taken.len(), 2, "the reply and event 1 are the writer's");
+        for n in 2..=5 {
+            outbox.push_event(&frame(n));
+        }
+        assert_eq!(outbox.push_event(&frame(6)), Delivery::QueuedDroppingOldest);
+        assert_eq!(drain(&outbox, false), (vec![6], None));
+        assert_eq!(
+            outbox.push_event(&frame(7)),
+            Delivery::Dropped,
+            "only taken events are left to drop"
+        );
+    }
+
+    #[test]
+    fn replies_are_not_bounded_but_stop_after_close() {
+        let outbox = outbox(1, usize::MAX, SlowConsumerPolicy::Disconnect);
+        for n in 0..4 {
+            outbox.push_reply(frame(n));
+        }
+        outbox.close(CloseReason::ServerShutdown);
+        outbox.close(CloseReason::SlowConsumer);
+        outbox.push_reply(frame(9));
+        assert_eq!(
+            drain(&outbox, false),
+            (vec![0, 1, 2, 3], Some(CloseReason::ServerShutdown))
+        );
+    }
+
+    #[test]
+    fn a_writer_behind_on_a_free_socket_holds_publishers_not_the_subscriber() {
+        let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
+        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&frame(2)), Delivery::QueuedWriterBehind);
+        assert!(outbox.writer_caught_up().now_or_never().is_none());
+        drain(&outbox, true);
+        assert!(outbox.writer_caught_up().now_or_never().is_some());
+        outbox.push_event(&frame(3));
+        outbox.push_event(&frame(4));
+        outbox.socket_full();
+        assert!(
+            outbox.writer_caught_up().now_or_never().is_some(),
+            "a full socket is the subscriber's own doing"
+        );
+        assert_eq!(outbox.push_event(&frame(5)), Delivery::Queued);
+    }
+
+    #[tokio::test]
+    async fn waiters_wake_when_the_writer_reports_progress() {
+        let outbox = std::sync::Arc::new(outbox(2, usize::MAX, SlowConsumerPolicy::Disconnect));
+        outbox.push_event(&frame(1));
+        outbox.push_reply(frame(2));
+        let waiters = [
+            tokio::spawn({
+                let outbox = outbox.clone();
+                async move { outbox.writer_caught_up().await }
+            }),
+            tokio::spawn({
+                let outbox = outbox.clone();
+                async move { outbox.wait_for_reader_room().await }
+            }),
+        ];
+        tokio::task::yield_now().await;
+        assert!(waiters.iter().all(|waiter| !waiter.is_finished()));
+        assert_eq!(outbox.lock().waiters, 2);
+        drain(&outbox, true);
+        for waiter in waiters {
+            tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
+                .await
+                .expect("woken")
+                .unwrap();
+        }
+        assert_eq!(outbox.lock().waiters, 0);
+    }
+
+    #[tokio::test]
+    async fn the_writer_is_woken_once_per_empty_to_non_empty() {
+        let outbox = outbox(100, usize::MAX, SlowConsumerPolicy::Disconnect);
+        let woken = |outbox: &Outbox| outbox.wait_for_frames().now_or_never().is_some();
+        outbox.push_event(&frame(1));
+        assert!(woken(&outbox), "empty to non-empty");
+        outbox.push_event(&frame(2));
+        assert!(!woken(&outbox), "one wake per transition");
+        drain(&outbox, true);
+        outbox.push_reply(frame(3));
+        assert!(woken(&outbox));
+    }
+}

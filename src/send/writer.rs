@@ -1,0 +1,251 @@
+//! A connection's writer task: takes frames from the outbox, hands the
+//! kernel many per `writev`, resumes partial writes exactly, watches the
+//! socket's progress (`WRITE_TIMEOUT`), sends heartbeats, and writes the
+//! last frames when the connection closes.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::outbox::{FrameKind, Outbox, Pending, Queued};
+use crate::protocol::{self, ErrorCode};
+use crate::ws::{CloseReason, Liveness};
+
+/// Most frames handed to one `writev`, and so most frames the writer takes
+/// from the queue at a time (the rest stay where `drop_oldest` can reach).
+pub const MAX_FRAMES_PER_WRITE: usize = 64;
+/// Most bytes handed to one `writev`.
+const MAX_BYTES_PER_WRITE: usize = 64 * 1024;
+/// How long the last frames (an error, the close frame) may take to go out.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Why a write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("the socket accepted no byte for the write timeout")]
+    TimedOut,
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+/// Writes queued frames, many per syscall, resuming after partial writes.
+pub struct FrameWriter<W> {
+    sink: W,
+    batch: VecDeque<Queued>,
+    /// Bytes of `batch[0]` already written.
+    offset: usize,
+    /// Since when the socket has accepted nothing while frames wait.
+    stalled_since: Option<Instant>,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    pub fn new(sink: W) -> Self {
+        Self {
+            sink,
+            batch: VecDeque::new(),
+            offset: 0,
+            stalled_since: None,
+        }
+    }
+
+    /// One vectored write of the batch's head; returns what it finished.
+    /// When the socket is full, tells `outbox` and waits for room until
+    /// `write_timeout` has passed since the socket last took a byte.
+    /// Cancel-safe: a cancelled write wrote nothing, and the stall keeps
+    /// its start.
+    pub async fn write_some(
+        &mut self,
+        outbox: &Outbox,
+        write_timeout: Duration,
+    ) -> Result<Pending, WriteError> {
+        let first_try = std::future::poll_fn(|cx| Poll::Ready(self.poll_write_head(cx))).await;
+        let written = match first_try {
+            Poll::Ready(written) => written?,
+            Poll::Pending => {
+                let since = *self.stalled_since.get_or_insert_with(Instant::now);
+                outbox.socket_full();
+                let write = std::future::poll_fn(|cx| self.poll_write_head(cx));
+                tokio::time::timeout_at(since + write_timeout, write)
+                    .await
+                    .map_err(|_| WriteError::TimedOut)??
+            }
+        };
+        if written == 0 {
+            return Err(io::Error::from(io::ErrorKind::WriteZero).into());
+        }
+        self.stalled_since = None;
+        Ok(self.advance(written))
+    }
+
+    /// Drops what `written` bytes completed from the batch and counts it.
+    fn advance(&mut self, mut written: usize) -> Pending {
+        let mut done = Pending::default();
+        while written > 0 {
+            let remaining = self.batch[0].frame.len() - self.offset;
+            if written < remaining {
+                self.offset += written;
+                break;
+            }
+            written -= remaining;
+            self.offset = 0;
+            let finished = self.batch.pop_front().expect("written bytes were queued");
+            done.add(&finished);
+        }
+        done
+    }
+
+    /// The slice array lives only inside a poll, not across an await, so
+    /// it costs an idle connection's future nothing.
+    fn poll_write_head(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut slices = [IoSlice::new(&[]); MAX_FRAMES_PER_WRITE];
+        let mut count = 0;
+        let mut total = 0;
+        for (index, queued) in self.batch.iter().enumerate() {
+            let unwritten = if index == 0 {
+                &queued.frame[self.offset..]
+            } else {
+                &queued.frame[..]
+            };
+            slices[count] = IoSlice::new(unwritten);
+            count += 1;
+            total += unwritten.len();
+            if count == MAX_FRAMES_PER_WRITE || total >= MAX_BYTES_PER_WRITE {
+                break;
+            }
+        }
+        Pin::new(&mut self.sink).poll_write_vectored(cx, &slices[..count])
+    }
+
+    /// Counts what the last write finished and takes more from `outbox`;
+    /// reports whether the connection is closing.
+    pub fn settle(&mut self, outbox: &Outbox, written: &Pending) -> Option<CloseReason> {
+        outbox.settle(written, &mut self.batch, MAX_FRAMES_PER_WRITE)
+    }
+
+    /// Drops every frame not yet started; a half-written one must finish
+    /// or the peer cannot parse what follows.
+    pub fn abandon_unstarted(&mut self) {
+        self.batch.truncate(usize::from(self.offset > 0));
+    }
+
+    /// Queues one of the connection's last frames after everything taken.
+    pub fn push_last(&mut self, frame: Bytes) {
+        self.batch.push_back(Queued::new(frame, FrameKind::Closing));
+    }
+
+    /// Whether frames are waiting to be written.
+    pub fn has_pending(&self) -> bool {
+        !self.batch.is_empty()
+    }
+
+    /// Writes everything taken so far, with no write timeout; callers bound
+    /// it themselves.
+    pub async fn write_all(&mut self) -> io::Result<()> {
+        while !self.batch.is_empty() {
+            let written = std::future::poll_fn(|cx| self.poll_write_head(cx)).await?;
+            if written == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            self.advance(written);
+        }
+        Ok(())
+    }
+
+    /// Writes everything pending, then shuts the write side down.
+    pub async fn finish(&mut self) -> io::Result<()> {
+        self.write_all().await?;
+        self.sink.shutdown().await
+    }
+}
+
+/// When a connection's writer gives up on its peer.
+pub struct WriterTiming {
+    /// Period of the heartbeat; a peer silent for two periods is closed.
+    pub heartbeat: Duration,
+    /// `WRITE_TIMEOUT`: frames waiting and no byte accepted for this long
+    /// cuts the connection as a slow consumer.
+    pub write_timeout: Duration,
+}
+
+/// The writer task: writes whatever is pending as soon as the socket takes
+/// it — frames that gathered while the writer waited to be scheduled or for
+/// the socket go out together, no frame waits for a timer — sends
+/// heartbeats, and on close sends the last frames. Returns why the
+/// connection closed.
+pub async fn write_loop<W: AsyncWrite + Unpin>(
+    mut writer: FrameWriter<W>,
+    outbox: Arc<Outbox>,
+    liveness: Arc<Liveness>,
+    timing: WriterTiming,
+    draining: CancellationToken,
+) -> CloseReason {
+    let WriterTiming {
+        heartbeat,
+        write_timeout,
+    } = timing;
+    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Also bounds a flush on close: a peer that stopped reading and sending
+    // is given up on after two intervals, whatever the close was for.
+    let peer_alive_after_heartbeat = || {
+        let alive = liveness.silent_for() < 2 * heartbeat;
+        if alive {
+            outbox.push_reply(protocol::info(None, "ping"));
+            outbox.push_reply(protocol::ping_frame());
+        }
+        alive
+    };
+    let mut written = Pending::default();
+    let reason = loop {
+        let closing = writer.settle(&outbox, &written);
+        written = Pending::default();
+        if let Some(reason) = closing {
+            if reason.abandons_queue() || !writer.has_pending() {
+                break reason;
+            }
+        }
+        if !writer.has_pending() {
+            tokio::select! {
+                _ = outbox.wait_for_frames() => {}
+                _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+                    break CloseReason::HeartbeatTimeout;
+                },
+                _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+            }
+            continue;
+        }
+        tokio::select! {
+            biased;
+            _ = outbox.closed(), if closing.is_none() => {}
+            _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+            result = writer.write_some(&outbox, write_timeout) => match result {
+                Ok(done) => written = done,
+                Err(WriteError::TimedOut) => break CloseReason::WriteTimeout,
+                Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
+            },
+            _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+                break CloseReason::HeartbeatTimeout;
+            },
+        }
+    };
+    outbox.close(reason);
+    if let Some(code) = reason.code() {
+        if reason.abandons_queue() {
+            writer.abandon_unstarted();
+        }
+        if let Some(why) = reason.slow_consumer_message() {
+            writer.push_last(protocol::error(None, ErrorCode::SlowConsumer, why));
+        }
+        writer.push_last(protocol::close_frame(code, reason.describe()));
+        let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
+    }
+    reason
+}

@@ -1,0 +1,264 @@
+//! The reader's side of a connection: client frames in, broker calls out,
+//! replies into the connection's outbox. A publisher whose fan-out found a
+//! subscriber's writer behind waits for it before reading on, which is how
+//! an overloaded server pushes back on publishers (see `crate::send`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesOrdered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::net::tcp::OwnedReadHalf;
+
+use super::{CloseReason, Liveness};
+use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::frame_reader::{self, FrameDecoder, Incoming};
+use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
+use crate::send::{LaggingWriters, Outbox};
+use crate::state::{AppState, Publication};
+
+/// Why a client request was refused.
+#[derive(Debug, thiserror::Error)]
+enum RequestError {
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    #[error("subscription limit reached: a connection may hold at most {0} subscriptions")]
+    TooManySubscriptions(usize),
+}
+
+impl RequestError {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Self::Broker(BrokerError::TopicNotFound(_)) => ErrorCode::TopicNotFound,
+            Self::Broker(BrokerError::ShuttingDown | BrokerError::BackplaneUnavailable(_)) => {
+                ErrorCode::Internal
+            }
+            Self::Broker(
+                BrokerError::InvalidTopicName
+                | BrokerError::TopicExists(_)
+                | BrokerError::TopicLimit(_),
+            )
+            | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
+        }
+    }
+
+    /// The `error` frame answering the request.
+    fn reply(&self, request_id: Option<&str>) -> Bytes {
+        protocol::error(request_id, self.code(), &self.to_string())
+    }
+}
+
+/// Cluster mode: publishes one connection may have waiting for the
+/// backplane to store them before it stops reading.
+const MAX_PENDING_PUBLISHES: usize = 256;
+
+/// The reader's side of a connection: its subscriptions and request handling.
+pub(super) struct Session {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+    subscriptions: HashMap<Box<str>, Arc<Topic>>,
+    /// Cluster mode: the replies (ack or error) to publishes sent to the
+    /// backplane, in the order they were sent.
+    pending_publishes: FuturesOrdered<BoxFuture<'static, Bytes>>,
+    /// Subscribers whose writers the last publish found behind; waited for
+    /// before the next frame is read.
+    lagging: LaggingWriters,
+    state: Arc<AppState>,
+}
+
+impl Session {
+    pub(super) fn new(state: Arc<AppState>, outbox: Arc<Outbox>) -> Self {
+        Self {
+            id: state.next_connection_id(),
+            outbox,
+            subscriptions: HashMap::new(),
+            pending_publishes: FuturesOrdered::new(),
+            lagging: LaggingWriters::default(),
+            state,
+        }
+    }
+
+    pub(super) fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Reads frames until the connection should close, and says why.
+    pub(super) async fn read_loop(
+        &mut self,
+        reader: &OwnedReadHalf,
+        mut decoder: FrameDecoder,
+        liveness: &Liveness,
+    ) -> CloseReason {
+        // A connection that never completes a frame would otherwise hold a
+        // slot until the heartbeat gives up on it.
+        let mut first_frame_deadline = Some(self.state.config.first_frame_timeout);
+        loop {
+            let room_for_publishes = self.pending_publishes.len() < MAX_PENDING_PUBLISHES;
+            let read = tokio::select! {
+                biased;
+                Some(reply) = self.pending_publishes.next() => {
+                    self.outbox.push_reply(reply);
+                    continue;
+                }
+                // Cancel-safe: a frame read in part stays in the decoder.
+                read = next_frame(reader, &mut decoder, &mut first_frame_deadline), if room_for_publishes => read,
+            };
+            let incoming = match read {
+                Ok(incoming) => incoming,
+                Err(reason) => return reason,
+            };
+            liveness.heard_from_peer();
+            match incoming {
+                Incoming::Message(mut message) => self.handle_message(&mut message).await,
+                Incoming::Ping(payload) => self.outbox.push_reply(protocol::pong_frame(&payload)),
+                Incoming::Pong => {}
+            }
+            if !self.lagging.is_empty() {
+                self.state.metrics.record_publisher_pause();
+                std::mem::take(&mut self.lagging).wait().await;
+            }
+            self.outbox.wait_for_reader_room().await;
+        }
+    }
+
+    async fn handle_message(&mut self, bytes: &mut [u8]) {
+        match protocol::parse_client_frame(bytes) {
+            Ok(frame) => self.dispatch(frame).await,
+            Err(rejection) => self.outbox.push_reply(protocol::error(
+                rejection.request_id.as_deref(),
+                ErrorCode::BadRequest,
+                &rejection.reason,
+            )),
+        }
+    }
+
+    async fn dispatch(
+        &mut self,
+        ClientFrame {
+            request_id,
+            request,
+        }: ClientFrame<'_>,
+    ) {
+        let reply = match request {
+            ClientRequest::Subscribe { topic, last_n, .. } => {
+                self.subscribe(topic, last_n, request_id).await
+            }
+            ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id).await,
+            ClientRequest::Publish { topic, message } => {
+                self.publish(topic, &message, request_id).await
+            }
+            ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
+        };
+        match reply {
+            Ok(Some(frame)) => self.outbox.push_reply(frame),
+            Ok(None) => {}
+            Err(err) => self.outbox.push_reply(err.reply(request_id)),
+        }
+    }
+
+    /// The ack goes out at once on a single node; in cluster mode once the
+    /// backplane has stored the event, meanwhile reading on.
+    async fn publish(
+        &mut self,
+        name: &str,
+        message: &Message<'_>,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, RequestError> {
+        match self.state.publish(name, message).await? {
+            Publication::Done(published) => {
+                self.lagging = published.lagging;
+                Ok(Some(protocol::ack(request_id, name)))
+            }
+            Publication::Pending(stored) => {
+                let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
+                self.pending_publishes.push_back(
+                    stored
+                        .map(move |stored| match stored {
+                            Ok(_) => protocol::ack(request_id.as_deref(), &name),
+                            Err(err) => RequestError::from(err).reply(request_id.as_deref()),
+                        })
+                        .boxed(),
+                );
+                Ok(None)
+            }
+        }
+    }
+
+    /// The topic queues the ack itself, ahead of the replay.
+    async fn subscribe(
+        &mut self,
+        name: &str,
+        last_n: usize,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, RequestError> {
+        let topic = self.state.topic(name).await?;
+        self.check_subscription_limit(name)?;
+        if !topic.subscribe(
+            self.id,
+            &self.outbox,
+            protocol::ack(request_id, name),
+            last_n,
+        ) {
+            return Err(BrokerError::TopicNotFound(name.to_owned()).into());
+        }
+        if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
+            if !Arc::ptr_eq(&previous, &topic) {
+                previous.unsubscribe(self.id);
+            }
+        }
+        Ok(None)
+    }
+
+    /// A new subscription must fit `MAX_SUBSCRIPTIONS_PER_CONNECTION`;
+    /// subscriptions to since-deleted topics do not count.
+    fn check_subscription_limit(&mut self, name: &str) -> Result<(), RequestError> {
+        let limit = self.state.config.max_subscriptions_per_connection as usize;
+        if self.subscriptions.len() < limit || self.subscriptions.contains_key(name) {
+            return Ok(());
+        }
+        self.subscriptions.retain(|_, topic| !topic.is_deleted());
+        if self.subscriptions.len() < limit {
+            return Ok(());
+        }
+        Err(RequestError::TooManySubscriptions(limit))
+    }
+
+    async fn unsubscribe(
+        &mut self,
+        name: &str,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, RequestError> {
+        let topic = self.state.topic(name).await?;
+        topic.unsubscribe(self.id);
+        self.subscriptions.remove(name);
+        Ok(Some(protocol::ack(request_id, name)))
+    }
+}
+
+/// The next frame from the client; the first one must come within
+/// `first_frame_deadline`, which is used up by the first read.
+async fn next_frame(
+    reader: &OwnedReadHalf,
+    decoder: &mut FrameDecoder,
+    first_frame_deadline: &mut Option<Duration>,
+) -> Result<Incoming, CloseReason> {
+    let read = frame_reader::read_incoming(reader, decoder);
+    match first_frame_deadline.take() {
+        Some(deadline) => tokio::time::timeout(deadline, read)
+            .await
+            .unwrap_or(Err(CloseReason::FirstFrameTimeout)),
+        None => read.await,
+    }
+}
+
+impl Drop for Session {
+    /// Leaves every topic however the connection ends, panics included.
+    fn drop(&mut self) {
+        for topic in self.subscriptions.values() {
+            topic.unsubscribe(self.id);
+        }
+    }
+}
