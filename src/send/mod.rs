@@ -24,8 +24,9 @@
 //!   because the server is busy), the connection that published waits for
 //!   that writer before it reads its next frame, so the pressure goes back
 //!   to publishers (their TCP windows) instead of cutting a subscriber that
-//!   reads. Once the writer finds the socket full, nobody waits for it any
-//!   more and its bound decides. `WRITE_TIMEOUT` cuts a connection with
+//!   reads. Once a write finds the socket full, nobody waits for that
+//!   subscriber until its pending events are back under half a bound, and
+//!   meanwhile its bound decides. `WRITE_TIMEOUT` cuts a connection with
 //!   frames waiting whose socket accepted no byte for that long, under
 //!   either policy.
 //! - **Replies.** A connection's reader reads no further frame while its own

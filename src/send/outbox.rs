@@ -125,8 +125,9 @@ struct State {
     /// Frames not yet taken by the writer, oldest first.
     frames: VecDeque<Queued>,
     pending: Pending,
-    /// The writer's last write found the socket full and no byte has been
-    /// accepted since.
+    /// A write found the socket full, and pending events have not fallen
+    /// back under the pause mark since: the subscriber is not keeping up,
+    /// so publishers do not wait for it.
     socket_full: bool,
     /// Tasks in `writer_caught_up` or `wait_for_reader_room`.
     waiters: usize,
@@ -275,8 +276,7 @@ impl Outbox {
 
     /// The writer's one call per write: counts what it finished writing
     /// (`written`), tops `batch` up to `max_frames` from the queue, and
-    /// reports whether the connection is closing. A write that finished
-    /// anything also means the socket is taking bytes.
+    /// reports whether the connection is closing.
     pub fn settle(
         &self,
         written: &Pending,
@@ -286,7 +286,9 @@ impl Outbox {
         let mut state = self.lock();
         if !written.is_empty() {
             state.pending.subtract(written);
-            state.socket_full = false;
+            if !self.limits.at_pause_mark(&state.pending) {
+                state.socket_full = false;
+            }
         }
         let room = max_frames.saturating_sub(batch.len());
         if room >= state.frames.len() && batch.is_empty() {

@@ -670,8 +670,6 @@ impl ClusterSpec {
                     ("HOST", "127.0.0.1"),
                     ("CLUSTER_NATS_URL", &nats_url),
                     ("RUST_LOG", "warn,ringcast=info"),
-                    // Events reach the socket at once: the tests wait less.
-                    ("COALESCE_WINDOW", "0ms"),
                 ]
                 .into_iter()
                 .map(|(key, value)| (key.to_owned(), value.to_owned()))
