@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,10 +23,6 @@ const LARGE: usize = 64 * 1024;
 /// stalled subscriber would never get it.
 const ACK_DEADLINE: Duration = Duration::from_secs(5);
 
-fn padded_payload(n: u64, size: usize) -> Value {
-    json!({ "n": n, "pad": "x".repeat(size) })
-}
-
 /// Publishes events `1..=count` one at a time, each acked within ACK_DEADLINE.
 async fn publish_padded(publisher: &mut Ws, topic: &str, count: u64, size: usize) {
     for n in 1..=count {
@@ -36,20 +32,6 @@ async fn publish_padded(publisher: &mut Ws, topic: &str, count: u64, size: usize
             .await
             .unwrap_or_else(|_| panic!("publisher blocked: no ack for event {n}"));
     }
-}
-
-/// Checks one event of a `publish_padded` run and returns its seq.
-fn padded_seq(event: &Value, size: usize) -> u64 {
-    assert_eq!(event["type"], "event", "{event}");
-    let seq = event["seq"].as_u64().expect("seq");
-    let payload = &event["message"]["payload"];
-    assert_eq!(payload["n"], seq, "payload does not match seq");
-    assert_eq!(
-        payload["pad"].as_str().map(str::len),
-        Some(size),
-        "payload truncated at seq {seq}"
-    );
-    seq
 }
 
 /// Spawns a reader that must receive seq `1..=count`, complete and in order.
@@ -132,13 +114,6 @@ async fn read_until_closed(ws: &mut Ws) -> u64 {
     }
 }
 
-/// Process-wide counters from `GET /stats`.
-async fn stats(server: &TestServer) -> Value {
-    let (status, body) = server.get_json("/stats").await;
-    assert_eq!(status, 200, "{body}");
-    body
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscriber_is_disconnected_while_others_get_everything() {
     const EVENTS: u64 = 250;
@@ -155,7 +130,7 @@ async fn stalled_subscriber_is_disconnected_while_others_get_everything() {
     let mut fast = fast
         .await
         .expect("fast subscriber got every event in order");
-    assert_eq!(stats(&server).await["slow_consumer_disconnects"], 1);
+    assert_eq!(server.stats().await["slow_consumer_disconnects"], 1);
     assert!(last_seq < EVENTS, "the stalled subscriber was not cut off");
 
     // Others are unaffected: the fast subscriber and the publisher go on.
@@ -174,7 +149,7 @@ async fn drop_oldest_keeps_a_stalled_subscriber_connected_with_the_newest_events
         .await
         .expect("fast subscriber got every event in order");
 
-    let totals = stats(&server).await;
+    let totals = server.stats().await;
     assert_eq!(totals["slow_consumer_disconnects"], 0, "{totals}");
     assert!(
         totals["dropped"].as_u64().unwrap() > 0,

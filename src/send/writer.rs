@@ -16,6 +16,7 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::{FrameKind, Outbox, Pending, Queued};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ErrorCode};
 use crate::ws::{CloseReason, Liveness};
 
@@ -186,6 +187,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     liveness: Arc<Liveness>,
     timing: WriterTiming,
     draining: CancellationToken,
+    metrics: Arc<Metrics>,
 ) -> CloseReason {
     let WriterTiming {
         heartbeat,
@@ -228,7 +230,10 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             result = writer.write_some(&outbox, write_timeout) => match result {
                 Ok(done) => written = done,
-                Err(WriteError::TimedOut) => break CloseReason::WriteTimeout,
+                Err(WriteError::TimedOut) => {
+                    metrics.record_write_timeout();
+                    break CloseReason::WriteTimeout;
+                }
                 Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
             },
             _ = ticker.tick() => if !peer_alive_after_heartbeat() {

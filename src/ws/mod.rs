@@ -171,6 +171,7 @@ async fn serve(
             write_timeout: config.write_timeout,
         },
         state.draining.clone(),
+        state.metrics.clone(),
     );
     let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
         let outbox = outbox.clone();
@@ -192,9 +193,6 @@ async fn serve(
     }
     drop(session);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
-    if reason == CloseReason::WriteTimeout {
-        state.metrics.record_write_timeout();
-    }
     if let Some(why) = reason.slow_consumer_message() {
         tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
     }

@@ -60,6 +60,8 @@ CONFIG_VARS = (
     "HEARTBEAT_INTERVAL",
     "MAX_MESSAGE_SIZE",
     "SHUTDOWN_TIMEOUT",
+    "WRITE_TIMEOUT",
+    "SUBSCRIBER_QUEUE_BYTES",
 )
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")

@@ -6,14 +6,14 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{SinkExt, Stream, StreamExt};
 use ringcast::{Config, Server};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `wait_until` polls before failing.
 pub const POLL_DEADLINE: Duration = Duration::from_secs(5);
+/// How long a REST request may take before it fails.
+pub const REST_DEADLINE: Duration = Duration::from_secs(30);
 /// How long `wait_until` sleeps between two polls.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
@@ -38,7 +40,8 @@ impl TestServer {
     pub async fn start(args: &[&str]) -> Self {
         let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
         all.extend_from_slice(args);
-        let config = Config::from_args(all).expect("valid test flags");
+        let config = Config::from_args(&all)
+            .unwrap_or_else(|err| panic!("invalid test flags {args:?}: {err}"));
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().unwrap();
         let shutdown = server.shutdown_token();
@@ -47,7 +50,11 @@ impl TestServer {
             addr,
             shutdown,
             task,
-            http: reqwest::Client::new(),
+            // A request the server never answers fails the test, not hangs it.
+            http: reqwest::Client::builder()
+                .timeout(REST_DEADLINE)
+                .build()
+                .expect("http client"),
         }
     }
 
@@ -166,6 +173,26 @@ impl TestServer {
         .await;
     }
 
+    /// `GET /stats`, asserting 200.
+    pub async fn stats(&self) -> Value {
+        let (status, body) = self.get_json("/stats").await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    /// A process-wide counter of `GET /stats` (`published`, `delivered`,
+    /// `dropped`, `slow_consumer_disconnects`, ...), read from a `totals`
+    /// object when the server nests them there, else from the top level.
+    pub async fn counter(&self, name: &str) -> u64 {
+        let stats = self.stats().await;
+        let totals = stats.get("totals").filter(|totals| totals.is_object());
+        totals
+            .unwrap_or(&stats)
+            .get(name)
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("/stats without an integer {name}: {stats}"))
+    }
+
     /// Cancels the server and waits for it to finish shutting down.
     pub async fn stop(self) {
         self.shutdown.cancel();
@@ -201,12 +228,21 @@ pub fn assert_error_reply(reply: &(u16, Value), status: u16, code: &str, context
 
 /// Calls `probe` every POLL_INTERVAL until it returns `Ok`, failing after
 /// POLL_DEADLINE with `what` and the last thing the probe saw instead.
-pub async fn wait_until<F, Fut>(what: &str, mut probe: F)
+pub async fn wait_until<F, Fut>(what: &str, probe: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(), String>>,
 {
-    let deadline = Instant::now() + POLL_DEADLINE;
+    wait_until_within(what, POLL_DEADLINE, probe).await;
+}
+
+/// Like `wait_until`, failing after `within` instead of POLL_DEADLINE.
+pub async fn wait_until_within<F, Fut>(what: &str, within: Duration, mut probe: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
     loop {
         let seen = match probe().await {
             Ok(()) => return,
@@ -214,7 +250,7 @@ where
         };
         assert!(
             Instant::now() < deadline,
-            "timed out after {POLL_DEADLINE:?} waiting for {what}; last seen: {seen}"
+            "timed out after {within:?} waiting for {what}; last seen: {seen}"
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
@@ -268,8 +304,11 @@ pub async fn send(ws: &mut Ws, value: Value) {
 }
 
 /// The next text frame as received and parsed, skipping heartbeats and
-/// non-text frames.
-async fn next_text(ws: &mut Ws) -> (String, Value) {
+/// non-text frames. `ws` is a `Ws` or its read half.
+async fn next_text<S>(ws: &mut S) -> (String, Value)
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
     loop {
         let message = tokio::time::timeout(RECV_TIMEOUT, ws.next())
             .await
@@ -286,8 +325,12 @@ async fn next_text(ws: &mut Ws) -> (String, Value) {
     }
 }
 
-/// Receives the next JSON text frame, skipping heartbeats and control frames.
-pub async fn recv(ws: &mut Ws) -> Value {
+/// Receives the next JSON text frame, skipping heartbeats and control
+/// frames, from a `Ws` or its read half.
+pub async fn recv<S>(ws: &mut S) -> Value
+where
+    S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
+{
     next_text(ws).await.1
 }
 
@@ -392,6 +435,28 @@ pub async fn publish_acked(ws: &mut Ws, topic: &str, payload: Value, request_id:
     id
 }
 
+/// A payload of about `size` bytes carrying its event number `n`, so a
+/// reader can check that nothing was lost, reordered or truncated.
+pub fn padded_payload(n: u64, size: usize) -> Value {
+    json!({ "n": n, "pad": "x".repeat(size) })
+}
+
+/// Checks that `event` is an event whose `padded_payload` matches its seq
+/// and has `size` bytes of padding, and returns the seq.
+#[track_caller]
+pub fn padded_seq(event: &Value, size: usize) -> u64 {
+    assert_eq!(event["type"], "event", "{event}");
+    let seq = event["seq"].as_u64().expect("seq");
+    let payload = &event["message"]["payload"];
+    assert_eq!(payload["n"], seq, "payload does not match seq");
+    assert_eq!(
+        payload["pad"].as_str().map(str::len),
+        Some(size),
+        "payload truncated at seq {seq}"
+    );
+    seq
+}
+
 /// WebSocket opcodes, for `RawClient`.
 pub const OP_CONTINUATION: u8 = 0x0;
 pub const OP_TEXT: u8 = 0x1;
@@ -405,7 +470,21 @@ pub struct RawClient(TcpStream);
 impl RawClient {
     /// Opens `/ws` with a hand-written upgrade request and checks the 101.
     pub async fn connect(server: &TestServer) -> Self {
-        let mut stream = TcpStream::connect(server.addr).await.expect("tcp connect");
+        let stream = TcpStream::connect(server.addr).await.expect("tcp connect");
+        Self::upgrade(server, stream).await
+    }
+
+    /// Like `connect`, with the socket's receive buffer (SO_RCVBUF) set to
+    /// `bytes` before connecting, so the advertised window stays that small:
+    /// a reader that never reads then stops the server's writes quickly.
+    pub async fn connect_with_recv_buffer(server: &TestServer, bytes: u32) -> Self {
+        let socket = TcpSocket::new_v4().expect("tcp socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(server.addr).await.expect("tcp connect");
+        Self::upgrade(server, stream).await
+    }
+
+    async fn upgrade(server: &TestServer, mut stream: TcpStream) -> Self {
         let handshake = format!(
             "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
@@ -502,6 +581,92 @@ impl RawClient {
         }
         frames
     }
+
+    /// Reads whatever the server sent until it ends the connection (EOF,
+    /// or a reset: a server cutting a slow peer may abandon what it had
+    /// queued) or `within` passes; a frame cut short at the end is ignored.
+    pub async fn drain(&mut self, within: Duration) -> Drained {
+        let deadline = Instant::now() + within;
+        let mut bytes = Vec::new();
+        let mut chunk = vec![0; 1 << 16];
+        let ending = loop {
+            match tokio::time::timeout_at(deadline, self.0.read(&mut chunk)).await {
+                Err(_elapsed) => break Ending::StillOpen,
+                Ok(Ok(0)) => break Ending::Eof,
+                Ok(Ok(n)) => bytes.extend_from_slice(&chunk[..n]),
+                Ok(Err(err)) => break Ending::Reset(err.kind()),
+            }
+        };
+        Drained {
+            frames: split_server_frames(&bytes),
+            ending,
+        }
+    }
+}
+
+/// How the server ended a connection that `RawClient::drain` read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Eof,
+    /// A read failed, e.g. `ConnectionReset`.
+    Reset(std::io::ErrorKind),
+    /// Neither, before the deadline.
+    StillOpen,
+}
+
+/// Everything a `RawClient` read until the server ended the connection.
+pub struct Drained {
+    /// Complete frames as (opcode, payload).
+    pub frames: Vec<(u8, Vec<u8>)>,
+    pub ending: Ending,
+}
+
+impl Drained {
+    /// The code of the close frame, if one came.
+    pub fn close_code(&self) -> Option<u16> {
+        self.frames
+            .iter()
+            .find(|(opcode, _)| *opcode == OP_CLOSE)
+            .map(|(_, payload)| close_code_of(payload))
+    }
+
+    /// The text frames as JSON, heartbeats left out.
+    pub fn json(&self) -> Vec<Value> {
+        self.frames
+            .iter()
+            .filter(|(opcode, _)| *opcode == OP_TEXT)
+            .map(|(_, payload)| serde_json::from_slice(payload).expect("server sent JSON"))
+            .filter(|frame: &Value| !(frame["type"] == "info" && frame["msg"] == "ping"))
+            .collect()
+    }
+}
+
+/// Splits unmasked server frames out of a byte stream; an incomplete last
+/// frame is left out.
+fn split_server_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut frames = Vec::new();
+    while bytes.len() >= 2 {
+        assert_eq!(bytes[1] & 0x80, 0, "server frames must not be masked");
+        let (len, header) = match bytes[1] & 0x7f {
+            126 if bytes.len() >= 4 => (u64::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
+            127 if bytes.len() >= 10 => {
+                let len: [u8; 8] = bytes[2..10].try_into().unwrap();
+                (u64::from_be_bytes(len), 10)
+            }
+            126 | 127 => break,
+            short => (u64::from(short), 2),
+        };
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|len| len.checked_add(header))
+            .filter(|&end| end <= bytes.len())
+        else {
+            break;
+        };
+        frames.push((bytes[0] & 0x0f, bytes[header..end].to_vec()));
+        bytes = &bytes[end..];
+    }
+    frames
 }
 
 /// The status code of a close frame's payload; fails if it has none.
