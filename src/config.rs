@@ -69,6 +69,12 @@ pub struct Config {
     #[arg(long, env = "SUBSCRIBER_QUEUE_BYTES", default_value = "16MiB", value_parser = parse_byte_size)]
     pub subscriber_queue_bytes: ByteSize,
 
+    /// Opt-in write coalescing: a connection that wrote less than this long ago lets frames
+    /// gather for the rest of the window (fewer syscalls for wide fan-out, at up to this much
+    /// added latency); reaching half a queue bound ends the wait. 0 writes as soon as it can.
+    #[arg(long, env = "COALESCE_WINDOW", default_value = "0ms", value_parser = humantime::parse_duration)]
+    pub coalesce_window: Duration,
+
     /// A connection with frames waiting whose socket accepts no byte for this long is cut as a
     /// slow consumer (SLOW_CONSUMER, close 1008), under either policy.
     #[arg(long, env = "WRITE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
@@ -186,6 +192,7 @@ mod tests {
         assert_eq!(config.cluster_nats_url, None);
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
+        assert_eq!(config.coalesce_window, Duration::ZERO);
     }
 
     #[test]

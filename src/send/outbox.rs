@@ -115,7 +115,7 @@ impl Pending {
         self.replies -= done.replies;
     }
 
-    fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         *self == Self::default()
     }
 }
@@ -194,7 +194,12 @@ impl Outbox {
         {
             delivery = Delivery::QueuedWriterBehind;
         }
-        self.enqueue(state, queued);
+        let was_empty = state.frames.is_empty();
+        state.frames.push_back(queued);
+        drop(state);
+        // A writer gathering frames (`COALESCE_WINDOW`) must not keep a
+        // publisher waiting: reaching the pause mark wakes it too.
+        self.wake_writer_if(was_empty || delivery == Delivery::QueuedWriterBehind);
         delivery
     }
 
@@ -613,5 +618,15 @@ mod tests {
         drain(&outbox, true);
         outbox.push_reply(frame(3));
         assert!(woken(&outbox));
+    }
+
+    #[tokio::test]
+    async fn reaching_the_pause_mark_wakes_a_gathering_writer() {
+        let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
+        let woken = |outbox: &Outbox| outbox.wait_for_frames().now_or_never().is_some();
+        outbox.push_event(&frame(1));
+        assert!(woken(&outbox));
+        assert_eq!(outbox.push_event(&frame(2)), Delivery::QueuedWriterBehind);
+        assert!(woken(&outbox), "a publisher is about to wait for it");
     }
 }

@@ -174,13 +174,17 @@ pub struct WriterTiming {
     /// `WRITE_TIMEOUT`: frames waiting and no byte accepted for this long
     /// cuts the connection as a slow consumer.
     pub write_timeout: Duration,
+    /// `COALESCE_WINDOW` (opt-in; zero by default): a connection that wrote
+    /// less than this long ago lets frames gather for the rest of the window
+    /// before writing again, unless its pending events reach the pause mark.
+    pub coalesce_window: Duration,
 }
 
 /// The writer task: writes whatever is pending as soon as the socket takes
 /// it — frames that gathered while the writer waited to be scheduled or for
-/// the socket go out together, no frame waits for a timer — sends
-/// heartbeats, and on close sends the last frames. Returns why the
-/// connection closed.
+/// the socket go out together; no frame waits for a timer unless
+/// `COALESCE_WINDOW` asks for it — sends heartbeats, and on close sends the
+/// last frames. Returns why the connection closed.
 pub async fn write_loop<W: AsyncWrite + Unpin>(
     mut writer: FrameWriter<W>,
     outbox: Arc<Outbox>,
@@ -192,6 +196,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     let WriterTiming {
         heartbeat,
         write_timeout,
+        coalesce_window,
     } = timing;
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -206,8 +211,11 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         alive
     };
     let mut written = Pending::default();
+    // With a coalescing window: until when frames may gather.
+    let mut gather_until: Option<Instant> = None;
     let reason = loop {
         let closing = writer.settle(&outbox, &written);
+        let just_wrote = !written.is_empty();
         written = Pending::default();
         if let Some(reason) = closing {
             if reason.abandons_queue() || !writer.has_pending() {
@@ -215,8 +223,22 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             }
         }
         if !writer.has_pending() {
+            if just_wrote && !coalesce_window.is_zero() {
+                gather_until = Some(Instant::now() + coalesce_window);
+            }
             tokio::select! {
-                _ = outbox.wait_for_frames() => {}
+                biased;
+                _ = outbox.wait_for_frames() => {
+                    if let Some(until) = gather_until.take().filter(|until| *until > Instant::now()) {
+                        // Any further wake-up is a close or pending events at
+                        // the pause mark: either ends the gathering.
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(until) => {}
+                            _ = outbox.wait_for_frames() => {}
+                            _ = draining.cancelled() => {}
+                        }
+                    }
+                }
                 _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                     break CloseReason::HeartbeatTimeout;
                 },
@@ -224,10 +246,10 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             }
             continue;
         }
+        // The write first: when the socket takes it at once, nothing else
+        // is polled (a close is seen by the next `settle`).
         tokio::select! {
             biased;
-            _ = outbox.closed(), if closing.is_none() => {}
-            _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             result = writer.write_some(&outbox, write_timeout) => match result {
                 Ok(done) => written = done,
                 Err(WriteError::TimedOut) => {
@@ -236,6 +258,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 }
                 Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
             },
+            _ = outbox.closed(), if closing.is_none() => {}
+            _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                 break CloseReason::HeartbeatTimeout;
             },

@@ -169,6 +169,7 @@ async fn serve(
         WriterTiming {
             heartbeat: config.heartbeat_interval,
             write_timeout: config.write_timeout,
+            coalesce_window: config.coalesce_window,
         },
         state.draining.clone(),
         state.metrics.clone(),
