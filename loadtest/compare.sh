@@ -6,12 +6,16 @@
 # against nats-server (WebSocket on loopback), and the ratios are printed.
 # Results (JSON per run, the chart, the summary) go to $OUT.
 #
-#   loadtest/compare.sh                 # full run, ~10 minutes
-#   QUICK=1 loadtest/compare.sh         # smoke run, ~2 minutes
+#   loadtest/compare.sh                 # full run, ~17 minutes
+#   QUICK=1 loadtest/compare.sh         # smoke run, ~4 minutes
 #
 # Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
-# QUICK, BUILD (0 uses the binaries already in target/release), SCENARIOS (space-separated subset of: fanout-1m fanout topics
-# ingress idle).
+# QUICK, BUILD (0 uses the binaries already built), SCENARIOS (space-separated
+# subset of: fanout-1m fanout topics ingress idle chat-10k chat-50k
+# chat-overload chat-step burst ingress-1), RINGCAST (the server binary,
+# default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
+# generator, likewise). Other variables reach ringcast (SUBSCRIBER_QUEUE_SIZE,
+# COALESCE_WINDOW, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +32,7 @@ else
     WARMUP=${WARMUP:-2s}
     DURATION=10s
 fi
-SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress idle}
+SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress idle chat-10k chat-50k chat-overload chat-step burst ingress-1}
 RINGCAST_PORT=18080
 NATS_PORT=4222
 NATS_WS_PORT=4223
@@ -43,7 +47,9 @@ if [[ ${BUILD:-1} == 1 ]]; then
     echo "== building (release)"
     cargo build --release -q -p ringcast -p ringcast-load
 fi
-LOAD=target/release/ringcast-load
+TARGET_DIR=${CARGO_TARGET_DIR:-target}
+RINGCAST=${RINGCAST:-$TARGET_DIR/release/ringcast}
+LOAD=${LOAD:-$TARGET_DIR/release/ringcast-load}
 
 # 10k connections per side need the descriptors.
 ulimit -n "$(ulimit -Hn)"
@@ -66,7 +72,7 @@ start_server() { # target
     case $1 in
     ringcast)
         RUST_LOG=warn PORT=$RINGCAST_PORT HOST=127.0.0.1 \
-            taskset -c "$SERVER_CPU" target/release/ringcast >"$OUT/ringcast.log" 2>&1 &
+            taskset -c "$SERVER_CPU" "$RINGCAST" >"$OUT/ringcast.log" 2>&1 &
         ;;
     nats)
         taskset -c "$SERVER_CPU" nats-server -c "$OUT/nats.conf" >"$OUT/nats.log" 2>&1 &
@@ -102,6 +108,22 @@ args_of() { # scenario
     topics) echo "--scenario topics --step --rate 2000 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
     ingress) echo "--scenario ingress --duration $DURATION --warmup $WARMUP" ;;
     idle) echo "--scenario idle" ;;
+    # 100 topics x 1 subscriber, 10 publishers, 128 B, one publish per frame.
+    chat-10k) echo "--scenario chat --rate 10000 --duration $DURATION --warmup $WARMUP" ;;
+    chat-50k) echo "--scenario chat --rate 50000 --duration $DURATION --warmup $WARMUP" ;;
+    # About twice what a server core sustains.
+    chat-overload) echo "--scenario chat --rate 80000 --duration $DURATION --warmup $WARMUP" ;;
+    # Capacity: the last step without loss, cut or error and p99 <= 200 ms
+    # (loose: on a shared machine p99 spikes of 50-100 ms come and go).
+    chat-step) echo "--scenario chat --step --rate 20000 --step-factor 1.25 --max-rate 200000 --max-p99 200ms --step-duration $STEP_DURATION --warmup $WARMUP" ;;
+    # 1 topic x 10 subscribers, 2048 x 1 KiB every 500 ms (2x the default queue).
+    burst) echo "--scenario burst --duration $DURATION --warmup $WARMUP" ;;
+    # One connection's pipelined publish rate.
+    ingress-1) echo "--scenario ingress --publishers 1 --duration $DURATION --warmup $WARMUP" ;;
+    *)
+        echo "unknown scenario $1" >&2
+        exit 1
+        ;;
     esac
 }
 
@@ -118,7 +140,7 @@ for scenario in $SCENARIOS; do
 done
 
 charted=()
-for scenario in fanout topics; do
+for scenario in fanout topics chat-step; do
     for target in ringcast nats; do
         [[ -f $OUT/$scenario-$target.json ]] && charted+=("$OUT/$scenario-$target.json")
     done
@@ -168,6 +190,26 @@ if rc and nats:
 rc, nats = load("idle", "ringcast"), load("idle", "nats")
 if rc and nats and rc["idle"] and nats["idle"]:
     row("(d) idle: RSS KiB per subscribed connection", rc["idle"]["rss_kib_per_connection"], nats["idle"]["rss_kib_per_connection"], ".2f", "lower", True)
+for scenario, label in [("chat-10k", "(e) chat 10k/s"), ("chat-50k", "(e) chat 50k/s"), ("chat-overload", "(e) chat 80k/s offered")]:
+    rc, nats = step(load(scenario, "ringcast")), step(load(scenario, "nats"))
+    if rc and nats:
+        row(f"{label}: delivered/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
+        row(f"{label}: p50 ms", rc["p50_ms"], nats["p50_ms"], ".2f", "lower", True)
+        row(f"{label}: p99 ms", rc["p99_ms"], nats["p99_ms"], ".2f", "lower", True)
+        row(f"{label}: server CPU ns/event", rc.get("server_cpu_ns_per_event"), nats.get("server_cpu_ns_per_event"), ".0f", "lower", True)
+        row(f"{label}: subscribers cut", rc.get("subscribers_cut", 0), nats.get("subscribers_cut", 0), ",", "zero")
+        row(f"{label}: loss", rc["loss"], nats["loss"], ",", "zero")
+rc, nats = load("chat-step", "ringcast"), load("chat-step", "nats")
+if rc and nats:
+    row("(e) chat: max sustained events/s", rc["max_sustained_deliveries_per_sec"], nats["max_sustained_deliveries_per_sec"], ",.0f", "higher")
+rc, nats = step(load("burst", "ringcast")), step(load("burst", "nats"))
+if rc and nats:
+    row("(f) burst: subscribers cut", rc.get("subscribers_cut", 0), nats.get("subscribers_cut", 0), ",", "zero")
+    row("(f) burst: loss", rc["loss"], nats["loss"], ",", "zero")
+    row("(f) burst: p99 ms", rc["p99_ms"], nats["p99_ms"], ".1f", "lower", True)
+rc, nats = step(load("ingress-1", "ringcast")), step(load("ingress-1", "nats"))
+if rc and nats:
+    row("(g) ingress, 1 connection: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
 
 print("| metric | ringcast | nats-server | ringcast advantage | better |")
 print("|---|---:|---:|---:|---|")

@@ -61,6 +61,10 @@ pub enum ScenarioKind {
     Ingress,
     /// 10k subscribed connections over 100 topics, no traffic: server RSS per connection.
     Idle,
+    /// 100 topics x 1 subscriber, 10 publishers at 10k events/s, one publish per WebSocket frame.
+    Chat,
+    /// 1 topic x 10 subscribers, 1 publisher sending bursts (--burst-events every --burst-interval, 1 KiB).
+    Burst,
 }
 
 impl ScenarioKind {
@@ -70,6 +74,8 @@ impl ScenarioKind {
             ScenarioKind::Topics => "topics",
             ScenarioKind::Ingress => "ingress",
             ScenarioKind::Idle => "idle",
+            ScenarioKind::Chat => "chat",
+            ScenarioKind::Burst => "burst",
         }
     }
 }
@@ -138,7 +144,14 @@ pub struct RunArgs {
     /// Publishing before each measured window, not measured.
     #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub warmup: Duration,
-    /// Raise the rate step by step until loss or p99 over --max-p99 (fanout/topics).
+    /// Events per burst across all publishers (burst scenario), sent as fast
+    /// as the sockets take them, many publishes per write [default: 2048].
+    #[arg(long)]
+    pub burst_events: Option<u64>,
+    /// Time from one burst's start to the next's (burst scenario) [default: 500ms].
+    #[arg(long, value_parser = parse_duration)]
+    pub burst_interval: Option<Duration>,
+    /// Raise the rate step by step until loss or p99 over --max-p99 (fanout, topics, chat).
     #[arg(long)]
     pub step: bool,
     /// Measured window of each step (each also gets --warmup first).

@@ -92,6 +92,12 @@ fn msg_payload_len(line: &[u8]) -> Result<usize> {
         .ok_or_else(|| anyhow!("bad MSG line: {}", String::from_utf8_lossy(line)))
 }
 
+/// Whether an `-ERR` line reports a slow consumer (`-ERR 'Slow Consumer…'`).
+pub fn is_slow_consumer(err: &[u8]) -> bool {
+    err.windows(13)
+        .any(|window| window.eq_ignore_ascii_case(b"slow consumer"))
+}
+
 /// Sends CONNECT and waits for the PONG that confirms it.
 pub async fn connect(
     reader: &mut WsReader,
@@ -208,6 +214,12 @@ MSG load-0 1 reply.to 7\r\n{\"t\":1}\r\n+OK\r\n-ERR 'Slow Consumer'\r\nPONG\r\n"
             events_of(&[b"MSG s 1 4\r\n", b"a\r\nb", b"\r\n"]),
             [format!("{:?}", Event::Msg(b"a\r\nb"))]
         );
+    }
+
+    #[test]
+    fn recognises_slow_consumer_errors() {
+        assert!(is_slow_consumer(b"-ERR 'Slow Consumer Detected'"));
+        assert!(!is_slow_consumer(b"-ERR 'Authorization Violation'"));
     }
 
     #[test]

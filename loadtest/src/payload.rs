@@ -21,6 +21,11 @@ pub fn ns_at(instant: Instant) -> u64 {
     instant.saturating_duration_since(*EPOCH).as_nanos() as u64
 }
 
+/// The instant `ns` after the epoch: the inverse of [`ns_at`].
+pub fn instant_at(ns: u64) -> Instant {
+    *EPOCH + std::time::Duration::from_nanos(ns)
+}
+
 /// Longest possible fixed part: `{"t":` + u64 + `,"p":` + u32 + `,"n":` + u64 + `,"pad":""}`.
 pub const MIN_PAYLOAD_BYTES: usize = 5 + 20 + 5 + 10 + 5 + 20 + 10;
 

@@ -1,8 +1,10 @@
 //! One publishing connection driven by an open-loop schedule.
 //!
-//! Event `k` of a phase is due at `start + (k + offset) / rate`, whatever
-//! happened to earlier events: every tick sends all events due by then in one
-//! socket write, and each carries its *scheduled* time, so a stalled socket
+//! Event `k` of a phase is due at `start + (k + offset) / rate` (or, in
+//! bursts, at its burst's start), rounded up to the pacing quantum, whatever
+//! happened to earlier events: the publisher wakes when the next event is
+//! due (see [`pacer`]) and sends every event due by then, in writes of up to
+//! `MAX_BATCH_BYTES`. Each carries its *scheduled* time, so a stalled socket
 //! shows up as latency instead of silently lowering the offered load.
 
 use std::ops::Range;
@@ -12,16 +14,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use tokio::sync::{mpsc, watch};
-use tokio::time::MissedTickBehavior;
 
-use crate::cli::{Rate, Target};
+use crate::cli::Target;
+use crate::schedule::{Offer, Schedule};
 use crate::stats::Stats;
 use crate::ws::{self, OpCode, WsReader, WsUrl, WsWriter};
-use crate::{nats, payload, ringcast, runner};
-
-const TICK: Duration = Duration::from_millis(1);
+use crate::{nats, pacer, payload, ringcast, runner};
 /// Upper bound of one socket write, so a backlog is sent in bounded pieces.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Longest sleep between two looks at the phase and at pings to answer.
+const IDLE_WAKE: Duration = Duration::from_millis(100);
 
 /// A stretch of publishing at one rate. Publishers send every event scheduled
 /// in `[start, end]`, then report the phase done.
@@ -31,7 +33,7 @@ pub struct Phase {
     pub start: Instant,
     pub end: Instant,
     /// Across all publishers.
-    pub rate: Rate,
+    pub offer: Offer,
 }
 
 pub struct PublisherSpec {
@@ -42,6 +44,11 @@ pub struct PublisherSpec {
     pub publishers: u32,
     pub topics: Vec<String>,
     pub payload_bytes: usize,
+    /// NATS: one PUB per WebSocket frame instead of a write's PUBs in one
+    /// frame (ringcast always sends one publish per frame).
+    pub one_publish_per_frame: bool,
+    /// See `Plan::pacing_quantum`.
+    pub pacing_quantum_ns: u64,
 }
 
 /// A frame the reply reader wants sent back (pings answered), handed to the
@@ -144,21 +151,31 @@ struct Publisher {
 }
 
 impl Publisher {
-    async fn publish(&mut self, phases: watch::Receiver<Option<Phase>>) -> Result<()> {
-        let mut ticker = tokio::time::interval(TICK);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    async fn publish(&mut self, mut phases: watch::Receiver<Option<Phase>>) -> Result<()> {
+        let mut timer = pacer::Timer::new()?;
         let mut finished_phase = 0;
         let mut sent_in_phase = 0;
         loop {
-            ticker.tick().await;
             self.queue_replies();
-            let phase = *phases.borrow();
+            let mut wake = Instant::now() + IDLE_WAKE;
+            let phase = *phases.borrow_and_update();
             if let Some(phase) = phase.filter(|phase| phase.id != finished_phase) {
-                let finished = match phase.rate {
-                    Rate::PerSecond(rate) => {
-                        self.publish_due(&phase, rate, &mut sent_in_phase).await?
+                let schedule =
+                    Schedule::for_publisher(phase.offer, self.spec.index, self.spec.publishers);
+                let finished = match schedule {
+                    Some(schedule) => {
+                        match self
+                            .publish_due(&phase, &schedule, &mut sent_in_phase)
+                            .await?
+                        {
+                            Some(next) => {
+                                wake = wake.min(next);
+                                false
+                            }
+                            None => true,
+                        }
                     }
-                    Rate::Unlimited => self.publish_flat_out(&phase).await?,
+                    None => self.publish_flat_out(&phase).await?,
                 };
                 if finished {
                     finished_phase = phase.id;
@@ -167,35 +184,51 @@ impl Publisher {
                 }
             }
             self.writer.flush().await?;
+            // A wake-up missed while a write was blocked is not made up for:
+            // the events it was for go out on the next one, charged from
+            // their due time.
+            tokio::select! {
+                slept = timer.sleep_until(wake) => slept?,
+                changed = phases.changed() => {
+                    if changed.is_err() {
+                        // The run is over.
+                        return Ok(());
+                    }
+                }
+            }
         }
     }
 
-    /// Sends every event of the schedule due by now; true once the phase is over.
+    /// Sends every event of the schedule due by now; returns when the next
+    /// one is due (the phase's end once none is left), or `None` once the
+    /// phase is over. A burst goes out the same way: all of it is due at
+    /// once, so it leaves in back-to-back writes, as fast as the socket
+    /// takes them.
     async fn publish_due(
         &mut self,
         phase: &Phase,
-        total_rate: f64,
+        schedule: &Schedule,
         sent: &mut u64,
-    ) -> Result<bool> {
-        let rate = total_rate / f64::from(self.spec.publishers);
-        // Publishers interleave their schedules instead of all firing together.
-        let offset = f64::from(self.spec.index) / f64::from(self.spec.publishers);
-        let now = Instant::now();
-        let horizon = now.min(phase.end);
-        let slots = horizon.saturating_duration_since(phase.start).as_secs_f64() * rate - offset;
-        let due = if horizon < phase.start || slots < 0.0 {
-            0
-        } else {
-            slots as u64 + 1
-        };
+    ) -> Result<Option<Instant>> {
+        let quantum = self.spec.pacing_quantum_ns;
         let start_ns = payload::ns_at(phase.start);
-        let scheduled_ns = |k: u64| start_ns + ((k as f64 + offset) / rate * 1e9) as u64;
+        let end_ns = payload::ns_at(phase.end);
+        // What was due by the last quantum boundary, each event stamped with
+        // the boundary it is sent at; the runner puts phase boundaries on ticks.
+        let horizon_ns = pacer::floor(payload::now_ns(), quantum).min(end_ns);
+        let due = horizon_ns
+            .checked_sub(start_ns)
+            .map_or(0, |elapsed| schedule.due(Duration::from_nanos(elapsed)));
+        let scheduled_ns = |k: u64| pacer::ceil(start_ns + schedule.offset_ns(k), quantum);
         while *sent < due {
             let batch = *sent..due.min(*sent + self.batch_events);
             *sent = batch.end;
             self.send(batch, scheduled_ns).await?;
         }
-        Ok(now >= phase.end)
+        if horizon_ns >= end_ns {
+            return Ok(None);
+        }
+        Ok(Some(payload::instant_at(scheduled_ns(*sent).min(end_ns))))
     }
 
     /// Unlimited rate: as fast as the socket takes batches. Each event's
@@ -244,6 +277,14 @@ impl Publisher {
                         spec.payload_bytes,
                         t,
                     );
+                }
+            }
+            Target::Nats if spec.one_publish_per_frame => {
+                for k in events {
+                    let (topic, n, t) = next_event(k);
+                    writer.frame(OpCode::Binary, |buf| {
+                        nats::write_publish(buf, topic, spec.index, n, spec.payload_bytes, t);
+                    });
                 }
             }
             // NATS is a byte stream: a whole batch of PUBs travels in one frame.

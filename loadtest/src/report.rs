@@ -16,6 +16,12 @@ pub struct RunReport {
     pub nodes: usize,
     pub publishers: usize,
     pub payload_bytes: usize,
+    /// Every publish in a WebSocket frame of its own, NATS included (chat).
+    #[serde(default)]
+    pub one_publish_per_frame: bool,
+    /// The burst scenario's bursts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<BurstReport>,
     pub steps: Vec<StepReport>,
     /// Delivered/s of the last sustained step; step mode only.
     pub max_sustained_deliveries_per_sec: Option<f64>,
@@ -27,6 +33,14 @@ pub struct RunReport {
 
 fn one_node() -> usize {
     1
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct BurstReport {
+    /// Events per burst across all publishers.
+    pub events: u64,
+    /// From one burst's start to the next's.
+    pub interval_ms: f64,
 }
 
 #[derive(Serialize, Deserialize, Debug)]
@@ -50,6 +64,12 @@ pub struct StepReport {
     /// Connections closed by the server or by an error during the step.
     #[serde(default)]
     pub disconnects: u64,
+    /// Of `disconnects`, the subscriber connections.
+    #[serde(default)]
+    pub subscribers_cut: u64,
+    /// `SLOW_CONSUMER` errors (NATS: `-ERR 'Slow Consumer…'`) subscribers received.
+    #[serde(default)]
+    pub slow_consumer_errors: u64,
     /// Deliveries (publishes, for unlimited-rate ingress) in the measured window per second.
     pub delivered_per_sec: f64,
     pub p50_ms: Option<f64>,
@@ -58,6 +78,9 @@ pub struct StepReport {
     pub max_ms: Option<f64>,
     /// Summed over the nodes given with `--server-pid`.
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// The same CPU time per event published in the window.
+    #[serde(default)]
+    pub server_cpu_ns_per_event: Option<f64>,
     /// The cluster backplane's (`--backplane-pid`) CPU per delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backplane_cpu_ns_per_delivery: Option<f64>,
@@ -101,6 +124,16 @@ impl RunReport {
             self.publishers,
             self.payload_bytes
         );
+        if let Some(burst) = &self.burst {
+            let _ = writeln!(
+                out,
+                "bursts of {} events every {:.0} ms, each as fast as the sockets take it",
+                burst.events, burst.interval_ms
+            );
+        }
+        if self.one_publish_per_frame {
+            out.push_str("one publish per WebSocket frame\n");
+        }
         if !self.steps.is_empty() {
             out.push_str(&table_row(COLUMNS.map(|(title, _)| title.to_string())));
             for step in &self.steps {
@@ -112,7 +145,10 @@ impl RunReport {
                     step.loss.to_string(),
                     step.seq_gaps
                         .map_or("-".to_string(), |gaps| gaps.to_string()),
-                    (step.publish_errors + step.disconnects).to_string(),
+                    // The counters are read apart: a cut may show in one only.
+                    (step.publish_errors + step.disconnects.saturating_sub(step.subscribers_cut))
+                        .to_string(),
+                    step.subscribers_cut.to_string(),
                     ms(step.p50_ms),
                     ms(step.p99_ms),
                     ms(step.p999_ms),
@@ -126,6 +162,18 @@ impl RunReport {
                     (if step.sustained { "yes" } else { "NO" }).to_string(),
                 ]));
             }
+        }
+        let slow_consumer: Vec<u64> = self
+            .steps
+            .iter()
+            .map(|step| step.slow_consumer_errors)
+            .collect();
+        if slow_consumer.iter().any(|&count| count > 0) {
+            let _ = writeln!(
+                out,
+                "slow-consumer errors received by subscribers, by step: {}",
+                joined(slow_consumer.iter().map(u64::to_string))
+            );
         }
         let unanswered: Vec<u64> = self
             .steps
@@ -173,8 +221,9 @@ impl RunReport {
     }
 }
 
-/// Summary table columns: title and width.
-const COLUMNS: [(&str, usize); 15] = [
+/// Summary table columns: title and width. `errs` counts publish errors and
+/// publisher disconnects, `cut` subscriber connections the server closed.
+const COLUMNS: [(&str, usize); 16] = [
     ("offer ev/s", 10),
     ("offer del/s", 11),
     ("deliv/s", 11),
@@ -182,6 +231,7 @@ const COLUMNS: [(&str, usize); 15] = [
     ("loss", 6),
     ("gaps", 5),
     ("errs", 5),
+    ("cut", 5),
     ("p50 ms", 8),
     ("p99 ms", 8),
     ("p999 ms", 8),
@@ -192,7 +242,7 @@ const COLUMNS: [(&str, usize); 15] = [
     ("ok", 3),
 ];
 
-fn table_row(cells: [String; 15]) -> String {
+fn table_row(cells: [String; 16]) -> String {
     let mut row = String::new();
     for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
         let _ = write!(row, "{cell:>width$} ");

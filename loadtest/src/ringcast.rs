@@ -118,6 +118,12 @@ pub fn string_field<'a>(frame: &'a [u8], key: &str) -> Option<&'a [u8]> {
     Some(&rest[..memchr::memchr(b'"', rest)?])
 }
 
+/// Whether an error frame is the server's `SLOW_CONSUMER` notice, sent
+/// before it closes a subscriber that fell behind.
+pub fn is_slow_consumer_error(frame: &[u8]) -> bool {
+    string_field(frame, "code") == Some(b"SLOW_CONSUMER")
+}
+
 /// Subscribes and waits for the ack.
 pub async fn subscribe(reader: &mut WsReader, writer: &mut WsWriter, topic: &str) -> Result<()> {
     queue_subscribe(writer, topic, None, None);

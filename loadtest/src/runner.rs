@@ -11,11 +11,12 @@ use tokio::sync::{mpsc, watch, Semaphore};
 use crate::cli::{Rate, Target};
 use crate::http::HttpClient;
 use crate::publisher::{self, Phase, PublisherSpec};
-use crate::report::{IdleReport, RunReport, StepReport};
+use crate::report::{BurstReport, IdleReport, RunReport, StepReport};
 use crate::scenario::Plan;
+use crate::schedule::Offer;
 use crate::stats::{Snapshot, Stats};
 use crate::subscriber::{self, Subscription};
-use crate::{payload, procfs, ringcast};
+use crate::{pacer, payload, procfs, ringcast};
 
 /// Handshakes in flight at once, so the server's accept backlog never overflows.
 const CONNECT_CONCURRENCY: usize = 200;
@@ -48,6 +49,11 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         nodes: plan.urls.len(),
         publishers: if plan.is_idle() { 0 } else { plan.publishers },
         payload_bytes: plan.payload_bytes,
+        one_publish_per_frame: plan.one_publish_per_frame,
+        burst: plan.bursts.map(|bursts| BurstReport {
+            events: bursts.events,
+            interval_ms: bursts.interval.as_secs_f64() * 1000.0,
+        }),
         steps: Vec::new(),
         max_sustained_deliveries_per_sec: None,
         idle: None,
@@ -132,6 +138,8 @@ async fn start_publishers(
                 .map(|topic| topics[topic].clone())
                 .collect(),
             payload_bytes: plan.payload_bytes,
+            one_publish_per_frame: plan.one_publish_per_frame,
+            pacing_quantum_ns: plan.pacing_quantum.as_nanos() as u64,
         };
         tokio::spawn(publisher::run(
             spec,
@@ -205,7 +213,8 @@ impl Driver<'_> {
     async fn run_steps(&mut self) -> Result<Vec<StepReport>> {
         let Some(step) = self.plan.step else {
             return Ok(vec![
-                self.run_phase(self.plan.rate, self.plan.duration).await?,
+                self.run_phase(self.plan.offer(), self.plan.duration)
+                    .await?,
             ]);
         };
         let Rate::PerSecond(mut rate) = self.plan.rate else {
@@ -213,7 +222,7 @@ impl Driver<'_> {
         };
         let mut reports = Vec::new();
         loop {
-            let report = self.run_phase(Rate::PerSecond(rate), step.duration).await?;
+            let report = self.run_phase(Offer::Paced(rate), step.duration).await?;
             let sustained = report.sustained;
             reports.push(report);
             let at_max = step.max_rate.is_some_and(|max| rate >= max);
@@ -227,10 +236,15 @@ impl Driver<'_> {
         }
     }
 
-    /// Publishes at `rate` for the warmup plus `duration`, measuring only the latter.
-    async fn run_phase(&mut self, rate: Rate, duration: Duration) -> Result<StepReport> {
+    /// Publishes `offer` for the warmup plus `duration`, measuring only the latter.
+    async fn run_phase(&mut self, offer: Offer, duration: Duration) -> Result<StepReport> {
         let before = self.stats.snapshot();
-        let start = Instant::now() + PHASE_LEAD;
+        // On a pacer tick, so the window's bounds are ticks too (for whole-ms
+        // warmups and durations).
+        let start = payload::instant_at(pacer::ceil(
+            payload::ns_at(Instant::now() + PHASE_LEAD),
+            pacer::TICK.as_nanos() as u64,
+        ));
         let window_start = start + self.plan.warmup;
         let end = window_start + duration;
         self.stats
@@ -240,15 +254,15 @@ impl Driver<'_> {
             id: self.last_phase_id,
             start,
             end,
-            rate,
+            offer,
         }));
-        self.wait_with_progress(window_start, rate).await;
+        self.wait_with_progress(window_start, offer).await;
         let window_open = self.sample();
-        self.wait_with_progress(end, rate).await;
+        self.wait_with_progress(end, offer).await;
         let window_closed = self.sample();
         self.drain(before).await;
         let after = self.stats.snapshot();
-        Ok(self.step_report(rate, before, &window_open, &window_closed, after))
+        Ok(self.step_report(offer, before, &window_open, &window_closed, after))
     }
 
     fn sample(&self) -> Sample {
@@ -286,7 +300,7 @@ impl Driver<'_> {
         }
     }
 
-    async fn wait_with_progress(&self, deadline: Instant, rate: Rate) {
+    async fn wait_with_progress(&self, deadline: Instant, offer: Offer) {
         let mut last = (Instant::now(), self.stats.snapshot().received);
         loop {
             let next = (last.0 + PROGRESS_INTERVAL).min(deadline);
@@ -304,16 +318,13 @@ impl Driver<'_> {
             } else {
                 format!("{:.3}ms", p99.value_at_quantile(0.99) as f64 / 1000.0)
             };
-            let offered = match rate {
-                Rate::PerSecond(rate) => format!("{rate:.0} ev/s"),
-                Rate::Unlimited => "unlimited".to_string(),
-            };
             eprintln!(
-                "[{:6.1}s] offered {offered}  delivered {per_sec:.0}/s  not yet received {missing}  \
-                 seq gaps {}  disconnects {}  p99 {p99}",
+                "[{:6.1}s] offered {offer}  delivered {per_sec:.0}/s  not yet received {missing}  \
+                 seq gaps {}  disconnects {} (subscribers cut {})  p99 {p99}",
                 self.started.elapsed().as_secs_f64(),
                 now.seq_gaps,
                 now.disconnects,
+                now.subscribers_cut,
             );
             last = (Instant::now(), now.received);
         }
@@ -321,7 +332,7 @@ impl Driver<'_> {
 
     fn step_report(
         &self,
-        rate: Rate,
+        offer: Offer,
         before: Snapshot,
         window_open: &Sample,
         window_closed: &Sample,
@@ -333,15 +344,19 @@ impl Driver<'_> {
         let received = after.received - before.received;
         let window_secs = (window_closed.at - window_open.at).as_secs_f64();
         // Unlimited-rate ingress counts publishes: each topic has one subscriber.
-        let counted = match rate {
-            Rate::PerSecond(_) => window_closed.counters.received - window_open.counters.received,
-            Rate::Unlimited => window_closed.counters.published - window_open.counters.published,
+        let published_in_window = window_closed.counters.published - window_open.counters.published;
+        let counted = match offer {
+            Offer::Unlimited => published_in_window,
+            Offer::Paced(_) | Offer::Bursts(_) => {
+                window_closed.counters.received - window_open.counters.received
+            }
         };
-        let per_delivery = |open: Option<u64>, closed: Option<u64>| {
+        let per = |count: u64, open: Option<u64>, closed: Option<u64>| {
             open.zip(closed)
-                .filter(|_| counted > 0)
-                .map(|(open, closed)| closed.saturating_sub(open) as f64 / counted as f64)
+                .filter(|_| count > 0)
+                .map(|(open, closed)| closed.saturating_sub(open) as f64 / count as f64)
         };
+        let per_delivery = |open, closed| per(counted, open, closed);
         let latency = self.stats.latency_us();
         let quantile_ms =
             |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
@@ -351,10 +366,7 @@ impl Driver<'_> {
         let answered = after.acks - before.acks + publish_errors;
         let disconnects = after.disconnects - before.disconnects;
         let p99_ms = quantile_ms(0.99);
-        let offered_rate = match rate {
-            Rate::PerSecond(rate) => Some(rate),
-            Rate::Unlimited => None,
-        };
+        let offered_rate = offer.events_per_sec();
         StepReport {
             offered_rate,
             offered_deliveries_per_sec: offered_rate.map(|rate| rate * subscribers as f64),
@@ -367,12 +379,19 @@ impl Driver<'_> {
             unanswered_publishes: (self.plan.target == Target::Ringcast)
                 .then(|| published.saturating_sub(answered)),
             disconnects,
+            subscribers_cut: after.subscribers_cut - before.subscribers_cut,
+            slow_consumer_errors: after.slow_consumer_errors - before.slow_consumer_errors,
             delivered_per_sec: counted as f64 / window_secs,
             p50_ms: quantile_ms(0.50),
             p99_ms,
             p999_ms: quantile_ms(0.999),
             max_ms: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
             server_cpu_ns_per_delivery: per_delivery(window_open.cpu_ns, window_closed.cpu_ns),
+            server_cpu_ns_per_event: per(
+                published_in_window,
+                window_open.cpu_ns,
+                window_closed.cpu_ns,
+            ),
             backplane_cpu_ns_per_delivery: per_delivery(
                 window_open.backplane_cpu_ns,
                 window_closed.backplane_cpu_ns,

@@ -5,8 +5,9 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 
 use crate::cli::{Rate, RunArgs, ScenarioKind, Target};
-use crate::payload;
+use crate::schedule::{Bursts, Offer};
 use crate::ws::WsUrl;
+use crate::{pacer, payload};
 
 /// Everything a run needs, presets resolved and overrides applied.
 #[derive(Clone, Debug)]
@@ -21,6 +22,14 @@ pub struct Plan {
     pub publishers: usize,
     pub payload_bytes: usize,
     pub rate: Rate,
+    /// Bursts instead of a rate (burst scenario).
+    pub bursts: Option<Bursts>,
+    /// Every publish in a WebSocket frame of its own, NATS included (chat);
+    /// otherwise a NATS publisher packs each write's PUBs into one frame.
+    pub one_publish_per_frame: bool,
+    /// Publishers' schedules are rounded up to this (see `pacer`): zero for
+    /// chat, where each event goes out alone at its own time, else 1 ms.
+    pub pacing_quantum: Duration,
     pub duration: Duration,
     pub warmup: Duration,
     pub step: Option<StepPlan>,
@@ -41,6 +50,7 @@ struct Preset {
     subscribers_per_topic: usize,
     publishers: usize,
     rate: Rate,
+    payload_bytes: usize,
 }
 
 fn preset(kind: ScenarioKind) -> Preset {
@@ -50,29 +60,51 @@ fn preset(kind: ScenarioKind) -> Preset {
             subscribers_per_topic: 1000,
             publishers: 1,
             rate: Rate::PerSecond(200.0),
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
         },
         ScenarioKind::Topics => Preset {
             topics: 1000,
             subscribers_per_topic: 10,
             publishers: 10,
             rate: Rate::PerSecond(20_000.0),
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
         },
         ScenarioKind::Ingress => Preset {
             topics: 100,
             subscribers_per_topic: 1,
             publishers: 10,
             rate: Rate::Unlimited,
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
         },
         ScenarioKind::Idle => Preset {
             topics: 100,
             subscribers_per_topic: 100,
             publishers: 0,
             rate: Rate::Unlimited,
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
+        },
+        ScenarioKind::Chat => Preset {
+            topics: 100,
+            subscribers_per_topic: 1,
+            publishers: 10,
+            rate: Rate::PerSecond(10_000.0),
+            payload_bytes: DEFAULT_PAYLOAD_BYTES,
+        },
+        // The rate is not used: bursts set the pace.
+        ScenarioKind::Burst => Preset {
+            topics: 1,
+            subscribers_per_topic: 10,
+            publishers: 1,
+            rate: Rate::Unlimited,
+            payload_bytes: 1024,
         },
     }
 }
 
 const DEFAULT_PAYLOAD_BYTES: usize = 128;
+/// Twice the server's default `SUBSCRIBER_QUEUE_SIZE` (1024).
+const DEFAULT_BURST_EVENTS: u64 = 2048;
+const DEFAULT_BURST_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Plan {
     pub fn from_args(args: &RunArgs) -> Result<Plan> {
@@ -85,6 +117,13 @@ impl Plan {
                 .map(|url| WsUrl::parse(url))
                 .collect::<Result<_>>()?
         };
+        let is_burst = args.scenario == ScenarioKind::Burst;
+        if !is_burst && (args.burst_events.is_some() || args.burst_interval.is_some()) {
+            bail!("--burst-events and --burst-interval apply to the burst scenario only");
+        }
+        if is_burst && args.rate.is_some() {
+            bail!("the burst scenario's pace is set by --burst-events and --burst-interval, not --rate");
+        }
         let plan = Plan {
             target: args.target,
             urls,
@@ -95,8 +134,18 @@ impl Plan {
                 .subscribers_per_topic
                 .unwrap_or(preset.subscribers_per_topic),
             publishers: args.publishers.unwrap_or(preset.publishers),
-            payload_bytes: args.payload_bytes.unwrap_or(DEFAULT_PAYLOAD_BYTES),
+            payload_bytes: args.payload_bytes.unwrap_or(preset.payload_bytes),
             rate: args.rate.unwrap_or(preset.rate),
+            bursts: is_burst.then(|| Bursts {
+                events: args.burst_events.unwrap_or(DEFAULT_BURST_EVENTS),
+                interval: args.burst_interval.unwrap_or(DEFAULT_BURST_INTERVAL),
+            }),
+            one_publish_per_frame: args.scenario == ScenarioKind::Chat,
+            pacing_quantum: if args.scenario == ScenarioKind::Chat {
+                Duration::ZERO
+            } else {
+                pacer::TICK
+            },
             duration: args.duration,
             warmup: args.warmup,
             step: args.step.then_some(StepPlan {
@@ -131,6 +180,14 @@ impl Plan {
         if self.publishers == 0 {
             bail!("--publishers must be at least 1");
         }
+        if let Some(bursts) = self.bursts {
+            if bursts.events == 0 || bursts.interval.is_zero() {
+                bail!("--burst-events and --burst-interval must be greater than 0");
+            }
+            if self.step.is_some() {
+                bail!("--step does not apply to the burst scenario");
+            }
+        }
         if let Some(step) = self.step {
             if self.rate == Rate::Unlimited {
                 bail!("--step needs a finite --rate to start from");
@@ -144,6 +201,14 @@ impl Plan {
 
     pub fn is_idle(&self) -> bool {
         self.scenario == ScenarioKind::Idle
+    }
+
+    /// The load of a run's single phase (step mode starts from `rate` instead).
+    pub fn offer(&self) -> Offer {
+        match self.bursts {
+            Some(bursts) => Offer::Bursts(bursts),
+            None => Offer::from_rate(self.rate),
+        }
     }
 
     pub fn connections(&self) -> usize {
@@ -193,12 +258,71 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
-    fn plan(args: &[&str]) -> Plan {
+    fn try_plan(args: &[&str]) -> Result<Plan> {
         let cli = Cli::try_parse_from(["ringcast-load", "run"].iter().chain(args)).unwrap();
         let Command::Run(args) = cli.command else {
             unreachable!("parsed a run");
         };
-        Plan::from_args(&args).unwrap()
+        Plan::from_args(&args)
+    }
+
+    fn plan(args: &[&str]) -> Plan {
+        try_plan(args).unwrap()
+    }
+
+    #[test]
+    fn chat_is_one_publish_per_frame_at_10k() {
+        let chat = plan(&["--scenario", "chat", "--target", "nats"]);
+        assert_eq!(
+            (chat.topics, chat.subscribers_per_topic, chat.publishers),
+            (100, 1, 10)
+        );
+        assert_eq!(
+            (chat.payload_bytes, chat.offer()),
+            (128, Offer::Paced(10_000.0))
+        );
+        assert!(chat.one_publish_per_frame);
+        assert_eq!(chat.pacing_quantum, Duration::ZERO);
+        let fanout = plan(&["--target", "nats"]);
+        assert!(!fanout.one_publish_per_frame);
+        assert_eq!(fanout.pacing_quantum, pacer::TICK);
+        // Step mode finds chat's capacity.
+        assert!(try_plan(&["--scenario", "chat", "--step", "--rate", "20000"]).is_ok());
+    }
+
+    #[test]
+    fn burst_defaults_and_overrides() {
+        let burst = plan(&["--scenario", "burst"]);
+        assert_eq!(
+            (burst.topics, burst.subscribers_per_topic, burst.publishers),
+            (1, 10, 1)
+        );
+        assert_eq!(burst.payload_bytes, 1024);
+        assert_eq!(
+            burst.offer(),
+            Offer::Bursts(Bursts {
+                events: 2048,
+                interval: Duration::from_millis(500)
+            })
+        );
+        let custom = plan(&[
+            "--scenario",
+            "burst",
+            "--burst-events",
+            "128",
+            "--burst-interval",
+            "1s",
+        ]);
+        assert_eq!(custom.offer().events_per_sec(), Some(128.0));
+    }
+
+    #[test]
+    fn burst_flags_are_checked() {
+        assert!(try_plan(&["--burst-events", "10"]).is_err());
+        assert!(try_plan(&["--scenario", "burst", "--rate", "100"]).is_err());
+        assert!(try_plan(&["--scenario", "burst", "--step"]).is_err());
+        assert!(try_plan(&["--scenario", "burst", "--burst-events", "0"]).is_err());
+        assert!(try_plan(&["--scenario", "burst", "--burst-interval", "0s"]).is_err());
     }
 
     #[test]

@@ -28,6 +28,8 @@ pub fn assign_worker_slot() {
 pub struct Shard {
     pub received: u64,
     pub seq_gaps: u64,
+    /// `SLOW_CONSUMER` errors (ringcast) or `-ERR 'Slow Consumer…'` (NATS) seen by subscribers.
+    pub slow_consumer_errors: u64,
     latency_us: Histogram<u64>,
     record_from_ns: u64,
 }
@@ -37,6 +39,7 @@ impl Shard {
         Shard {
             received: 0,
             seq_gaps: 0,
+            slow_consumer_errors: 0,
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("valid histogram bounds"),
             record_from_ns: u64::MAX,
@@ -66,6 +69,8 @@ pub struct Stats {
     /// Publisher phases completed, summed over publishers.
     pub phases_done: AtomicU64,
     disconnects: AtomicU64,
+    /// Subscriber connections that ended (closed by the server or broken); also in `disconnects`.
+    subscribers_cut: AtomicU64,
     first_problem: Mutex<Option<String>>,
 }
 
@@ -78,6 +83,8 @@ pub struct Snapshot {
     pub acks: u64,
     pub publish_errors: u64,
     pub disconnects: u64,
+    pub subscribers_cut: u64,
+    pub slow_consumer_errors: u64,
 }
 
 impl Stats {
@@ -91,6 +98,7 @@ impl Stats {
             publish_errors: AtomicU64::new(0),
             phases_done: AtomicU64::new(0),
             disconnects: AtomicU64::new(0),
+            subscribers_cut: AtomicU64::new(0),
             first_problem: Mutex::new(None),
         }
     }
@@ -127,12 +135,14 @@ impl Stats {
             acks: self.acks.load(Relaxed),
             publish_errors: self.publish_errors.load(Relaxed),
             disconnects: self.disconnects.load(Relaxed),
+            subscribers_cut: self.subscribers_cut.load(Relaxed),
             ..Snapshot::default()
         };
         for shard in self.shards.iter() {
             let shard = shard.0.lock().expect("shard lock");
             snapshot.received += shard.received;
             snapshot.seq_gaps += shard.seq_gaps;
+            snapshot.slow_consumer_errors += shard.slow_consumer_errors;
         }
         snapshot
     }
@@ -140,6 +150,12 @@ impl Stats {
     pub fn disconnected(&self, reason: &str) {
         self.disconnects.fetch_add(1, Relaxed);
         self.note_problem(reason);
+    }
+
+    /// A subscriber connection ended: the server closed it or it broke.
+    pub fn subscriber_cut(&self, reason: &str) {
+        self.subscribers_cut.fetch_add(1, Relaxed);
+        self.disconnected(reason);
     }
 
     pub fn publish_error(&self, reason: &str) {

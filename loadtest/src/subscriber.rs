@@ -45,10 +45,18 @@ impl Sequences {
         }
     }
 
-    /// Counts an event frame, its latency and the events missing before it.
+    /// Counts an event frame, its latency and the events missing before it,
+    /// or a `SLOW_CONSUMER` error.
     fn on_frame(&mut self, frame: &[u8], received_ns: u64, shard: &mut Shard) {
-        if ringcast::classify(frame) != ringcast::ServerFrame::Event {
-            return;
+        match ringcast::classify(frame) {
+            ringcast::ServerFrame::Event => {}
+            ringcast::ServerFrame::Error => {
+                if ringcast::is_slow_consumer_error(frame) {
+                    shard.slow_consumer_errors += 1;
+                }
+                return;
+            }
+            ringcast::ServerFrame::Ack | ringcast::ServerFrame::Other => return,
         }
         let stamp = payload::stamp(frame);
         shard.delivered(received_ns, stamp.map(|stamp| stamp.scheduled_ns));
@@ -76,7 +84,8 @@ impl Sequences {
 }
 
 /// Sets the subscription up (reporting the outcome on `setup_done`), then
-/// receives until the server closes the connection.
+/// receives until the server closes the connection, which counts as a cut
+/// subscriber.
 pub async fn run(
     subscription: Subscription,
     stats: Arc<Stats>,
@@ -91,7 +100,7 @@ pub async fn run(
         return;
     };
     if let Err(err) = receive(reader, writer, decoder, &stats).await {
-        stats.disconnected(&format!("subscriber: {err:#}"));
+        stats.subscriber_cut(&format!("subscriber: {err:#}"));
     }
 }
 
@@ -150,6 +159,9 @@ impl Decoder {
                     shard.delivered(received_ns, payload::scheduled_ns(payload));
                 }
                 nats::Event::Ping => writer.frame_from(OpCode::Binary, nats::PONG),
+                nats::Event::Err(err) if nats::is_slow_consumer(err) => {
+                    shard.slow_consumer_errors += 1;
+                }
                 _ => {}
             }),
         }
@@ -215,6 +227,17 @@ mod tests {
             }
             sequences.on_frame(br#"{"type":"ack","topic":"load-0"}"#, 5, shard);
             assert_eq!((shard.received, shard.seq_gaps), (3, 0));
+            sequences.on_frame(
+                br#"{"type":"error","error":{"code":"SLOW_CONSUMER","message":"x"},"ts":"x"}"#,
+                5,
+                shard,
+            );
+            sequences.on_frame(
+                br#"{"type":"error","error":{"code":"BAD_REQUEST","message":"x"},"ts":"x"}"#,
+                5,
+                shard,
+            );
+            assert_eq!((shard.received, shard.slow_consumer_errors), (3, 1));
             // A lost event is a gap, whatever the seq says.
             sequences.on_frame(&event(41, 0, 4), 5, shard);
             assert_eq!((shard.received, shard.seq_gaps), (4, 1));
