@@ -34,7 +34,11 @@
 # generator, likewise), OUT (default loadtest/results/<timestamp>), ROUNDS (3),
 # SIDES (subset of: before after nats), SCENARIOS, NATS_SCENARIOS (default
 # chat-10k chat-50k chat-overload chat-step), DURATION (10s), WARMUP (2s),
-# STEP_DURATION (5s), SERVER_CPU (0), CLIENT_CPU (1), QUICK, BUILD (0 builds
+# STEP_DURATION (5s), SERVER_CPU (0), CLIENT_CPU (1), OVERLOAD_RATE (80000,
+# chat-overload's offered events/s), SERVER_CPU_QUOTA (unset; a percentage of
+# one core the server is held to through a cgroup, so that a rate this
+# generator can offer saturates it: the way to measure real overload on a
+# 2-core machine), QUICK, BUILD (0 builds
 # nothing; 1, the default, builds the generator, and ringcast when AFTER is
 # not given).
 #
@@ -114,7 +118,7 @@ ulimit -n "$(ulimit -Hn)"
         esac
     done
     echo "generator: $LOAD"
-    echo "started: $(date -u +%FT%TZ); cores: $(nproc); server on CPU $SERVER_CPU, generator on CPU $CLIENT_CPU"
+    echo "started: $(date -u +%FT%TZ); cores: $(nproc); server on CPU $SERVER_CPU${SERVER_CPU_QUOTA:+ held to $SERVER_CPU_QUOTA% of it}, generator on CPU $CLIENT_CPU"
     echo "rounds: $ROUNDS; sides: $SIDES; scenarios: $SCENARIOS; nats scenarios: $NATS_SCENARIOS"
     echo "duration: $DURATION; warmup: $WARMUP; step duration: $STEP_DURATION"
 } >"$OUT/setup.txt"
@@ -136,6 +140,27 @@ stop_server() {
 }
 trap stop_server EXIT
 
+# SERVER_CPU_QUOTA: the server's share of one core, in a cgroup of its own
+# (10 ms periods, so a throttled server stalls for milliseconds, not tens).
+CGROUP=
+if [[ -n ${SERVER_CPU_QUOTA:-} ]]; then
+    if [[ -f /sys/fs/cgroup/cgroup.controllers ]]; then
+        CGROUP=/sys/fs/cgroup/ringcast-load-server
+        mkdir -p "$CGROUP"
+        echo "$((SERVER_CPU_QUOTA * 100)) 10000" >"$CGROUP/cpu.max"
+    else
+        CGROUP=/sys/fs/cgroup/cpu/ringcast-load-server
+        mkdir -p "$CGROUP"
+        echo 10000 >"$CGROUP/cpu.cfs_period_us"
+        echo "$((SERVER_CPU_QUOTA * 100))" >"$CGROUP/cpu.cfs_quota_us"
+    fi
+fi
+throttle() { # pid
+    if [[ -n $CGROUP ]]; then
+        echo "$1" >"$CGROUP/cgroup.procs"
+    fi
+}
+
 # Sets server_pid, url and port.
 start_server() { # side scenario run-name
     local i
@@ -151,6 +176,7 @@ start_server() { # side scenario run-name
         env RUST_LOG="${RUST_LOG:-warn}" HOST=127.0.0.1 PORT="$port" "${queue[@]}" \
             taskset -c "$SERVER_CPU" "$binary" >"$OUT/$3.log" 2>&1 &
         server_pid=$!
+        throttle "$server_pid"
         url=ws://127.0.0.1:$port/ws
         for i in $(seq 100); do
             if curl -fsS -o /dev/null "http://127.0.0.1:$port/health" 2>/dev/null; then
@@ -170,6 +196,7 @@ max_payload: 1048576
 EOF
         taskset -c "$SERVER_CPU" nats-server -c "$OUT/$3.conf" >"$OUT/$3.log" 2>&1 &
         server_pid=$!
+        throttle "$server_pid"
         url=ws://127.0.0.1:$port
         for i in $(seq 100); do
             port_open "$port" && return
@@ -187,7 +214,7 @@ args_of() { # scenario
     case $1 in
     chat-10k) echo "--scenario chat --rate 10000 --duration $DURATION --warmup $WARMUP" ;;
     chat-50k) echo "--scenario chat --rate 50000 --duration $DURATION --warmup $WARMUP" ;;
-    chat-overload) echo "--scenario chat --rate 80000 --duration $DURATION --warmup $WARMUP" ;;
+    chat-overload) echo "--scenario chat --rate ${OVERLOAD_RATE:-80000} --duration $DURATION --warmup $WARMUP" ;;
     # Capacity: the last step without loss, cut or error and p99 <= 200 ms
     # (loose: on a shared machine p99 spikes of 50-100 ms come and go).
     chat-step) echo "--scenario chat --step --rate 20000 --step-factor 1.25 --max-rate 200000 --max-p99 200ms --step-duration $STEP_DURATION --warmup $WARMUP" ;;
@@ -371,10 +398,10 @@ for side in ("before", "after"):
         cap = capacity(side)
         offered = med("chat-overload", side, "offered_rate")
         if cap and offered < 1.5 * cap:
-            lines.append((side, "chat 80k/s offered: delivered >= 90% of capacity (chat-step)", f"{offered:,.0f}/s offered, capacity {cap:,.0f}/s", "n/a: not an overload"))
+            lines.append((side, "chat-overload: delivered >= 90% of capacity (chat-step)", f"{offered:,.0f}/s offered, capacity {cap:,.0f}/s", "n/a: not an overload"))
         elif cap:
-            lines.append((side, "chat 80k/s offered: delivered >= 90% of capacity (chat-step)", f"{delivered:,.0f} of {cap:,.0f}/s", check(delivered >= 0.9 * cap)))
-        lines.append((side, "chat 80k/s offered: zero subscribers cut", f"{cuts} (worst run)", check(cuts == 0)))
+            lines.append((side, "chat-overload: delivered >= 90% of capacity (chat-step)", f"{delivered:,.0f} of {cap:,.0f}/s", check(delivered >= 0.9 * cap)))
+        lines.append((side, "chat-overload: zero subscribers cut", f"{cuts} (worst run)", check(cuts == 0)))
     for scenario in ("burst-q64", "burst-q1024"):
         if steps(scenario, side):
             cuts = max(step.get("subscribers_cut", 0) for step in steps(scenario, side))
