@@ -8,7 +8,6 @@
 //! pauses all see the same number (see the module above for the rule).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -143,9 +142,6 @@ pub struct Outbox {
     /// Wakes waiters when pending counts fall, the socket fills, or it closes.
     progress: Notify,
     closing: CancellationToken,
-    /// Set with `closing`; the writer reads it before every write, and
-    /// `CancellationToken::is_cancelled` takes a lock.
-    is_closing: AtomicBool,
 }
 
 impl Outbox {
@@ -158,7 +154,6 @@ impl Outbox {
             writer_wakeup: Notify::new(),
             progress: Notify::new(),
             closing: CancellationToken::new(),
-            is_closing: AtomicBool::new(false),
         }
     }
 
@@ -379,19 +374,15 @@ impl Outbox {
         if state.close.is_none() {
             state.close = Some(reason);
             drop(state);
-            self.is_closing.store(true, Ordering::Release);
             self.closing.cancel();
             self.writer_wakeup.notify_one();
         }
     }
 
-    /// Why the connection is closing, once it is. Lock-free until then: the
-    /// writer asks before every write, and `close` records the reason before
-    /// it raises the flag.
+    /// Why the connection is closing, once it is (the writer learns it
+    /// from `settle`).
+    #[cfg(test)]
     pub fn close_reason(&self) -> Option<CloseReason> {
-        if !self.is_closing.load(Ordering::Acquire) {
-            return None;
-        }
         self.lock().close
     }
 
@@ -400,8 +391,8 @@ impl Outbox {
         self.closing.cancelled().await;
     }
 
-    /// What is pending now, for tests and diagnostics.
-    pub fn pending(&self) -> Pending {
+    #[cfg(test)]
+    fn pending(&self) -> Pending {
         self.lock().pending
     }
 
