@@ -157,9 +157,9 @@ impl Outbox {
         }
     }
 
-    /// Queues a live event. A bound reached while the writer is behind but
-    /// its socket takes bytes still queues it (the publisher is told to
-    /// wait); a bound reached otherwise applies the slow-consumer policy.
+    /// Queues a live event. An event that would break a bound applies the
+    /// slow-consumer policy; one that leaves a subscriber whose socket takes
+    /// bytes at its pause mark tells the publisher to wait for its writer.
     pub fn push_event(&self, frame: &Bytes) -> Delivery {
         let mut state = self.lock();
         if state.close.is_some() {
@@ -189,12 +189,9 @@ impl Outbox {
         {
             delivery = Delivery::QueuedWriterBehind;
         }
-        let was_empty = state.frames.is_empty();
-        state.frames.push_back(queued);
-        drop(state);
         // A writer gathering frames (`COALESCE_WINDOW`) must not keep a
         // publisher waiting: reaching the pause mark wakes it too.
-        self.wake_writer_if(was_empty || delivery == Delivery::QueuedWriterBehind);
+        self.enqueue(state, queued, delivery == Delivery::QueuedWriterBehind);
         delivery
     }
 
@@ -255,21 +252,29 @@ impl Outbox {
         if state.close.is_none() {
             let queued = Queued::new(frame, FrameKind::Reply);
             state.pending.add(&queued);
-            self.enqueue(state, queued);
+            self.enqueue(state, queued, false);
         }
     }
 
-    fn enqueue(&self, mut state: std::sync::MutexGuard<'_, State>, queued: Queued) {
+    /// Appends a counted frame; wakes the writer if the queue was empty, or
+    /// if `wake_anyway`.
+    fn enqueue(
+        &self,
+        mut state: std::sync::MutexGuard<'_, State>,
+        queued: Queued,
+        wake_anyway: bool,
+    ) {
         let was_empty = state.frames.is_empty();
         state.frames.push_back(queued);
         drop(state);
-        self.wake_writer_if(was_empty);
+        self.wake_writer_if(was_empty || wake_anyway);
     }
 
     /// The writer takes frames whenever it has written what it took, so
-    /// only the push that makes the queue non-empty needs to wake it.
-    fn wake_writer_if(&self, became_non_empty: bool) {
-        if became_non_empty {
+    /// only the push that makes the queue non-empty (or a pressing one)
+    /// needs to wake it.
+    fn wake_writer_if(&self, needed: bool) {
+        if needed {
             self.writer_wakeup.notify_one();
         }
     }
