@@ -18,8 +18,10 @@
 //!   exceed the bound: with the frames in the writer's hands, a subscriber
 //!   holds at most `SUBSCRIBER_QUEUE_SIZE` events and
 //!   `SUBSCRIBER_QUEUE_BYTES` bytes (plus one event, if that one is larger).
-//! - **Slow means not keeping up.** A subscriber reaches its bound only when
-//!   its socket does not take bytes: while its socket takes bytes and its
+//! - **Slow means not keeping up.** A subscriber reaches its bound when its
+//!   socket does not take bytes (or when more publishers than half a bound
+//!   race into it at once, or in cluster mode, whose single follower waits
+//!   for no writer): while its socket takes bytes and its
 //!   pending events are at half a bound or more (its writer is behind
 //!   because the server is busy), the connection that published waits for
 //!   that writer before it reads its next frame, so the pressure goes back
@@ -39,7 +41,8 @@
 //!   `writev` of up to [`writer::MAX_FRAMES_PER_WRITE`] frames and 64 KiB,
 //!   and while the socket takes bytes the writer keeps writing whatever
 //!   gathered meanwhile. A frame never waits for wall-clock time while the
-//!   socket could take it.
+//!   socket could take it, unless the opt-in `COALESCE_WINDOW` asks for it
+//!   (and then not once the subscriber is at its pause mark).
 
 pub mod outbox;
 pub mod writer;
