@@ -29,7 +29,8 @@
 # were coalesced over a 25ms COALESCE_WINDOW; the rewrite has no such timer);
 # variables set in the environment reach both.
 #
-# Knobs (environment): BEFORE (default /work/bin/ringcast-before), AFTER
+# Knobs (environment): BEFORE (a binary; default: built from BEFORE_REV,
+# bdea0f7, the commit before the send-path rework), AFTER
 # (default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
 # generator, likewise), OUT (default loadtest/results/<timestamp>), ROUNDS (3),
 # SIDES (subset of: before after nats), SCENARIOS, NATS_SCENARIOS (default
@@ -49,7 +50,21 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-BEFORE=${BEFORE:-/work/bin/ringcast-before}
+# Without BEFORE, the "before" binary is built from BEFORE_REV (default: the
+# commit before the send-path rework) in a directory of its own under the
+# target dir, once.
+if [[ -z ${BEFORE:-} ]]; then
+    BEFORE_REV=${BEFORE_REV:-bdea0f7}
+    before_dir=$TARGET_DIR/sendpath-before-$BEFORE_REV
+    BEFORE=$before_dir/target/release/ringcast
+    if [[ ! -x $BEFORE ]]; then
+        echo "== building ringcast at $BEFORE_REV (before) in $before_dir"
+        rm -rf "$before_dir"
+        mkdir -p "$before_dir"
+        git archive "$BEFORE_REV" | tar -x -C "$before_dir"
+        (cd "$before_dir" && CARGO_TARGET_DIR="$PWD/target" cargo build --release -q -p ringcast)
+    fi
+fi
 build_after=0
 if [[ -z ${AFTER:-} ]]; then
     AFTER=$TARGET_DIR/release/ringcast
