@@ -79,15 +79,17 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                     .map_err(|_| WriteError::TimedOut)??
             }
         };
-        if written == 0 {
-            return Err(io::Error::from(io::ErrorKind::WriteZero).into());
-        }
+        let done = self.advance(written)?;
         self.stalled_since = None;
-        Ok(self.advance(written))
+        Ok(done)
     }
 
-    /// Drops what `written` bytes completed from the batch and counts it.
-    fn advance(&mut self, mut written: usize) -> Pending {
+    /// Drops what `written` bytes completed from the batch and counts it; a
+    /// write of nothing means the socket will take no more.
+    fn advance(&mut self, mut written: usize) -> io::Result<Pending> {
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
         let mut done = Pending::default();
         while written > 0 {
             let remaining = self.batch[0].frame.len() - self.offset;
@@ -100,7 +102,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             let finished = self.batch.pop_front().expect("written bytes were queued");
             done.add(&finished);
         }
-        done
+        Ok(done)
     }
 
     /// The slice array lives only inside a poll, not across an await, so
@@ -152,10 +154,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     pub async fn write_all(&mut self) -> io::Result<()> {
         while !self.batch.is_empty() {
             let written = std::future::poll_fn(|cx| self.poll_write_head(cx)).await?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            self.advance(written);
+            self.advance(written)?;
         }
         Ok(())
     }
