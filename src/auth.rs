@@ -1,18 +1,37 @@
 //! Who may connect: API keys for REST requests and the WebSocket upgrade,
 //! and the origins browsers may upgrade from.
 
+use std::net::SocketAddr;
+
 use hyper::header::ORIGIN;
 use hyper::Request;
 use subtle::ConstantTimeEq;
 
+use crate::metrics::Metrics;
+
 /// The header carrying the key.
 pub const API_KEY_HEADER: &str = "x-api-key";
+/// `WWW-Authenticate` on a 401: the scheme is a key in `X-API-Key`.
+pub const CHALLENGE: &str = "ApiKey realm=\"ringcast\", header=\"X-API-Key\"";
 /// The query parameter browsers use on the upgrade, where they cannot set headers.
 pub const API_KEY_QUERY: &str = "api_key";
 
-/// The accepted keys; empty means authentication is off.
+/// The accepted keys, kept as SHA-256 digests; empty means authentication
+/// is off.
 #[derive(Clone, Debug, Default)]
-pub struct ApiKeys(Vec<Box<[u8]>>);
+pub struct ApiKeys(Vec<KeyDigest>);
+
+/// Keys are compared as digests: every digest has the same length, so the
+/// comparison's time cannot tell a key's length (a constant-time compare of
+/// slices returns early when the lengths differ).
+type KeyDigest = [u8; 32];
+
+fn digest(key: &[u8]) -> KeyDigest {
+    ring::digest::digest(&ring::digest::SHA256, key)
+        .as_ref()
+        .try_into()
+        .expect("SHA-256 digests are 32 bytes")
+}
 
 impl ApiKeys {
     pub fn new<S: AsRef<str>>(keys: impl IntoIterator<Item = S>) -> Self {
@@ -20,7 +39,7 @@ impl ApiKeys {
             keys.into_iter()
                 .filter_map(|key| {
                     let key = key.as_ref().trim();
-                    (!key.is_empty()).then(|| key.as_bytes().into())
+                    (!key.is_empty()).then(|| digest(key.as_bytes()))
                 })
                 .collect(),
         )
@@ -31,12 +50,13 @@ impl ApiKeys {
     }
 
     /// Compares against every key in constant time, so timing tells nothing
-    /// about which key, or how much of one, matched.
+    /// about which key, how much of one, or how long a key matched.
     pub fn accepts(&self, candidate: &[u8]) -> bool {
+        let candidate = digest(candidate);
         self.0
             .iter()
             .fold(subtle::Choice::from(0), |found, key| {
-                found | key.as_ref().ct_eq(candidate)
+                found | key.ct_eq(&candidate)
             })
             .into()
     }
@@ -58,6 +78,13 @@ impl ApiKeys {
         form_urlencoded::parse(request.uri().query().unwrap_or_default().as_bytes())
             .any(|(name, value)| name == API_KEY_QUERY && self.accepts(value.as_bytes()))
     }
+}
+
+/// Counts and logs a request refused for its credential. The key itself is
+/// never logged.
+pub fn record_failure(metrics: &Metrics, peer: SocketAddr, path: &str) {
+    metrics.record_auth_failure();
+    tracing::warn!(%peer, path, "authentication failed: missing or invalid API key");
 }
 
 fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
@@ -82,11 +109,12 @@ impl AllowedOrigins {
         )
     }
 
-    /// Whether an upgrade may proceed. Browsers always send `Origin` on an
-    /// upgrade, and any origin not listed is refused, `null` included. A
-    /// request without one is not from a browser (service and mobile
-    /// clients), and such a client could send any origin anyway, so the
-    /// list does not apply to it.
+    /// Whether a request (REST or the upgrade) may proceed. Browsers send
+    /// `Origin` on every upgrade and on every cross-site or non-GET
+    /// request, and any origin not listed is refused, `null` included. A
+    /// request without one is not a browser's cross-site request (service
+    /// and mobile clients), and such a client could send any origin anyway,
+    /// so the list does not apply to it.
     pub fn allows<B>(&self, request: &Request<B>) -> bool {
         if self.0.is_empty() {
             return true;

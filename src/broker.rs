@@ -30,7 +30,7 @@ pub const MAX_TOPIC_NAME_LEN: usize = 255;
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {
-    #[error("topic name must be 1-{MAX_TOPIC_NAME_LEN} characters from A-Z a-z 0-9 _ - . :")]
+    #[error("topic name must be 1-{MAX_TOPIC_NAME_LEN} characters from A-Z a-z 0-9 _ - . :, and not . or ..")]
     InvalidTopicName,
     #[error("topic '{0}' already exists")]
     TopicExists(String),
@@ -44,9 +44,13 @@ pub enum BrokerError {
     BackplaneUnavailable(String),
 }
 
-/// Whether `name` is a valid topic name.
+/// Whether `name` is a valid topic name. `.` and `..` are not: HTTP
+/// clients resolve them as path segments, so `/topics/..` could never reach
+/// such a topic.
 pub fn is_valid_topic_name(name: &str) -> bool {
     (1..=MAX_TOPIC_NAME_LEN).contains(&name.len())
+        && name != "."
+        && name != ".."
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
@@ -80,6 +84,9 @@ pub struct Topic {
     membership: Mutex<()>,
     /// Events published so far; readable without the topic lock.
     messages: AtomicU64,
+    /// Where subscriptions are counted as they come and go, so `/health`
+    /// need not visit every topic.
+    metrics: Arc<Metrics>,
 }
 
 /// What publishes serialise on: the event numbering and the replay ring.
@@ -176,6 +183,7 @@ impl Broker {
             subscribers: ArcSwap::default(),
             membership: Mutex::new(()),
             messages: AtomicU64::new(0),
+            metrics: self.metrics.clone(),
         }));
     }
 
@@ -219,6 +227,7 @@ impl Broker {
             let _membership = lock(&topic.membership);
             topic.subscribers.swap(Arc::default())
         };
+        self.metrics.subscriptions_ended(subscribers.len());
         let notice = protocol::info(Some(name), "topic_deleted");
         for (_, outbox) in subscribers.iter() {
             outbox.push_reply(notice.clone());
@@ -344,6 +353,11 @@ impl Broker {
             .collect()
     }
 
+    /// Topics that exist now, without visiting them.
+    pub fn topic_count(&self) -> usize {
+        self.topic_count.load(Ordering::Acquire)
+    }
+
     /// Every topic with its counts, sorted by name.
     pub fn summaries(&self) -> Vec<TopicSummary> {
         let mut summaries: Vec<_> = self
@@ -383,6 +397,7 @@ impl Topic {
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push((id, outbox.clone()));
         self.subscribers.store(Arc::new(subscribers));
+        self.metrics.subscription_started();
         true
     }
 
@@ -400,11 +415,13 @@ impl Topic {
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
         if current.iter().any(|(id, _)| ids.contains(id)) {
-            let remaining = current
+            let remaining: Subscribers = current
                 .iter()
                 .filter(|(id, _)| !ids.contains(id))
                 .cloned()
                 .collect();
+            self.metrics
+                .subscriptions_ended(current.len() - remaining.len());
             self.subscribers.store(Arc::new(remaining));
         }
     }

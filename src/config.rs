@@ -99,12 +99,24 @@ pub struct Config {
     #[arg(long, env = "UPGRADE_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub upgrade_timeout: Duration,
 
+    /// Deadline for a REST request's body once its headers arrived; missed gets 408.
+    #[arg(long, env = "BODY_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
+    pub body_timeout: Duration,
+
+    /// Most open HTTP connections (REST clients, and upgrades not yet done); further
+    /// connections get 503 `TOO_MANY_CONNECTIONS` and are closed. WebSockets count against
+    /// MAX_CONNECTIONS instead.
+    #[arg(long, env = "MAX_HTTP_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_http_connections: u32,
+
     /// Deadline for a WebSocket's first frame after the upgrade; missed closes with 1008.
     #[arg(long, env = "FIRST_FRAME_TIMEOUT", default_value = "10s", value_parser = parse_positive_duration)]
     pub first_frame_timeout: Duration,
 
-    /// Origins allowed to upgrade, comma-separated (e.g. `https://app.example.com`);
-    /// when set, an upgrade from any other origin gets 403. Unset allows every origin.
+    /// Origins browsers may use the broker from, comma-separated (e.g. `https://app.example.com`);
+    /// when set, an upgrade or REST request carrying any other `Origin` gets 403. Unset allows
+    /// every origin.
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 

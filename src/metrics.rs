@@ -13,6 +13,8 @@ use serde::Serialize;
 pub struct Metrics {
     connections_open: CachePadded<AtomicU64>,
     connections_total: AtomicU64,
+    http_connections_open: AtomicU64,
+    subscriptions: CachePadded<AtomicU64>,
     published: CachePadded<AtomicU64>,
     delivered: CachePadded<AtomicU64>,
     dropped: AtomicU64,
@@ -20,6 +22,7 @@ pub struct Metrics {
     write_timeouts: AtomicU64,
     publisher_pauses: AtomicU64,
     connections_refused: AtomicU64,
+    auth_failures: AtomicU64,
     panics: AtomicU64,
     backplane_events_missed: AtomicU64,
 }
@@ -29,6 +32,10 @@ pub struct Metrics {
 pub struct Snapshot {
     pub connections: u64,
     pub connections_total: u64,
+    /// HTTP connections open now: REST clients, and upgrades in progress.
+    pub http_connections: u64,
+    /// Subscriptions open now, over all topics and connections.
+    pub subscriptions: u64,
     pub published: u64,
     pub delivered: u64,
     pub dropped: u64,
@@ -39,8 +46,11 @@ pub struct Snapshot {
     /// Times a publishing connection waited for subscribers' writers that
     /// were behind (the server pushing back instead of cutting them).
     pub publisher_pauses: u64,
-    /// Upgrades refused because `MAX_CONNECTIONS` were open.
+    /// Upgrades refused because `MAX_CONNECTIONS` were open, and HTTP
+    /// connections refused because `MAX_HTTP_CONNECTIONS` were.
     pub connections_refused: u64,
+    /// REST requests and upgrades refused for a missing or wrong API key.
+    pub auth_failures: u64,
     /// Connection tasks that panicked (and were contained).
     pub panics: u64,
     /// Cluster mode: events the stream discarded before this node read them.
@@ -63,16 +73,54 @@ impl Metrics {
         }
     }
 
-    /// Takes one of `max` connection slots, counted as open until the guard
-    /// is dropped; `None` when all are taken.
+    /// Takes one of `max` WebSocket connection slots, counted as open
+    /// until the guard is dropped; `None` when all are taken.
     pub fn try_open_connection(self: &Arc<Self>, max: u64) -> Option<ConnectionGuard> {
-        if self.connections_open.fetch_add(1, Ordering::AcqRel) >= max {
-            self.connections_open.fetch_sub(1, Ordering::AcqRel);
+        let guard = self.try_take_slot(ConnectionKind::WebSocket, max)?;
+        self.connections_total.fetch_add(1, Ordering::Relaxed);
+        Some(guard)
+    }
+
+    /// Takes one of `max` slots for HTTP connections (REST clients, and
+    /// upgrades until they are done); `None` when all are taken.
+    pub fn try_open_http_connection(self: &Arc<Self>, max: u64) -> Option<ConnectionGuard> {
+        self.try_take_slot(ConnectionKind::Http, max)
+    }
+
+    fn try_take_slot(self: &Arc<Self>, kind: ConnectionKind, max: u64) -> Option<ConnectionGuard> {
+        let open = self.open_gauge(kind);
+        if open.fetch_add(1, Ordering::AcqRel) >= max {
+            open.fetch_sub(1, Ordering::AcqRel);
             self.connections_refused.fetch_add(1, Ordering::Relaxed);
             return None;
         }
-        self.connections_total.fetch_add(1, Ordering::Relaxed);
-        Some(ConnectionGuard(self.clone()))
+        Some(ConnectionGuard {
+            metrics: self.clone(),
+            kind,
+        })
+    }
+
+    fn open_gauge(&self, kind: ConnectionKind) -> &AtomicU64 {
+        match kind {
+            ConnectionKind::WebSocket => &self.connections_open,
+            ConnectionKind::Http => &self.http_connections_open,
+        }
+    }
+
+    /// A request or upgrade refused for a missing or wrong credential.
+    pub fn record_auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn subscription_started(&self) {
+        self.subscriptions.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn subscriptions_ended(&self, count: usize) {
+        if count > 0 {
+            self.subscriptions
+                .fetch_sub(count as u64, Ordering::Relaxed);
+        }
     }
 
     /// A connection cut because its socket took no byte for `WRITE_TIMEOUT`.
@@ -104,6 +152,8 @@ impl Metrics {
         Snapshot {
             connections: self.connections_open.load(Ordering::Relaxed),
             connections_total: self.connections_total.load(Ordering::Relaxed),
+            http_connections: self.http_connections_open.load(Ordering::Relaxed),
+            subscriptions: self.subscriptions.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             delivered: self.delivered.load(Ordering::Relaxed),
             dropped: self.dropped.load(Ordering::Relaxed),
@@ -111,17 +161,30 @@ impl Metrics {
             write_timeouts: self.write_timeouts.load(Ordering::Relaxed),
             publisher_pauses: self.publisher_pauses.load(Ordering::Relaxed),
             connections_refused: self.connections_refused.load(Ordering::Relaxed),
+            auth_failures: self.auth_failures.load(Ordering::Relaxed),
             panics: self.panics.load(Ordering::Relaxed),
             backplane_events_missed: self.backplane_events_missed.load(Ordering::Relaxed),
         }
     }
 }
 
-pub struct ConnectionGuard(Arc<Metrics>);
+#[derive(Clone, Copy, Debug)]
+enum ConnectionKind {
+    WebSocket,
+    Http,
+}
+
+/// An open connection's slot, given back when dropped.
+pub struct ConnectionGuard {
+    metrics: Arc<Metrics>,
+    kind: ConnectionKind,
+}
 
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
-        self.0.connections_open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics
+            .open_gauge(self.kind)
+            .fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -139,7 +202,14 @@ mod tests {
             metrics.try_open_connection(1).is_none(),
             "the one slot is taken"
         );
-        drop(guard);
+        let http = metrics.try_open_http_connection(1).unwrap();
+        assert_eq!(metrics.snapshot().http_connections, 1);
+        assert!(metrics.try_open_http_connection(1).is_none());
+        drop((guard, http));
+        metrics.subscription_started();
+        metrics.subscription_started();
+        metrics.subscriptions_ended(1);
+        metrics.record_auth_failure();
         metrics.record_panic();
         metrics.record_missed_events(5, 1);
         metrics.record_write_timeout();
@@ -150,13 +220,16 @@ mod tests {
             Snapshot {
                 connections: 0,
                 connections_total: 1,
+                http_connections: 0,
+                subscriptions: 1,
                 published: 1,
                 delivered: 3,
                 dropped: 1,
                 slow_consumer_disconnects: 4,
                 write_timeouts: 1,
                 publisher_pauses: 1,
-                connections_refused: 1,
+                connections_refused: 2,
+                auth_failures: 1,
                 panics: 1,
                 backplane_events_missed: 5,
             }

@@ -26,17 +26,45 @@ use std::ops::Range;
 ///   a lone surrogate escape, which simd-json decodes as U+0000 or merges
 ///   with the next escape into an unrelated character.
 ///
+/// On the way it names two mistakes simd-json only reports as a tape error:
+/// a UTF-8 byte order mark before the JSON, and anything after the first
+/// complete value (a second object, or trailing text).
+///
 /// Everything else is left to simd-json's own validation.
-pub fn check_tokens(json: &[u8], verbatim: Option<Range<usize>>) -> Result<(), &'static str> {
+pub fn check_tokens(json: &[u8], verbatim: Option<Range<usize>>) -> Result<(), String> {
+    if json.starts_with(UTF8_BOM) {
+        return Err(
+            "it starts with a UTF-8 byte order mark (BOM); send the JSON without one".into(),
+        );
+    }
     if memchr::memchr(0, json).is_some() {
-        return Err("a NUL byte is not allowed");
+        return Err("a NUL byte is not allowed".into());
     }
     let verbatim = verbatim.unwrap_or_default();
+    let mut depth = 0usize;
+    let mut value_done = false;
     let mut pos = 0;
     while let Some(&byte) = json.get(pos) {
+        if value_done && depth == 0 && !byte.is_ascii_whitespace() {
+            return Err(after_the_value(byte, pos));
+        }
         pos = match byte {
-            b'"' => string_end(json, pos, &verbatim)?,
-            b'{' | b'}' | b'[' | b']' | b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' => pos + 1,
+            b'"' => {
+                value_done = depth == 0;
+                string_end(json, pos, &verbatim)?
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                pos + 1
+            }
+            // A close without an open is left to simd-json.
+            b'}' | b']' if depth == 0 => pos + 1,
+            b'}' | b']' => {
+                depth -= 1;
+                value_done = depth == 0;
+                pos + 1
+            }
+            b',' | b':' | b' ' | b'\t' | b'\n' | b'\r' => pos + 1,
             _ => {
                 let rest = &json[pos..];
                 let len = rest
@@ -44,13 +72,25 @@ pub fn check_tokens(json: &[u8], verbatim: Option<Range<usize>>) -> Result<(), &
                     .position(|b| b"{}[],:\" \t\n\r".contains(b))
                     .unwrap_or(rest.len());
                 if !is_scalar(&rest[..len]) {
-                    return Err("malformed number or literal");
+                    return Err("malformed number or literal".into());
                 }
+                value_done = depth == 0;
                 pos + len
             }
         };
     }
     Ok(())
+}
+
+const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// What to say of `byte`, found at `pos` after a complete JSON value.
+fn after_the_value(byte: u8, pos: usize) -> String {
+    if matches!(byte, b'{' | b'[') {
+        format!("a second JSON value starts at byte {pos}; send exactly one JSON object")
+    } else {
+        format!("unexpected text at byte {pos}, after the end of the JSON value")
+    }
 }
 
 /// With `start` at a string's opening quote, the position after its
@@ -341,6 +381,25 @@ mod tests {
             r#"{"id":"x\udc00"}"#,
         ] {
             assert!(ok(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_bom_and_text_after_the_value_are_named() {
+        let why = |json: &[u8]| check_tokens(json, None).unwrap_err();
+        assert!(why(b"\xEF\xBB\xBF{\"a\":1}").contains("byte order mark"));
+        assert_eq!(
+            why(br#"{"a":1} {"b":2}"#),
+            "a second JSON value starts at byte 8; send exactly one JSON object"
+        );
+        assert!(why(br#"{"a":"}"}[1]"#).contains("second JSON value starts at byte 9"));
+        assert_eq!(
+            why(br#"{"a":1}x"#),
+            "unexpected text at byte 7, after the end of the JSON value"
+        );
+        assert!(why(br#""s" 1"#).contains("byte 4"));
+        for fine in [&br#" {"a":[{}]} "#[..], b"{}\r\n", b"1", b"]]"] {
+            assert_eq!(check_tokens(fine, None), Ok(()));
         }
     }
 

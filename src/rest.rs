@@ -1,15 +1,17 @@
 //! The REST API: topic management, publishing over HTTP, health and stats.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::broker::BrokerError;
+use crate::auth;
+use crate::broker::{is_valid_topic_name, BrokerError};
 use crate::cluster::BackplaneState;
 use crate::metrics::Snapshot;
 use crate::protocol;
@@ -50,7 +52,7 @@ struct Health {
     status: &'static str,
     uptime_sec: u64,
     topics: usize,
-    subscribers: usize,
+    subscribers: u64,
     connections: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     cluster: Option<ClusterView>,
@@ -144,7 +146,7 @@ impl Failure {
         let mut response = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
-            "method not allowed",
+            format!("method not allowed; this resource allows {allow}"),
         )
         .into_response();
         response
@@ -172,42 +174,127 @@ impl From<BrokerError> for Failure {
     }
 }
 
-/// Routes and answers one REST request.
-pub async fn handle(state: &AppState, request: Request<Incoming>) -> Response<Body> {
-    let path = request.uri().path().to_owned();
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let method = request.method().clone();
-    let public = method == Method::GET && segments == ["health"];
-    if !public && !state.api_keys.allows_rest(&request) {
-        return error_response(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or invalid X-API-Key",
-        );
+/// The REST resources, with their path segments percent-decoded.
+enum Route {
+    Health,
+    Stats,
+    Topics,
+    Topic(String),
+    TopicMessages(String),
+}
+
+impl Route {
+    fn parse(path: &str) -> Result<Self, Failure> {
+        let mut segments = Vec::new();
+        for segment in path.trim_start_matches('/').split('/') {
+            let decoded = percent_encoding::percent_decode_str(segment)
+                .decode_utf8()
+                .map_err(|_| Failure::bad_request("the path is not percent-encoded UTF-8"))?;
+            segments.push(decoded);
+        }
+        let route = match segments.as_slice() {
+            [health] if health == "health" => Self::Health,
+            [stats] if stats == "stats" => Self::Stats,
+            [topics] if topics == "topics" => Self::Topics,
+            [topics, name] if topics == "topics" => Self::Topic(name.to_string()),
+            [topics, name, messages] if topics == "topics" && messages == "messages" => {
+                Self::TopicMessages(name.to_string())
+            }
+            _ => {
+                return Err(Failure::new(
+                    StatusCode::NOT_FOUND,
+                    "NOT_FOUND",
+                    format!("no route for {path}"),
+                ))
+            }
+        };
+        Ok(route)
     }
-    let reply = match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => Ok(health(state)),
-        (&Method::GET, ["stats"]) => Ok(stats(state)),
-        (&Method::GET, ["topics"]) => Ok(list_topics(state)),
-        (&Method::POST, ["topics"]) => create_topic(state, request).await,
-        (&Method::DELETE, ["topics", name]) => delete_topic(state, name).await,
-        (&Method::POST, ["topics", name, "messages"]) => publish(state, name, request).await,
-        (_, ["health" | "stats"]) => return Failure::method_not_allowed("GET"),
-        (_, ["topics"]) => return Failure::method_not_allowed("GET, POST"),
-        (_, ["topics", _]) => return Failure::method_not_allowed("DELETE"),
-        (_, ["topics", _, "messages"]) => return Failure::method_not_allowed("POST"),
-        _ => Err(Failure::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no route for {path}"),
-        )),
-    };
-    reply.unwrap_or_else(Failure::into_response)
+
+    /// The methods this resource answers, for `Allow`.
+    fn allow(&self) -> &'static str {
+        match self {
+            Self::Health | Self::Stats => "GET, HEAD, OPTIONS",
+            Self::Topics => "GET, HEAD, POST, OPTIONS",
+            Self::Topic(_) => "DELETE, OPTIONS",
+            Self::TopicMessages(_) => "POST, OPTIONS",
+        }
+    }
+
+    /// What anyone may ask without a key: health for load balancers, and
+    /// which methods exist (a browser's preflight carries no credentials).
+    fn is_public(&self, method: &Method) -> bool {
+        *method == Method::OPTIONS || matches!(self, Self::Health) && is_read(method)
+    }
+}
+
+/// `HEAD` is answered as `GET`; hyper sends the headers without the body.
+fn is_read(method: &Method) -> bool {
+    *method == Method::GET || *method == Method::HEAD
+}
+
+/// Routes and answers one REST request from `peer`.
+pub async fn handle(
+    state: &AppState,
+    request: Request<Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    route(state, request, peer)
+        .await
+        .unwrap_or_else(Failure::into_response)
+}
+
+async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Reply {
+    if !state.allowed_origins.allows(&request) {
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            "FORBIDDEN_ORIGIN",
+            "this origin may not use the API (see ALLOWED_ORIGINS)",
+        ));
+    }
+    let route = Route::parse(request.uri().path());
+    let method = request.method().clone();
+    let public = route.as_ref().is_ok_and(|route| route.is_public(&method));
+    // Before a 404 too, so a client without a key learns nothing of the routes.
+    if !public && !state.api_keys.allows_rest(&request) {
+        auth::record_failure(&state.metrics, peer, request.uri().path());
+        return Ok(unauthorized("missing or invalid X-API-Key"));
+    }
+    let route = route?;
+    match (route, method) {
+        (route, Method::OPTIONS) => Ok(allow_response(StatusCode::NO_CONTENT, route.allow())),
+        (Route::Health, method) if is_read(&method) => Ok(health(state)),
+        (Route::Stats, method) if is_read(&method) => Ok(stats(state)),
+        (Route::Topics, method) if is_read(&method) => Ok(list_topics(state)),
+        (Route::Topics, Method::POST) => create_topic(state, request).await,
+        (Route::Topic(name), Method::DELETE) => delete_topic(state, &name).await,
+        (Route::TopicMessages(name), Method::POST) => publish(state, &name, request).await,
+        (route, _) => Ok(Failure::method_not_allowed(route.allow())),
+    }
+}
+
+/// 401 with the challenge naming how to authenticate.
+pub fn unauthorized(message: &str) -> Response<Body> {
+    let mut response = error_response(StatusCode::UNAUTHORIZED, "UNAUTHORIZED", message);
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE));
+    response
+}
+
+fn allow_response(status: StatusCode, allow: &'static str) -> Response<Body> {
+    let mut response = Response::new(Body::default());
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(ALLOW, HeaderValue::from_static(allow));
+    response
 }
 
 /// 503 while a cluster node cannot serve, so a load balancer takes it out.
+/// Unauthenticated and polled often, so it reads counters only: its cost
+/// does not grow with the number of topics.
 fn health(state: &AppState) -> Response<Body> {
-    let summaries = state.broker.summaries();
     let cluster = cluster_view(state);
     let serving = cluster
         .as_ref()
@@ -217,14 +304,15 @@ fn health(state: &AppState) -> Response<Body> {
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     };
+    let totals = state.metrics.snapshot();
     json_response(
         status,
         &Health {
             status: word,
             uptime_sec: state.started.elapsed().as_secs(),
-            topics: summaries.len(),
-            subscribers: summaries.iter().map(|topic| topic.subscribers).sum(),
-            connections: state.metrics.snapshot().connections,
+            topics: state.broker.topic_count(),
+            subscribers: totals.subscriptions,
+            connections: totals.connections,
             cluster,
         },
     )
@@ -285,6 +373,7 @@ async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {
 }
 
 async fn delete_topic(state: &AppState, name: &str) -> Reply {
+    check_name(name)?;
     state.delete_topic(name).await?;
     Ok(json_response(
         StatusCode::OK,
@@ -296,6 +385,7 @@ async fn delete_topic(state: &AppState, name: &str) -> Reply {
 }
 
 async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Reply {
+    check_name(name)?;
     // An unknown topic is 404 whatever the body.
     state.topic(name).await?;
     let mut body = read_body(state, request).await?;
@@ -311,8 +401,39 @@ async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Re
     ))
 }
 
-/// Reads a body of at most `MAX_MESSAGE_SIZE` bytes; larger ones get 413.
+/// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
+/// must be one a topic could have.
+fn check_name(name: &str) -> Result<(), Failure> {
+    if is_valid_topic_name(name) {
+        Ok(())
+    } else {
+        Err(BrokerError::InvalidTopicName.into())
+    }
+}
+
+/// Whether the body is declared as JSON (`application/json`, any
+/// parameters). A browser page may send other types to any site without
+/// asking it first, so requiring this keeps other sites' pages from
+/// creating topics or publishing.
+fn is_json(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// Reads a JSON body of at most `MAX_MESSAGE_SIZE` bytes within
+/// `BODY_TIMEOUT`: another type gets 415, a larger body 413, a late one 408.
 async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Vec<u8>, Failure> {
+    if !is_json(&request) {
+        return Err(Failure::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UNSUPPORTED_MEDIA_TYPE",
+            "the body must be JSON, sent with Content-Type: application/json",
+        ));
+    }
     let limit = state.config.max_message_size as usize;
     let too_large = || {
         Failure::new(
@@ -328,7 +449,19 @@ async fn read_body(state: &AppState, request: Request<Incoming>) -> Result<Vec<u
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(too_large());
     }
-    match Limited::new(request.into_body(), limit).collect().await {
+    let deadline = state.config.body_timeout;
+    let collecting = Limited::new(request.into_body(), limit).collect();
+    let Ok(collected) = tokio::time::timeout(deadline, collecting).await else {
+        return Err(Failure::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "REQUEST_TIMEOUT",
+            format!(
+                "the body did not arrive within {} (BODY_TIMEOUT)",
+                humantime::format_duration(deadline)
+            ),
+        ));
+    };
+    match collected {
         Ok(collected) => Ok(collected.to_bytes().to_vec()),
         Err(err) if err.is::<LengthLimitError>() => Err(too_large()),
         Err(err) => Err(Failure::bad_request(format!("could not read body: {err}"))),

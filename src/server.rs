@@ -8,15 +8,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Request;
+use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::metrics::ConnectionGuard;
 use crate::state::AppState;
 use crate::{rest, ws};
 
@@ -91,7 +93,17 @@ impl Server {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
-                        state.spawn_connection("http connection", serve_http(stream, peer, state.clone()));
+                        let max = u64::from(config.max_http_connections);
+                        match state.metrics.try_open_http_connection(max) {
+                            Some(slot) => state.spawn_connection(
+                                "http connection",
+                                serve_http(stream, peer, slot, state.clone()),
+                            ),
+                            None => {
+                                tracing::warn!(%peer, max, "HTTP connection limit reached; connection refused");
+                                state.spawn_connection("refused connection", refuse_http(stream));
+                            }
+                        }
                     }
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");
@@ -124,8 +136,14 @@ impl Server {
     }
 }
 
-/// Serves one HTTP/1.1 connection; an upgrade hands the socket to `ws`.
-async fn serve_http(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
+/// Serves one HTTP/1.1 connection, holding its `MAX_HTTP_CONNECTIONS` slot
+/// until it closes or is upgraded; an upgrade hands the socket to `ws`.
+async fn serve_http(
+    stream: TcpStream,
+    peer: SocketAddr,
+    _slot: ConnectionGuard,
+    state: Arc<AppState>,
+) {
     // Small event frames must not wait for Nagle's algorithm.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
@@ -136,7 +154,7 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
             Ok::<_, Infallible>(if request.uri().path() == "/ws" {
                 ws::upgrade(state, request, peer)
             } else {
-                rest::handle(&state, request).await
+                rest::handle(&state, request, peer).await
             })
         }
     });
@@ -155,6 +173,36 @@ async fn serve_http(stream: TcpStream, peer: SocketAddr, state: Arc<AppState>) {
     };
     if let Err(err) = result {
         tracing::debug!(error = %err, "http connection error");
+    }
+}
+
+/// How long a connection over `MAX_HTTP_CONNECTIONS` may take to send the
+/// request it is refused.
+const REFUSED_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Answers one request on a connection over `MAX_HTTP_CONNECTIONS` with
+/// 503 `TOO_MANY_CONNECTIONS`, then closes it. The request is read first,
+/// so the client gets the answer rather than a reset, and only briefly, so
+/// refused connections cannot pile up.
+async fn refuse_http(stream: TcpStream) {
+    let service = service_fn(|_request: Request<Incoming>| async {
+        let mut response = rest::error_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "TOO_MANY_CONNECTIONS",
+            "this node holds its maximum of HTTP connections (MAX_HTTP_CONNECTIONS)",
+        );
+        let headers = response.headers_mut();
+        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        Ok::<_, Infallible>(response)
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REFUSED_REQUEST_TIMEOUT)
+        .keep_alive(false)
+        .serve_connection(TokioIo::new(stream), service);
+    if let Err(err) = connection.await {
+        tracing::debug!(error = %err, "refused http connection error");
     }
 }
 

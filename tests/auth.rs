@@ -309,3 +309,25 @@ async fn without_api_keys_everything_is_open() {
     ping_pong(&mut ws, "query").await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn failed_authentications_are_counted_and_challenged() {
+    let server = TestServer::start(&KEYED).await;
+    for key in [None, Some("wrong"), Some("k1-but-longer")] {
+        let mut builder = server.http.get(server.url("/stats"));
+        if let Some(key) = key {
+            builder = builder.header("X-API-Key", key);
+        }
+        let response = builder.send().await.unwrap();
+        assert_eq!(response.status(), 401, "{key:?}");
+        let challenge = response.headers()["www-authenticate"].to_str().unwrap();
+        assert!(challenge.contains("X-API-Key"), "{challenge}");
+    }
+    let (status, stats) = rest(&server, Method::GET, "/stats", Some("k1"), None).await;
+    assert_eq!(
+        (status, &stats["auth_failures"]),
+        (200, &json!(3)),
+        "{stats}"
+    );
+    server.stop().await;
+}

@@ -326,3 +326,43 @@ async fn chunked_rest_body_over_the_limit_is_413() {
     assert_eq!((status, topics), (200, json!({ "topics": [] })));
     server.stop().await;
 }
+
+#[tokio::test]
+async fn json_mistakes_are_named_in_the_error() {
+    let (server, mut ws) = start().await;
+    let ping = r#"{"type":"ping","request_id":"p"}"#;
+    let mistakes = [
+        (format!("{ping}{ping}"), "second JSON value"),
+        (format!("{ping}\n{ping}"), "second JSON value"),
+        (format!("\u{feff}{ping}"), "byte order mark"),
+        (
+            format!("{ping} trailing"),
+            "after the end of the JSON value",
+        ),
+        (format!("{ping},"), "after the end of the JSON value"),
+    ];
+    for (text, named) in &mistakes {
+        ws.send(Message::Text(text.as_str().into())).await.unwrap();
+        let frame = recv(&mut ws).await;
+        assert_eq!(frame["error"]["code"], "BAD_REQUEST", "{text}: {frame}");
+        let message = frame["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{text:?}: {message}");
+        expect_alive(&mut ws, text).await;
+    }
+    // The same words over REST.
+    for (text, named) in &mistakes {
+        let reply = server
+            .http
+            .post(server.url("/topics"))
+            .header("content-type", "application/json")
+            .body(text.replace(ping, r#"{"name":"x"}"#))
+            .send()
+            .await
+            .unwrap();
+        let reply = json_reply(reply).await;
+        assert_error_reply(&reply, 400, "BAD_REQUEST", text);
+        let message = reply.1["error"]["message"].as_str().unwrap();
+        assert!(message.contains(named), "{text:?}: {message}");
+    }
+    server.stop().await;
+}

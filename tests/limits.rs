@@ -205,3 +205,118 @@ async fn without_allowed_origins_any_origin_may_upgrade() {
         .expect("no allow-list, no refusal");
     ping_pong(&mut ws, "open").await;
 }
+
+#[tokio::test]
+async fn rest_requests_from_origins_not_allowed_get_403() {
+    let server = TestServer::start(&["--allowed-origins", "https://app.example.com"]).await;
+    let post = |origin: Option<&'static str>, name: &'static str| {
+        let mut builder = server
+            .http
+            .post(server.url("/topics"))
+            .json(&json!({ "name": name }));
+        if let Some(origin) = origin {
+            builder = builder.header("Origin", origin);
+        }
+        async move { json_reply(builder.send().await.unwrap()).await }
+    };
+    let reply = post(Some("https://evil.example"), "evil").await;
+    assert_error_reply(&reply, 403, "FORBIDDEN_ORIGIN", "cross-site POST");
+    let listing = server
+        .http
+        .get(server.url("/topics"))
+        .header("Origin", "null")
+        .send()
+        .await
+        .unwrap();
+    assert_error_reply(
+        &json_reply(listing).await,
+        403,
+        "FORBIDDEN_ORIGIN",
+        "GET from null",
+    );
+    assert_eq!(post(Some("https://app.example.com"), "app").await.0, 201);
+    assert_eq!(post(None, "service").await.0, 201, "not a browser");
+    assert_eq!(
+        server.subscriber_counts().await,
+        [("app".to_owned(), 0), ("service".to_owned(), 0)]
+    );
+}
+
+/// Sends `GET path` on a fresh connection that asks to be closed after,
+/// and returns the whole response.
+async fn get_on_new_connection(server: &TestServer, path: &str) -> String {
+    let mut stream = TcpStream::connect(server.addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(RECV_TIMEOUT, stream.read_to_end(&mut response))
+        .await
+        .expect("response timed out")
+        .expect("read response");
+    String::from_utf8(response).unwrap()
+}
+
+#[tokio::test]
+async fn http_connections_beyond_the_limit_get_503() {
+    let server = TestServer::start(&["--max-http-connections", "2"]).await;
+    // WebSockets hold an HTTP slot only while they upgrade.
+    let mut sockets = Vec::new();
+    for _ in 0..3 {
+        sockets.push(server.ws().await);
+    }
+    let idle = TcpStream::connect(server.addr).await.unwrap();
+    let stats = get_on_new_connection(&server, "/stats").await;
+    assert!(stats.starts_with("HTTP/1.1 200"), "{stats}");
+    let mut second_idle = TcpStream::connect(server.addr).await.unwrap();
+    second_idle
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(read_http_head(&mut second_idle)
+        .await
+        .starts_with("HTTP/1.1 200"));
+    // Two connections are open now, idle and keeping alive.
+    let refused = get_on_new_connection(&server, "/health").await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("TOO_MANY_CONNECTIONS"), "{refused}");
+    drop(idle);
+    wait_until("a slot is free again", || async {
+        let reply = get_on_new_connection(&server, "/stats").await;
+        if !reply.starts_with("HTTP/1.1 200") {
+            return Err(reply);
+        }
+        let body: Value = serde_json::from_str(reply.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        match (&body["connections"], &body["connections_refused"]) {
+            (connections, refused) if connections == 3 && refused.as_u64() >= Some(1) => Ok(()),
+            _ => Err(body.to_string()),
+        }
+    })
+    .await;
+    for ws in &mut sockets {
+        ping_pong(ws, "websockets are untouched").await;
+    }
+}
+
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408() {
+    let server = TestServer::start(&["--body-timeout", "300ms"]).await;
+    let mut stalled = TcpStream::connect(server.addr).await.unwrap();
+    stalled
+        .write_all(
+            b"POST /topics HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+              Content-Length: 40\r\n\r\n{\"name\":",
+        )
+        .await
+        .unwrap();
+    let head = read_http_head(&mut stalled).await;
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(server.subscriber_counts().await.is_empty());
+    let created = server
+        .post_json("/topics", &json!({ "name": "orders" }))
+        .await;
+    assert_eq!(created.0, 201, "others are unaffected: {}", created.1);
+}

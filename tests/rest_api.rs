@@ -525,3 +525,201 @@ async fn ws_path_without_upgrade_headers_is_426() {
     assert_eq!(response.status().as_u16(), 426);
     server.stop().await;
 }
+
+/// A request with a raw body sent under `content_type` (none if `None`).
+async fn post_typed(
+    server: &TestServer,
+    path: &str,
+    content_type: Option<&str>,
+    body: String,
+) -> (u16, Value) {
+    let mut builder = server.http.post(server.url(path)).body(body);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    json_reply(builder.send().await.expect("http request")).await
+}
+
+#[tokio::test]
+async fn json_endpoints_refuse_other_content_types_with_415() {
+    let (server, mut sub) = orders_with_subscriber(&[]).await;
+    let topic = json!({ "name": "fresh" }).to_string();
+    let message = message_body(json!(1)).to_string();
+    // What a page on any site may send without a CORS preflight.
+    for content_type in [
+        None,
+        Some("text/plain"),
+        Some("application/x-www-form-urlencoded"),
+        Some("multipart/form-data; boundary=x"),
+        Some("application/jsonx"),
+    ] {
+        for (path, body) in [("/topics", &topic), ("/topics/orders/messages", &message)] {
+            let reply = post_typed(&server, path, content_type, body.clone()).await;
+            assert_error_reply(
+                &reply,
+                415,
+                "UNSUPPORTED_MEDIA_TYPE",
+                &format!("POST {path} as {content_type:?}"),
+            );
+        }
+    }
+    assert_eq!(topic_names(&server).await, ["orders"], "nothing created");
+    let (_, stats) = server.get_json("/stats").await;
+    assert_eq!(
+        stats["topics"]["orders"]["messages"], 0,
+        "nothing published"
+    );
+    for content_type in ["application/json; charset=utf-8", "Application/JSON"] {
+        let reply = post_typed(
+            &server,
+            "/topics/orders/messages",
+            Some(content_type),
+            message.clone(),
+        )
+        .await;
+        assert_eq!(reply.0, 200, "{content_type}: {}", reply.1);
+    }
+    assert_eq!(
+        recv(&mut sub).await["seq"],
+        1,
+        "only the JSON publishes arrived"
+    );
+    assert_eq!(recv(&mut sub).await["seq"], 2);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn topic_names_in_paths_are_percent_decoded() {
+    let server = TestServer::start(&[]).await;
+    server.create_topic("a:b").await;
+    let mut sub = server.ws().await;
+    subscribe(&mut sub, "a:b", 0).await;
+    // What encodeURIComponent("a:b") and Python's quote("a:b", safe="") give.
+    let (status, body) = call(
+        &server,
+        Method::POST,
+        "/topics/a%3Ab/messages",
+        Some(message_body(json!("x")).to_string()),
+    )
+    .await;
+    assert_eq!((status, &body["topic"]), (200, &json!("a:b")), "{body}");
+    assert_eq!(recv(&mut sub).await["topic"], "a:b");
+    let (status, body) = call(&server, Method::DELETE, "/topics/a%3ab", None).await;
+    assert_eq!((status, &body["topic"]), (200, &json!("a:b")), "{body}");
+    // A decoded '/' stays in the name, which no topic can have.
+    for path in ["/topics/a%2Fb", "/topics/%FF", "/topics/a%20b/messages"] {
+        let method = if path.ends_with("messages") {
+            Method::POST
+        } else {
+            Method::DELETE
+        };
+        let body = path
+            .ends_with("messages")
+            .then(|| message_body(json!(1)).to_string());
+        let reply = call(&server, method, path, body).await;
+        assert_error_reply(&reply, 400, "BAD_REQUEST", path);
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn dot_and_dot_dot_are_not_topic_names() {
+    let server = TestServer::start(&[]).await;
+    for name in [".", ".."] {
+        let reply = server.post_json("/topics", &json!({ "name": name })).await;
+        assert_error_reply(&reply, 400, "BAD_REQUEST", name);
+    }
+    server.create_topic("...").await;
+    server.create_topic(".hidden").await;
+    assert_eq!(topic_names(&server).await, ["...", ".hidden"]);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn head_answers_wherever_get_does() {
+    let server = TestServer::start(&[]).await;
+    server.create_topic("orders").await;
+    for path in ["/health", "/stats", "/topics"] {
+        let get = request(&server, Method::GET, path, None).await;
+        let head = request(&server, Method::HEAD, path, None).await;
+        assert_eq!(
+            (get.status().as_u16(), head.status().as_u16()),
+            (200, 200),
+            "HEAD {path}"
+        );
+        assert_eq!(
+            head.headers()["content-type"],
+            "application/json",
+            "HEAD {path}"
+        );
+        assert!(
+            head.bytes().await.unwrap().is_empty(),
+            "HEAD {path} has no body"
+        );
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn options_answers_204_with_allow() {
+    let server = TestServer::start(&["--api-key", "k"]).await;
+    for (path, allow) in [
+        ("/health", "GET, HEAD, OPTIONS"),
+        ("/stats", "GET, HEAD, OPTIONS"),
+        ("/topics", "GET, HEAD, POST, OPTIONS"),
+        ("/topics/orders", "DELETE, OPTIONS"),
+        ("/topics/orders/messages", "POST, OPTIONS"),
+    ] {
+        // A browser's preflight carries no key.
+        let response = request(&server, Method::OPTIONS, path, None).await;
+        assert_eq!(response.status(), 204, "OPTIONS {path}");
+        assert_eq!(response.headers()["allow"], allow, "OPTIONS {path}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn health_counts_follow_every_way_a_subscription_ends() {
+    let server = TestServer::start(&[]).await;
+    for topic in ["a", "b", "c"] {
+        server.create_topic(topic).await;
+    }
+    let counts = || async {
+        let (_, body) = server.get_json("/health").await;
+        (
+            body["topics"].as_u64().unwrap(),
+            body["subscribers"].as_u64().unwrap(),
+        )
+    };
+    let mut one = server.ws().await;
+    let mut two = server.ws().await;
+    for topic in ["a", "b", "c"] {
+        subscribe(&mut one, topic, 0).await;
+    }
+    subscribe(&mut one, "a", 0).await; // twice is once
+    subscribe(&mut two, "a", 0).await;
+    assert_eq!(counts().await, (3, 4));
+    send(
+        &mut one,
+        json!({ "type": "unsubscribe", "topic": "b", "request_id": "u" }),
+    )
+    .await;
+    expect_ack(&mut one, "b", "u").await;
+    assert_eq!(counts().await, (3, 3));
+    server.delete_json("/topics/a").await;
+    assert_eq!(
+        counts().await,
+        (2, 1),
+        "both subscriptions to a went with it"
+    );
+    drop(one);
+    wait_until("the closed connection's subscription is gone", || async {
+        match counts().await {
+            (2, 0) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    drop(two);
+    server.stop().await;
+}
