@@ -624,7 +624,8 @@ def test_rest_oversized_body_413(make_server):
     def chunks():
         for _ in range(4):
             yield b"x" * 1000
-    assert_error_body(httpx.post(srv.http + "/topics/small/messages", content=chunks()), 413)
+    assert_error_body(httpx.post(srv.http + "/topics/small/messages", content=chunks(),
+                                 headers={"content-type": "application/json"}), 413)
 
 
 def test_rest_default_limit_is_one_mebibyte(server):
