@@ -4,7 +4,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::rest::{error_response, Body};
 use crate::state::AppState;
@@ -17,11 +18,17 @@ pub fn upgrade(
     peer: SocketAddr,
 ) -> Response<Body> {
     if !state.api_keys.allows_upgrade(&request) {
-        return error_response(
+        let mut response = error_response(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "missing or invalid API key",
         );
+        // RFC 9110 §11.6.1: a 401 names how to authenticate.
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("ApiKey realm=\"ringcast\""),
+        );
+        return response;
     }
     if !state.allowed_origins.allows(&request) {
         return error_response(
@@ -37,12 +44,8 @@ pub fn upgrade(
             "server is shutting down",
         );
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return error_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "BAD_REQUEST",
-            "/ws expects a WebSocket upgrade request",
-        );
+    if let Some(refusal) = refuse_handshake(&request) {
+        return refusal;
     }
     let max_connections = u64::from(state.config.max_connections);
     let Some(slot) = state.metrics.try_open_connection(max_connections) else {
@@ -74,4 +77,38 @@ pub fn upgrade(
             }
         });
     response.map(|_| Body::default())
+}
+
+/// The answer to a request that is not a WebSocket handshake ringcast can
+/// accept (RFC 6455 §4.2.1), if it is not.
+fn refuse_handshake<B>(request: &Request<B>) -> Option<Response<Body>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(request) {
+        return Some(upgrade_required("/ws expects a WebSocket upgrade request"));
+    }
+    // Otherwise hyper answers 101 and then drops the connection.
+    if request.method() != Method::GET || request.version() < Version::HTTP_11 {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "a WebSocket upgrade is a GET over HTTP/1.1",
+        ));
+    }
+    if request.headers().get(SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        // RFC 6455 §4.2.2: the refusal names the versions the server speaks.
+        let mut response = upgrade_required("only WebSocket version 13 is supported");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Some(response);
+    }
+    None
+}
+
+/// 426 with the protocol to upgrade to, which RFC 9110 §15.5.22 requires.
+fn upgrade_required(message: &str) -> Response<Body> {
+    let mut response = error_response(StatusCode::UPGRADE_REQUIRED, "BAD_REQUEST", message);
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    response
 }
