@@ -1,5 +1,5 @@
 //! The WebSocket handshake (RFC 6455 §4): what is refused before the
-//! upgrade and with which headers.
+//! upgrade and with which headers, and the `ringcast.v1` subprotocol.
 
 mod common;
 
@@ -7,6 +7,10 @@ use common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+
+const SUBPROTOCOL: &str = "ringcast.v1";
 
 /// A response to a hand-written request: status, headers and body.
 struct Reply {
@@ -170,5 +174,67 @@ async fn an_upgrade_without_a_valid_key_gets_401_with_a_challenge() {
     }
     let reply = handshake(&server, "GET /ws HTTP/1.1", &["X-API-Key: secret"]).await;
     assert_eq!(reply.status, 101, "{}", reply.head);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_offering_ringcast_v1_gets_it_selected() {
+    let server = TestServer::start(&[]).await;
+    // tungstenite, like browsers, fails a connection whose offered
+    // subprotocol the server does not select.
+    let mut request = server.ws_url().into_client_request().unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_static("chat, ringcast.v1"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect offering ringcast.v1");
+    assert_eq!(
+        response.headers().get("sec-websocket-protocol"),
+        Some(&HeaderValue::from_static(SUBPROTOCOL))
+    );
+    ping_pong(&mut ws, "subprotocol").await;
+
+    // An offer may span several header lines.
+    let reply = handshake(
+        &server,
+        "GET /ws HTTP/1.1",
+        &[
+            "Sec-WebSocket-Protocol: chat",
+            "Sec-WebSocket-Protocol: other, ringcast.v1",
+        ],
+    )
+    .await;
+    assert_eq!(reply.status, 101, "{}", reply.head);
+    assert_eq!(
+        reply.header("sec-websocket-protocol"),
+        Some(SUBPROTOCOL),
+        "{}",
+        reply.head
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn an_offer_without_ringcast_v1_is_answered_without_a_subprotocol() {
+    let server = TestServer::start(&[]).await;
+    for offer in [
+        None,
+        Some("chat"),
+        Some("RingCast.V1"),
+        Some("ringcast.v1x, ringcast"),
+    ] {
+        let header = offer.map(|offer| format!("Sec-WebSocket-Protocol: {offer}"));
+        let headers: Vec<&str> = header.iter().map(String::as_str).collect();
+        let reply = handshake(&server, "GET /ws HTTP/1.1", &headers).await;
+        assert_eq!(reply.status, 101, "{offer:?}: {}", reply.head);
+        assert_eq!(
+            reply.header("sec-websocket-protocol"),
+            None,
+            "{offer:?}: {}",
+            reply.head
+        );
+    }
     server.stop().await;
 }

@@ -4,11 +4,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::header::{HeaderValue, CONNECTION, SEC_WEBSOCKET_VERSION, UPGRADE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::rest::{error_response, Body};
 use crate::state::AppState;
+
+/// The one subprotocol ringcast speaks, selected when a client offers it.
+/// An offer without it is answered with no subprotocol, which the RFC lets
+/// the client refuse (browsers do): ringcast.v1 is the protocol either way.
+const SUBPROTOCOL: &str = "ringcast.v1";
 
 /// Answers `GET /ws`: checks auth and the upgrade headers, then hands the
 /// upgraded socket to a new connection task.
@@ -61,12 +69,18 @@ pub fn upgrade(
         );
         return response;
     };
-    let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
+    let (mut response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
         Err(err) => {
             return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
         }
     };
+    if offers_subprotocol(&request) {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     state
         .clone()
         .spawn_connection("websocket connection", async move {
@@ -111,4 +125,16 @@ fn upgrade_required(message: &str) -> Response<Body> {
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
     response
+}
+
+/// Whether the client offers [`SUBPROTOCOL`]: `Sec-WebSocket-Protocol` is a
+/// comma-separated list, possibly over several header lines, of tokens
+/// compared case-sensitively (RFC 6455 §4.1, §11.3.4).
+fn offers_subprotocol<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .any(|token| token.trim_ascii() == SUBPROTOCOL.as_bytes())
 }
