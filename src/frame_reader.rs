@@ -222,17 +222,24 @@ fn complete_message(is_text: bool, data: BytesMut) -> Result<Incoming, CloseReas
 
 /// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4): the codes
 /// IANA registered for use in a close frame (1004–1006 and 1015 never are).
+/// The reason goes back as sent; a close frame's 125 bytes bound it.
 fn client_close(payload: &[u8]) -> CloseReason {
     match payload {
-        [] => CloseReason::ClientClosed(1000),
-        [high, low, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
-            match u16::from_be_bytes([*high, *low]) {
-                code @ (1000..=1003 | 1007..=1014 | 3000..=4999) => CloseReason::ClientClosed(code),
-                _ => CloseReason::ProtocolError,
-            }
-        }
-        [_, _, ..] => CloseReason::InvalidUtf8,
+        [] => CloseReason::ClientClosed {
+            code: 1000,
+            reason: "".into(),
+        },
         [_] => CloseReason::ProtocolError,
+        [high, low, reason @ ..] => match std::str::from_utf8(reason) {
+            Err(_) => CloseReason::InvalidUtf8,
+            Ok(reason) => match u16::from_be_bytes([*high, *low]) {
+                code @ (1000..=1003 | 1007..=1014 | 3000..=4999) => CloseReason::ClientClosed {
+                    code,
+                    reason: reason.into(),
+                },
+                _ => CloseReason::ProtocolError,
+            },
+        },
     }
 }
 
@@ -299,6 +306,13 @@ mod tests {
         Ok(out)
     }
 
+    fn closed(code: u16, reason: &str) -> CloseReason {
+        CloseReason::ClientClosed {
+            code,
+            reason: reason.into(),
+        }
+    }
+
     fn message(bytes: &[u8]) -> Incoming {
         Incoming::Message(BytesMut::from(bytes))
     }
@@ -347,16 +361,11 @@ mod tests {
             (frame(true, 0, b"x"), CloseReason::ProtocolError),
             (frame(true, 1, &[0xFF]), CloseReason::InvalidUtf8),
             (frame(true, 2, &[0; 101]), CloseReason::MessageTooBig),
-            (frame(true, 8, b""), CloseReason::ClientClosed(1000)),
-            (
-                frame(true, 8, &[0x0F, 0xA0]),
-                CloseReason::ClientClosed(4000),
-            ),
+            (frame(true, 8, b""), closed(1000, "")),
+            (frame(true, 8, &[0x0F, 0xA0]), closed(4000, "")),
+            (frame(true, 8, b"\x03\xE8bye"), closed(1000, "bye")),
             (frame(true, 8, &[0x03, 0xEC]), CloseReason::ProtocolError),
-            (
-                frame(true, 8, &[0x03, 0xF6]),
-                CloseReason::ClientClosed(1014),
-            ),
+            (frame(true, 8, &[0x03, 0xF6]), closed(1014, "")),
             (frame(true, 8, &[0x03, 0xF7]), CloseReason::ProtocolError),
             (
                 frame(true, 8, &[0x03, 0xE8, 0xFF]),

@@ -1,5 +1,5 @@
-//! Closing (RFC 6455 §5.5.1, §7): which close codes a client's close is
-//! echoed with, and which frames close with which code.
+//! Closing (RFC 6455 §5.5.1, §7): a client's close is echoed with its code
+//! and reason, and which frames close with which code.
 
 mod common;
 
@@ -27,6 +27,17 @@ async fn close_codes_1012_to_1014_are_echoed() {
     for code in [1012, 1013, 1014] {
         let reply = close_reply(&server, &close_payload(code, "")).await;
         assert_eq!(close_code_of(&reply), code, "{reply:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn the_client_close_reason_is_echoed() {
+    let server = TestServer::start(&[]).await;
+    let longest = "r".repeat(123);
+    for (code, reason) in [(1000, "bye"), (4001, "done ✓"), (1001, longest.as_str())] {
+        let sent = close_payload(code, reason);
+        assert_eq!(close_reply(&server, &sent).await, sent, "{code} {reason:?}");
     }
     server.stop().await;
 }

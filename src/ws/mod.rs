@@ -29,10 +29,11 @@ use crate::state::AppState;
 use session::Session;
 
 /// Why a connection is closing, and so what its last frames are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client sent a close frame; it is echoed with this code.
-    ClientClosed(u16),
+    /// The client sent a close frame; it is echoed with its code and reason
+    /// (RFC 6455 §5.5.1).
+    ClientClosed { code: u16, reason: Arc<str> },
     /// The server is shutting down.
     ServerShutdown,
     /// A subscriber's pending events reached a bound under `disconnect`.
@@ -55,9 +56,9 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The close code to send, if the socket is still worth writing to.
-    pub fn code(self) -> Option<u16> {
-        match self {
-            Self::ClientClosed(code) => Some(code),
+    pub fn code(&self) -> Option<u16> {
+        match *self {
+            Self::ClientClosed { code, .. } => Some(code),
             Self::ServerShutdown => Some(1001),
             Self::SlowConsumer
             | Self::WriteTimeout
@@ -70,10 +71,10 @@ impl CloseReason {
         }
     }
 
-    /// The close frame's reason text.
-    pub fn describe(self) -> &'static str {
+    /// Why, in words: for the log, and the text of the server's own close.
+    pub fn describe(&self) -> &'static str {
         match self {
-            Self::ClientClosed(_) => "client closed",
+            Self::ClientClosed { .. } => "client closed",
             Self::ServerShutdown => "server shutting down",
             Self::SlowConsumer | Self::WriteTimeout => "slow consumer",
             Self::HeartbeatTimeout => "heartbeat timeout",
@@ -85,8 +86,16 @@ impl CloseReason {
         }
     }
 
+    /// The close frame's reason text: the client's own when echoing it.
+    pub fn close_text(&self) -> &str {
+        match self {
+            Self::ClientClosed { reason, .. } => reason,
+            _ => self.describe(),
+        }
+    }
+
     /// For a slow consumer, the `SLOW_CONSUMER` error's message.
-    pub fn slow_consumer_message(self) -> Option<&'static str> {
+    pub fn slow_consumer_message(&self) -> Option<&'static str> {
         match self {
             Self::SlowConsumer => Some("subscriber queue overflowed"),
             Self::WriteTimeout => Some("socket accepted nothing within WRITE_TIMEOUT"),
@@ -96,7 +105,7 @@ impl CloseReason {
 
     /// Whether frames still queued are abandoned rather than flushed: a slow
     /// or silent peer is cut off, everyone else gets what was queued.
-    pub fn abandons_queue(self) -> bool {
+    pub fn abandons_queue(&self) -> bool {
         matches!(
             self,
             Self::SlowConsumer | Self::WriteTimeout | Self::HeartbeatTimeout | Self::ConnectionLost
