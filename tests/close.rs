@@ -1,9 +1,13 @@
 //! Closing (RFC 6455 §5.5.1, §7): a client's close is echoed with its code
-//! and reason, and which frames close with which code.
+//! and reason, and the server's own close frame reaches a client that is
+//! still sending when the server closes.
 
 mod common;
 
 use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpSocket;
+use tokio_tungstenite::tungstenite::Message;
 
 /// Sends a close frame with `payload` and returns the payload of the
 /// server's close frame.
@@ -52,5 +56,35 @@ async fn a_64_bit_length_with_the_high_bit_set_closes_with_1002() {
     header.extend_from_slice(&[1, 2, 3, 4]);
     raw.send_partial(&header).await;
     assert_eq!(raw.close_code().await, 1002);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_still_sending_a_refused_message_gets_the_close_frame() {
+    let server = TestServer::start(&["--max-message-size", "1024"]).await;
+    // A small send buffer, and a server that stops reading at the frame
+    // header: most of the message is still to be sent, or unread in the
+    // server's receive buffer, when the server closes with 1009.
+    let socket = TcpSocket::new_v4().expect("tcp socket");
+    socket.set_send_buffer_size(16 * 1024).expect("SO_SNDBUF");
+    let stream = socket.connect(server.addr).await.expect("tcp connect");
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), stream)
+        .await
+        .expect("ws handshake");
+    ws.send(Message::Binary(vec![0; 1 << 20].into()))
+        .await
+        .expect("sending the message: the server reset the connection");
+    let close = loop {
+        match tokio::time::timeout(RECV_TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for the close frame")
+        {
+            Some(Ok(Message::Close(frame))) => break frame.expect("close frame with a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(u16::from(close.code), 1009, "{close:?}");
+    drop(ws);
     server.stop().await;
 }

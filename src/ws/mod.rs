@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -27,6 +28,15 @@ use crate::frame_reader::FrameDecoder;
 use crate::send::{write_loop, FrameWriter, Outbox, QueueLimits, WriterTiming};
 use crate::state::AppState;
 use session::Session;
+
+/// After the server's close frame, unread input is read and dropped until
+/// the peer closes, falls quiet for `LINGER_QUIET`, or `LINGER` or
+/// `LINGER_BYTES` is reached: a socket closed with unread input answers
+/// with a reset, which fails the peer's writes and can discard the close
+/// frame before the peer reads it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 4 << 20;
 
 /// Why a connection is closing, and so what its last frames are.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,7 +166,7 @@ async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: 
 
 /// Runs one connection until it closes.
 async fn serve(
-    reader: OwnedReadHalf,
+    mut reader: OwnedReadHalf,
     decoder: FrameDecoder,
     writer: OwnedWriteHalf,
     state: Arc<AppState>,
@@ -203,8 +213,25 @@ async fn serve(
     }
     drop(session);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
+    if reason.code().is_some() {
+        linger(&mut reader).await;
+    }
     if let Some(why) = reason.slow_consumer_message() {
         tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
     }
     tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
+}
+
+/// Reads and drops the peer's input within the `LINGER` bounds.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = vec![0; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let quiet_until = deadline.min(tokio::time::Instant::now() + LINGER_QUIET);
+        match tokio::time::timeout_at(quiet_until, reader.read(&mut scratch)).await {
+            Ok(Ok(read)) if read > 0 => left = left.saturating_sub(read),
+            _ => return,
+        }
+    }
 }
