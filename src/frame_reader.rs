@@ -150,6 +150,10 @@ impl FrameDecoder {
             2 => u64::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
             _ => u64::from_be_bytes(self.buffer[2..10].try_into().expect("8 bytes")),
         };
+        // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0.
+        if payload_len >> 63 != 0 {
+            return Err(CloseReason::ProtocolError);
+        }
         let is_control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
         if is_control && (!fin || payload_len > MAX_CONTROL_PAYLOAD as u64) {
             return Err(CloseReason::ProtocolError);
@@ -216,18 +220,26 @@ fn complete_message(is_text: bool, data: BytesMut) -> Result<Incoming, CloseReas
     Ok(Incoming::Message(data))
 }
 
-/// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4).
+/// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4): the codes
+/// IANA registered for use in a close frame (1004–1006 and 1015 never are).
+/// The reason goes back as sent; a close frame's 125 bytes bound it.
 fn client_close(payload: &[u8]) -> CloseReason {
     match payload {
-        [] => CloseReason::ClientClosed(1000),
-        [high, low, reason @ ..] if std::str::from_utf8(reason).is_ok() => {
-            match u16::from_be_bytes([*high, *low]) {
-                code @ (1000..=1003 | 1007..=1011 | 3000..=4999) => CloseReason::ClientClosed(code),
-                _ => CloseReason::ProtocolError,
-            }
-        }
-        [_, _, ..] => CloseReason::InvalidUtf8,
+        [] => CloseReason::ClientClosed {
+            code: 1000,
+            reason: "".into(),
+        },
         [_] => CloseReason::ProtocolError,
+        [high, low, reason @ ..] => match std::str::from_utf8(reason) {
+            Err(_) => CloseReason::InvalidUtf8,
+            Ok(reason) => match u16::from_be_bytes([*high, *low]) {
+                code @ (1000..=1003 | 1007..=1014 | 3000..=4999) => CloseReason::ClientClosed {
+                    code,
+                    reason: reason.into(),
+                },
+                _ => CloseReason::ProtocolError,
+            },
+        },
     }
 }
 
@@ -294,6 +306,13 @@ mod tests {
         Ok(out)
     }
 
+    fn closed(code: u16, reason: &str) -> CloseReason {
+        CloseReason::ClientClosed {
+            code,
+            reason: reason.into(),
+        }
+    }
+
     fn message(bytes: &[u8]) -> Incoming {
         Incoming::Message(BytesMut::from(bytes))
     }
@@ -342,12 +361,12 @@ mod tests {
             (frame(true, 0, b"x"), CloseReason::ProtocolError),
             (frame(true, 1, &[0xFF]), CloseReason::InvalidUtf8),
             (frame(true, 2, &[0; 101]), CloseReason::MessageTooBig),
-            (frame(true, 8, b""), CloseReason::ClientClosed(1000)),
-            (
-                frame(true, 8, &[0x0F, 0xA0]),
-                CloseReason::ClientClosed(4000),
-            ),
+            (frame(true, 8, b""), closed(1000, "")),
+            (frame(true, 8, &[0x0F, 0xA0]), closed(4000, "")),
+            (frame(true, 8, b"\x03\xE8bye"), closed(1000, "bye")),
             (frame(true, 8, &[0x03, 0xEC]), CloseReason::ProtocolError),
+            (frame(true, 8, &[0x03, 0xF6]), closed(1014, "")),
+            (frame(true, 8, &[0x03, 0xF7]), CloseReason::ProtocolError),
             (
                 frame(true, 8, &[0x03, 0xE8, 0xFF]),
                 CloseReason::InvalidUtf8,
@@ -380,11 +399,16 @@ mod tests {
 
     #[test]
     fn an_oversized_length_is_refused_before_its_payload_arrives() {
-        let mut header = vec![0x82, 0x80 | 127];
-        header.extend_from_slice(&u64::MAX.to_be_bytes());
-        header.extend_from_slice(&MASK);
-        let mut decoder = FrameDecoder::new(&header, 1 << 20);
-        assert_eq!(decoder.next_incoming(), Err(CloseReason::MessageTooBig));
+        for (length, reason) in [
+            (u64::MAX >> 1, CloseReason::MessageTooBig),
+            (1 << 63, CloseReason::ProtocolError),
+        ] {
+            let mut header = vec![0x82, 0x80 | 127];
+            header.extend_from_slice(&length.to_be_bytes());
+            header.extend_from_slice(&MASK);
+            let mut decoder = FrameDecoder::new(&header, 1 << 20);
+            assert_eq!(decoder.next_incoming(), Err(reason), "length {length:#x}");
+        }
     }
 
     #[test]

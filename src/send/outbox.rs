@@ -302,7 +302,10 @@ impl Outbox {
             let take = room.min(state.frames.len());
             batch.extend(state.frames.drain(..take));
         }
-        let (close, wake) = (state.close, state.waiters > 0 && !written.is_empty());
+        let (close, wake) = (
+            state.close.clone(),
+            state.waiters > 0 && !written.is_empty(),
+        );
         drop(state);
         if wake {
             self.progress.notify_waiters();
@@ -388,7 +391,7 @@ impl Outbox {
     /// from `settle`).
     #[cfg(test)]
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.lock().close
+        self.lock().close.clone()
     }
 
     /// Resolves once the connection starts closing.

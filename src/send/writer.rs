@@ -216,9 +216,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         let closing = writer.settle(&outbox, &written);
         let just_wrote = !written.is_empty();
         written = Pending::default();
-        if let Some(reason) = closing {
+        if let Some(reason) = &closing {
             if reason.abandons_queue() || !writer.has_pending() {
-                break reason;
+                break reason.clone();
             }
         }
         if !writer.has_pending() {
@@ -264,7 +264,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             },
         }
     };
-    outbox.close(reason);
+    outbox.close(reason.clone());
     if let Some(code) = reason.code() {
         if reason.abandons_queue() {
             writer.abandon_unstarted();
@@ -272,7 +272,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         if let Some(why) = reason.slow_consumer_message() {
             writer.push_last(protocol::error(None, ErrorCode::SlowConsumer, why));
         }
-        writer.push_last(protocol::close_frame(code, reason.describe()));
+        writer.push_last(protocol::close_frame(code, reason.close_text()));
         let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
     }
     reason

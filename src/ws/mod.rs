@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -28,11 +29,21 @@ use crate::send::{write_loop, FrameWriter, Outbox, QueueLimits, WriterTiming};
 use crate::state::AppState;
 use session::Session;
 
+/// After the server's close frame, unread input is read and dropped until
+/// the peer closes, falls quiet for `LINGER_QUIET`, or `LINGER` or
+/// `LINGER_BYTES` is reached: a socket closed with unread input answers
+/// with a reset, which fails the peer's writes and can discard the close
+/// frame before the peer reads it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 4 << 20;
+
 /// Why a connection is closing, and so what its last frames are.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
-    /// The client sent a close frame; it is echoed with this code.
-    ClientClosed(u16),
+    /// The client sent a close frame; it is echoed with its code and reason
+    /// (RFC 6455 §5.5.1).
+    ClientClosed { code: u16, reason: Arc<str> },
     /// The server is shutting down.
     ServerShutdown,
     /// A subscriber's pending events reached a bound under `disconnect`.
@@ -55,9 +66,9 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// The close code to send, if the socket is still worth writing to.
-    pub fn code(self) -> Option<u16> {
-        match self {
-            Self::ClientClosed(code) => Some(code),
+    pub fn code(&self) -> Option<u16> {
+        match *self {
+            Self::ClientClosed { code, .. } => Some(code),
             Self::ServerShutdown => Some(1001),
             Self::SlowConsumer
             | Self::WriteTimeout
@@ -70,10 +81,10 @@ impl CloseReason {
         }
     }
 
-    /// The close frame's reason text.
-    pub fn describe(self) -> &'static str {
+    /// Why, in words: for the log, and the text of the server's own close.
+    pub fn describe(&self) -> &'static str {
         match self {
-            Self::ClientClosed(_) => "client closed",
+            Self::ClientClosed { .. } => "client closed",
             Self::ServerShutdown => "server shutting down",
             Self::SlowConsumer | Self::WriteTimeout => "slow consumer",
             Self::HeartbeatTimeout => "heartbeat timeout",
@@ -85,8 +96,16 @@ impl CloseReason {
         }
     }
 
+    /// The close frame's reason text: the client's own when echoing it.
+    pub fn close_text(&self) -> &str {
+        match self {
+            Self::ClientClosed { reason, .. } => reason,
+            _ => self.describe(),
+        }
+    }
+
     /// For a slow consumer, the `SLOW_CONSUMER` error's message.
-    pub fn slow_consumer_message(self) -> Option<&'static str> {
+    pub fn slow_consumer_message(&self) -> Option<&'static str> {
         match self {
             Self::SlowConsumer => Some("subscriber queue overflowed"),
             Self::WriteTimeout => Some("socket accepted nothing within WRITE_TIMEOUT"),
@@ -96,7 +115,7 @@ impl CloseReason {
 
     /// Whether frames still queued are abandoned rather than flushed: a slow
     /// or silent peer is cut off, everyone else gets what was queued.
-    pub fn abandons_queue(self) -> bool {
+    pub fn abandons_queue(&self) -> bool {
         matches!(
             self,
             Self::SlowConsumer | Self::WriteTimeout | Self::HeartbeatTimeout | Self::ConnectionLost
@@ -147,7 +166,7 @@ async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: 
 
 /// Runs one connection until it closes.
 async fn serve(
-    reader: OwnedReadHalf,
+    mut reader: OwnedReadHalf,
     decoder: FrameDecoder,
     writer: OwnedWriteHalf,
     state: Arc<AppState>,
@@ -194,8 +213,25 @@ async fn serve(
     }
     drop(session);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
+    if reason.code().is_some() {
+        linger(&mut reader).await;
+    }
     if let Some(why) = reason.slow_consumer_message() {
         tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
     }
     tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
+}
+
+/// Reads and drops the peer's input within the `LINGER` bounds.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = vec![0; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let quiet_until = deadline.min(tokio::time::Instant::now() + LINGER_QUIET);
+        match tokio::time::timeout_at(quiet_until, reader.read(&mut scratch)).await {
+            Ok(Ok(read)) if read > 0 => left = left.saturating_sub(read),
+            _ => return,
+        }
+    }
 }

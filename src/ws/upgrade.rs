@@ -4,10 +4,19 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use hyper::{Request, Response, StatusCode};
+use hyper::header::{
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    WWW_AUTHENTICATE,
+};
+use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::rest::{error_response, Body};
 use crate::state::AppState;
+
+/// The one subprotocol ringcast speaks, selected when a client offers it.
+/// An offer without it is answered with no subprotocol, which the RFC lets
+/// the client refuse (browsers do): ringcast.v1 is the protocol either way.
+const SUBPROTOCOL: &str = "ringcast.v1";
 
 /// Answers `GET /ws`: checks auth and the upgrade headers, then hands the
 /// upgraded socket to a new connection task.
@@ -17,11 +26,17 @@ pub fn upgrade(
     peer: SocketAddr,
 ) -> Response<Body> {
     if !state.api_keys.allows_upgrade(&request) {
-        return error_response(
+        let mut response = error_response(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "missing or invalid API key",
         );
+        // RFC 9110 §11.6.1: a 401 names how to authenticate.
+        response.headers_mut().insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static("ApiKey realm=\"ringcast\""),
+        );
+        return response;
     }
     if !state.allowed_origins.allows(&request) {
         return error_response(
@@ -37,12 +52,8 @@ pub fn upgrade(
             "server is shutting down",
         );
     }
-    if !fastwebsockets::upgrade::is_upgrade_request(&request) {
-        return error_response(
-            StatusCode::UPGRADE_REQUIRED,
-            "BAD_REQUEST",
-            "/ws expects a WebSocket upgrade request",
-        );
+    if let Some(refusal) = refuse_handshake(&request) {
+        return refusal;
     }
     let max_connections = u64::from(state.config.max_connections);
     let Some(slot) = state.metrics.try_open_connection(max_connections) else {
@@ -58,12 +69,18 @@ pub fn upgrade(
         );
         return response;
     };
-    let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
+    let (mut response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
         Err(err) => {
             return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
         }
     };
+    if offers_subprotocol(&request) {
+        response.headers_mut().insert(
+            SEC_WEBSOCKET_PROTOCOL,
+            HeaderValue::from_static(SUBPROTOCOL),
+        );
+    }
     state
         .clone()
         .spawn_connection("websocket connection", async move {
@@ -74,4 +91,50 @@ pub fn upgrade(
             }
         });
     response.map(|_| Body::default())
+}
+
+/// The answer to a request that is not a WebSocket handshake ringcast can
+/// accept (RFC 6455 §4.2.1), if it is not.
+fn refuse_handshake<B>(request: &Request<B>) -> Option<Response<Body>> {
+    if !fastwebsockets::upgrade::is_upgrade_request(request) {
+        return Some(upgrade_required("/ws expects a WebSocket upgrade request"));
+    }
+    // Otherwise hyper answers 101 and then drops the connection.
+    if request.method() != Method::GET || request.version() < Version::HTTP_11 {
+        return Some(error_response(
+            StatusCode::BAD_REQUEST,
+            "BAD_REQUEST",
+            "a WebSocket upgrade is a GET over HTTP/1.1",
+        ));
+    }
+    if request.headers().get(SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
+        // RFC 6455 §4.2.2: the refusal names the versions the server speaks.
+        let mut response = upgrade_required("only WebSocket version 13 is supported");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Some(response);
+    }
+    None
+}
+
+/// 426 with the protocol to upgrade to, which RFC 9110 §15.5.22 requires.
+fn upgrade_required(message: &str) -> Response<Body> {
+    let mut response = error_response(StatusCode::UPGRADE_REQUIRED, "BAD_REQUEST", message);
+    let headers = response.headers_mut();
+    headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    response
+}
+
+/// Whether the client offers [`SUBPROTOCOL`]: `Sec-WebSocket-Protocol` is a
+/// comma-separated list, possibly over several header lines, of tokens
+/// compared case-sensitively (RFC 6455 §4.1, §11.3.4).
+fn offers_subprotocol<B>(request: &Request<B>) -> bool {
+    request
+        .headers()
+        .get_all(SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .any(|token| token.trim_ascii() == SUBPROTOCOL.as_bytes())
 }

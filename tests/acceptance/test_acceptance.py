@@ -961,6 +961,15 @@ def test_ws_ping_pong(server):
     asyncio.run(main())
 
 
+def test_ws_subprotocol_ringcast_v1_is_selected_when_offered(server):
+    async def main():
+        async with connect(server.ws, subprotocols=["ringcast.v1"]) as ws:
+            assert ws.subprotocol == "ringcast.v1", ws.subprotocol
+            await ping_pong(ws, "sub-proto")
+
+    asyncio.run(main())
+
+
 def test_ws_replay_last_n_ack_then_oldest_first_then_live(server):
     name = new_topic()
     create_topic(server, name)
