@@ -6,7 +6,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::header::{
+    HeaderValue, ALLOW, CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE,
+};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
@@ -279,6 +281,19 @@ pub fn unauthorized(message: &str) -> Response<Body> {
     response
         .headers_mut()
         .insert(WWW_AUTHENTICATE, HeaderValue::from_static(auth::CHALLENGE));
+    response
+}
+
+/// 503 `TOO_MANY_CONNECTIONS`: a load balancer retries another node.
+pub fn too_many_connections(message: &str) -> Response<Body> {
+    let mut response = error_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "TOO_MANY_CONNECTIONS",
+        message,
+    );
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
 }
 

@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONNECTION, RETRY_AFTER};
+use hyper::header::{HeaderValue, CONNECTION};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, StatusCode};
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -186,14 +186,12 @@ const REFUSED_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// refused connections cannot pile up.
 async fn refuse_http(stream: TcpStream) {
     let service = service_fn(|_request: Request<Incoming>| async {
-        let mut response = rest::error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TOO_MANY_CONNECTIONS",
+        let mut response = rest::too_many_connections(
             "this node holds its maximum of HTTP connections (MAX_HTTP_CONNECTIONS)",
         );
-        let headers = response.headers_mut();
-        headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
-        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
         Ok::<_, Infallible>(response)
     });
     let connection = http1::Builder::new()

@@ -174,6 +174,15 @@ async fn an_upgrade_without_a_valid_key_gets_401_with_a_challenge() {
     }
     let reply = handshake(&server, "GET /ws HTTP/1.1", &["X-API-Key: secret"]).await;
     assert_eq!(reply.status, 101, "{}", reply.head);
+    let stats = server
+        .http
+        .get(server.url("/stats"))
+        .header("X-API-Key", "secret")
+        .send()
+        .await
+        .unwrap();
+    let (_, stats) = json_reply(stats).await;
+    assert_eq!(stats["auth_failures"], 2, "both refusals counted: {stats}");
     server.stop().await;
 }
 

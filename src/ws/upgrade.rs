@@ -6,11 +6,11 @@ use std::sync::Arc;
 
 use hyper::header::{
     HeaderValue, CONNECTION, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
-    WWW_AUTHENTICATE,
 };
 use hyper::{Method, Request, Response, StatusCode, Version};
 
-use crate::rest::{error_response, Body};
+use crate::auth;
+use crate::rest::{self, error_response, Body};
 use crate::state::AppState;
 
 /// The one subprotocol ringcast speaks, selected when a client offers it.
@@ -26,17 +26,8 @@ pub fn upgrade(
     peer: SocketAddr,
 ) -> Response<Body> {
     if !state.api_keys.allows_upgrade(&request) {
-        let mut response = error_response(
-            StatusCode::UNAUTHORIZED,
-            "UNAUTHORIZED",
-            "missing or invalid API key",
-        );
-        // RFC 9110 §11.6.1: a 401 names how to authenticate.
-        response.headers_mut().insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static("ApiKey realm=\"ringcast\""),
-        );
-        return response;
+        auth::record_failure(&state.metrics, peer, request.uri().path());
+        return rest::unauthorized("missing or invalid API key");
     }
     if !state.allowed_origins.allows(&request) {
         return error_response(
@@ -58,16 +49,9 @@ pub fn upgrade(
     let max_connections = u64::from(state.config.max_connections);
     let Some(slot) = state.metrics.try_open_connection(max_connections) else {
         tracing::warn!(%peer, max_connections, "connection limit reached; upgrade refused");
-        let mut response = error_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "TOO_MANY_CONNECTIONS",
-            &format!("this node holds its maximum of {max_connections} connections"),
-        );
-        response.headers_mut().insert(
-            hyper::header::RETRY_AFTER,
-            hyper::header::HeaderValue::from_static("1"),
-        );
-        return response;
+        return rest::too_many_connections(&format!(
+            "this node holds its maximum of {max_connections} WebSocket connections (MAX_CONNECTIONS)"
+        ));
     };
     let (mut response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
