@@ -40,8 +40,9 @@ const EVENT_STREAM: &str = "RINGCAST";
 const EVENT_SUBJECT_PREFIX: &str = "ringcast.events.";
 /// The topic registry's key-value bucket.
 const REGISTRY_BUCKET: &str = "ringcast-topics";
-/// A republished message id within this window is stored once
-/// (`Nats-Msg-Id`), so a client retrying a failed publish cannot duplicate it.
+/// A message id republished to the same topic incarnation within this window
+/// is stored once, so a client retrying a failed publish cannot duplicate
+/// it (see [`scoped_message_id`]).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Deadline of every JetStream request, publish acknowledgements included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -159,6 +160,9 @@ impl Cluster {
     /// Sends a publish to JetStream. Awaiting this only hands the message
     /// to the connection, in call order, so one connection's publishes keep
     /// their order; the returned future resolves once JetStream stored it.
+    /// A duplicate resolves to the original's `seq`: JetStream acknowledges
+    /// it with the original's stream sequence, which is the event's `seq`,
+    /// and the scoped id makes the original an event of this same topic.
     pub async fn publish(
         self: &Arc<Self>,
         topic: &Topic,
@@ -171,7 +175,7 @@ impl Cluster {
                 event_subject(topic.name(), topic.incarnation()),
                 jetstream::message::PublishMessage::build()
                     .payload(message.payload.clone())
-                    .message_id(message.id),
+                    .message_id(scoped_message_id(topic, message.id)),
             )
             .await
             .map_err(unavailable)?;
@@ -474,7 +478,7 @@ impl Cluster {
                     .headers
                     .as_ref()
                     .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map_or("", |id| id.as_str());
+                    .map_or("", |id| client_message_id(id.as_str()));
                 if let Ok(topic) = broker.topic(&name) {
                     if topic.incarnation() == incarnation {
                         let event = Message {
@@ -566,6 +570,25 @@ fn event_subject(topic: &str, incarnation: u64) -> String {
     )
 }
 
+/// The `Nats-Msg-Id` of a publish: JetStream deduplicates ids across the
+/// whole stream, so the client's id is scoped to the topic incarnation
+/// (`<encoded topic>.<incarnation>.<id>`), or the same id sent to another
+/// topic, or to a topic deleted and created again, would be dropped.
+fn scoped_message_id(topic: &Topic, id: &str) -> String {
+    format!(
+        "{}.{}.{id}",
+        encode_topic(topic.name()),
+        topic.incarnation()
+    )
+}
+
+/// The client's message id in a scoped `Nats-Msg-Id`: what follows the last
+/// `.`, which a UUID never contains. An id without one (another NATS
+/// client's publish) is taken whole.
+fn client_message_id(scoped: &str) -> &str {
+    scoped.rsplit_once('.').map_or(scoped, |(_, id)| id)
+}
+
 /// The topic and incarnation of an event subject.
 fn parse_event_subject(subject: &str) -> Option<(String, u64)> {
     let (topic, incarnation) = subject
@@ -600,6 +623,17 @@ mod tests {
             }
         }
         assert_eq!(encode_topic("a.b:c"), "a=2Eb=3Ac");
+    }
+
+    #[test]
+    fn message_ids_are_scoped_to_the_topic_incarnation_and_back() {
+        let id = "550e8400-e29b-41d4-a716-446655440000";
+        let broker = Broker::new(1, 2, Default::default());
+        broker.adopt_topic("orders.eu:1", 7);
+        let scoped = scoped_message_id(&broker.topic("orders.eu:1").unwrap(), id);
+        assert_eq!(scoped, format!("orders=2Eeu=3A1.7.{id}"));
+        assert_eq!(client_message_id(&scoped), id);
+        assert_eq!(client_message_id(id), id, "an unscoped id is kept whole");
     }
 
     #[test]

@@ -1179,6 +1179,12 @@ impl RestPublisher {
         self.send_message(topic, id, payload).await
     }
 
+    /// Publishes a fresh payload under a message id of the caller's.
+    pub async fn publish_with_id(&mut self, topic: &str, id: &str) -> Result<Acked, (u16, Value)> {
+        let (_, payload) = next_message(&self.label, &mut self.published);
+        self.send_message(topic, id.to_owned(), payload).await
+    }
+
     /// Publishes `earlier`'s message again: same id, same payload.
     pub async fn republish(&mut self, topic: &str, earlier: &Acked) -> Result<Acked, (u16, Value)> {
         let (id, payload) = (earlier.id.clone(), earlier.payload.clone());

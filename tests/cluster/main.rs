@@ -294,6 +294,67 @@ async fn republished_message_id_is_acknowledged_but_delivered_once() {
     assert_same_stream(&subscribers, &[first, next]);
 }
 
+/// The README's example id, which every copy-pasting client sends.
+const README_MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_deduplicates_within_its_topic_incarnation_only() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (first, second) = ("first", "second");
+    cluster.node(A).create_topic(first).await;
+    cluster.node(A).create_topic(second).await;
+    let mut on_first = subscribe_on(cluster.nodes(), first, 1).await;
+    let mut on_second = subscribe_on(cluster.nodes(), second, 1).await;
+    let mut on_a = RestPublisher::new(cluster.node(A), "rest");
+    let mut on_b = RestPublisher::new(cluster.node(B), "retry");
+
+    let original = on_a
+        .publish_with_id(first, README_MESSAGE_ID)
+        .await
+        .expect("publish to the first topic");
+    let elsewhere = on_b
+        .publish_with_id(second, README_MESSAGE_ID)
+        .await
+        .expect("the same id to the second topic");
+    assert_ne!(
+        elsewhere.seq, original.seq,
+        "the second topic's publish was taken for a duplicate of the first's"
+    );
+    let retried = on_b
+        .republish(first, &original)
+        .await
+        .expect("retry to the first topic");
+    assert_eq!(retried.seq, original.seq, "a retry gets the original seq");
+    expect_events_everywhere(&mut on_first, first, 1).await;
+    expect_events_everywhere(&mut on_second, second, 1).await;
+    assert_nothing_more(&mut on_first).await;
+    assert_nothing_more(&mut on_second).await;
+    assert_same_stream(&on_first, &[original]);
+    assert_same_stream(&on_second, &[elsewhere]);
+
+    // Deleted and created again, the topic is a new incarnation: the id is
+    // new to it.
+    let deleted = cluster
+        .node(C)
+        .delete_json(&format!("/topics/{first}"))
+        .await;
+    assert_eq!(deleted.0, 200, "{deleted:?}");
+    for subscriber in &mut on_first {
+        subscriber.expect_topic_deleted(first).await;
+    }
+    cluster.node(C).create_topic(first).await;
+    let mut on_first = subscribe_on(cluster.nodes(), first, 1).await;
+    let reborn = on_a
+        .publish_with_id(first, README_MESSAGE_ID)
+        .await
+        .expect("the same id to the topic created again");
+    expect_events_everywhere(&mut on_first, first, 1).await;
+    assert_nothing_more(&mut on_first).await;
+    assert_same_stream(&on_first, &[reborn]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_the_same_on_every_node_and_bounded_by_the_ring() {
     const RING: usize = 5;
