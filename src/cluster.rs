@@ -470,10 +470,7 @@ impl Cluster {
         let stored_at = SystemTime::UNIX_EPOCH
             + Duration::from_nanos(info.published.unix_timestamp_nanos().max(0) as u64);
         match parse_event_subject(&message.subject) {
-            Some((name, incarnation)) => {
-                // Registry and events are separate streams: the topic's
-                // creation may not have been mirrored yet.
-                self.wait_for_registry(incarnation).await;
+            Some((name, incarnation)) if self.mirror_incarnation(incarnation).await => {
                 let id = message
                     .headers
                     .as_ref()
@@ -493,6 +490,10 @@ impl Cluster {
                     }
                 }
             }
+            Some(_) => tracing::warn!(
+                subject = %message.subject,
+                "event of a topic incarnation the registry never had; ignored"
+            ),
             None => {
                 tracing::warn!(subject = %message.subject, "event subject not understood; ignored")
             }
@@ -500,6 +501,26 @@ impl Cluster {
         self.events_applied.send_replace(seq);
         if info.pending == 0 {
             self.mark_caught_up();
+        }
+    }
+
+    /// Whether registry revision `incarnation` exists, once this node has
+    /// mirrored it. Registry and events are separate streams, so a topic's
+    /// creation may not be mirrored yet when its first events arrive, and
+    /// the follower waits for it. A revision the registry has not reached
+    /// names no topic (another NATS client wrote the subject): waiting for
+    /// it would hold up every topic's events, so it is not waited for.
+    async fn mirror_incarnation(&self, incarnation: u64) -> bool {
+        if incarnation <= *self.registry_applied.borrow() {
+            return true;
+        }
+        match self.registry_revision().await {
+            Ok(last_revision) if incarnation > last_revision => false,
+            // Not known to be foreign: waited for, as long as any lag.
+            _ => {
+                self.wait_for_registry(incarnation).await;
+                true
+            }
         }
     }
 

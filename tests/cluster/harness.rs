@@ -763,6 +763,16 @@ impl Cluster {
         wait_for_listener(&mut self.nats.process, self.nats.port).await;
     }
 
+    /// A JetStream client of the cluster's nats-server, as any NATS client
+    /// could have: to look into the stream, or write to it behind the
+    /// nodes' backs.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connecting to nats-server");
+        async_nats::jetstream::new(client)
+    }
+
     /// Cuts node `index` (started with `nats_link(index)`) off nats-server:
     /// its connections to NATS are dropped, and it cannot open new ones
     /// until `restore_nats_link`. The other nodes are not affected.

@@ -733,6 +733,39 @@ async fn node_cut_off_from_nats_while_its_ring_overflows_drops_its_subscribers()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_incarnations_the_registry_never_had_do_not_stall_the_others() {
+    // Any NATS client can write to the event subjects. The follower waited
+    // up to 2 s for the registry to reach each of these incarnations, so
+    // the real event behind them took BOGUS × 2 s, far past the subscribers'
+    // deadline; skipped at once, it arrives as fast as ever.
+    const BOGUS: u64 = 20;
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "steady";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let jetstream = cluster.jetstream().await;
+    for i in 0..BOGUS {
+        // The live topic's name, and a name no topic has.
+        let name = if i % 2 == 0 { topic } else { "nobody" };
+        let subject = format!("ringcast.events.{name}.{}", u64::MAX - i);
+        let stored = jetstream
+            .publish(subject, r#"{"bogus":true}"#.into())
+            .await
+            .expect("sending a bogus event");
+        stored.await.expect("storing a bogus event");
+    }
+    let acked = RestPublisher::new(cluster.node(B), "rest")
+        .publish(topic)
+        .await
+        .expect("publish behind the bogus events");
+    expect_events_everywhere(&mut subscribers, topic, 1).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &[acked]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_behind_haproxy_get_every_event_once_in_one_order() {
     const SUBSCRIBERS: usize = 30;
     let Some(cluster) = Cluster::spec().behind_haproxy().start().await else {
