@@ -213,6 +213,8 @@ impl Cluster {
 
     /// Deletes a topic from the registry and purges its events; returns
     /// once this node has deleted it (other nodes follow within moments).
+    /// Once the registry has the delete it succeeded, whatever follows: an
+    /// error then would make the client retry into a 404.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let backplane = self.available()?;
         let key = encode_topic(name);
@@ -234,7 +236,14 @@ impl Cluster {
             {
                 Ok(()) => {
                     purge_later(&backplane.events, event_subject(name, entry.revision));
-                    return self.sync_registry().await;
+                    if let Err(err) = self.sync_registry().await {
+                        tracing::warn!(
+                            topic = name,
+                            error = %err,
+                            "topic deleted; this node mirrors it once it can read the registry again"
+                        );
+                    }
+                    return Ok(());
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(unavailable(err)),

@@ -10,10 +10,12 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -369,10 +371,52 @@ impl NatsServer {
 /// A TCP proxy between one node and nats-server, so that a test can cut
 /// that node off NATS while the others stay connected. `cut` drops every
 /// connection through it, and closes each new one at once, until `restore`.
+/// A trap, when armed, cuts it the moment the node sends certain bytes,
+/// which then never reach nats-server.
 struct NatsLink {
     port: u16,
-    cut: watch::Sender<bool>,
+    cut: Arc<watch::Sender<bool>>,
+    trap: Arc<Trap>,
     accepting: JoinHandle<()>,
+}
+
+/// Longest byte string a `Trap` can catch.
+const MAX_TRAP_LEN: usize = 256;
+
+/// The bytes a `NatsLink` is waiting for, if armed; disarmed when sprung.
+#[derive(Default)]
+struct Trap(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl Trap {
+    fn arm(&self, bytes: &[u8]) {
+        assert!(
+            bytes.len() <= MAX_TRAP_LEN,
+            "a trap of {} bytes",
+            bytes.len()
+        );
+        *self.armed() = Some(bytes.to_vec());
+    }
+
+    /// Whether `sent` holds the armed bytes ending at or after `fresh_from`
+    /// (bytes before it were forwarded already); disarms it if so.
+    fn spring(&self, sent: &[u8], fresh_from: usize) -> bool {
+        let mut armed = self.armed();
+        let sprung = armed.as_ref().is_some_and(|bytes| {
+            sent.windows(bytes.len())
+                .enumerate()
+                .any(|(at, window)| at + bytes.len() > fresh_from && window == &bytes[..])
+        });
+        if sprung {
+            *armed = None;
+        }
+        sprung
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl NatsLink {
@@ -385,11 +429,18 @@ impl NatsLink {
             .local_addr()
             .expect("the NATS link's address")
             .port();
-        let cut = watch::Sender::new(false);
-        let accepting = tokio::spawn(Self::accept(listener, nats_port, cut.subscribe()));
+        let cut = Arc::new(watch::Sender::new(false));
+        let trap = Arc::new(Trap::default());
+        let accepting = tokio::spawn(Self::accept(
+            listener,
+            nats_port,
+            Arc::downgrade(&cut),
+            trap.clone(),
+        ));
         Self {
             port,
             cut,
+            trap,
             accepting,
         }
     }
@@ -398,29 +449,76 @@ impl NatsLink {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    async fn accept(listener: tokio::net::TcpListener, nats_port: u16, cut: watch::Receiver<bool>) {
+    /// `cut` is weak so that the relays end when the link is dropped.
+    async fn accept(
+        listener: tokio::net::TcpListener,
+        nats_port: u16,
+        cut: std::sync::Weak<watch::Sender<bool>>,
+        trap: Arc<Trap>,
+    ) {
         loop {
             let Ok((node_side, _)) = listener.accept().await else {
                 // Out of file descriptors, say: try again in a moment.
                 tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             };
-            let mut cut = cut.clone();
+            let Some(mut is_cut) = cut.upgrade().map(|cut| cut.subscribe()) else {
+                return;
+            };
+            let (cut, trap) = (cut.clone(), trap.clone());
             tokio::spawn(async move {
                 // Ends, dropping both sockets, as soon as the link is cut
                 // (at once if it is cut already) or dropped.
                 tokio::select! {
                     biased;
-                    _ = cut.wait_for(|cut| *cut) => {}
-                    () = Self::relay(node_side, nats_port) => {}
+                    _ = is_cut.wait_for(|cut| *cut) => {}
+                    sprung = Self::relay(node_side, nats_port, &trap) => {
+                        if let Some(cut) = cut.upgrade().filter(|_| sprung) {
+                            cut.send_replace(true);
+                        }
+                    }
                 }
             });
         }
     }
 
-    async fn relay(mut node_side: TcpStream, nats_port: u16) {
-        if let Ok(mut nats_side) = TcpStream::connect(("127.0.0.1", nats_port)).await {
-            let _ = tokio::io::copy_bidirectional(&mut node_side, &mut nats_side).await;
+    /// Relays both ways until either side closes; true if it stopped
+    /// because the node sent the trap's bytes.
+    async fn relay(node_side: TcpStream, nats_port: u16, trap: &Trap) -> bool {
+        let Ok(nats_side) = TcpStream::connect(("127.0.0.1", nats_port)).await else {
+            return false;
+        };
+        let (mut from_nats, mut to_nats) = nats_side.into_split();
+        let (mut from_node, mut to_node) = node_side.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut from_nats, &mut to_node) => false,
+            sprung = Self::forward_until_trapped(&mut from_node, &mut to_nats, trap) => sprung,
+        }
+    }
+
+    async fn forward_until_trapped(
+        from_node: &mut tokio::net::tcp::OwnedReadHalf,
+        to_nats: &mut tokio::net::tcp::OwnedWriteHalf,
+        trap: &Trap,
+    ) -> bool {
+        let mut buffer = vec![0; 64 * 1024];
+        // The last bytes forwarded and the new ones: a trap's bytes may
+        // come split across two reads.
+        let mut sent = Vec::new();
+        loop {
+            let read = match from_node.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(read) => read,
+            };
+            let fresh_from = sent.len();
+            sent.extend_from_slice(&buffer[..read]);
+            if trap.spring(&sent, fresh_from) {
+                return true;
+            }
+            sent.drain(..sent.len().saturating_sub(MAX_TRAP_LEN));
+            if to_nats.write_all(&buffer[..read]).await.is_err() {
+                return false;
+            }
         }
     }
 }
@@ -778,6 +876,13 @@ impl Cluster {
     /// until `restore_nats_link`. The other nodes are not affected.
     pub fn cut_nats_link(&self, index: usize) {
         self.nats_link(index).cut.send_replace(true);
+    }
+
+    /// Arms node `index`'s NATS link to cut it off, as `cut_nats_link`
+    /// does, the moment the node sends `bytes` (which never reach
+    /// nats-server), e.g. a JetStream API subject.
+    pub fn cut_nats_link_when_sent(&self, index: usize, bytes: &str) {
+        self.nats_link(index).trap.arm(bytes.as_bytes());
     }
 
     /// Lets node `index` reach nats-server again after `cut_nats_link`.

@@ -246,6 +246,40 @@ async fn topic_deleted_on_one_node_is_gone_on_every_node() {
     assert_same_stream(&subscribers, &acked);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_committed_in_the_registry_succeeds_even_if_the_node_then_loses_nats() {
+    let Some(cluster) = Cluster::spec().nats_link(C).start().await else {
+        return;
+    };
+    let topic = "doomed";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscriber = Client::connect(cluster.node(A), "sub").await;
+    subscriber.subscribe(topic, 0).await;
+    // After the registry has the delete, C asks for the registry's latest
+    // revision to wait for its own mirror: that request is cut off.
+    cluster.cut_nats_link_when_sent(C, "$JS.API.STREAM.INFO.KV_ringcast-topics");
+    let node_c = cluster.node(C);
+    let deleted = node_c.delete_json(&format!("/topics/{topic}")).await;
+    assert_eq!(
+        deleted,
+        (200, json!({ "status": "deleted", "topic": topic })),
+        "DELETE on C, cut off NATS once the registry had the delete"
+    );
+    subscriber.expect_topic_deleted(topic).await;
+
+    cluster.restore_nats_link(C);
+    poll_until("C to be healthy again", RECOVERY_DEADLINE, || async {
+        match node_c.health().await {
+            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    for node in cluster.nodes() {
+        assert_topic_gone(node, topic).await;
+    }
+}
+
 /// Asserts `endpoint` answers every use of `topic` as an unknown topic.
 async fn assert_topic_gone(endpoint: &Endpoint, topic: &str) {
     let context = |what: &str| format!("{what} of deleted {topic} on {}", endpoint.label);
