@@ -192,6 +192,7 @@ async fn serve(
         reason = session.read_loop(&reader, decoder, &liveness) => outbox.close(reason),
         _ = outbox.closed() => {}
     }
+    session.answer_pending_publishes().await;
     drop(session);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
     if let Some(why) = reason.slow_consumer_message() {

@@ -832,12 +832,19 @@ impl Cluster {
         self.nodes[index].process.kill().await;
     }
 
-    /// Starts a killed node again on the same port and waits until healthy.
+    /// Starts a killed or stopped node again on the same port and waits
+    /// until healthy.
     pub async fn restart_node(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         node.process.spawn();
         node.api = Endpoint::new(&node.api.label, node.api.addr.port());
         node.wait_ready().await;
+    }
+
+    /// SIGTERM, as an orchestrator stops a node: waits until it has shut
+    /// down gracefully and exited. `restart_node` starts it again.
+    pub async fn stop_node(&mut self, index: usize) {
+        self.nodes[index].process.terminate().await;
     }
 
     /// SIGSTOP: the node is frozen, its sockets stay open and fill up.
@@ -853,6 +860,17 @@ impl Cluster {
     /// Stops nats-server gracefully (SIGTERM) and waits for it to exit.
     pub async fn stop_nats(&mut self) {
         self.nats.process.terminate().await;
+    }
+
+    /// SIGSTOP nats-server: the nodes' connections stay up and requests
+    /// (publish acks among them) go unanswered until `resume_nats`.
+    pub fn pause_nats(&mut self) {
+        self.nats.process.signal("STOP");
+    }
+
+    /// SIGCONT after `pause_nats`.
+    pub fn resume_nats(&mut self) {
+        self.nats.process.signal("CONT");
     }
 
     /// Starts nats-server again on the same port with the same store.
@@ -1156,9 +1174,13 @@ impl Client {
         }
     }
 
-    /// Sends `count` publishes without waiting, then collects their acks
-    /// (matched by request id), so several are in flight at once.
-    pub async fn publish_burst(&mut self, topic: &str, count: usize) -> Vec<Acked> {
+    /// Sends `count` publishes without waiting for their replies; returns
+    /// their request ids and what an ack of each would acknowledge.
+    pub async fn send_publishes(
+        &mut self,
+        topic: &str,
+        count: usize,
+    ) -> (HashSet<String>, Vec<Acked>) {
         let mut pending = HashSet::new();
         let mut sent = Vec::new();
         for _ in 0..count {
@@ -1170,6 +1192,13 @@ impl Client {
             pending.insert(request_id);
             sent.push(self.acked(id, payload));
         }
+        (pending, sent)
+    }
+
+    /// Sends `count` publishes without waiting, then collects their acks
+    /// (matched by request id), so several are in flight at once.
+    pub async fn publish_burst(&mut self, topic: &str, count: usize) -> Vec<Acked> {
+        let (mut pending, sent) = self.send_publishes(topic, count).await;
         while !pending.is_empty() {
             let reply = self
                 .next_frame(

@@ -516,6 +516,43 @@ async fn killed_node_catches_up_when_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_awaiting_nats_at_shutdown_are_answered_before_the_close() {
+    const PUBLISHES: usize = 5;
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "last-words";
+    cluster.node(A).create_topic(topic).await;
+    let mut publisher = Client::connect(cluster.node(C), "pub").await;
+    // With NATS frozen the publishes are sent, and their acks cannot come.
+    cluster.pause_nats();
+    let (request_ids, _) = publisher.send_publishes(topic, PUBLISHES).await;
+    // The pong comes once C has read (and sent on) every publish before it.
+    publisher.assert_nothing_pending().await;
+    let closing = tokio::spawn(async move { publisher.expect_close(1001).await });
+    cluster.stop_node(C).await;
+    let before_close = closing.await.expect("the publisher's task");
+    cluster.resume_nats();
+
+    let mut answered: Vec<&str> = before_close
+        .iter()
+        .map(|frame| frame["request_id"].as_str().unwrap_or_default())
+        .collect();
+    answered.sort_unstable();
+    let mut expected: Vec<&str> = request_ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        answered, expected,
+        "one answer per publish before the close: {before_close:?}"
+    );
+    for frame in &before_close {
+        if frame["type"] != "ack" {
+            assert_error_frame(frame, "INTERNAL", "a publish answered at shutdown");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
     let Some(mut cluster) = Cluster::start().await else {
         return;
