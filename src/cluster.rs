@@ -11,10 +11,16 @@
 //!   order. A node that starts replays the stream into its rings before it
 //!   reports healthy.
 //! - **Topics.** A key-value bucket is the registry: create is an atomic
-//!   "create if absent", delete removes the key and purges the topic's
-//!   events. Every node follows the bucket and mirrors it into its
-//!   [`Broker`]. A key's revision names the topic's incarnation, so events
-//!   of a deleted topic never reach a topic created later with its name.
+//!   "create if absent", delete removes the key. Every node follows the
+//!   bucket and mirrors it into its [`Broker`]. A key's revision names the
+//!   topic's incarnation, so events of a deleted topic never reach a topic
+//!   created later with its name.
+//! - **Purges.** A deleted incarnation's events are purged from the stream
+//!   `CLUSTER_PURGE_DELAY` after the delete (see [`Purge`]). The registry's
+//!   delete is the durable record of a purge owed: every node that mirrors
+//!   a delete purges it when due, and a node that starts purges what the
+//!   registry says is dead yet still stored, so a purge is not lost with
+//!   the node that would have made it.
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
@@ -28,7 +34,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
@@ -49,8 +55,6 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish waits, after JetStream stored it, for this node to
 /// have fanned it out, so the publisher's own node has it before the ack.
 const LOCAL_FAN_OUT_WAIT: Duration = Duration::from_secs(1);
-/// How long after a delete its topic's events are purged from the stream.
-const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Pause before setting up or following again after a failure.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
@@ -80,6 +84,8 @@ pub struct Cluster {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     ring_capacity: usize,
+    /// `CLUSTER_PURGE_DELAY`.
+    purge_delay: Duration,
     backplane: OnceLock<Backplane>,
     /// Set once this node has replayed the registry and the stream.
     caught_up: AtomicBool,
@@ -95,6 +101,15 @@ pub struct Cluster {
 /// A publish sent to JetStream: resolves to its `seq` once stored.
 pub type PendingPublish = BoxFuture<'static, Result<u64, BrokerError>>;
 
+/// A deleted topic incarnation's events, to purge from the stream once
+/// `due`: `CLUSTER_PURGE_DELAY` after the delete, when every node has surely
+/// read them (a node that finds events missing takes it for having fallen
+/// behind). Purging is idempotent, so every node makes each purge.
+struct Purge {
+    subject: String,
+    due: SystemTime,
+}
+
 impl Cluster {
     /// Starts connecting to `url` in the background (this returns at once;
     /// an unreachable server is retried for ever). Fails only on a
@@ -102,6 +117,7 @@ impl Cluster {
     pub async fn connect(
         url: &str,
         ring_capacity: usize,
+        purge_delay: Duration,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -124,6 +140,7 @@ impl Cluster {
             client,
             jetstream,
             ring_capacity,
+            purge_delay,
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -211,8 +228,9 @@ impl Cluster {
         }
     }
 
-    /// Deletes a topic from the registry and purges its events; returns
-    /// once this node has deleted it (other nodes follow within moments).
+    /// Deletes a topic from the registry; returns once this node has
+    /// deleted it (other nodes follow within moments). Its events are
+    /// purged later, by every node (see [`Purge`]).
     /// Once the registry has the delete it succeeded, whatever follows: an
     /// error then would make the client retry into a 404.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
@@ -235,7 +253,6 @@ impl Cluster {
                 .await
             {
                 Ok(()) => {
-                    purge_later(&backplane.events, event_subject(name, entry.revision));
                     if let Err(err) = self.sync_registry().await {
                         tracing::warn!(
                             topic = name,
@@ -288,8 +305,9 @@ impl Cluster {
         }
     }
 
-    /// Sets up the JetStream objects, then mirrors the registry and fans out
-    /// the stream until `stop` is cancelled. Retries whatever fails.
+    /// Sets up the JetStream objects, then mirrors the registry, fans out
+    /// the stream and purges deleted topics' events until `stop` is
+    /// cancelled. Retries whatever fails.
     pub async fn follow(self: Arc<Self>, broker: Arc<Broker>, stop: CancellationToken) {
         let work = async {
             let backplane = loop {
@@ -301,10 +319,18 @@ impl Cluster {
                     }
                 }
             };
-            tokio::join!(self.follow_registry(&broker, &backplane.registry), async {
-                self.await_registry_snapshot().await;
-                self.follow_events(&broker, &backplane.events).await
-            });
+            let (purges, owed) = mpsc::unbounded_channel();
+            tokio::join!(
+                self.follow_registry(&broker, &backplane.registry, &purges),
+                async {
+                    self.await_registry_snapshot().await;
+                    tokio::join!(
+                        self.follow_events(&broker, &backplane.events),
+                        self.find_unpurged(&broker, backplane, &purges),
+                    )
+                },
+                run_purges(&backplane.events, owed),
+            );
         };
         tokio::select! {
             () = work => {}
@@ -366,8 +392,14 @@ impl Cluster {
         let _ = mirrored.wait_for(|applied| *applied >= last_revision).await;
     }
 
-    /// Mirrors the registry into the broker, in revision order, for ever.
-    async fn follow_registry(&self, broker: &Broker, registry: &kv::Store) {
+    /// Mirrors the registry into the broker, in revision order, for ever;
+    /// each incarnation it deletes is handed to `purges`.
+    async fn follow_registry(
+        &self,
+        broker: &Broker,
+        registry: &kv::Store,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
         loop {
             let from = *self.registry_applied.borrow() + 1;
             let watch = if from == 1 {
@@ -379,7 +411,7 @@ impl Cluster {
                 Ok(mut entries) => loop {
                     tokio::select! {
                         entry = entries.next() => match entry {
-                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry),
+                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry, purges),
                             Some(Err(err)) => tracing::warn!(error = %err, "registry watch"),
                             None => break,
                         },
@@ -395,20 +427,88 @@ impl Cluster {
         }
     }
 
-    fn apply_registry_entry(&self, broker: &Broker, entry: &kv::Entry) {
+    fn apply_registry_entry(
+        &self,
+        broker: &Broker,
+        entry: &kv::Entry,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
         if entry.revision <= *self.registry_applied.borrow() {
             return;
         }
         match decode_topic(&entry.key) {
-            Some(name) => match entry.operation {
-                kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    broker.retire_topic(&name, entry.revision)
+            Some(name) => {
+                let retired = match entry.operation {
+                    kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        broker.retire_topic(&name, entry.revision)
+                    }
+                };
+                if let Some(incarnation) = retired {
+                    self.owe_purge(purges, event_subject(&name, incarnation), entry);
                 }
-            },
+            }
             None => tracing::warn!(key = entry.key, "registry key is not a topic; ignored"),
         }
         self.registry_applied.send_replace(entry.revision);
+    }
+
+    /// Hands `purges` the purge of `subject`, an incarnation that registry
+    /// `entry` (its delete, or its successor's creation) ended.
+    fn owe_purge(&self, purges: &mpsc::UnboundedSender<Purge>, subject: String, entry: &kv::Entry) {
+        let ended_at = system_time(entry.created.unix_timestamp_nanos());
+        // Fails only once `follow` is ending, and the purger with it.
+        let _ = purges.send(Purge {
+            subject,
+            due: ended_at + self.purge_delay,
+        });
+    }
+
+    /// Once, on joining: hands `purges` every incarnation whose events the
+    /// stream still holds though the registry has ended it. Nodes that
+    /// stopped within `CLUSTER_PURGE_DELAY` of a delete left those; the
+    /// registry keeps only the latest entry per topic, so they are found in
+    /// the stream. Retried until it could look at every subject.
+    async fn find_unpurged(
+        &self,
+        broker: &Broker,
+        backplane: &Backplane,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
+        while let Err(err) = self.try_find_unpurged(broker, backplane, purges).await {
+            tracing::warn!(error = %err, "cannot look for deleted topics' events; retrying");
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+
+    async fn try_find_unpurged(
+        &self,
+        broker: &Broker,
+        backplane: &Backplane,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) -> Result<(), async_nats::Error> {
+        let mut subjects = backplane
+            .events
+            .info_with_subjects(format!("{EVENT_SUBJECT_PREFIX}>"))
+            .await?;
+        while let Some((subject, _)) = subjects.next().await.transpose()? {
+            let Some((name, incarnation)) = parse_event_subject(&subject) else {
+                continue;
+            };
+            if broker
+                .topic(&name)
+                .is_ok_and(|topic| topic.incarnation() == incarnation)
+            {
+                continue;
+            }
+            // Ended only if the registry has a later entry for the name: a
+            // subject it does not know is not ringcast's to purge.
+            let latest = backplane.registry.entry(encode_topic(&name)).await?;
+            if let Some(entry) = latest.filter(|entry| entry.revision > incarnation) {
+                self.owe_purge(purges, subject, &entry);
+            }
+        }
+        Ok(())
     }
 
     /// Fans out every stored event, in stream order, for ever.
@@ -476,8 +576,7 @@ impl Cluster {
             );
             broker.subscribers_missed_events(missed);
         }
-        let stored_at = SystemTime::UNIX_EPOCH
-            + Duration::from_nanos(info.published.unix_timestamp_nanos().max(0) as u64);
+        let stored_at = system_time(info.published.unix_timestamp_nanos());
         match parse_event_subject(&message.subject) {
             Some((name, incarnation)) if self.mirror_incarnation(incarnation).await => {
                 let id = message
@@ -546,12 +645,12 @@ impl Cluster {
 
 /// How many events the stream discarded before this node read them, seeing
 /// event `seq` after `applied`. Once caught up, the follower reads every
-/// event as it is stored, and deleted topics' events are purged only long
-/// after, so a skipped sequence is an event discarded unread: the node fell
-/// more than a topic's `RING_BUFFER_SIZE` behind, or was cut off from NATS
-/// while others published. While catching up, skips are the history the
-/// stream had already discarded, and the first event read has nothing
-/// before it to compare.
+/// event as it is stored, and deleted topics' events are purged only
+/// `CLUSTER_PURGE_DELAY` after, so a skipped sequence is an event discarded
+/// unread: the node fell more than a topic's `RING_BUFFER_SIZE` behind, or
+/// was cut off from NATS while others published. While catching up, skips
+/// are the history the stream had already discarded, and the first event
+/// read has nothing before it to compare.
 fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
     if applied == 0 || !caught_up {
         return 0;
@@ -559,18 +658,23 @@ fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
     seq.saturating_sub(applied + 1)
 }
 
-/// Purges a deleted topic's events from `events` once every node has surely
-/// read them: a node that finds events missing from the stream takes it for
-/// having fallen behind. Best effort: the events of a deleted incarnation
-/// are never delivered anyway.
-fn purge_later(events: &stream::Stream, subject: String) {
-    let events = events.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(PURGE_DELAY).await;
-        if let Err(err) = events.purge().filter(&subject).await {
-            tracing::warn!(subject, error = %err, "could not purge a deleted topic's events");
+/// Makes the purges owed, in the order they were handed over, each once
+/// due (never earlier); one that fails is retried, as a purge is idempotent.
+async fn run_purges(events: &stream::Stream, mut owed: mpsc::UnboundedReceiver<Purge>) {
+    while let Some(Purge { subject, due }) = owed.recv().await {
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
         }
-    });
+        while let Err(err) = events.purge().filter(&subject).await {
+            tracing::warn!(subject, error = %err, "cannot purge a deleted topic's events; retrying");
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+/// A JetStream timestamp, in nanoseconds since the Unix epoch.
+fn system_time(unix_nanos: i128) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_nanos.max(0) as u64)
 }
 
 /// Waits until `applied` reaches `target`; false if `timeout` passed first.

@@ -113,6 +113,11 @@ pub struct Config {
     /// Unset runs a single node.
     #[arg(long, env = "CLUSTER_NATS_URL")]
     pub cluster_nats_url: Option<String>,
+
+    /// Cluster mode: how long a deleted topic's events stay in the stream before they are
+    /// purged. A node that falls further behind than this takes the purge for events it missed.
+    #[arg(long, env = "CLUSTER_PURGE_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cluster_purge_delay: Duration,
 }
 
 impl Config {

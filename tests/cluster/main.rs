@@ -15,6 +15,7 @@ mod harness;
 use std::time::Duration;
 
 use common::assert_error_reply;
+use futures_util::TryStreamExt;
 use harness::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -278,6 +279,105 @@ async fn delete_committed_in_the_registry_succeeds_even_if_the_node_then_loses_n
     for node in cluster.nodes() {
         assert_topic_gone(node, topic).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topics_events_are_purged_though_the_nodes_that_saw_the_delete_stopped() {
+    // Long enough for the nodes to stop before the purge is due.
+    const PURGE_DELAY: Duration = Duration::from_secs(10);
+    let Some(mut cluster) = Cluster::spec()
+        .node_env(
+            "CLUSTER_PURGE_DELAY",
+            &format!("{}s", PURGE_DELAY.as_secs()),
+        )
+        .start()
+        .await
+    else {
+        return;
+    };
+    let jetstream = cluster.jetstream().await;
+    // Every node stops within the delay: the node started next purges.
+    let topic = "doomed";
+    create_publish_delete(&cluster, A, topic, &jetstream).await;
+    for node in [A, B, C] {
+        cluster.stop_node(node).await;
+    }
+    assert_still_stored(&jetstream, topic).await;
+    cluster.restart_node(B).await;
+    assert_purged(&jetstream, topic, PURGE_DELAY).await;
+    // Created again, the topic has nothing of its predecessor.
+    let node_b = cluster.node(B);
+    node_b.create_topic(topic).await;
+    let replayed = replay_on(node_b, topic, 10).await;
+    assert!(replayed.is_empty(), "replayed {:?}", summary(&replayed));
+    let (_, stats) = node_b.get_json("/stats").await;
+    assert_eq!(stats["topics"][topic]["messages"], 0, "{stats}");
+
+    // The node that deleted stops within the delay: one that stays purges.
+    cluster.restart_node(C).await;
+    let topic = "doomed-too";
+    create_publish_delete(&cluster, C, topic, &jetstream).await;
+    cluster.stop_node(C).await;
+    assert_still_stored(&jetstream, topic).await;
+    assert_purged(&jetstream, topic, PURGE_DELAY).await;
+}
+
+/// Creates `topic` on node `index`, publishes three events and deletes it.
+async fn create_publish_delete(
+    cluster: &Cluster,
+    index: usize,
+    topic: &str,
+    jetstream: &async_nats::jetstream::Context,
+) {
+    let node = cluster.node(index);
+    node.create_topic(topic).await;
+    let mut publisher = RestPublisher::new(node, "rest");
+    for _ in 0..3 {
+        publisher.publish(topic).await.expect("publish");
+    }
+    assert_eq!(stored_events(jetstream, topic).await, 3);
+    let deleted = node.delete_json(&format!("/topics/{topic}")).await;
+    assert_eq!(deleted.0, 200, "{deleted:?}");
+}
+
+async fn assert_still_stored(jetstream: &async_nats::jetstream::Context, topic: &str) {
+    assert_eq!(
+        stored_events(jetstream, topic).await,
+        3,
+        "{topic} purged before the nodes stopped: the test proves nothing"
+    );
+}
+
+async fn assert_purged(
+    jetstream: &async_nats::jetstream::Context,
+    topic: &str,
+    purge_delay: Duration,
+) {
+    let what = format!("{topic}'s events to be purged");
+    poll_until(&what, purge_delay + CONVERGENCE_DEADLINE, || async {
+        match stored_events(jetstream, topic).await {
+            0 => Ok(()),
+            left => Err(format!("{left} events stored")),
+        }
+    })
+    .await;
+}
+
+/// How many events of `topic`, any incarnation, the event stream holds.
+async fn stored_events(jetstream: &async_nats::jetstream::Context, topic: &str) -> usize {
+    let events = jetstream
+        .get_stream("RINGCAST")
+        .await
+        .expect("the event stream");
+    let subjects = events
+        .info_with_subjects(format!("ringcast.events.{topic}.*"))
+        .await
+        .expect("the event stream's subjects");
+    let counts: Vec<(String, usize)> = subjects
+        .try_collect()
+        .await
+        .expect("the event stream's subjects");
+    counts.iter().map(|(_, count)| count).sum()
 }
 
 /// Asserts `endpoint` answers every use of `topic` as an unknown topic.
