@@ -195,6 +195,7 @@ mod tests {
         assert_eq!(config.first_frame_timeout, Duration::from_secs(10));
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.cluster_nats_url, None);
+        assert_eq!(config.cluster_purge_delay, Duration::from_secs(60));
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.coalesce_window, Duration::ZERO);
