@@ -269,13 +269,7 @@ async fn delete_committed_in_the_registry_succeeds_even_if_the_node_then_loses_n
     subscriber.expect_topic_deleted(topic).await;
 
     cluster.restore_nats_link(C);
-    poll_until("C to be healthy again", RECOVERY_DEADLINE, || async {
-        match node_c.health().await {
-            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    await_healthy_again(node_c).await;
     for node in cluster.nodes() {
         assert_topic_gone(node, topic).await;
     }
@@ -721,14 +715,7 @@ async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
 
     cluster.restart_nats().await;
     for node in cluster.nodes() {
-        let what = format!("{} to be healthy again", node.label);
-        poll_until(&what, RECOVERY_DEADLINE, || async {
-            match node.health().await {
-                (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        await_healthy_again(node).await;
     }
     for publisher in &mut publishers {
         let label = publisher.label.clone();
@@ -744,6 +731,18 @@ async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
         let context = format!("replay on {} after the outage", node.label);
         assert_events_eq(&context, &replayed, &subscribers[0].received);
     }
+}
+
+/// Waits until `node`, back in touch with NATS, is healthy again.
+async fn await_healthy_again(node: &Endpoint) {
+    let what = format!("{} to be healthy again", node.label);
+    poll_until(&what, RECOVERY_DEADLINE, || async {
+        match node.health().await {
+            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// Asserts an `error` object says the backplane is unavailable.
@@ -821,13 +820,7 @@ async fn node_cut_off_from_nats_while_its_ring_overflows_drops_its_subscribers()
     }
 
     cluster.restore_nats_link(C);
-    poll_until("C to be healthy again", RECOVERY_DEADLINE, || async {
-        match node_c.health().await {
-            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    await_healthy_again(node_c).await;
     // The SLOW_CONSUMER error is best effort; the close code is not.
     let before_close = cut_off.expect_close(1008).await;
     assert!(
