@@ -189,27 +189,29 @@ impl Broker {
 
     /// Cluster mode: the registry says topic `name` exists as `incarnation`.
     /// An older incarnation still here is deleted first (its subscribers
-    /// are told); a newer one is left alone. The registry is the authority,
-    /// so `MAX_TOPICS` is not applied here.
-    pub fn adopt_topic(&self, name: &str, incarnation: u64) {
-        self.retire_topic(name, incarnation);
+    /// are told) and returned; a newer one is left alone. The registry is
+    /// the authority, so `MAX_TOPICS` is not applied here.
+    pub fn adopt_topic(&self, name: &str, incarnation: u64) -> Option<u64> {
+        let retired = self.retire_topic(name, incarnation);
         if let dashmap::Entry::Vacant(slot) = self.topics.entry(Arc::from(name)) {
             self.topic_count.fetch_add(1, Ordering::AcqRel);
             self.insert_topic(slot, incarnation);
         }
+        retired
     }
 
     /// Cluster mode: deletes topic `name` if its incarnation is older than
-    /// registry revision `revision`.
-    pub fn retire_topic(&self, name: &str, revision: u64) {
-        if self
+    /// registry revision `revision`; returns the incarnation deleted.
+    pub fn retire_topic(&self, name: &str, revision: u64) -> Option<u64> {
+        let incarnation = self
             .topic(name)
-            .is_ok_and(|topic| topic.incarnation < revision)
-        {
-            // Only the registry follower changes topics in cluster mode, so
-            // the topic checked is the one deleted.
-            let _ = self.delete_topic(name);
-        }
+            .ok()
+            .map(|topic| topic.incarnation)
+            .filter(|incarnation| *incarnation < revision)?;
+        // Only the registry follower changes topics in cluster mode, so the
+        // topic checked is the one deleted.
+        let _ = self.delete_topic(name);
+        Some(incarnation)
     }
 
     /// Removes a topic; its subscribers get `info topic_deleted` and are
@@ -552,7 +554,7 @@ mod tests {
             !first.is_deleted(),
             "an older deletion leaves a newer topic alone"
         );
-        broker.adopt_topic("t", 7);
+        assert_eq!(broker.adopt_topic("t", 7), Some(5));
         assert!(
             first.is_deleted(),
             "a newer incarnation replaces the old one"
@@ -560,12 +562,12 @@ mod tests {
         let mut told = VecDeque::new();
         take_all(&subscriber, &mut told);
         assert!(String::from_utf8_lossy(&told[1].frame).contains("topic_deleted"));
-        broker.adopt_topic("t", 6);
         assert_eq!(
-            broker.topic("t").unwrap().incarnation(),
-            7,
+            broker.adopt_topic("t", 6),
+            None,
             "a stale create is ignored"
         );
+        assert_eq!(broker.topic("t").unwrap().incarnation(), 7);
         broker.adopt_topic("u", 8);
         broker.adopt_topic("v", 9);
         assert_eq!(
@@ -573,7 +575,7 @@ mod tests {
             3,
             "the registry is not held to MAX_TOPICS"
         );
-        broker.retire_topic("t", 10);
+        assert_eq!(broker.retire_topic("t", 10), Some(7));
         assert!(broker.topic("t").is_err());
         assert_eq!(broker.at_topic_limit(), Err(BrokerError::TopicLimit(2)));
     }

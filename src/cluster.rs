@@ -11,10 +11,16 @@
 //!   order. A node that starts replays the stream into its rings before it
 //!   reports healthy.
 //! - **Topics.** A key-value bucket is the registry: create is an atomic
-//!   "create if absent", delete removes the key and purges the topic's
-//!   events. Every node follows the bucket and mirrors it into its
-//!   [`Broker`]. A key's revision names the topic's incarnation, so events
-//!   of a deleted topic never reach a topic created later with its name.
+//!   "create if absent", delete removes the key. Every node follows the
+//!   bucket and mirrors it into its [`Broker`]. A key's revision names the
+//!   topic's incarnation, so events of a deleted topic never reach a topic
+//!   created later with its name.
+//! - **Purges.** A deleted incarnation's events are purged from the stream
+//!   `CLUSTER_PURGE_DELAY` after the delete (see [`Purge`]). The registry's
+//!   delete is the durable record of a purge owed: every node that mirrors
+//!   a delete purges it when due, and a node that starts purges what the
+//!   registry says is dead yet still stored, so a purge is not lost with
+//!   the node that would have made it.
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
@@ -28,7 +34,7 @@ use async_nats::jetstream::{self, consumer, kv, stream};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{watch, Notify};
+use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
@@ -40,16 +46,15 @@ const EVENT_STREAM: &str = "RINGCAST";
 const EVENT_SUBJECT_PREFIX: &str = "ringcast.events.";
 /// The topic registry's key-value bucket.
 const REGISTRY_BUCKET: &str = "ringcast-topics";
-/// A republished message id within this window is stored once
-/// (`Nats-Msg-Id`), so a client retrying a failed publish cannot duplicate it.
+/// A message id republished to the same topic incarnation within this window
+/// is stored once, so a client retrying a failed publish cannot duplicate
+/// it (see [`scoped_message_id`]).
 const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
 /// Deadline of every JetStream request, publish acknowledgements included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long a publish waits, after JetStream stored it, for this node to
 /// have fanned it out, so the publisher's own node has it before the ack.
 const LOCAL_FAN_OUT_WAIT: Duration = Duration::from_secs(1);
-/// How long after a delete its topic's events are purged from the stream.
-const PURGE_DELAY: Duration = Duration::from_secs(60);
 /// Pause before setting up or following again after a failure.
 const RETRY_DELAY: Duration = Duration::from_millis(500);
 /// Longest pause between reconnection attempts.
@@ -79,6 +84,8 @@ pub struct Cluster {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     ring_capacity: usize,
+    /// `CLUSTER_PURGE_DELAY`.
+    purge_delay: Duration,
     backplane: OnceLock<Backplane>,
     /// Set once this node has replayed the registry and the stream.
     caught_up: AtomicBool,
@@ -94,6 +101,15 @@ pub struct Cluster {
 /// A publish sent to JetStream: resolves to its `seq` once stored.
 pub type PendingPublish = BoxFuture<'static, Result<u64, BrokerError>>;
 
+/// A deleted topic incarnation's events, to purge from the stream once
+/// `due`: `CLUSTER_PURGE_DELAY` after the delete, when every node has surely
+/// read them (a node that finds events missing takes it for having fallen
+/// behind). Purging is idempotent, so every node makes each purge.
+struct Purge {
+    subject: String,
+    due: SystemTime,
+}
+
 impl Cluster {
     /// Starts connecting to `url` in the background (this returns at once;
     /// an unreachable server is retried for ever). Fails only on a
@@ -101,6 +117,7 @@ impl Cluster {
     pub async fn connect(
         url: &str,
         ring_capacity: usize,
+        purge_delay: Duration,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -123,6 +140,7 @@ impl Cluster {
             client,
             jetstream,
             ring_capacity,
+            purge_delay,
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -159,6 +177,9 @@ impl Cluster {
     /// Sends a publish to JetStream. Awaiting this only hands the message
     /// to the connection, in call order, so one connection's publishes keep
     /// their order; the returned future resolves once JetStream stored it.
+    /// A duplicate resolves to the original's `seq`: JetStream acknowledges
+    /// it with the original's stream sequence, which is the event's `seq`,
+    /// and the scoped id makes the original an event of this same topic.
     pub async fn publish(
         self: &Arc<Self>,
         topic: &Topic,
@@ -171,7 +192,7 @@ impl Cluster {
                 event_subject(topic.name(), topic.incarnation()),
                 jetstream::message::PublishMessage::build()
                     .payload(message.payload.clone())
-                    .message_id(message.id),
+                    .message_id(scoped_message_id(topic, message.id)),
             )
             .await
             .map_err(unavailable)?;
@@ -207,8 +228,11 @@ impl Cluster {
         }
     }
 
-    /// Deletes a topic from the registry and purges its events; returns
-    /// once this node has deleted it (other nodes follow within moments).
+    /// Deletes a topic from the registry; returns once this node has
+    /// deleted it (other nodes follow within moments). Its events are
+    /// purged later, by every node (see [`Purge`]).
+    /// Once the registry has the delete it succeeded, whatever follows: an
+    /// error then would make the client retry into a 404.
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         let backplane = self.available()?;
         let key = encode_topic(name);
@@ -229,8 +253,14 @@ impl Cluster {
                 .await
             {
                 Ok(()) => {
-                    purge_later(&backplane.events, event_subject(name, entry.revision));
-                    return self.sync_registry().await;
+                    if let Err(err) = self.sync_registry().await {
+                        tracing::warn!(
+                            topic = name,
+                            error = %err,
+                            "topic deleted; this node mirrors it once it can read the registry again"
+                        );
+                    }
+                    return Ok(());
                 }
                 Err(err) if err.kind() == kv::UpdateErrorKind::WrongLastRevision => continue,
                 Err(err) => return Err(unavailable(err)),
@@ -275,8 +305,9 @@ impl Cluster {
         }
     }
 
-    /// Sets up the JetStream objects, then mirrors the registry and fans out
-    /// the stream until `stop` is cancelled. Retries whatever fails.
+    /// Sets up the JetStream objects, then mirrors the registry, fans out
+    /// the stream and purges deleted topics' events until `stop` is
+    /// cancelled. Retries whatever fails.
     pub async fn follow(self: Arc<Self>, broker: Arc<Broker>, stop: CancellationToken) {
         let work = async {
             let backplane = loop {
@@ -288,10 +319,18 @@ impl Cluster {
                     }
                 }
             };
-            tokio::join!(self.follow_registry(&broker, &backplane.registry), async {
-                self.await_registry_snapshot().await;
-                self.follow_events(&broker, &backplane.events).await
-            });
+            let (purges, owed) = mpsc::unbounded_channel();
+            tokio::join!(
+                self.follow_registry(&broker, &backplane.registry, &purges),
+                async {
+                    self.await_registry_snapshot().await;
+                    tokio::join!(
+                        self.follow_events(&broker, &backplane.events),
+                        self.find_unpurged(&broker, backplane, &purges),
+                    )
+                },
+                run_purges(&backplane.events, owed),
+            );
         };
         tokio::select! {
             () = work => {}
@@ -353,8 +392,14 @@ impl Cluster {
         let _ = mirrored.wait_for(|applied| *applied >= last_revision).await;
     }
 
-    /// Mirrors the registry into the broker, in revision order, for ever.
-    async fn follow_registry(&self, broker: &Broker, registry: &kv::Store) {
+    /// Mirrors the registry into the broker, in revision order, for ever;
+    /// each incarnation it deletes is handed to `purges`.
+    async fn follow_registry(
+        &self,
+        broker: &Broker,
+        registry: &kv::Store,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
         loop {
             let from = *self.registry_applied.borrow() + 1;
             let watch = if from == 1 {
@@ -366,7 +411,7 @@ impl Cluster {
                 Ok(mut entries) => loop {
                     tokio::select! {
                         entry = entries.next() => match entry {
-                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry),
+                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry, purges),
                             Some(Err(err)) => tracing::warn!(error = %err, "registry watch"),
                             None => break,
                         },
@@ -382,20 +427,88 @@ impl Cluster {
         }
     }
 
-    fn apply_registry_entry(&self, broker: &Broker, entry: &kv::Entry) {
+    fn apply_registry_entry(
+        &self,
+        broker: &Broker,
+        entry: &kv::Entry,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
         if entry.revision <= *self.registry_applied.borrow() {
             return;
         }
         match decode_topic(&entry.key) {
-            Some(name) => match entry.operation {
-                kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
-                kv::Operation::Delete | kv::Operation::Purge => {
-                    broker.retire_topic(&name, entry.revision)
+            Some(name) => {
+                let retired = match entry.operation {
+                    kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
+                    kv::Operation::Delete | kv::Operation::Purge => {
+                        broker.retire_topic(&name, entry.revision)
+                    }
+                };
+                if let Some(incarnation) = retired {
+                    self.owe_purge(purges, event_subject(&name, incarnation), entry);
                 }
-            },
+            }
             None => tracing::warn!(key = entry.key, "registry key is not a topic; ignored"),
         }
         self.registry_applied.send_replace(entry.revision);
+    }
+
+    /// Hands `purges` the purge of `subject`, an incarnation that registry
+    /// `entry` (its delete, or its successor's creation) ended.
+    fn owe_purge(&self, purges: &mpsc::UnboundedSender<Purge>, subject: String, entry: &kv::Entry) {
+        let ended_at = system_time(entry.created.unix_timestamp_nanos());
+        // Fails only once `follow` is ending, and the purger with it.
+        let _ = purges.send(Purge {
+            subject,
+            due: ended_at + self.purge_delay,
+        });
+    }
+
+    /// Once, on joining: hands `purges` every incarnation whose events the
+    /// stream still holds though the registry has ended it. Nodes that
+    /// stopped within `CLUSTER_PURGE_DELAY` of a delete left those; the
+    /// registry keeps only the latest entry per topic, so they are found in
+    /// the stream. Retried until it could look at every subject.
+    async fn find_unpurged(
+        &self,
+        broker: &Broker,
+        backplane: &Backplane,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) {
+        while let Err(err) = self.try_find_unpurged(broker, backplane, purges).await {
+            tracing::warn!(error = %err, "cannot look for deleted topics' events; retrying");
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+
+    async fn try_find_unpurged(
+        &self,
+        broker: &Broker,
+        backplane: &Backplane,
+        purges: &mpsc::UnboundedSender<Purge>,
+    ) -> Result<(), async_nats::Error> {
+        let mut subjects = backplane
+            .events
+            .info_with_subjects(format!("{EVENT_SUBJECT_PREFIX}>"))
+            .await?;
+        while let Some((subject, _)) = subjects.next().await.transpose()? {
+            let Some((name, incarnation)) = parse_event_subject(&subject) else {
+                continue;
+            };
+            if broker
+                .topic(&name)
+                .is_ok_and(|topic| topic.incarnation() == incarnation)
+            {
+                continue;
+            }
+            // Ended only if the registry has a later entry for the name: a
+            // subject it does not know is not ringcast's to purge.
+            let latest = backplane.registry.entry(encode_topic(&name)).await?;
+            if let Some(entry) = latest.filter(|entry| entry.revision > incarnation) {
+                self.owe_purge(purges, subject, &entry);
+            }
+        }
+        Ok(())
     }
 
     /// Fans out every stored event, in stream order, for ever.
@@ -463,18 +576,14 @@ impl Cluster {
             );
             broker.subscribers_missed_events(missed);
         }
-        let stored_at = SystemTime::UNIX_EPOCH
-            + Duration::from_nanos(info.published.unix_timestamp_nanos().max(0) as u64);
+        let stored_at = system_time(info.published.unix_timestamp_nanos());
         match parse_event_subject(&message.subject) {
-            Some((name, incarnation)) => {
-                // Registry and events are separate streams: the topic's
-                // creation may not have been mirrored yet.
-                self.wait_for_registry(incarnation).await;
+            Some((name, incarnation)) if self.mirror_incarnation(incarnation).await => {
                 let id = message
                     .headers
                     .as_ref()
                     .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map_or("", |id| id.as_str());
+                    .map_or("", |id| client_message_id(id.as_str()));
                 if let Ok(topic) = broker.topic(&name) {
                     if topic.incarnation() == incarnation {
                         let event = Message {
@@ -489,6 +598,10 @@ impl Cluster {
                     }
                 }
             }
+            Some(_) => tracing::warn!(
+                subject = %message.subject,
+                "event of a topic incarnation the registry never had; ignored"
+            ),
             None => {
                 tracing::warn!(subject = %message.subject, "event subject not understood; ignored")
             }
@@ -496,6 +609,26 @@ impl Cluster {
         self.events_applied.send_replace(seq);
         if info.pending == 0 {
             self.mark_caught_up();
+        }
+    }
+
+    /// Whether registry revision `incarnation` exists, once this node has
+    /// mirrored it. Registry and events are separate streams, so a topic's
+    /// creation may not be mirrored yet when its first events arrive, and
+    /// the follower waits for it. A revision the registry has not reached
+    /// names no topic (another NATS client wrote the subject): waiting for
+    /// it would hold up every topic's events, so it is not waited for.
+    async fn mirror_incarnation(&self, incarnation: u64) -> bool {
+        if incarnation <= *self.registry_applied.borrow() {
+            return true;
+        }
+        match self.registry_revision().await {
+            Ok(last_revision) if incarnation > last_revision => false,
+            // Not known to be foreign: waited for, as long as any lag.
+            _ => {
+                self.wait_for_registry(incarnation).await;
+                true
+            }
         }
     }
 
@@ -512,12 +645,12 @@ impl Cluster {
 
 /// How many events the stream discarded before this node read them, seeing
 /// event `seq` after `applied`. Once caught up, the follower reads every
-/// event as it is stored, and deleted topics' events are purged only long
-/// after, so a skipped sequence is an event discarded unread: the node fell
-/// more than a topic's `RING_BUFFER_SIZE` behind, or was cut off from NATS
-/// while others published. While catching up, skips are the history the
-/// stream had already discarded, and the first event read has nothing
-/// before it to compare.
+/// event as it is stored, and deleted topics' events are purged only
+/// `CLUSTER_PURGE_DELAY` after, so a skipped sequence is an event discarded
+/// unread: the node fell more than a topic's `RING_BUFFER_SIZE` behind, or
+/// was cut off from NATS while others published. While catching up, skips
+/// are the history the stream had already discarded, and the first event
+/// read has nothing before it to compare.
 fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
     if applied == 0 || !caught_up {
         return 0;
@@ -525,18 +658,23 @@ fn discarded_unread(applied: u64, seq: u64, caught_up: bool) -> u64 {
     seq.saturating_sub(applied + 1)
 }
 
-/// Purges a deleted topic's events from `events` once every node has surely
-/// read them: a node that finds events missing from the stream takes it for
-/// having fallen behind. Best effort: the events of a deleted incarnation
-/// are never delivered anyway.
-fn purge_later(events: &stream::Stream, subject: String) {
-    let events = events.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(PURGE_DELAY).await;
-        if let Err(err) = events.purge().filter(&subject).await {
-            tracing::warn!(subject, error = %err, "could not purge a deleted topic's events");
+/// Makes the purges owed, in the order they were handed over, each once
+/// due (never earlier); one that fails is retried, as a purge is idempotent.
+async fn run_purges(events: &stream::Stream, mut owed: mpsc::UnboundedReceiver<Purge>) {
+    while let Some(Purge { subject, due }) = owed.recv().await {
+        if let Ok(wait) = due.duration_since(SystemTime::now()) {
+            tokio::time::sleep(wait).await;
         }
-    });
+        while let Err(err) = events.purge().filter(&subject).await {
+            tracing::warn!(subject, error = %err, "cannot purge a deleted topic's events; retrying");
+            tokio::time::sleep(RETRY_DELAY).await;
+        }
+    }
+}
+
+/// A JetStream timestamp, in nanoseconds since the Unix epoch.
+fn system_time(unix_nanos: i128) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_nanos(unix_nanos.max(0) as u64)
 }
 
 /// Waits until `applied` reaches `target`; false if `timeout` passed first.
@@ -564,6 +702,25 @@ fn event_subject(topic: &str, incarnation: u64) -> String {
         "{EVENT_SUBJECT_PREFIX}{}.{incarnation}",
         encode_topic(topic)
     )
+}
+
+/// The `Nats-Msg-Id` of a publish: JetStream deduplicates ids across the
+/// whole stream, so the client's id is scoped to the topic incarnation
+/// (`<encoded topic>.<incarnation>.<id>`), or the same id sent to another
+/// topic, or to a topic deleted and created again, would be dropped.
+fn scoped_message_id(topic: &Topic, id: &str) -> String {
+    format!(
+        "{}.{}.{id}",
+        encode_topic(topic.name()),
+        topic.incarnation()
+    )
+}
+
+/// The client's message id in a scoped `Nats-Msg-Id`: what follows the last
+/// `.`, which a UUID never contains. An id without one (another NATS
+/// client's publish) is taken whole.
+fn client_message_id(scoped: &str) -> &str {
+    scoped.rsplit_once('.').map_or(scoped, |(_, id)| id)
 }
 
 /// The topic and incarnation of an event subject.
@@ -600,6 +757,17 @@ mod tests {
             }
         }
         assert_eq!(encode_topic("a.b:c"), "a=2Eb=3Ac");
+    }
+
+    #[test]
+    fn message_ids_are_scoped_to_the_topic_incarnation_and_back() {
+        let id = "550e8400-e29b-41d4-a716-446655440000";
+        let broker = Broker::new(1, 2, Default::default());
+        broker.adopt_topic("orders.eu:1", 7);
+        let scoped = scoped_message_id(&broker.topic("orders.eu:1").unwrap(), id);
+        assert_eq!(scoped, format!("orders=2Eeu=3A1.7.{id}"));
+        assert_eq!(client_message_id(&scoped), id);
+        assert_eq!(client_message_id(id), id, "an unscoped id is kept whole");
     }
 
     #[test]

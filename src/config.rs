@@ -125,6 +125,11 @@ pub struct Config {
     /// Unset runs a single node.
     #[arg(long, env = "CLUSTER_NATS_URL")]
     pub cluster_nats_url: Option<String>,
+
+    /// Cluster mode: how long a deleted topic's events stay in the stream before they are
+    /// purged. A node that falls further behind than this takes the purge for events it missed.
+    #[arg(long, env = "CLUSTER_PURGE_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub cluster_purge_delay: Duration,
 }
 
 impl Config {
@@ -202,6 +207,7 @@ mod tests {
         assert_eq!(config.first_frame_timeout, Duration::from_secs(10));
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.cluster_nats_url, None);
+        assert_eq!(config.cluster_purge_delay, Duration::from_secs(60));
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.coalesce_window, Duration::ZERO);

@@ -39,14 +39,18 @@ impl Server {
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let cluster = match &config.cluster_nats_url {
             Some(url) => Some(
-                Cluster::connect(url, config.ring_buffer_size as usize)
-                    .await
-                    .map_err(|err| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidInput,
-                            format!("CLUSTER_NATS_URL: {err}"),
-                        )
-                    })?,
+                Cluster::connect(
+                    url,
+                    config.ring_buffer_size as usize,
+                    config.cluster_purge_delay,
+                )
+                .await
+                .map_err(|err| {
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!("CLUSTER_NATS_URL: {err}"),
+                    )
+                })?,
             ),
             None => None,
         };

@@ -8,6 +8,7 @@
 //! pauses all see the same number (see the module above for the rule).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 use bytes::Bytes;
@@ -142,6 +143,8 @@ pub struct Outbox {
     /// Wakes waiters when pending counts fall, the socket fills, or it closes.
     progress: Notify,
     closing: CancellationToken,
+    /// The connection's reader has stopped and queued its last replies.
+    reader_done: AtomicBool,
 }
 
 impl Outbox {
@@ -154,6 +157,7 @@ impl Outbox {
             writer_wakeup: Notify::new(),
             progress: Notify::new(),
             closing: CancellationToken::new(),
+            reader_done: AtomicBool::new(false),
         }
     }
 
@@ -246,10 +250,15 @@ impl Outbox {
         }
     }
 
-    /// Queues a reply or notice; never dropped while the connection is open.
+    /// Queues a reply or notice; never dropped while the connection is
+    /// open, nor while it closes with its queue flushed and its reader has
+    /// requests left to answer.
     pub fn push_reply(&self, frame: Bytes) {
         let mut state = self.lock();
-        if state.close.is_none() {
+        let takes_replies = state.close.as_ref().is_none_or(|reason| {
+            !reason.abandons_queue() && !self.reader_done.load(Ordering::Acquire)
+        });
+        if takes_replies {
             let queued = Queued::new(frame, FrameKind::Reply);
             state.pending.add(&queued);
             self.enqueue(state, queued, false);
@@ -387,9 +396,22 @@ impl Outbox {
         }
     }
 
+    /// The reader has stopped for good and queued its last replies. A
+    /// writer closing with its queue flushed writes the close frame only
+    /// after this, so that every request read gets its answer.
+    pub fn reader_finished(&self) {
+        self.reader_done.store(true, Ordering::Release);
+        self.writer_wakeup.notify_one();
+    }
+
+    /// Whether `reader_finished` was called. Read before `settle`, it
+    /// covers every reply the reader queued: `settle` takes them.
+    pub fn reader_done(&self) -> bool {
+        self.reader_done.load(Ordering::Acquire)
+    }
+
     /// Why the connection is closing, once it is (the writer learns it
     /// from `settle`).
-    #[cfg(test)]
     pub fn close_reason(&self) -> Option<CloseReason> {
         self.lock().close.clone()
     }
@@ -546,17 +568,29 @@ mod tests {
     }
 
     #[test]
-    fn replies_are_not_bounded_but_stop_after_close() {
+    fn replies_are_not_bounded_and_stop_once_the_closing_reader_is_done() {
+        let cut = outbox(1, usize::MAX, SlowConsumerPolicy::Disconnect);
+        cut.close(CloseReason::SlowConsumer);
+        cut.push_reply(frame(1));
+        assert_eq!(
+            drain(&cut, false),
+            (vec![], Some(CloseReason::SlowConsumer)),
+            "an abandoned queue takes nothing more"
+        );
+
         let outbox = outbox(1, usize::MAX, SlowConsumerPolicy::Disconnect);
         for n in 0..4 {
             outbox.push_reply(frame(n));
         }
         outbox.close(CloseReason::ServerShutdown);
         outbox.close(CloseReason::SlowConsumer);
+        outbox.push_reply(frame(8));
+        outbox.reader_finished();
         outbox.push_reply(frame(9));
         assert_eq!(
             drain(&outbox, false),
-            (vec![0, 1, 2, 3], Some(CloseReason::ServerShutdown))
+            (vec![0, 1, 2, 3, 8], Some(CloseReason::ServerShutdown)),
+            "the reader's last answers go out before the close"
         );
     }
 

@@ -213,11 +213,13 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     // With a coalescing window: until when frames may gather.
     let mut gather_until: Option<Instant> = None;
     let reason = loop {
+        // Read before the queue is taken, so the reader's last replies are.
+        let reader_done = outbox.reader_done();
         let closing = writer.settle(&outbox, &written);
         let just_wrote = !written.is_empty();
         written = Pending::default();
         if let Some(reason) = &closing {
-            if reason.abandons_queue() || !writer.has_pending() {
+            if reason.abandons_queue() || (reader_done && !writer.has_pending()) {
                 break reason.clone();
             }
         }

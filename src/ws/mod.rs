@@ -211,6 +211,7 @@ async fn serve(
         reason = session.read_loop(&reader, decoder, &liveness) => outbox.close(reason),
         _ = outbox.closed() => {}
     }
+    session.answer_pending_publishes().await;
     drop(session);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
     if reason.code().is_some() {

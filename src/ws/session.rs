@@ -124,6 +124,24 @@ impl Session {
         }
     }
 
+    /// Once the connection is closing: waits for the publishes still with
+    /// the backplane and queues their answers (each resolves within the
+    /// backplane's deadline), so every publish read is answered before the
+    /// close frame; unless the queue is abandoned and nothing reaches the
+    /// client any more.
+    pub(super) async fn answer_pending_publishes(&mut self) {
+        if self
+            .outbox
+            .close_reason()
+            .is_some_and(|reason| reason.abandons_queue())
+        {
+            return;
+        }
+        while let Some(reply) = self.pending_publishes.next().await {
+            self.outbox.push_reply(reply);
+        }
+    }
+
     async fn handle_message(&mut self, bytes: &mut [u8]) {
         match protocol::parse_client_frame(bytes) {
             Ok(frame) => self.dispatch(frame).await,
@@ -255,10 +273,12 @@ async fn next_frame(
 }
 
 impl Drop for Session {
-    /// Leaves every topic however the connection ends, panics included.
+    /// Leaves every topic and lets the writer close, however the
+    /// connection ends, panics included.
     fn drop(&mut self) {
         for topic in self.subscriptions.values() {
             topic.unsubscribe(self.id);
         }
+        self.outbox.reader_finished();
     }
 }

@@ -10,10 +10,12 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -369,10 +371,52 @@ impl NatsServer {
 /// A TCP proxy between one node and nats-server, so that a test can cut
 /// that node off NATS while the others stay connected. `cut` drops every
 /// connection through it, and closes each new one at once, until `restore`.
+/// A trap, when armed, cuts it the moment the node sends certain bytes,
+/// which then never reach nats-server.
 struct NatsLink {
     port: u16,
-    cut: watch::Sender<bool>,
+    cut: Arc<watch::Sender<bool>>,
+    trap: Arc<Trap>,
     accepting: JoinHandle<()>,
+}
+
+/// Longest byte string a `Trap` can catch.
+const MAX_TRAP_LEN: usize = 256;
+
+/// The bytes a `NatsLink` is waiting for, if armed; disarmed when sprung.
+#[derive(Default)]
+struct Trap(std::sync::Mutex<Option<Vec<u8>>>);
+
+impl Trap {
+    fn arm(&self, bytes: &[u8]) {
+        assert!(
+            bytes.len() <= MAX_TRAP_LEN,
+            "a trap of {} bytes",
+            bytes.len()
+        );
+        *self.armed() = Some(bytes.to_vec());
+    }
+
+    /// Whether `sent` holds the armed bytes ending at or after `fresh_from`
+    /// (bytes before it were forwarded already); disarms it if so.
+    fn spring(&self, sent: &[u8], fresh_from: usize) -> bool {
+        let mut armed = self.armed();
+        let sprung = armed.as_ref().is_some_and(|bytes| {
+            sent.windows(bytes.len())
+                .enumerate()
+                .any(|(at, window)| at + bytes.len() > fresh_from && window == &bytes[..])
+        });
+        if sprung {
+            *armed = None;
+        }
+        sprung
+    }
+
+    fn armed(&self) -> std::sync::MutexGuard<'_, Option<Vec<u8>>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 impl NatsLink {
@@ -385,11 +429,18 @@ impl NatsLink {
             .local_addr()
             .expect("the NATS link's address")
             .port();
-        let cut = watch::Sender::new(false);
-        let accepting = tokio::spawn(Self::accept(listener, nats_port, cut.subscribe()));
+        let cut = Arc::new(watch::Sender::new(false));
+        let trap = Arc::new(Trap::default());
+        let accepting = tokio::spawn(Self::accept(
+            listener,
+            nats_port,
+            Arc::downgrade(&cut),
+            trap.clone(),
+        ));
         Self {
             port,
             cut,
+            trap,
             accepting,
         }
     }
@@ -398,29 +449,76 @@ impl NatsLink {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
-    async fn accept(listener: tokio::net::TcpListener, nats_port: u16, cut: watch::Receiver<bool>) {
+    /// `cut` is weak so that the relays end when the link is dropped.
+    async fn accept(
+        listener: tokio::net::TcpListener,
+        nats_port: u16,
+        cut: std::sync::Weak<watch::Sender<bool>>,
+        trap: Arc<Trap>,
+    ) {
         loop {
             let Ok((node_side, _)) = listener.accept().await else {
                 // Out of file descriptors, say: try again in a moment.
                 tokio::time::sleep(POLL_INTERVAL).await;
                 continue;
             };
-            let mut cut = cut.clone();
+            let Some(mut is_cut) = cut.upgrade().map(|cut| cut.subscribe()) else {
+                return;
+            };
+            let (cut, trap) = (cut.clone(), trap.clone());
             tokio::spawn(async move {
                 // Ends, dropping both sockets, as soon as the link is cut
                 // (at once if it is cut already) or dropped.
                 tokio::select! {
                     biased;
-                    _ = cut.wait_for(|cut| *cut) => {}
-                    () = Self::relay(node_side, nats_port) => {}
+                    _ = is_cut.wait_for(|cut| *cut) => {}
+                    sprung = Self::relay(node_side, nats_port, &trap) => {
+                        if let Some(cut) = cut.upgrade().filter(|_| sprung) {
+                            cut.send_replace(true);
+                        }
+                    }
                 }
             });
         }
     }
 
-    async fn relay(mut node_side: TcpStream, nats_port: u16) {
-        if let Ok(mut nats_side) = TcpStream::connect(("127.0.0.1", nats_port)).await {
-            let _ = tokio::io::copy_bidirectional(&mut node_side, &mut nats_side).await;
+    /// Relays both ways until either side closes; true if it stopped
+    /// because the node sent the trap's bytes.
+    async fn relay(node_side: TcpStream, nats_port: u16, trap: &Trap) -> bool {
+        let Ok(nats_side) = TcpStream::connect(("127.0.0.1", nats_port)).await else {
+            return false;
+        };
+        let (mut from_nats, mut to_nats) = nats_side.into_split();
+        let (mut from_node, mut to_node) = node_side.into_split();
+        tokio::select! {
+            _ = tokio::io::copy(&mut from_nats, &mut to_node) => false,
+            sprung = Self::forward_until_trapped(&mut from_node, &mut to_nats, trap) => sprung,
+        }
+    }
+
+    async fn forward_until_trapped(
+        from_node: &mut tokio::net::tcp::OwnedReadHalf,
+        to_nats: &mut tokio::net::tcp::OwnedWriteHalf,
+        trap: &Trap,
+    ) -> bool {
+        let mut buffer = vec![0; 64 * 1024];
+        // The last bytes forwarded and the new ones: a trap's bytes may
+        // come split across two reads.
+        let mut sent = Vec::new();
+        loop {
+            let read = match from_node.read(&mut buffer).await {
+                Ok(0) | Err(_) => return false,
+                Ok(read) => read,
+            };
+            let fresh_from = sent.len();
+            sent.extend_from_slice(&buffer[..read]);
+            if trap.spring(&sent, fresh_from) {
+                return true;
+            }
+            sent.drain(..sent.len().saturating_sub(MAX_TRAP_LEN));
+            if to_nats.write_all(&buffer[..read]).await.is_err() {
+                return false;
+            }
         }
     }
 }
@@ -734,12 +832,19 @@ impl Cluster {
         self.nodes[index].process.kill().await;
     }
 
-    /// Starts a killed node again on the same port and waits until healthy.
+    /// Starts a killed or stopped node again on the same port and waits
+    /// until healthy.
     pub async fn restart_node(&mut self, index: usize) {
         let node = &mut self.nodes[index];
         node.process.spawn();
         node.api = Endpoint::new(&node.api.label, node.api.addr.port());
         node.wait_ready().await;
+    }
+
+    /// SIGTERM, as an orchestrator stops a node: waits until it has shut
+    /// down gracefully and exited. `restart_node` starts it again.
+    pub async fn stop_node(&mut self, index: usize) {
+        self.nodes[index].process.terminate().await;
     }
 
     /// SIGSTOP: the node is frozen, its sockets stay open and fill up.
@@ -757,10 +862,31 @@ impl Cluster {
         self.nats.process.terminate().await;
     }
 
+    /// SIGSTOP nats-server: the nodes' connections stay up and requests
+    /// (publish acks among them) go unanswered until `resume_nats`.
+    pub fn pause_nats(&mut self) {
+        self.nats.process.signal("STOP");
+    }
+
+    /// SIGCONT after `pause_nats`.
+    pub fn resume_nats(&mut self) {
+        self.nats.process.signal("CONT");
+    }
+
     /// Starts nats-server again on the same port with the same store.
     pub async fn restart_nats(&mut self) {
         self.nats.process.spawn();
         wait_for_listener(&mut self.nats.process, self.nats.port).await;
+    }
+
+    /// A JetStream client of the cluster's nats-server, as any NATS client
+    /// could have: to look into the stream, or write to it behind the
+    /// nodes' backs.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        let client = async_nats::connect(self.nats.url())
+            .await
+            .expect("connecting to nats-server");
+        async_nats::jetstream::new(client)
     }
 
     /// Cuts node `index` (started with `nats_link(index)`) off nats-server:
@@ -768,6 +894,13 @@ impl Cluster {
     /// until `restore_nats_link`. The other nodes are not affected.
     pub fn cut_nats_link(&self, index: usize) {
         self.nats_link(index).cut.send_replace(true);
+    }
+
+    /// Arms node `index`'s NATS link to cut it off, as `cut_nats_link`
+    /// does, the moment the node sends `bytes` (which never reach
+    /// nats-server), e.g. a JetStream API subject.
+    pub fn cut_nats_link_when_sent(&self, index: usize, bytes: &str) {
+        self.nats_link(index).trap.arm(bytes.as_bytes());
     }
 
     /// Lets node `index` reach nats-server again after `cut_nats_link`.
@@ -1041,9 +1174,13 @@ impl Client {
         }
     }
 
-    /// Sends `count` publishes without waiting, then collects their acks
-    /// (matched by request id), so several are in flight at once.
-    pub async fn publish_burst(&mut self, topic: &str, count: usize) -> Vec<Acked> {
+    /// Sends `count` publishes without waiting for their replies; returns
+    /// their request ids and what an ack of each would acknowledge.
+    pub async fn send_publishes(
+        &mut self,
+        topic: &str,
+        count: usize,
+    ) -> (HashSet<String>, Vec<Acked>) {
         let mut pending = HashSet::new();
         let mut sent = Vec::new();
         for _ in 0..count {
@@ -1055,6 +1192,13 @@ impl Client {
             pending.insert(request_id);
             sent.push(self.acked(id, payload));
         }
+        (pending, sent)
+    }
+
+    /// Sends `count` publishes without waiting, then collects their acks
+    /// (matched by request id), so several are in flight at once.
+    pub async fn publish_burst(&mut self, topic: &str, count: usize) -> Vec<Acked> {
+        let (mut pending, sent) = self.send_publishes(topic, count).await;
         while !pending.is_empty() {
             let reply = self
                 .next_frame(
@@ -1177,6 +1321,12 @@ impl RestPublisher {
     pub async fn publish(&mut self, topic: &str) -> Result<Acked, (u16, Value)> {
         let (id, payload) = next_message(&self.label, &mut self.published);
         self.send_message(topic, id, payload).await
+    }
+
+    /// Publishes a fresh payload under a message id of the caller's.
+    pub async fn publish_with_id(&mut self, topic: &str, id: &str) -> Result<Acked, (u16, Value)> {
+        let (_, payload) = next_message(&self.label, &mut self.published);
+        self.send_message(topic, id.to_owned(), payload).await
     }
 
     /// Publishes `earlier`'s message again: same id, same payload.

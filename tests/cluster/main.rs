@@ -15,6 +15,7 @@ mod harness;
 use std::time::Duration;
 
 use common::assert_error_reply;
+use futures_util::TryStreamExt;
 use harness::*;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -246,6 +247,133 @@ async fn topic_deleted_on_one_node_is_gone_on_every_node() {
     assert_same_stream(&subscribers, &acked);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_committed_in_the_registry_succeeds_even_if_the_node_then_loses_nats() {
+    let Some(cluster) = Cluster::spec().nats_link(C).start().await else {
+        return;
+    };
+    let topic = "doomed";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscriber = Client::connect(cluster.node(A), "sub").await;
+    subscriber.subscribe(topic, 0).await;
+    // After the registry has the delete, C asks for the registry's latest
+    // revision to wait for its own mirror: that request is cut off.
+    cluster.cut_nats_link_when_sent(C, "$JS.API.STREAM.INFO.KV_ringcast-topics");
+    let node_c = cluster.node(C);
+    let deleted = node_c.delete_json(&format!("/topics/{topic}")).await;
+    assert_eq!(
+        deleted,
+        (200, json!({ "status": "deleted", "topic": topic })),
+        "DELETE on C, cut off NATS once the registry had the delete"
+    );
+    subscriber.expect_topic_deleted(topic).await;
+
+    cluster.restore_nats_link(C);
+    await_healthy_again(node_c).await;
+    for node in cluster.nodes() {
+        assert_topic_gone(node, topic).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_topics_events_are_purged_though_the_nodes_that_saw_the_delete_stopped() {
+    // Long enough for the nodes to stop before the purge is due.
+    const PURGE_DELAY: Duration = Duration::from_secs(10);
+    let Some(mut cluster) = Cluster::spec()
+        .node_env(
+            "CLUSTER_PURGE_DELAY",
+            &format!("{}s", PURGE_DELAY.as_secs()),
+        )
+        .start()
+        .await
+    else {
+        return;
+    };
+    let jetstream = cluster.jetstream().await;
+    // Every node stops within the delay: the node started next purges.
+    let topic = "doomed";
+    create_publish_delete(&cluster, A, topic, &jetstream).await;
+    for node in [A, B, C] {
+        cluster.stop_node(node).await;
+    }
+    assert_still_stored(&jetstream, topic).await;
+    cluster.restart_node(B).await;
+    assert_purged(&jetstream, topic, PURGE_DELAY).await;
+    // Created again, the topic has nothing of its predecessor.
+    let node_b = cluster.node(B);
+    node_b.create_topic(topic).await;
+    let replayed = replay_on(node_b, topic, 10).await;
+    assert!(replayed.is_empty(), "replayed {:?}", summary(&replayed));
+    let (_, stats) = node_b.get_json("/stats").await;
+    assert_eq!(stats["topics"][topic]["messages"], 0, "{stats}");
+
+    // The node that deleted stops within the delay: one that stays purges.
+    cluster.restart_node(C).await;
+    let topic = "doomed-too";
+    create_publish_delete(&cluster, C, topic, &jetstream).await;
+    cluster.stop_node(C).await;
+    assert_still_stored(&jetstream, topic).await;
+    assert_purged(&jetstream, topic, PURGE_DELAY).await;
+}
+
+/// Creates `topic` on node `index`, publishes three events and deletes it.
+async fn create_publish_delete(
+    cluster: &Cluster,
+    index: usize,
+    topic: &str,
+    jetstream: &async_nats::jetstream::Context,
+) {
+    let node = cluster.node(index);
+    node.create_topic(topic).await;
+    let mut publisher = RestPublisher::new(node, "rest");
+    for _ in 0..3 {
+        publisher.publish(topic).await.expect("publish");
+    }
+    assert_eq!(stored_events(jetstream, topic).await, 3);
+    let deleted = node.delete_json(&format!("/topics/{topic}")).await;
+    assert_eq!(deleted.0, 200, "{deleted:?}");
+}
+
+async fn assert_still_stored(jetstream: &async_nats::jetstream::Context, topic: &str) {
+    assert_eq!(
+        stored_events(jetstream, topic).await,
+        3,
+        "{topic} purged before the nodes stopped: the test proves nothing"
+    );
+}
+
+async fn assert_purged(
+    jetstream: &async_nats::jetstream::Context,
+    topic: &str,
+    purge_delay: Duration,
+) {
+    let what = format!("{topic}'s events to be purged");
+    poll_until(&what, purge_delay + CONVERGENCE_DEADLINE, || async {
+        match stored_events(jetstream, topic).await {
+            0 => Ok(()),
+            left => Err(format!("{left} events stored")),
+        }
+    })
+    .await;
+}
+
+/// How many events of `topic`, any incarnation, the event stream holds.
+async fn stored_events(jetstream: &async_nats::jetstream::Context, topic: &str) -> usize {
+    let events = jetstream
+        .get_stream("RINGCAST")
+        .await
+        .expect("the event stream");
+    let subjects = events
+        .info_with_subjects(format!("ringcast.events.{topic}.*"))
+        .await
+        .expect("the event stream's subjects");
+    let counts: Vec<(String, usize)> = subjects
+        .try_collect()
+        .await
+        .expect("the event stream's subjects");
+    counts.iter().map(|(_, count)| count).sum()
+}
+
 /// Asserts `endpoint` answers every use of `topic` as an unknown topic.
 async fn assert_topic_gone(endpoint: &Endpoint, topic: &str) {
     let context = |what: &str| format!("{what} of deleted {topic} on {}", endpoint.label);
@@ -292,6 +420,67 @@ async fn republished_message_id_is_acknowledged_but_delivered_once() {
     expect_events_everywhere(&mut subscribers, topic, 2).await;
     assert_nothing_more(&mut subscribers).await;
     assert_same_stream(&subscribers, &[first, next]);
+}
+
+/// The README's example id, which every copy-pasting client sends.
+const README_MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_deduplicates_within_its_topic_incarnation_only() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (first, second) = ("first", "second");
+    cluster.node(A).create_topic(first).await;
+    cluster.node(A).create_topic(second).await;
+    let mut on_first = subscribe_on(cluster.nodes(), first, 1).await;
+    let mut on_second = subscribe_on(cluster.nodes(), second, 1).await;
+    let mut on_a = RestPublisher::new(cluster.node(A), "rest");
+    let mut on_b = RestPublisher::new(cluster.node(B), "retry");
+
+    let original = on_a
+        .publish_with_id(first, README_MESSAGE_ID)
+        .await
+        .expect("publish to the first topic");
+    let elsewhere = on_b
+        .publish_with_id(second, README_MESSAGE_ID)
+        .await
+        .expect("the same id to the second topic");
+    assert_ne!(
+        elsewhere.seq, original.seq,
+        "the second topic's publish was taken for a duplicate of the first's"
+    );
+    let retried = on_b
+        .republish(first, &original)
+        .await
+        .expect("retry to the first topic");
+    assert_eq!(retried.seq, original.seq, "a retry gets the original seq");
+    expect_events_everywhere(&mut on_first, first, 1).await;
+    expect_events_everywhere(&mut on_second, second, 1).await;
+    assert_nothing_more(&mut on_first).await;
+    assert_nothing_more(&mut on_second).await;
+    assert_same_stream(&on_first, &[original]);
+    assert_same_stream(&on_second, &[elsewhere]);
+
+    // Deleted and created again, the topic is a new incarnation: the id is
+    // new to it.
+    let deleted = cluster
+        .node(C)
+        .delete_json(&format!("/topics/{first}"))
+        .await;
+    assert_eq!(deleted.0, 200, "{deleted:?}");
+    for subscriber in &mut on_first {
+        subscriber.expect_topic_deleted(first).await;
+    }
+    cluster.node(C).create_topic(first).await;
+    let mut on_first = subscribe_on(cluster.nodes(), first, 1).await;
+    let reborn = on_a
+        .publish_with_id(first, README_MESSAGE_ID)
+        .await
+        .expect("the same id to the topic created again");
+    expect_events_everywhere(&mut on_first, first, 1).await;
+    assert_nothing_more(&mut on_first).await;
+    assert_same_stream(&on_first, &[reborn]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -421,6 +610,43 @@ async fn killed_node_catches_up_when_restarted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_awaiting_nats_at_shutdown_are_answered_before_the_close() {
+    const PUBLISHES: usize = 5;
+    let Some(mut cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "last-words";
+    cluster.node(A).create_topic(topic).await;
+    let mut publisher = Client::connect(cluster.node(C), "pub").await;
+    // With NATS frozen the publishes are sent, and their acks cannot come.
+    cluster.pause_nats();
+    let (request_ids, _) = publisher.send_publishes(topic, PUBLISHES).await;
+    // The pong comes once C has read (and sent on) every publish before it.
+    publisher.assert_nothing_pending().await;
+    let closing = tokio::spawn(async move { publisher.expect_close(1001).await });
+    cluster.stop_node(C).await;
+    let before_close = closing.await.expect("the publisher's task");
+    cluster.resume_nats();
+
+    let mut answered: Vec<&str> = before_close
+        .iter()
+        .map(|frame| frame["request_id"].as_str().unwrap_or_default())
+        .collect();
+    answered.sort_unstable();
+    let mut expected: Vec<&str> = request_ids.iter().map(String::as_str).collect();
+    expected.sort_unstable();
+    assert_eq!(
+        answered, expected,
+        "one answer per publish before the close: {before_close:?}"
+    );
+    for frame in &before_close {
+        if frame["type"] != "ack" {
+            assert_error_frame(frame, "INTERNAL", "a publish answered at shutdown");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
     let Some(mut cluster) = Cluster::start().await else {
         return;
@@ -489,14 +715,7 @@ async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
 
     cluster.restart_nats().await;
     for node in cluster.nodes() {
-        let what = format!("{} to be healthy again", node.label);
-        poll_until(&what, RECOVERY_DEADLINE, || async {
-            match node.health().await {
-                (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        })
-        .await;
+        await_healthy_again(node).await;
     }
     for publisher in &mut publishers {
         let label = publisher.label.clone();
@@ -512,6 +731,18 @@ async fn nats_outage_fails_publishes_fast_and_loses_no_acknowledged_event() {
         let context = format!("replay on {} after the outage", node.label);
         assert_events_eq(&context, &replayed, &subscribers[0].received);
     }
+}
+
+/// Waits until `node`, back in touch with NATS, is healthy again.
+async fn await_healthy_again(node: &Endpoint) {
+    let what = format!("{} to be healthy again", node.label);
+    poll_until(&what, RECOVERY_DEADLINE, || async {
+        match node.health().await {
+            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
 }
 
 /// Asserts an `error` object says the backplane is unavailable.
@@ -589,13 +820,7 @@ async fn node_cut_off_from_nats_while_its_ring_overflows_drops_its_subscribers()
     }
 
     cluster.restore_nats_link(C);
-    poll_until("C to be healthy again", RECOVERY_DEADLINE, || async {
-        match node_c.health().await {
-            (200, health) if health["cluster"]["backplane"] == "connected" => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
+    await_healthy_again(node_c).await;
     // The SLOW_CONSUMER error is best effort; the close code is not.
     let before_close = cut_off.expect_close(1008).await;
     assert!(
@@ -669,6 +894,39 @@ async fn node_cut_off_from_nats_while_its_ring_overflows_drops_its_subscribers()
         &late[0].received,
         &history[history.len() - RING - 2..],
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_incarnations_the_registry_never_had_do_not_stall_the_others() {
+    // Any NATS client can write to the event subjects. The follower waited
+    // up to 2 s for the registry to reach each of these incarnations, so
+    // the real event behind them took BOGUS × 2 s, far past the subscribers'
+    // deadline; skipped at once, it arrives as fast as ever.
+    const BOGUS: u64 = 20;
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let topic = "steady";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let jetstream = cluster.jetstream().await;
+    for i in 0..BOGUS {
+        // The live topic's name, and a name no topic has.
+        let name = if i % 2 == 0 { topic } else { "nobody" };
+        let subject = format!("ringcast.events.{name}.{}", u64::MAX - i);
+        let stored = jetstream
+            .publish(subject, r#"{"bogus":true}"#.into())
+            .await
+            .expect("sending a bogus event");
+        stored.await.expect("storing a bogus event");
+    }
+    let acked = RestPublisher::new(cluster.node(B), "rest")
+        .publish(topic)
+        .await
+        .expect("publish behind the bogus events");
+    expect_events_everywhere(&mut subscribers, topic, 1).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &[acked]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
