@@ -304,8 +304,12 @@ impl Process {
         }
     }
 
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_else(|err| format!("({err})"))
+    }
+
     fn log_tail(&self) -> String {
-        let text = fs::read_to_string(&self.log).unwrap_or_else(|err| format!("({err})"));
+        let text = self.log_text();
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
     }
@@ -825,6 +829,12 @@ impl Cluster {
     /// The HAProxy frontend.
     pub fn proxy(&self) -> &Endpoint {
         &self.proxy.as_ref().expect("started without HAProxy").api
+    }
+
+    /// What HAProxy has logged so far.
+    pub fn proxy_log(&self) -> String {
+        let proxy = self.proxy.as_ref().expect("started without HAProxy");
+        proxy.process.log_text()
     }
 
     /// SIGKILL, like a crash: no shutdown, no flush.

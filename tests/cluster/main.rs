@@ -972,4 +972,22 @@ async fn clients_behind_haproxy_get_every_event_once_in_one_order() {
     expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
     assert_nothing_more(&mut subscribers).await;
     assert_same_stream(&subscribers, &acked);
+
+    // A browser's key travels in the query string; the proxy's log must
+    // not keep it.
+    proxy.get_json("/stats?api_key=never-logged").await;
+    poll_until(
+        "HAProxy to log GET /stats",
+        CONVERGENCE_DEADLINE,
+        || async {
+            let log = cluster.proxy_log();
+            if log.contains("\"GET /stats HTTP/1.1\"") {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
+    )
+    .await;
+    assert!(!cluster.proxy_log().contains("never-logged"));
 }
