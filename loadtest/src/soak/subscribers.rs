@@ -346,6 +346,12 @@ mod tests {
     fn a_deleted_topic_is_replaced_or_left() {
         let shared = shared();
         let mut subscriber = subscribed(&shared, &["soak-tmp-1-0"]);
+        // As `churn` does: the topic leaves the pool before it is deleted,
+        // so resubscribing cannot pick it again.
+        assert_eq!(
+            shared.topics.retire_oldest().as_deref(),
+            Some("soak-tmp-1-0")
+        );
         subscriber
             .on_frame(br#"{"type":"info","topic":"soak-tmp-1-0","msg":"topic_deleted","ts":"t"}"#);
         let totals = shared.counters.totals();
