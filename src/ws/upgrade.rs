@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use hyper::{Request, Response, StatusCode};
 
+use crate::auth;
+use crate::metrics::UpgradeRefusal;
 use crate::rest::{error_response, Body};
 use crate::state::AppState;
 
@@ -16,7 +18,10 @@ pub fn upgrade(
     mut request: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let refuse = |why: UpgradeRefusal| state.metrics.record_upgrade_refused(why);
     if !state.api_keys.allows_upgrade(&request) {
+        refuse(UpgradeRefusal::Unauthorized);
+        auth::record_failure(&state.metrics, peer, request.uri().path());
         return error_response(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
@@ -24,6 +29,7 @@ pub fn upgrade(
         );
     }
     if !state.allowed_origins.allows(&request) {
+        refuse(UpgradeRefusal::ForbiddenOrigin);
         return error_response(
             StatusCode::FORBIDDEN,
             "FORBIDDEN_ORIGIN",
@@ -31,6 +37,7 @@ pub fn upgrade(
         );
     }
     if state.shutdown.is_cancelled() {
+        refuse(UpgradeRefusal::ShuttingDown);
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
@@ -38,6 +45,7 @@ pub fn upgrade(
         );
     }
     if !fastwebsockets::upgrade::is_upgrade_request(&request) {
+        refuse(UpgradeRefusal::NotAnUpgrade);
         return error_response(
             StatusCode::UPGRADE_REQUIRED,
             "BAD_REQUEST",
@@ -46,6 +54,7 @@ pub fn upgrade(
     }
     let max_connections = u64::from(state.config.max_connections);
     let Some(slot) = state.metrics.try_open_connection(max_connections) else {
+        refuse(UpgradeRefusal::TooManyConnections);
         tracing::warn!(%peer, max_connections, "connection limit reached; upgrade refused");
         let mut response = error_response(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -61,7 +70,8 @@ pub fn upgrade(
     let (response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
         Err(err) => {
-            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
+            refuse(UpgradeRefusal::BadHandshake);
+            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string());
         }
     };
     state
