@@ -143,7 +143,7 @@ fn bench_drain_into<W: AsyncWrite + Unpin>(
     // A `to_async` routine returns a future, which cannot borrow the
     // closure's state mutably; so the writer (which owns its sink, reused
     // across samples) sits behind an async mutex, locked outside the timing.
-    let writer = &Mutex::new(FrameWriter::new(sink));
+    let writer = &Mutex::new(FrameWriter::new(sink, Arc::new(Metrics::default())));
     let id = BenchmarkId::new(format!("{}_frames", frames.len()), sink_name);
     group.bench_function(id, |b| {
         b.to_async(runtime).iter_custom(|batches| async move {
@@ -201,7 +201,7 @@ fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
 /// tasks would.
 fn drain_all(outboxes: &[Arc<Outbox>], taken: &mut VecDeque<Queued>) {
     for outbox in outboxes {
-        let close = outbox.settle(&Pending::default(), taken, usize::MAX);
+        let close = outbox.settle(&Pending::default(), taken, usize::MAX).close;
         assert_eq!(close, None, "an outbox overflowed");
         let mut written = Pending::default();
         taken.drain(..).for_each(|queued| written.add(&queued));

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 
-use hyper::header::ORIGIN;
+use hyper::header::{AUTHORIZATION, ORIGIN};
 use hyper::Request;
 use subtle::ConstantTimeEq;
 
@@ -11,8 +11,11 @@ use crate::metrics::Metrics;
 
 /// The header carrying the key.
 pub const API_KEY_HEADER: &str = "x-api-key";
-/// `WWW-Authenticate` on a 401: the scheme is a key in `X-API-Key`.
-pub const CHALLENGE: &str = "ApiKey realm=\"ringcast\", header=\"X-API-Key\"";
+/// The scheme of `Authorization: Bearer <key>`, the other place a key may be.
+const BEARER_SCHEME: &str = "bearer";
+/// `WWW-Authenticate` on a 401: a key in `X-API-Key`, or as a bearer token.
+pub const CHALLENGE: &str =
+    "ApiKey realm=\"ringcast\", header=\"X-API-Key\", Bearer realm=\"ringcast\"";
 /// The query parameter browsers use on the upgrade, where they cannot set headers.
 pub const API_KEY_QUERY: &str = "api_key";
 
@@ -87,11 +90,20 @@ pub fn record_failure(metrics: &Metrics, peer: SocketAddr, path: &str) {
     tracing::warn!(%peer, path, "authentication failed: missing or invalid API key");
 }
 
-fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
-    request
-        .headers()
-        .get(API_KEY_HEADER)
-        .map(|value| value.as_bytes())
+/// The credential a request carries in a header: `X-API-Key: <key>`, or
+/// else `Authorization: Bearer <key>` (the scheme is case-insensitive, as
+/// RFC 9110 has it). The one place headers are read for a key.
+pub fn header_key<B>(request: &Request<B>) -> Option<&[u8]> {
+    let headers = request.headers();
+    if let Some(key) = headers.get(API_KEY_HEADER) {
+        return Some(key.as_bytes());
+    }
+    let authorization = headers.get(AUTHORIZATION)?.as_bytes();
+    let (scheme, token) = authorization.split_at(authorization.iter().position(|b| *b == b' ')?);
+    scheme
+        .eq_ignore_ascii_case(BEARER_SCHEME.as_bytes())
+        .then(|| token.trim_ascii())
+        .filter(|token| !token.is_empty())
 }
 
 /// The origins browsers may open a WebSocket from; empty allows all.
@@ -130,7 +142,7 @@ impl AllowedOrigins {
 
 /// Origins compare case-insensitively (scheme and host are) and without a
 /// trailing slash.
-fn normalize_origin(origin: &str) -> String {
+pub fn normalize_origin(origin: &str) -> String {
     origin.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 
@@ -164,6 +176,39 @@ mod tests {
         assert!(keys.allows_upgrade(&request("/ws?api_key=al%70ha", None)));
         assert!(!keys.allows_upgrade(&request("/ws?api_key=wrong", None)));
         assert!(!keys.allows_upgrade(&request("/ws?api_key=beta", Some("wrong"))));
+    }
+
+    #[test]
+    fn a_bearer_token_is_a_key_too() {
+        let keys = ApiKeys::new(["alpha"]);
+        let with_authorization = |value: &str| {
+            Request::builder()
+                .uri("/topics")
+                .header(AUTHORIZATION, value)
+                .body(())
+                .unwrap()
+        };
+        for accepted in ["Bearer alpha", "bearer alpha", "BEARER   alpha "] {
+            let request = with_authorization(accepted);
+            assert!(keys.allows_rest(&request), "{accepted}");
+            assert!(keys.allows_upgrade(&request), "{accepted}");
+        }
+        for refused in [
+            "Bearer beta",
+            "Basic alpha",
+            "Bearer",
+            "Bearer ",
+            "alpha",
+            "Beareralpha",
+        ] {
+            assert!(!keys.allows_rest(&with_authorization(refused)), "{refused}");
+        }
+        let both = Request::builder()
+            .header(API_KEY_HEADER, "wrong")
+            .header(AUTHORIZATION, "Bearer alpha")
+            .body(())
+            .unwrap();
+        assert!(!keys.allows_rest(&both), "X-API-Key, when sent, decides");
     }
 
     #[test]

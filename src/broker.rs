@@ -15,15 +15,15 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::SystemTime;
+use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use dashmap::DashMap;
 
-use crate::metrics::Metrics;
+use crate::metrics::{FanOut, Metrics};
 use crate::protocol::{self, Message, Timestamp};
-use crate::send::{Delivery, LaggingWriters, Outbox};
+use crate::send::{Delivery, LaggingWriters, Outbox, QueueBound};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -292,34 +292,39 @@ impl Broker {
             }
             log.ring.push_back(frame.clone());
         }
-        let (mut delivered, mut dropped, mut overflowed) = (0, 0, 0);
+        let fan_out_started = Instant::now();
+        let mut counts = FanOut::default();
         let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
         for (id, outbox) in topic.subscribers.load().iter() {
             match outbox.push_event(&frame) {
-                Delivery::Queued => delivered += 1,
+                Delivery::Queued => counts.delivered += 1,
                 Delivery::QueuedWriterBehind => {
-                    delivered += 1;
+                    counts.delivered += 1;
                     lagging.push(outbox);
                 }
                 Delivery::QueuedDroppingOldest => {
-                    delivered += 1;
-                    dropped += 1;
+                    counts.delivered += 1;
+                    counts.dropped += 1;
                 }
-                Delivery::Dropped => dropped += 1,
-                Delivery::Overflowed => {
-                    overflowed += 1;
+                Delivery::Dropped => counts.dropped += 1,
+                Delivery::Overflowed(bound) => {
+                    match bound {
+                        QueueBound::Events => counts.overflowed_events += 1,
+                        QueueBound::Bytes => counts.overflowed_bytes += 1,
+                    }
                     gone.push(*id);
                 }
                 Delivery::Closed => gone.push(*id),
             }
         }
+        counts.elapsed = fan_out_started.elapsed();
         drop(log);
         if !gone.is_empty() {
             topic.remove_subscribers(&gone);
         }
         topic.messages.fetch_add(1, Ordering::Relaxed);
-        self.metrics.record_publish(delivered, dropped, overflowed);
+        self.metrics.record_publish(&counts);
         Ok(Published { seq, lagging })
     }
 
@@ -494,7 +499,7 @@ mod tests {
 
     /// Everything queued, as the writer would take it.
     fn take_all(outbox: &Outbox, batch: &mut VecDeque<Queued>) -> Option<CloseReason> {
-        outbox.settle(&Pending::default(), batch, usize::MAX)
+        outbox.settle(&Pending::default(), batch, usize::MAX).close
     }
 
     #[test]

@@ -25,7 +25,7 @@
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime};
 
@@ -96,6 +96,9 @@ pub struct Cluster {
     registry_stalled: Notify,
     /// The last stream sequence handed to the fan-out.
     events_applied: watch::Sender<u64>,
+    /// Events stored in the stream after the last one this node applied,
+    /// as JetStream reported with it: how far the follower lags.
+    follower_lag: AtomicU64,
 }
 
 /// A publish sent to JetStream: resolves to its `seq` once stored.
@@ -146,6 +149,7 @@ impl Cluster {
             registry_applied: watch::Sender::new(0),
             registry_stalled: Notify::new(),
             events_applied: watch::Sender::new(0),
+            follower_lag: AtomicU64::new(0),
         }))
     }
 
@@ -159,6 +163,17 @@ impl Cluster {
             }
             _ => BackplaneState::Starting,
         }
+    }
+
+    /// Events stored in the stream that this node has not applied yet, as
+    /// of the last one it applied.
+    pub fn follower_lag(&self) -> u64 {
+        self.follower_lag.load(Ordering::Relaxed)
+    }
+
+    /// The last stream sequence this node fanned out.
+    pub fn events_applied(&self) -> u64 {
+        *self.events_applied.borrow()
     }
 
     /// The backplane, if this node may use it now.
@@ -607,6 +622,7 @@ impl Cluster {
             }
         }
         self.events_applied.send_replace(seq);
+        self.follower_lag.store(info.pending, Ordering::Relaxed);
         if info.pending == 0 {
             self.mark_caught_up();
         }

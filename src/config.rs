@@ -120,6 +120,18 @@ pub struct Config {
     #[arg(long, env = "ALLOWED_ORIGINS", value_delimiter = ',')]
     pub allowed_origins: Vec<String>,
 
+    /// Origins whose browser pages may read REST responses (CORS), comma-separated; responses
+    /// to a listed `Origin` carry `Access-Control-Allow-Origin`, and preflights are answered.
+    /// Unset sends no CORS headers. Set ALLOWED_ORIGINS too: that list refuses the others.
+    #[arg(long, env = "CORS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub cors_allowed_origins: Vec<String>,
+
+    /// Also export per-topic series on `/metrics` (`true`/`false`); off by default, since
+    /// topics can number 100k and each adds series.
+    #[arg(long, env = "METRICS_PER_TOPIC", default_value_t = false, num_args = 0..=1,
+          default_missing_value = "true", value_parser = clap::builder::BoolishValueParser::new())]
+    pub metrics_per_topic: bool,
+
     /// NATS server (with JetStream) through which this node joins a cluster,
     /// e.g. `nats://nats:4222`; several URLs may be given comma-separated.
     /// Unset runs a single node.
@@ -211,6 +223,8 @@ mod tests {
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.coalesce_window, Duration::ZERO);
+        assert!(config.cors_allowed_origins.is_empty());
+        assert!(!config.metrics_per_topic);
     }
 
     #[test]
@@ -230,6 +244,17 @@ mod tests {
         assert_eq!(config.shutdown_timeout, Duration::from_secs(120));
         assert_eq!(config.api_key, ["a", "b"]);
         assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::DropOldest);
+        for (args, per_topic) in [
+            (&["--metrics-per-topic"][..], true),
+            (&["--metrics-per-topic=false"][..], false),
+            (&["--metrics-per-topic=on"][..], true),
+        ] {
+            assert_eq!(
+                Config::from_args(args).unwrap().metrics_per_topic,
+                per_topic,
+                "{args:?}"
+            );
+        }
         assert!(Config::from_args(["--heartbeat-interval", "0s"]).is_err());
         assert!(Config::from_args(["--subscriber-queue-size", "0"]).is_err());
         for (text, bytes) in [

@@ -5,7 +5,10 @@
 //!
 //! - [`server`]: the listener, one hyper service for REST and the upgrade,
 //!   graceful shutdown.
-//! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
+//! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats,
+//!   metrics, the API documents) and the table of routes.
+//! - [`cors`]: CORS headers for REST (`CORS_ALLOWED_ORIGINS`).
+//! - [`api_docs`]: the OpenAPI and AsyncAPI documents, embedded.
 //! - [`ws`]: a WebSocket connection's life: the upgrade, the reader (client
 //!   frames to broker calls), how the connection closes.
 //! - [`frame_reader`]: client frames decoded with no buffer held while
@@ -13,21 +16,26 @@
 //! - [`send`]: the send path: each connection's bounded outbox, wake-ups,
 //!   batching, the slow-consumer rule and the writer task (vectored writes,
 //!   `WRITE_TIMEOUT`, heartbeat).
-//! - [`auth`]: API keys, compared in constant time.
+//! - [`auth`]: API keys (`X-API-Key` or `Authorization: Bearer`),
+//!   compared in constant time; allowed origins.
 //! - [`protocol`]: client frame parsing and server frame encoding.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
 //!   JetStream, fed into the same fan-out.
-//! - [`metrics`]: process-wide counters.
+//! - [`metrics`]: process-wide counters and lock-free histograms.
+//! - [`prometheus`]: those counters as `GET /metrics` (Prometheus text).
 //! - [`state`]: the shared state, in one `Arc`.
 //! - [`config`]: flags with environment fallbacks.
 
+pub mod api_docs;
 pub mod auth;
 pub mod broker;
 pub mod cluster;
 pub mod config;
+pub mod cors;
 pub mod frame_reader;
 pub mod metrics;
+pub mod prometheus;
 pub mod protocol;
 pub mod raw_json;
 pub mod rest;

@@ -80,6 +80,19 @@ pub enum ErrorCode {
     Internal,
 }
 
+impl ErrorCode {
+    /// The code as the `error` frame spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::BadRequest => "BAD_REQUEST",
+            Self::TopicNotFound => "TOPIC_NOT_FOUND",
+            Self::SlowConsumer => "SLOW_CONSUMER",
+            Self::Unauthorized => "UNAUTHORIZED",
+            Self::Internal => "INTERNAL",
+        }
+    }
+}
+
 /// Parses one client frame. simd-json parses in place, so `bytes` is scratch
 /// space afterwards; strings in the result borrow from it.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {

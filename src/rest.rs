@@ -1,4 +1,5 @@
-//! The REST API: topic management, publishing over HTTP, health and stats.
+//! The REST API: topic management, publishing over HTTP, health, stats,
+//! metrics and the API documents.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -18,6 +19,7 @@ use crate::cluster::BackplaneState;
 use crate::metrics::Snapshot;
 use crate::protocol;
 use crate::state::AppState;
+use crate::{api_docs, prometheus};
 
 /// Every response body: small and fully buffered.
 pub type Body = Full<Bytes>;
@@ -144,16 +146,17 @@ impl Failure {
         Self::new(StatusCode::BAD_REQUEST, "BAD_REQUEST", message)
     }
 
-    fn method_not_allowed(allow: &'static str) -> Response<Body> {
+    fn method_not_allowed(allow: HeaderValue) -> Response<Body> {
         let mut response = Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "METHOD_NOT_ALLOWED",
-            format!("method not allowed; this resource allows {allow}"),
+            format!(
+                "method not allowed; this resource allows {}",
+                allow.to_str().unwrap_or_default()
+            ),
         )
         .into_response();
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(allow));
+        response.headers_mut().insert(ALLOW, allow);
         response
     }
 
@@ -176,10 +179,85 @@ impl From<BrokerError> for Failure {
     }
 }
 
+/// A REST resource as the OpenAPI document names it: its path template
+/// and the methods it answers, besides `HEAD` (wherever `GET` is) and
+/// `OPTIONS` (everywhere).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteSpec {
+    pub path: &'static str,
+    pub methods: &'static [&'static str],
+}
+
+const HEALTH: RouteSpec = RouteSpec {
+    path: "/health",
+    methods: &["GET"],
+};
+const STATS: RouteSpec = RouteSpec {
+    path: "/stats",
+    methods: &["GET"],
+};
+const METRICS: RouteSpec = RouteSpec {
+    path: "/metrics",
+    methods: &["GET"],
+};
+const OPENAPI: RouteSpec = RouteSpec {
+    path: "/openapi.json",
+    methods: &["GET"],
+};
+const ASYNCAPI: RouteSpec = RouteSpec {
+    path: "/asyncapi.json",
+    methods: &["GET"],
+};
+const TOPICS: RouteSpec = RouteSpec {
+    path: "/topics",
+    methods: &["GET", "POST"],
+};
+const TOPIC: RouteSpec = RouteSpec {
+    path: "/topics/{name}",
+    methods: &["DELETE"],
+};
+const TOPIC_MESSAGES: RouteSpec = RouteSpec {
+    path: "/topics/{name}/messages",
+    methods: &["POST"],
+};
+
+/// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
+/// is in the AsyncAPI document instead). `tests/api_docs.rs` checks the
+/// OpenAPI document lists exactly these, and the server answers each.
+pub const ROUTES: [RouteSpec; 8] = [
+    HEALTH,
+    STATS,
+    METRICS,
+    OPENAPI,
+    ASYNCAPI,
+    TOPICS,
+    TOPIC,
+    TOPIC_MESSAGES,
+];
+
+impl RouteSpec {
+    /// The `Allow` header's value: the methods, `HEAD` after `GET`, and
+    /// `OPTIONS`.
+    pub fn allow(&self) -> HeaderValue {
+        let mut allow = Vec::with_capacity(self.methods.len() + 2);
+        for method in self.methods {
+            allow.push(*method);
+            if *method == "GET" {
+                allow.push("HEAD");
+            }
+        }
+        allow.push("OPTIONS");
+        HeaderValue::from_str(&allow.join(", ")).expect("method names are valid header text")
+    }
+}
+
 /// The REST resources, with their path segments percent-decoded.
 enum Route {
     Health,
     Stats,
+    Metrics,
+    OpenApi,
+    AsyncApi,
     Topics,
     Topic(String),
     TopicMessages(String),
@@ -197,6 +275,9 @@ impl Route {
         let route = match segments.as_slice() {
             [health] if health == "health" => Self::Health,
             [stats] if stats == "stats" => Self::Stats,
+            [metrics] if metrics == "metrics" => Self::Metrics,
+            [openapi] if openapi == "openapi.json" => Self::OpenApi,
+            [asyncapi] if asyncapi == "asyncapi.json" => Self::AsyncApi,
             [topics] if topics == "topics" => Self::Topics,
             [topics, name] if topics == "topics" => Self::Topic(name.to_string()),
             [topics, name, messages] if topics == "topics" && messages == "messages" => {
@@ -213,13 +294,16 @@ impl Route {
         Ok(route)
     }
 
-    /// The methods this resource answers, for `Allow`.
-    fn allow(&self) -> &'static str {
+    fn spec(&self) -> RouteSpec {
         match self {
-            Self::Health | Self::Stats => "GET, HEAD, OPTIONS",
-            Self::Topics => "GET, HEAD, POST, OPTIONS",
-            Self::Topic(_) => "DELETE, OPTIONS",
-            Self::TopicMessages(_) => "POST, OPTIONS",
+            Self::Health => HEALTH,
+            Self::Stats => STATS,
+            Self::Metrics => METRICS,
+            Self::OpenApi => OPENAPI,
+            Self::AsyncApi => ASYNCAPI,
+            Self::Topics => TOPICS,
+            Self::Topic(_) => TOPIC,
+            Self::TopicMessages(_) => TOPIC_MESSAGES,
         }
     }
 
@@ -235,15 +319,21 @@ fn is_read(method: &Method) -> bool {
     *method == Method::GET || *method == Method::HEAD
 }
 
-/// Routes and answers one REST request from `peer`.
+/// Routes and answers one REST request from `peer`, with CORS headers
+/// when `CORS_ALLOWED_ORIGINS` is set.
 pub async fn handle(
     state: &AppState,
     request: Request<Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
-    route(state, request, peer)
+    let cors = state.cors_origins.inspect(&request);
+    let mut response = route(state, request, peer)
         .await
-        .unwrap_or_else(Failure::into_response)
+        .unwrap_or_else(Failure::into_response);
+    if let Some(cors) = cors {
+        cors.apply(&mut response);
+    }
+    response
 }
 
 async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -> Reply {
@@ -264,14 +354,19 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
     }
     let route = route?;
     match (route, method) {
-        (route, Method::OPTIONS) => Ok(allow_response(StatusCode::NO_CONTENT, route.allow())),
+        (route, Method::OPTIONS) => Ok(allow_response(route.spec().allow())),
         (Route::Health, method) if is_read(&method) => Ok(health(state)),
         (Route::Stats, method) if is_read(&method) => Ok(stats(state)),
+        (Route::Metrics, method) if is_read(&method) => Ok(metrics(state)),
+        (Route::OpenApi, method) if is_read(&method) => Ok(document(api_docs::OPENAPI)),
+        (Route::AsyncApi, method) if is_read(&method) => Ok(document(api_docs::ASYNCAPI)),
         (Route::Topics, method) if is_read(&method) => Ok(list_topics(state)),
         (Route::Topics, Method::POST) => create_topic(state, request).await,
         (Route::Topic(name), Method::DELETE) => delete_topic(state, &name).await,
-        (Route::TopicMessages(name), Method::POST) => publish(state, &name, request).await,
-        (route, _) => Ok(Failure::method_not_allowed(route.allow())),
+        (Route::TopicMessages(name), Method::POST) => publish(state, &name, request)
+            .await
+            .inspect_err(|failure| state.metrics.record_publish_error(failure.code)),
+        (route, _) => Ok(Failure::method_not_allowed(route.spec().allow())),
     }
 }
 
@@ -297,12 +392,29 @@ pub fn too_many_connections(message: &str) -> Response<Body> {
     response
 }
 
-fn allow_response(status: StatusCode, allow: &'static str) -> Response<Body> {
+/// 204 to `OPTIONS`, naming the methods in `Allow`.
+fn allow_response(allow: HeaderValue) -> Response<Body> {
     let mut response = Response::new(Body::default());
-    *response.status_mut() = status;
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    response.headers_mut().insert(ALLOW, allow);
+    response
+}
+
+fn metrics(state: &AppState) -> Response<Body> {
+    let mut response = Response::new(Body::from(state.exposition.render()));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(prometheus::CONTENT_TYPE),
+    );
+    response
+}
+
+/// An embedded API document.
+fn document(json: &'static [u8]) -> Response<Body> {
+    let mut response = Response::new(Body::from(Bytes::from_static(json)));
     response
         .headers_mut()
-        .insert(ALLOW, HeaderValue::from_static(allow));
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
 

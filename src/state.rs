@@ -16,7 +16,9 @@ use crate::auth::{AllowedOrigins, ApiKeys};
 use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic};
 use crate::cluster::{Cluster, PendingPublish};
 use crate::config::Config;
+use crate::cors::CorsOrigins;
 use crate::metrics::Metrics;
+use crate::prometheus::Exposition;
 use crate::protocol::Message;
 
 pub struct AppState {
@@ -27,6 +29,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub api_keys: ApiKeys,
     pub allowed_origins: AllowedOrigins,
+    pub cors_origins: CorsOrigins,
+    /// What `GET /metrics` renders.
+    pub exposition: Exposition,
     pub started: Instant,
     /// Cancelled on SIGTERM/SIGINT: stop accepting connections and requests.
     pub shutdown: CancellationToken,
@@ -63,15 +68,23 @@ impl Publication {
 impl AppState {
     pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Self {
         let metrics = Arc::new(Metrics::default());
+        let broker = Arc::new(Broker::new(
+            config.ring_buffer_size as usize,
+            config.max_topics as usize,
+            metrics.clone(),
+        ));
         Self {
-            broker: Arc::new(Broker::new(
-                config.ring_buffer_size as usize,
-                config.max_topics as usize,
+            exposition: Exposition::new(
                 metrics.clone(),
-            )),
+                broker.clone(),
+                cluster.clone(),
+                config.metrics_per_topic,
+            ),
+            broker,
             cluster,
             api_keys: ApiKeys::new(&config.api_key),
             allowed_origins: AllowedOrigins::new(&config.allowed_origins),
+            cors_origins: CorsOrigins::new(&config.cors_allowed_origins),
             metrics,
             config,
             started: Instant::now(),

@@ -331,3 +331,39 @@ async fn failed_authentications_are_counted_and_challenged() {
     );
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_bearer_key_works_wherever_x_api_key_does() {
+    let server = TestServer::start(&KEYED).await;
+    let bearer = |key: &str| {
+        let request = server.http.get(server.url("/stats"));
+        request.bearer_auth(key)
+    };
+    let response = bearer("k2").send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let refused = bearer("wrong").send().await.unwrap();
+    assert_eq!(refused.status(), 401);
+    let challenge = refused.headers()["www-authenticate"].to_str().unwrap();
+    assert!(challenge.contains("Bearer"), "{challenge}");
+
+    let upgrade = |key: &str| {
+        let mut request = server.ws_url().into_client_request().unwrap();
+        request
+            .headers_mut()
+            .insert("Authorization", format!("Bearer {key}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let (mut ws, _) = upgrade("k1").await.expect("bearer upgrade");
+    ping_pong(&mut ws, "bearer").await;
+    let refused = upgrade("wrong").await.expect_err("wrong bearer key");
+    assert!(
+        matches!(&refused, WsError::Http(response) if response.status() == 401),
+        "{refused:?}"
+    );
+    let (_, stats) = rest(&server, Method::GET, "/stats", Some("k1"), None).await;
+    assert_eq!(
+        stats["auth_failures"], 2,
+        "the refused request and the refused upgrade: {stats}"
+    );
+    server.stop().await;
+}

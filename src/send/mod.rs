@@ -47,7 +47,7 @@
 pub mod outbox;
 pub mod writer;
 
-pub use outbox::{Delivery, FrameKind, Outbox, Pending, QueueLimits, Queued};
+pub use outbox::{Delivery, FrameKind, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled};
 pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
 
 use std::sync::Arc;

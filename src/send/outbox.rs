@@ -28,10 +28,18 @@ pub struct QueueLimits {
 }
 
 impl QueueLimits {
-    /// Whether one more event of `len` bytes would break a bound. The
+    /// Which bound one more event of `len` bytes would break, if any. The
     /// first pending event always fits, so no frame size is ever refused.
-    fn would_overflow(&self, pending: &Pending, len: usize) -> bool {
-        pending.events > 0 && (pending.events + 1 > self.events || pending.bytes + len > self.bytes)
+    fn bound_broken_by(&self, pending: &Pending, len: usize) -> Option<QueueBound> {
+        if pending.events == 0 {
+            None
+        } else if pending.events + 1 > self.events {
+            Some(QueueBound::Events)
+        } else if pending.bytes + len > self.bytes {
+            Some(QueueBound::Bytes)
+        } else {
+            None
+        }
     }
 
     /// Whether `pending` is at or past half of either bound: the mark at
@@ -39,6 +47,15 @@ impl QueueLimits {
     fn at_pause_mark(&self, pending: &Pending) -> bool {
         pending.events * 2 >= self.events.max(2) || pending.bytes * 2 >= self.bytes
     }
+}
+
+/// Which of a subscriber's bounds an event would break.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QueueBound {
+    /// `SUBSCRIBER_QUEUE_SIZE`.
+    Events,
+    /// `SUBSCRIBER_QUEUE_BYTES`.
+    Bytes,
 }
 
 /// What happened to an event pushed into an outbox.
@@ -54,9 +71,18 @@ pub enum Delivery {
     /// (`drop_oldest`, everything pending is in the writer's hands).
     Dropped,
     /// A bound was reached under `disconnect`: the connection is closing.
-    Overflowed,
+    Overflowed(QueueBound),
     /// The connection is closing; nothing was queued.
     Closed,
+}
+
+/// What `Outbox::settle` found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Settled {
+    /// Set once the connection is closing.
+    pub close: Option<CloseReason>,
+    /// Events pending (queued or in the writer's batch) after the write.
+    pub pending_events: usize,
 }
 
 /// What a queued frame is, which decides what it counts against.
@@ -170,12 +196,12 @@ impl Outbox {
             return Delivery::Closed;
         }
         let mut delivery = Delivery::Queued;
-        if self.limits.would_overflow(&state.pending, frame.len()) {
+        if let Some(bound) = self.limits.bound_broken_by(&state.pending, frame.len()) {
             match self.policy {
                 SlowConsumerPolicy::Disconnect => {
                     drop(state);
                     self.close(CloseReason::SlowConsumer);
-                    return Delivery::Overflowed;
+                    return Delivery::Overflowed(bound);
                 }
                 SlowConsumerPolicy::DropOldest => {
                     if !self.drop_oldest_until_fits(&mut state, frame.len()) {
@@ -203,7 +229,7 @@ impl Outbox {
     /// `len` bytes fits. Events the writer has taken cannot be dropped;
     /// false if dropping the rest is not enough.
     fn drop_oldest_until_fits(&self, state: &mut State, len: usize) -> bool {
-        while self.limits.would_overflow(&state.pending, len) {
+        while self.limits.bound_broken_by(&state.pending, len).is_some() {
             let Some(oldest) = state
                 .frames
                 .iter()
@@ -290,13 +316,14 @@ impl Outbox {
 
     /// The writer's one call per write: counts what it finished writing
     /// (`written`), tops `batch` up to `max_frames` from the queue, and
-    /// reports whether the connection is closing.
+    /// reports whether the connection is closing and how many events are
+    /// pending now.
     pub fn settle(
         &self,
         written: &Pending,
         batch: &mut VecDeque<Queued>,
         max_frames: usize,
-    ) -> Option<CloseReason> {
+    ) -> Settled {
         let mut state = self.lock();
         if !written.is_empty() {
             state.pending.subtract(written);
@@ -311,15 +338,16 @@ impl Outbox {
             let take = room.min(state.frames.len());
             batch.extend(state.frames.drain(..take));
         }
-        let (close, wake) = (
-            state.close.clone(),
-            state.waiters > 0 && !written.is_empty(),
-        );
+        let settled = Settled {
+            close: state.close.clone(),
+            pending_events: state.pending.events,
+        };
+        let wake = state.waiters > 0 && !written.is_empty();
         drop(state);
         if wake {
             self.progress.notify_waiters();
         }
-        close
+        settled
     }
 
     /// The writer found the socket full: publishers stop waiting for this
@@ -468,7 +496,9 @@ mod tests {
     /// written as well, so they stop counting.
     fn drain(outbox: &Outbox, written: bool) -> (Vec<u8>, Option<CloseReason>) {
         let mut batch = VecDeque::new();
-        let close = outbox.settle(&Pending::default(), &mut batch, usize::MAX);
+        let close = outbox
+            .settle(&Pending::default(), &mut batch, usize::MAX)
+            .close;
         let firsts = batch.iter().map(|queued| queued.frame[0]).collect();
         if written {
             let mut done = Pending::default();
@@ -520,7 +550,10 @@ mod tests {
         outbox.socket_full();
         assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
         assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
-        assert_eq!(outbox.push_event(&frame(3)), Delivery::Overflowed);
+        assert_eq!(
+            outbox.push_event(&frame(3)),
+            Delivery::Overflowed(QueueBound::Events)
+        );
         assert_eq!(outbox.push_event(&frame(4)), Delivery::Closed);
         assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(
@@ -541,7 +574,7 @@ mod tests {
         assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
         assert_eq!(
             outbox.push_event(&frame(3)),
-            Delivery::Overflowed,
+            Delivery::Overflowed(QueueBound::Bytes),
             "30 > 25 bytes"
         );
     }

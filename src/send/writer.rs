@@ -37,9 +37,11 @@ pub enum WriteError {
     Io(#[from] io::Error),
 }
 
-/// Writes queued frames, many per syscall, resuming after partial writes.
+/// Writes queued frames, many per syscall, resuming after partial writes,
+/// and counts each write (frames finished, bytes) once.
 pub struct FrameWriter<W> {
     sink: W,
+    metrics: Arc<Metrics>,
     batch: VecDeque<Queued>,
     /// Bytes of `batch[0]` already written.
     offset: usize,
@@ -48,9 +50,10 @@ pub struct FrameWriter<W> {
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
-    pub fn new(sink: W) -> Self {
+    pub fn new(sink: W, metrics: Arc<Metrics>) -> Self {
         Self {
             sink,
+            metrics,
             batch: VecDeque::new(),
             offset: 0,
             stalled_since: None,
@@ -74,9 +77,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 let since = *self.stalled_since.get_or_insert_with(Instant::now);
                 outbox.socket_full();
                 let write = std::future::poll_fn(|cx| self.poll_write_head(cx));
-                tokio::time::timeout_at(since + write_timeout, write)
-                    .await
-                    .map_err(|_| WriteError::TimedOut)??
+                match tokio::time::timeout_at(since + write_timeout, write).await {
+                    Ok(written) => written?,
+                    Err(_) => {
+                        self.metrics.record_write_timeout();
+                        return Err(WriteError::TimedOut);
+                    }
+                }
             }
         };
         let done = self.advance(written)?;
@@ -86,11 +93,13 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
 
     /// Drops what `written` bytes completed from the batch and counts it; a
     /// write of nothing means the socket will take no more.
-    fn advance(&mut self, mut written: usize) -> io::Result<Pending> {
+    fn advance(&mut self, written: usize) -> io::Result<Pending> {
         if written == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
+        let (bytes, mut written) = (written, written);
         let mut done = Pending::default();
+        let mut frames = 0;
         while written > 0 {
             let remaining = self.batch[0].frame.len() - self.offset;
             if written < remaining {
@@ -101,7 +110,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.offset = 0;
             let finished = self.batch.pop_front().expect("written bytes were queued");
             done.add(&finished);
+            frames += 1;
         }
+        self.metrics.record_write(frames, bytes);
         Ok(done)
     }
 
@@ -128,9 +139,14 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 
     /// Counts what the last write finished and takes more from `outbox`;
-    /// reports whether the connection is closing.
+    /// reports whether the connection is closing. After a write, samples
+    /// the queue depth (once per write, never per event).
     pub fn settle(&mut self, outbox: &Outbox, written: &Pending) -> Option<CloseReason> {
-        outbox.settle(written, &mut self.batch, MAX_FRAMES_PER_WRITE)
+        let settled = outbox.settle(written, &mut self.batch, MAX_FRAMES_PER_WRITE);
+        if !written.is_empty() {
+            self.metrics.record_queue_depth(settled.pending_events);
+        }
+        settled.close
     }
 
     /// Drops every frame not yet started; a half-written one must finish
@@ -190,7 +206,6 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     liveness: Arc<Liveness>,
     timing: WriterTiming,
     draining: CancellationToken,
-    metrics: Arc<Metrics>,
 ) -> CloseReason {
     let WriterTiming {
         heartbeat,
@@ -253,10 +268,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             biased;
             result = writer.write_some(&outbox, write_timeout) => match result {
                 Ok(done) => written = done,
-                Err(WriteError::TimedOut) => {
-                    metrics.record_write_timeout();
-                    break CloseReason::WriteTimeout;
-                }
+                Err(WriteError::TimedOut) => break CloseReason::WriteTimeout,
                 Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
             },
             _ = outbox.closed(), if closing.is_none() => {}

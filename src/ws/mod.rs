@@ -182,7 +182,7 @@ async fn serve(
     ));
     let liveness = Arc::new(Liveness::new());
     let writer = write_loop(
-        FrameWriter::new(writer),
+        FrameWriter::new(writer, state.metrics.clone()),
         outbox.clone(),
         liveness.clone(),
         WriterTiming {
@@ -191,7 +191,6 @@ async fn serve(
             coalesce_window: config.coalesce_window,
         },
         state.draining.clone(),
-        state.metrics.clone(),
     );
     let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
         let outbox = outbox.clone();

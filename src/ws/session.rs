@@ -16,6 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use super::{CloseReason, Liveness};
 use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::frame_reader::{self, FrameDecoder, Incoming};
+use crate::metrics::Metrics;
 use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
 use crate::send::{LaggingWriters, Outbox};
 use crate::state::{AppState, Publication};
@@ -43,6 +44,12 @@ impl RequestError {
             )
             | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
         }
+    }
+
+    /// Counts a refused publish by its code.
+    fn counted_as_publish_error(self, metrics: &Metrics) -> Self {
+        metrics.record_publish_error(self.code().as_str());
+        self
     }
 
     /// The `error` frame answering the request.
@@ -185,18 +192,25 @@ impl Session {
         message: &Message<'_>,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
-        match self.state.publish(name, message).await? {
+        let publication =
+            self.state.publish(name, message).await.map_err(|err| {
+                RequestError::from(err).counted_as_publish_error(&self.state.metrics)
+            })?;
+        match publication {
             Publication::Done(published) => {
                 self.lagging = published.lagging;
                 Ok(Some(protocol::ack(request_id, name)))
             }
             Publication::Pending(stored) => {
                 let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
+                let metrics = self.state.metrics.clone();
                 self.pending_publishes.push_back(
                     stored
                         .map(move |stored| match stored {
                             Ok(_) => protocol::ack(request_id.as_deref(), &name),
-                            Err(err) => RequestError::from(err).reply(request_id.as_deref()),
+                            Err(err) => RequestError::from(err)
+                                .counted_as_publish_error(&metrics)
+                                .reply(request_id.as_deref()),
                         })
                         .boxed(),
                 );

@@ -10,6 +10,7 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode, Version};
 
 use crate::auth;
+use crate::metrics::UpgradeRefusal;
 use crate::rest::{self, error_response, Body};
 use crate::state::AppState;
 
@@ -25,11 +26,14 @@ pub fn upgrade(
     mut request: Request<hyper::body::Incoming>,
     peer: SocketAddr,
 ) -> Response<Body> {
+    let refuse = |why: UpgradeRefusal| state.metrics.record_upgrade_refused(why);
     if !state.api_keys.allows_upgrade(&request) {
+        refuse(UpgradeRefusal::Unauthorized);
         auth::record_failure(&state.metrics, peer, request.uri().path());
         return rest::unauthorized("missing or invalid API key");
     }
     if !state.allowed_origins.allows(&request) {
+        refuse(UpgradeRefusal::ForbiddenOrigin);
         return error_response(
             StatusCode::FORBIDDEN,
             "FORBIDDEN_ORIGIN",
@@ -37,17 +41,20 @@ pub fn upgrade(
         );
     }
     if state.shutdown.is_cancelled() {
+        refuse(UpgradeRefusal::ShuttingDown);
         return error_response(
             StatusCode::SERVICE_UNAVAILABLE,
             "SHUTTING_DOWN",
             "server is shutting down",
         );
     }
-    if let Some(refusal) = refuse_handshake(&request) {
-        return refusal;
+    if let Some((why, response)) = refuse_handshake(&request) {
+        refuse(why);
+        return response;
     }
     let max_connections = u64::from(state.config.max_connections);
     let Some(slot) = state.metrics.try_open_connection(max_connections) else {
+        refuse(UpgradeRefusal::TooManyConnections);
         tracing::warn!(%peer, max_connections, "connection limit reached; upgrade refused");
         return rest::too_many_connections(&format!(
             "this node holds its maximum of {max_connections} WebSocket connections (MAX_CONNECTIONS)"
@@ -56,7 +63,8 @@ pub fn upgrade(
     let (mut response, upgrading) = match fastwebsockets::upgrade::upgrade(&mut request) {
         Ok(accepted) => accepted,
         Err(err) => {
-            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string())
+            refuse(UpgradeRefusal::BadHandshake);
+            return error_response(StatusCode::BAD_REQUEST, "BAD_REQUEST", &err.to_string());
         }
     };
     if offers_subprotocol(&request) {
@@ -79,17 +87,19 @@ pub fn upgrade(
 
 /// The answer to a request that is not a WebSocket handshake ringcast can
 /// accept (RFC 6455 §4.2.1), if it is not.
-fn refuse_handshake<B>(request: &Request<B>) -> Option<Response<Body>> {
+fn refuse_handshake<B>(request: &Request<B>) -> Option<(UpgradeRefusal, Response<Body>)> {
     if !fastwebsockets::upgrade::is_upgrade_request(request) {
-        return Some(upgrade_required("/ws expects a WebSocket upgrade request"));
+        let response = upgrade_required("/ws expects a WebSocket upgrade request");
+        return Some((UpgradeRefusal::NotAnUpgrade, response));
     }
     // Otherwise hyper answers 101 and then drops the connection.
     if request.method() != Method::GET || request.version() < Version::HTTP_11 {
-        return Some(error_response(
+        let response = error_response(
             StatusCode::BAD_REQUEST,
             "BAD_REQUEST",
             "a WebSocket upgrade is a GET over HTTP/1.1",
-        ));
+        );
+        return Some((UpgradeRefusal::BadHandshake, response));
     }
     if request.headers().get(SEC_WEBSOCKET_VERSION) != Some(&HeaderValue::from_static("13")) {
         // RFC 6455 §4.2.2: the refusal names the versions the server speaks.
@@ -97,7 +107,7 @@ fn refuse_handshake<B>(request: &Request<B>) -> Option<Response<Body>> {
         response
             .headers_mut()
             .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-        return Some(response);
+        return Some((UpgradeRefusal::BadHandshake, response));
     }
     None
 }

@@ -62,6 +62,8 @@ CONFIG_VARS = (
     "SHUTDOWN_TIMEOUT",
     "WRITE_TIMEOUT",
     "SUBSCRIBER_QUEUE_BYTES",
+    "CORS_ALLOWED_ORIGINS",
+    "METRICS_PER_TOPIC",
 )
 
 TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$")
