@@ -6,6 +6,7 @@
 //! - [`server`]: the listener, one hyper service for REST and the upgrade,
 //!   graceful shutdown.
 //! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats).
+//! - [`pages`]: the `/docs` and `/dashboard` browser pages, embedded.
 //! - [`ws`]: a WebSocket connection's life: the upgrade, the reader (client
 //!   frames to broker calls), how the connection closes.
 //! - [`frame_reader`]: client frames decoded with no buffer held while
@@ -28,6 +29,7 @@ pub mod cluster;
 pub mod config;
 pub mod frame_reader;
 pub mod metrics;
+pub mod pages;
 pub mod protocol;
 pub mod raw_json;
 pub mod rest;
