@@ -258,7 +258,23 @@ def test_dashboard_shows_traffic_tails_and_publishes(server, browser):
         finally:
             browser.set_window_size(*DESKTOP)
     assert traffic.received > 0, "the traffic's subscriber received events"
-    assert console_errors(browser) == []
+
+    # The key lives in this tab's sessionStorage only, and the page's key
+    # form replaces it.
+    stored = "return [sessionStorage.getItem('ringcast.apiKey'), localStorage.length]"
+    assert browser.execute_script(stored) == [KEY, 0]
+
+    def status(driver) -> str:
+        return driver.find_element(By.ID, "status").text
+
+    fill(browser, "api-key", "not-the-key")
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait_for(browser, "the refusal shown", lambda d: "needs an API key" in status(d))
+    fill(browser, "api-key", KEY)
+    browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+    wait_for(browser, "the page live again", lambda d: status(d).startswith("Live"))
+    # The refused polls show in the browser's log as failed loads (401).
+    assert [e for e in console_errors(browser) if "401" not in e] == []
 
 
 def operations(document: dict) -> set[tuple[str, str]]:
