@@ -34,19 +34,28 @@ function perSecond(now, before, seconds) {
 
 async function poll() {
   try {
-    const response = await fetch("stats", { headers: apiKey.headers(), cache: "no-store" });
-    if (response.status === 401) {
-      show("status", "The server needs an API key: enter it above.", "error");
-    } else if (!response.ok) {
-      show("status", `/stats answered ${response.status}.`, "error");
-    } else {
-      render(await response.json(), performance.now());
-      show("status", `Live · updated ${new Date().toLocaleTimeString()}`, "ok");
-    }
+    await refresh();
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+async function refresh() {
+  let response;
+  try {
+    response = await fetch("stats", { headers: apiKey.headers(), cache: "no-store" });
   } catch {
     show("status", "Cannot reach the server; retrying.", "error");
+    return;
   }
-  setTimeout(poll, POLL_MS);
+  if (response.status === 401) {
+    show("status", "The server needs an API key: enter it above.", "error");
+  } else if (!response.ok) {
+    show("status", `/stats answered ${response.status}.`, "error");
+  } else {
+    render(await response.json(), performance.now());
+    show("status", `Live · updated ${new Date().toLocaleTimeString()}`, "ok");
+  }
 }
 
 function render(stats, time) {
@@ -121,9 +130,10 @@ function renderTopics(topics, before, seconds) {
     cells[3].textContent = formatRate(row.rate);
     cells[4].textContent = formatRate(delivered);
   }
-  const note = shown.length < rows.length
-    ? `Showing the ${shown.length} busiest of ${count.format(rows.length)} topics.`
-    : "";
+  const note =
+    shown.length < rows.length
+      ? `Showing the ${shown.length} busiest of ${count.format(rows.length)} topics.`
+      : "";
   show("topics-note", note);
   // Rows are moved only when the set shown changes, so a focused or
   // selected row stays so across refreshes.
@@ -158,7 +168,9 @@ function startTail(topic) {
   $("tail-stop").disabled = false;
   show("tail-status", `Connecting to tail ${topic}…`, "");
   socket.onopen = () =>
-    socket.send(JSON.stringify({ type: "subscribe", topic, last_n: TAIL_REPLAY, request_id: "tail" }));
+    socket.send(
+      JSON.stringify({ type: "subscribe", topic, last_n: TAIL_REPLAY, request_id: "tail" }),
+    );
   socket.onmessage = (message) => onTailFrame(topic, JSON.parse(message.data));
   socket.onclose = (close) => {
     if (tail !== socket) {
@@ -167,7 +179,10 @@ function startTail(topic) {
     tail = null;
     $("tail-stop").disabled = true;
     // A refused upgrade (a wrong key, say) shows only as 1006.
-    const why = close.code === 1006 ? "could not connect, or the connection was lost; check the API key" : `code ${close.code} ${close.reason}`;
+    const why =
+      close.code === 1006
+        ? "could not connect, or the connection was lost; check the API key"
+        : `code ${close.code} ${close.reason}`;
     show("tail-status", `Closed: ${why}.`, "error");
   };
 }
@@ -184,7 +199,11 @@ function stopTail() {
 
 function onTailFrame(topic, frame) {
   if (frame.type === "ack") {
-    show("tail-status", `Tailing ${topic}: up to ${TAIL_REPLAY} recent events, then live ones.`, "ok");
+    show(
+      "tail-status",
+      `Tailing ${topic}: up to ${TAIL_REPLAY} recent events, then live ones.`,
+      "ok",
+    );
   } else if (frame.type === "event") {
     addEvent(frame);
   } else if (frame.type === "error") {
@@ -218,7 +237,13 @@ function uuid() {
   bytes[6] = (bytes[6] & 0x0f) | 0x40;
   bytes[8] = (bytes[8] & 0x3f) | 0x80;
   const hex = Array.from(bytes, (byte) => byte.toString(16).padStart(2, "0")).join("");
-  return [hex.slice(0, 8), hex.slice(8, 12), hex.slice(12, 16), hex.slice(16, 20), hex.slice(20)].join("-");
+  return [
+    hex.slice(0, 8),
+    hex.slice(8, 12),
+    hex.slice(12, 16),
+    hex.slice(16, 20),
+    hex.slice(20),
+  ].join("-");
 }
 
 async function publish(topic, text) {
@@ -239,7 +264,11 @@ async function publish(topic, text) {
     if (response.ok) {
       show("publish-result", `Published to ${body.topic} as #${body.seq}.`, "ok");
     } else {
-      show("publish-result", `${response.status} ${body.error.code}: ${body.error.message}`, "error");
+      show(
+        "publish-result",
+        `${response.status} ${body.error.code}: ${body.error.message}`,
+        "error",
+      );
     }
   } catch (err) {
     show("publish-result", `Cannot reach the server: ${err.message}`, "error");
