@@ -27,6 +27,18 @@ const apiKey = (() => {
     }
     listeners.forEach((listener) => listener());
   });
+  // The other page needs the key too: a link to it carries the key, which
+  // that page moves out of its address in turn.
+  for (const link of document.querySelectorAll("nav a")) {
+    link.addEventListener("click", () => {
+      const target = new URL(link.href);
+      target.searchParams.delete("api_key");
+      if (get()) {
+        target.searchParams.set("api_key", get());
+      }
+      link.href = target;
+    });
+  }
   return {
     get,
     /** The headers that authenticate a REST request, none without a key. */

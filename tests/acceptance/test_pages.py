@@ -276,6 +276,11 @@ def test_dashboard_shows_traffic_tails_and_publishes(server, browser):
     # The refused polls show in the browser's log as failed loads (401).
     assert [e for e in console_errors(browser) if "401" not in e] == []
 
+    # The link to the API page takes the key along, and out of the address.
+    browser.find_element(By.LINK_TEXT, "API docs").click()
+    wait_for(browser, "the API page", lambda d: d.find_elements(By.ID, "swagger-ui"))
+    assert browser.current_url == f"{server.http}/docs"
+
 
 def operations(document: dict) -> set[tuple[str, str]]:
     methods = {"get", "put", "post", "delete", "options", "head", "patch", "trace"}
