@@ -9,6 +9,7 @@
 //!   metrics, the API documents) and the table of routes.
 //! - [`cors`]: CORS headers for REST (`CORS_ALLOWED_ORIGINS`).
 //! - [`api_docs`]: the OpenAPI and AsyncAPI documents, embedded.
+//! - [`pages`]: the `/docs` and `/dashboard` browser pages, embedded.
 //! - [`ws`]: a WebSocket connection's life: the upgrade, the reader (client
 //!   frames to broker calls), how the connection closes.
 //! - [`frame_reader`]: client frames decoded with no buffer held while
@@ -35,6 +36,7 @@ pub mod config;
 pub mod cors;
 pub mod frame_reader;
 pub mod metrics;
+pub mod pages;
 pub mod prometheus;
 pub mod protocol;
 pub mod raw_json;

@@ -1,5 +1,6 @@
 //! The REST API: topic management, publishing over HTTP, health, stats,
-//! metrics and the API documents.
+//! metrics and the API documents; and the routes of the browser pages in
+//! [`crate::pages`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,6 +18,7 @@ use crate::auth;
 use crate::broker::{is_valid_topic_name, BrokerError};
 use crate::cluster::BackplaneState;
 use crate::metrics::Snapshot;
+use crate::pages::{self, Page};
 use crate::protocol;
 use crate::state::AppState;
 use crate::{api_docs, prometheus};
@@ -261,6 +263,7 @@ enum Route {
     Topics,
     Topic(String),
     TopicMessages(String),
+    Page(&'static Page),
 }
 
 impl Route {
@@ -283,13 +286,16 @@ impl Route {
             [topics, name, messages] if topics == "topics" && messages == "messages" => {
                 Self::TopicMessages(name.to_string())
             }
-            _ => {
-                return Err(Failure::new(
-                    StatusCode::NOT_FOUND,
-                    "NOT_FOUND",
-                    format!("no route for {path}"),
-                ))
-            }
+            _ => match pages::find(path) {
+                Some(page) => Self::Page(page),
+                None => {
+                    return Err(Failure::new(
+                        StatusCode::NOT_FOUND,
+                        "NOT_FOUND",
+                        format!("no route for {path}"),
+                    ))
+                }
+            },
         };
         Ok(route)
     }
@@ -304,13 +310,23 @@ impl Route {
             Self::Topics => TOPICS,
             Self::Topic(_) => TOPIC,
             Self::TopicMessages(_) => TOPIC_MESSAGES,
+            Self::Page(page) => RouteSpec {
+                path: page.path(),
+                methods: &["GET"],
+            },
         }
     }
 
-    /// What anyone may ask without a key: health for load balancers, and
-    /// which methods exist (a browser's preflight carries no credentials).
+    /// What anyone may ask without a key: health for load balancers, the
+    /// pages' scripts and styles, and which methods exist (a browser's
+    /// preflight carries no credentials).
     fn is_public(&self, method: &Method) -> bool {
-        *method == Method::OPTIONS || matches!(self, Self::Health) && is_read(method)
+        let public_read = match self {
+            Self::Health => true,
+            Self::Page(page) => page.is_public(),
+            _ => false,
+        };
+        *method == Method::OPTIONS || public_read && is_read(method)
     }
 }
 
@@ -347,10 +363,24 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
     let route = Route::parse(request.uri().path());
     let method = request.method().clone();
     let public = route.as_ref().is_ok_and(|route| route.is_public(&method));
-    // Before a 404 too, so a client without a key learns nothing of the routes.
-    if !public && !state.api_keys.allows_rest(&request) {
-        auth::record_failure(&state.metrics, peer, request.uri().path());
-        return Ok(unauthorized("missing or invalid X-API-Key"));
+    if !public {
+        // A page is opened from the address bar, which cannot send a header:
+        // it takes the key in `?api_key=` too, as the upgrade does.
+        let (authorized, refusal) = match &route {
+            Ok(Route::Page(_)) => (
+                state.api_keys.allows_upgrade(&request),
+                "missing or invalid API key: open the page as ?api_key=<key>",
+            ),
+            _ => (
+                state.api_keys.allows_rest(&request),
+                "missing or invalid X-API-Key",
+            ),
+        };
+        // Before a 404 too, so a client without a key learns nothing of the routes.
+        if !authorized {
+            auth::record_failure(&state.metrics, peer, request.uri().path());
+            return Ok(unauthorized(refusal));
+        }
     }
     let route = route?;
     match (route, method) {
@@ -366,6 +396,7 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
         (Route::TopicMessages(name), Method::POST) => publish(state, &name, request)
             .await
             .inspect_err(|failure| state.metrics.record_publish_error(failure.code)),
+        (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
         (route, _) => Ok(Failure::method_not_allowed(route.spec().allow())),
     }
 }
