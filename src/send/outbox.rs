@@ -77,7 +77,7 @@ pub enum Delivery {
 }
 
 /// What `Outbox::settle` found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settled {
     /// Set once the connection is closing.
     pub close: Option<CloseReason>,
