@@ -1,9 +1,12 @@
 //! Runtime configuration: every setting is a command-line flag with an
 //! environment-variable fallback, named as in the wire contract.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+
+use crate::rate_limit::Rate;
 
 /// What the broker does when a subscriber's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -37,6 +40,33 @@ pub struct Config {
     /// Accepted API keys, comma-separated; unset turns authentication off.
     #[arg(long, env = "API_KEY", value_delimiter = ',', hide_env_values = true)]
     pub api_key: Vec<String>,
+
+    /// HS256 secret that access tokens are signed with; setting it (or JWT_PUBLIC_KEY) lets
+    /// clients present a JWT instead of an API key.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true, global = true)]
+    pub jwt_secret: Option<String>,
+
+    /// PEM file of the public key access tokens are signed with (RSA: RS256, P-256: ES256).
+    #[arg(long, env = "JWT_PUBLIC_KEY")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// When set, a token's `aud` claim must equal it.
+    #[arg(long, env = "JWT_AUDIENCE", global = true)]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed on a token's `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY", default_value = "0s", value_parser = humantime::parse_duration)]
+    pub jwt_leeway: Duration,
+
+    /// Publishes allowed per WebSocket connection, and per credential (per peer address
+    /// without auth) over REST, e.g. `1000/s` or `600/m`; unset = no limit.
+    #[arg(long, env = "PUBLISH_RATE_LIMIT")]
+    pub publish_rate_limit: Option<Rate>,
+
+    /// Publishes allowed at once above the rate (the token bucket's size); default one
+    /// second's worth.
+    #[arg(long, env = "PUBLISH_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    pub publish_burst: Option<u32>,
 
     /// Per-subscriber queue bound, in events.
     #[arg(long, env = "SUBSCRIBER_QUEUE_SIZE", default_value_t = 1024,
@@ -142,6 +172,36 @@ pub struct Config {
     /// purged. A node that falls further behind than this takes the purge for events it missed.
     #[arg(long, env = "CLUSTER_PURGE_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
     pub cluster_purge_delay: Duration,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of serving.
+#[derive(Clone, Debug, clap::Subcommand)]
+pub enum Command {
+    /// Print an HS256 access token signed with JWT_SECRET, for testing and scripts.
+    Token(TokenArgs),
+}
+
+/// The claims `ringcast token` signs.
+#[derive(Clone, Debug, clap::Args)]
+pub struct TokenArgs {
+    /// The `sub` claim: who holds the token.
+    #[arg(long)]
+    pub sub: Option<String>,
+    /// Topic pattern the holder may subscribe to (`*` = any run of characters); repeatable.
+    #[arg(long)]
+    pub subscribe: Vec<String>,
+    /// Topic pattern the holder may publish to; repeatable.
+    #[arg(long)]
+    pub publish: Vec<String>,
+    /// Topic management, `/topics`, `/stats`, `/metrics`.
+    #[arg(long)]
+    pub admin: bool,
+    /// How long the token is valid.
+    #[arg(long, default_value = "1h", value_parser = parse_positive_duration)]
+    pub ttl: Duration,
 }
 
 impl Config {
@@ -225,6 +285,11 @@ mod tests {
         assert_eq!(config.coalesce_window, Duration::ZERO);
         assert!(config.cors_allowed_origins.is_empty());
         assert!(!config.metrics_per_topic);
+        assert_eq!((&config.jwt_secret, &config.jwt_public_key), (&None, &None));
+        assert_eq!(config.jwt_leeway, Duration::ZERO);
+        assert_eq!(config.publish_rate_limit, None);
+        assert_eq!(config.publish_burst, None);
+        assert!(config.command.is_none());
     }
 
     #[test]

@@ -18,7 +18,10 @@
 //!   batching, the slow-consumer rule and the writer task (vectored writes,
 //!   `WRITE_TIMEOUT`, heartbeat).
 //! - [`auth`]: API keys (`X-API-Key` or `Authorization: Bearer`),
-//!   compared in constant time; allowed origins.
+//!   compared in constant time; access tokens (JWT) and the permissions
+//!   they grant; allowed origins.
+//! - [`rate_limit`]: publish rate limits, a lock-free token bucket per
+//!   WebSocket connection and per REST credential.
 //! - [`protocol`]: client frame parsing and server frame encoding.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
@@ -27,6 +30,7 @@
 //! - [`prometheus`]: those counters as `GET /metrics` (Prometheus text).
 //! - [`state`]: the shared state, in one `Arc`.
 //! - [`config`]: flags with environment fallbacks.
+//! - [`token_command`]: `ringcast token`, which mints an access token.
 
 pub mod api_docs;
 pub mod auth;
@@ -39,11 +43,13 @@ pub mod metrics;
 pub mod pages;
 pub mod prometheus;
 pub mod protocol;
+pub mod rate_limit;
 pub mod raw_json;
 pub mod rest;
 pub mod send;
 pub mod server;
 pub mod state;
+pub mod token_command;
 pub mod ws;
 
 pub use config::Config;

@@ -2,7 +2,8 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use ringcast::{server, Config, Server};
+use ringcast::config::Command;
+use ringcast::{server, token_command, Config, Server};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -16,6 +17,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stdout().is_terminal())
         .init();
     let config = Config::parse();
+    if let Some(Command::Token(args)) = &config.command {
+        return token_command::run(&config, args);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(release_memory_when_idle)

@@ -34,6 +34,12 @@ pub struct Metrics {
     /// Publishes refused, indexed like `PUBLISH_ERROR_CODES`.
     publish_errors: [AtomicU64; PUBLISH_ERROR_CODES.len()],
     auth_failures: AtomicU64,
+    /// Publishes refused by `PUBLISH_RATE_LIMIT`, indexed by `Transport`.
+    rate_limited: [AtomicU64; Transport::ALL.len()],
+    /// Requests a valid token did not permit, indexed by `Transport`.
+    permission_denials: [AtomicU64; Transport::ALL.len()],
+    /// Connections closed because their token expired.
+    token_expiries: AtomicU64,
     panics: AtomicU64,
     backplane_events_missed: AtomicU64,
     bytes_written: CachePadded<AtomicU64>,
@@ -67,17 +73,37 @@ pub const FAN_OUT_NANOS_BOUNDS: [u64; 11] = [
 
 /// Error codes a publish is refused with, over REST and WebSocket; any
 /// other code is counted as the last, `OTHER`.
-pub const PUBLISH_ERROR_CODES: [&str; 9] = [
+pub const PUBLISH_ERROR_CODES: [&str; 11] = [
     "BAD_REQUEST",
     "TOPIC_NOT_FOUND",
     "INTERNAL",
     "SHUTTING_DOWN",
     "UNAUTHORIZED",
+    "FORBIDDEN",
+    "RATE_LIMITED",
     "PAYLOAD_TOO_LARGE",
     "UNSUPPORTED_MEDIA_TYPE",
     "REQUEST_TIMEOUT",
     "OTHER",
 ];
+
+/// Where a request came in, for the limits' and permissions' counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    WebSocket,
+    Rest,
+}
+
+impl Transport {
+    pub const ALL: [Self; 2] = [Self::WebSocket, Self::Rest];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::WebSocket => "websocket",
+            Self::Rest => "rest",
+        }
+    }
+}
 
 /// Why a subscriber was cut as a slow consumer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -262,6 +288,9 @@ impl Default for Metrics {
             upgrades_refused: Default::default(),
             publish_errors: Default::default(),
             auth_failures: AtomicU64::default(),
+            rate_limited: Default::default(),
+            permission_denials: Default::default(),
+            token_expiries: AtomicU64::default(),
             panics: AtomicU64::default(),
             backplane_events_missed: AtomicU64::default(),
             bytes_written: CachePadded::default(),
@@ -283,6 +312,11 @@ pub struct Breakdown {
     pub publish_errors: [u64; PUBLISH_ERROR_CODES.len()],
     /// HTTP connections refused because `MAX_HTTP_CONNECTIONS` were open.
     pub http_connections_refused: u64,
+    /// Per `Transport::ALL`.
+    pub rate_limited: [u64; Transport::ALL.len()],
+    /// Per `Transport::ALL`.
+    pub permission_denials: [u64; Transport::ALL.len()],
+    pub token_expiries: u64,
     pub bytes_written: u64,
     pub frames_per_write: HistogramSnapshot,
     pub queue_depth: HistogramSnapshot,
@@ -364,6 +398,21 @@ impl Metrics {
         self.auth_failures.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A publish refused by `PUBLISH_RATE_LIMIT`.
+    pub fn record_rate_limited(&self, transport: Transport) {
+        self.rate_limited[transport as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request refused because the token does not permit it.
+    pub fn record_permission_denied(&self, transport: Transport) {
+        self.permission_denials[transport as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection closed because its token expired.
+    pub fn record_token_expired(&self) {
+        self.token_expiries.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A WebSocket upgrade refused before upgrading.
     pub fn record_upgrade_refused(&self, why: UpgradeRefusal) {
         self.upgrades_refused[why as usize].fetch_add(1, Ordering::Relaxed);
@@ -439,6 +488,9 @@ impl Metrics {
             http_connections_refused: load(
                 &self.connections_refused[ConnectionKind::Http as usize],
             ),
+            rate_limited: self.rate_limited.each_ref().map(load),
+            permission_denials: self.permission_denials.each_ref().map(load),
+            token_expiries: load(&self.token_expiries),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             frames_per_write: self.frames_per_write.snapshot(),
             queue_depth: self.queue_depth.snapshot(),
@@ -559,7 +611,7 @@ mod tests {
         assert_eq!(breakdown.slow_consumer_causes, [0, 2, 1, 1]);
         assert_eq!(metrics.snapshot().slow_consumer_disconnects, 4);
         assert_eq!(breakdown.upgrades_refused, [0, 1, 0, 0, 0, 0]);
-        assert_eq!(breakdown.publish_errors, [0, 1, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(breakdown.publish_errors, [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
         assert_eq!(breakdown.http_connections_refused, 1);
         assert_eq!(breakdown.bytes_written, 6810);
         let writes = &breakdown.frames_per_write;

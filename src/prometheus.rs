@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use crate::broker::Broker;
 use crate::cluster::{BackplaneState, Cluster};
 use crate::metrics::{
-    HistogramSnapshot, Metrics, SlowConsumerCause, UpgradeRefusal, PUBLISH_ERROR_CODES,
+    HistogramSnapshot, Metrics, SlowConsumerCause, Transport, UpgradeRefusal, PUBLISH_ERROR_CODES,
 };
 
 /// Every metric name starts with this, then `_`.
@@ -200,6 +200,34 @@ impl Collector for Sources {
             "auth_failures",
             "REST requests and upgrades refused for a missing or wrong credential.",
             totals.auth_failures,
+        )?;
+        labelled(
+            out,
+            "publishes_rate_limited",
+            "Publishes refused by PUBLISH_RATE_LIMIT (RATE_LIMITED), by transport.",
+            MetricType::Counter,
+            "transport",
+            Transport::ALL
+                .map(Transport::label)
+                .into_iter()
+                .zip(breakdown.rate_limited),
+        )?;
+        labelled(
+            out,
+            "permission_denials",
+            "Subscribes, publishes and requests a valid access token did not permit, by transport.",
+            MetricType::Counter,
+            "transport",
+            Transport::ALL
+                .map(Transport::label)
+                .into_iter()
+                .zip(breakdown.permission_denials),
+        )?;
+        counter(
+            out,
+            "token_expiries",
+            "WebSocket connections closed because their access token expired.",
+            breakdown.token_expiries,
         )?;
         counter(
             out,

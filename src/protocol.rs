@@ -42,6 +42,10 @@ pub enum Request<'a> {
         message: Message<'a>,
     },
     Ping,
+    /// Replaces the connection's access token.
+    Auth {
+        token: &'a str,
+    },
 }
 
 /// An event as published: a UUID and the payload's JSON bytes, verbatim.
@@ -77,6 +81,7 @@ pub enum ErrorCode {
     TopicNotFound,
     SlowConsumer,
     Unauthorized,
+    RateLimited,
     Internal,
 }
 
@@ -88,6 +93,7 @@ impl ErrorCode {
             Self::TopicNotFound => "TOPIC_NOT_FOUND",
             Self::SlowConsumer => "SLOW_CONSUMER",
             Self::Unauthorized => "UNAUTHORIZED",
+            Self::RateLimited => "RATE_LIMITED",
             Self::Internal => "INTERNAL",
         }
     }
@@ -137,9 +143,15 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
             },
         },
         "ping" => Request::Ping,
+        "auth" => Request::Auth {
+            token: frame
+                .optional_string("token")
+                .map_err(reject)?
+                .ok_or_else(|| reject("token is required for auth".into()))?,
+        },
         other => {
             return Err(reject(format!(
-                "unknown type '{other}': expected subscribe, unsubscribe, publish or ping"
+                "unknown type '{other}': expected subscribe, unsubscribe, publish, ping or auth"
             )))
         }
     };
@@ -324,6 +336,13 @@ impl Serialize for Timestamp {
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerFrame<'a> {
+    /// The ack of an `auth` frame, which names no topic.
+    Ack {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        request_id: Option<&'a str>,
+        status: &'static str,
+        ts: Timestamp,
+    },
     Error {
         #[serde(skip_serializing_if = "Option::is_none")]
         request_id: Option<&'a str>,
@@ -372,6 +391,16 @@ pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
         Timestamp::now().write_json(buf);
         buf.push(b'}');
     })
+}
+
+/// `ack` of an `auth` frame: the new token is in force.
+pub fn auth_ack(request_id: Option<&str>) -> Bytes {
+    ServerFrame::Ack {
+        request_id,
+        status: "ok",
+        ts: Timestamp::now(),
+    }
+    .encode()
 }
 
 /// `error` with a code and a human-readable message.
@@ -518,6 +547,11 @@ mod tests {
         assert_eq!(message.id, ID);
         assert_eq!(&message.payload[..], r#"{"a":[1,2.5,"é"]}"#.as_bytes());
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().request, Request::Ping);
+        assert_eq!(
+            parse(r#"{"type":"auth","token":"a.b.c"}"#).unwrap().request,
+            Request::Auth { token: "a.b.c" }
+        );
+        assert!(parse(r#"{"type":"auth"}"#).is_err());
     }
 
     #[test]

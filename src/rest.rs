@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -14,12 +15,13 @@ use hyper::header::{
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
-use crate::auth;
+use crate::auth::{self, Grant, Permissions};
 use crate::broker::{is_valid_topic_name, BrokerError};
 use crate::cluster::BackplaneState;
-use crate::metrics::Snapshot;
+use crate::metrics::{Snapshot, Transport};
 use crate::pages::{self, Page};
 use crate::protocol;
+use crate::rate_limit::{self, LimitKey};
 use crate::state::AppState;
 use crate::{api_docs, prometheus};
 
@@ -133,6 +135,8 @@ struct Failure {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl Failure {
@@ -141,6 +145,7 @@ impl Failure {
             status,
             code,
             message: message.into(),
+            retry_after: None,
         }
     }
 
@@ -163,7 +168,13 @@ impl Failure {
     }
 
     fn into_response(self) -> Response<Body> {
-        error_response(self.status, self.code, &self.message)
+        let mut response = error_response(self.status, self.code, &self.message);
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 
@@ -328,6 +339,30 @@ impl Route {
         };
         *method == Method::OPTIONS || public_read && is_read(method)
     }
+
+    /// Whether a token's permissions allow the request (an API key's allow
+    /// everything). Topic management and the server-wide views need
+    /// `admin`; publishing needs the topic in `publish`, reading its
+    /// messages the topic in `subscribe`; the API documents and the pages
+    /// need only a valid credential (the dashboard's data comes from
+    /// `/stats` and `/topics`, which need `admin`).
+    fn permits(&self, method: &Method, permissions: &Permissions) -> bool {
+        match self {
+            Self::Health | Self::OpenApi | Self::AsyncApi | Self::Page(_) => true,
+            Self::Stats | Self::Metrics | Self::Topics | Self::Topic(_) => permissions.is_admin(),
+            Self::TopicMessages(name) if is_read(method) => permissions.may_subscribe(name),
+            Self::TopicMessages(name) => permissions.may_publish(name),
+        }
+    }
+}
+
+/// Whose bucket a REST publish takes from: the credential's, or without
+/// authentication the peer address's.
+fn rate_limit_key(grant: Option<&Grant>, peer: SocketAddr) -> LimitKey {
+    match grant.and_then(|grant| grant.credential) {
+        Some(credential) => LimitKey::Credential(credential),
+        None => LimitKey::Peer(peer.ip()),
+    }
 }
 
 /// `HEAD` is answered as `GET`; hyper sends the headers without the body.
@@ -363,26 +398,41 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
     let route = Route::parse(request.uri().path());
     let method = request.method().clone();
     let public = route.as_ref().is_ok_and(|route| route.is_public(&method));
-    if !public {
+    let grant = if public {
+        None
+    } else {
         // A page is opened from the address bar, which cannot send a header:
-        // it takes the key in `?api_key=` too, as the upgrade does.
-        let (authorized, refusal) = match &route {
+        // it takes the credential in the query too, as the upgrade does.
+        let (authenticated, hint) = match &route {
             Ok(Route::Page(_)) => (
-                state.api_keys.allows_upgrade(&request),
-                "missing or invalid API key: open the page as ?api_key=<key>",
+                state.auth.upgrade(&request),
+                ": open the page as ?api_key=<key>",
             ),
-            _ => (
-                state.api_keys.allows_rest(&request),
-                "missing or invalid X-API-Key",
-            ),
+            _ => (state.auth.rest(&request), ""),
         };
         // Before a 404 too, so a client without a key learns nothing of the routes.
-        if !authorized {
-            auth::record_failure(&state.metrics, peer, request.uri().path());
-            return Ok(unauthorized(refusal));
+        match authenticated {
+            Ok(grant) => Some(grant),
+            Err(why) => {
+                auth::record_failure(&state.metrics, peer, request.uri().path(), &why);
+                return Ok(unauthorized(&format!("{why}{hint}")));
+            }
+        }
+    };
+    let route = route?;
+    if let Some(grant) = &grant {
+        if !route.permits(&method, &grant.permissions) {
+            state.metrics.record_permission_denied(Transport::Rest);
+            if matches!(route, Route::TopicMessages(_)) && method == Method::POST {
+                state.metrics.record_publish_error("FORBIDDEN");
+            }
+            return Err(Failure::new(
+                StatusCode::FORBIDDEN,
+                "FORBIDDEN",
+                "this token does not permit the request",
+            ));
         }
     }
-    let route = route?;
     match (route, method) {
         (route, Method::OPTIONS) => Ok(allow_response(route.spec().allow())),
         (Route::Health, method) if is_read(&method) => Ok(health(state)),
@@ -393,9 +443,11 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
         (Route::Topics, method) if is_read(&method) => Ok(list_topics(state)),
         (Route::Topics, Method::POST) => create_topic(state, request).await,
         (Route::Topic(name), Method::DELETE) => delete_topic(state, &name).await,
-        (Route::TopicMessages(name), Method::POST) => publish(state, &name, request)
-            .await
-            .inspect_err(|failure| state.metrics.record_publish_error(failure.code)),
+        (Route::TopicMessages(name), Method::POST) => {
+            publish(state, &name, request, rate_limit_key(grant.as_ref(), peer))
+                .await
+                .inspect_err(|failure| state.metrics.record_publish_error(failure.code))
+        }
         (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
         (route, _) => Ok(Failure::method_not_allowed(route.spec().allow())),
     }
@@ -421,6 +473,22 @@ pub fn too_many_connections(message: &str) -> Response<Body> {
         .headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+/// 429 `RATE_LIMITED` with `Retry-After`: the publish was not made.
+fn rate_limited(state: &AppState, wait: Duration) -> Failure {
+    state.metrics.record_rate_limited(Transport::Rest);
+    Failure {
+        retry_after: Some(rate_limit::retry_after_secs(wait)),
+        ..Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "RATE_LIMITED",
+            format!(
+                "publish rate limit exceeded (PUBLISH_RATE_LIMIT); retry in {}ms",
+                wait.as_millis().max(1)
+            ),
+        )
+    }
 }
 
 /// 204 to `OPTIONS`, naming the methods in `Allow`.
@@ -542,10 +610,20 @@ async fn delete_topic(state: &AppState, name: &str) -> Reply {
     ))
 }
 
-async fn publish(state: &AppState, name: &str, request: Request<Incoming>) -> Reply {
+async fn publish(
+    state: &AppState,
+    name: &str,
+    request: Request<Incoming>,
+    limit_key: LimitKey,
+) -> Reply {
     check_name(name)?;
     // An unknown topic is 404 whatever the body.
     state.topic(name).await?;
+    if let Some(limits) = &state.rest_publish_limits {
+        limits
+            .acquire(limit_key)
+            .map_err(|wait| rate_limited(state, wait))?;
+    }
     let mut body = read_body(state, request).await?;
     let message = protocol::parse_message_body(&mut body).map_err(Failure::bad_request)?;
     let seq = state.publish(name, &message).await?.acknowledged().await?;

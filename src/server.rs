@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::Authenticator;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::metrics::ConnectionGuard;
@@ -54,9 +55,11 @@ impl Server {
             ),
             None => None,
         };
+        let auth = Authenticator::new(&config)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         Ok(Self {
             listener,
-            state: Arc::new(AppState::new(config, cluster)),
+            state: Arc::new(AppState::new(config, cluster, auth)),
         })
     }
 
@@ -83,7 +86,8 @@ impl Server {
             heartbeat_interval = ?config.heartbeat_interval,
             max_message_size = config.max_message_size,
             shutdown_timeout = ?config.shutdown_timeout,
-            auth = state.api_keys.enabled(),
+            auth = state.auth.enabled(),
+            publish_rate_limit = ?config.publish_rate_limit,
             cluster = config.cluster_nats_url.as_deref().unwrap_or("off"),
             "ringcast listening"
         );

@@ -12,7 +12,7 @@ use futures_util::FutureExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{AllowedOrigins, ApiKeys};
+use crate::auth::{AllowedOrigins, Authenticator};
 use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic};
 use crate::cluster::{Cluster, PendingPublish};
 use crate::config::Config;
@@ -20,6 +20,7 @@ use crate::cors::CorsOrigins;
 use crate::metrics::Metrics;
 use crate::prometheus::Exposition;
 use crate::protocol::Message;
+use crate::rate_limit::{Limit, RestLimits};
 
 pub struct AppState {
     pub config: Config,
@@ -27,7 +28,11 @@ pub struct AppState {
     /// Set in cluster mode: topic changes and publishes go through it.
     pub cluster: Option<Arc<Cluster>>,
     pub metrics: Arc<Metrics>,
-    pub api_keys: ApiKeys,
+    pub auth: Authenticator,
+    /// `PUBLISH_RATE_LIMIT` for each WebSocket connection's bucket.
+    pub publish_limit: Option<Limit>,
+    /// The same limit's REST buckets, per credential or peer.
+    pub rest_publish_limits: Option<RestLimits>,
     pub allowed_origins: AllowedOrigins,
     pub cors_origins: CorsOrigins,
     /// What `GET /metrics` renders.
@@ -66,7 +71,8 @@ impl Publication {
 }
 
 impl AppState {
-    pub fn new(config: Config, cluster: Option<Arc<Cluster>>) -> Self {
+    pub fn new(config: Config, cluster: Option<Arc<Cluster>>, auth: Authenticator) -> Self {
+        let publish_limit = Limit::from_config(&config);
         let metrics = Arc::new(Metrics::default());
         let broker = Arc::new(Broker::new(
             config.ring_buffer_size as usize,
@@ -82,7 +88,9 @@ impl AppState {
             ),
             broker,
             cluster,
-            api_keys: ApiKeys::new(&config.api_key),
+            auth,
+            publish_limit,
+            rest_publish_limits: publish_limit.map(RestLimits::new),
             allowed_origins: AllowedOrigins::new(&config.allowed_origins),
             cors_origins: CorsOrigins::new(&config.cors_allowed_origins),
             metrics,
@@ -192,10 +200,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_panicking_task_is_contained_and_counted() {
-        let state = Arc::new(AppState::new(
-            Config::from_args(Vec::<String>::new()).unwrap(),
-            None,
-        ));
+        let config = Config::from_args(Vec::<String>::new()).unwrap();
+        let auth = Authenticator::new(&config).unwrap();
+        let state = Arc::new(AppState::new(config, None, auth));
         let panicked: Option<()> = state.contain_panic("test", async { panic!("boom") }).await;
         assert_eq!(panicked, None);
         assert_eq!(state.contain_panic("test", async { 7 }).await, Some(7));

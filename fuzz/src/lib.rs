@@ -143,6 +143,9 @@ pub enum Req {
         message: Msg,
     },
     Ping,
+    Auth {
+        token: String,
+    },
 }
 
 /// A published message. ringcast's payload is raw bytes; it is compared
@@ -307,6 +310,12 @@ pub fn oracle_client_frame(bytes: &[u8]) -> Verdict<Frame> {
             Req::Publish { topic, message }
         }
         "ping" => Req::Ping,
+        "auth" => {
+            let Ok(Some(token)) = optional_string(&doc, "token") else {
+                return reject(&request_id);
+            };
+            Req::Auth { token }
+        }
         _ => return reject(&request_id),
     };
     Ok(Outcome::Accept(Frame {
@@ -384,6 +393,9 @@ pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
             }
         }
         Request::Ping => Req::Ping,
+        Request::Auth { token } => Req::Auth {
+            token: token.to_owned(),
+        },
     };
     Outcome::Accept(Frame {
         request_id: owned(frame.request_id),
@@ -493,6 +505,7 @@ fn check_replies(input: &[u8]) {
                     (protocol::ack(frame.request_id, topic), Some(*topic))
                 }
                 Request::Ping => (protocol::pong(frame.request_id), None),
+                Request::Auth { .. } => (protocol::auth_ack(frame.request_id), None),
             };
             let reply = reply_json(&reply);
             echoed(&reply, frame.request_id);

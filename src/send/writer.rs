@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::outbox::{FrameKind, Outbox, Pending, Queued};
 use crate::metrics::Metrics;
-use crate::protocol::{self, ErrorCode};
+use crate::protocol;
 use crate::ws::{CloseReason, Liveness};
 
 /// Most frames handed to one `writev`, and so most frames the writer takes
@@ -283,8 +283,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
         if reason.abandons_queue() {
             writer.abandon_unstarted();
         }
-        if let Some(why) = reason.slow_consumer_message() {
-            writer.push_last(protocol::error(None, ErrorCode::SlowConsumer, why));
+        if let Some((code, why)) = reason.closing_error() {
+            writer.push_last(protocol::error(None, code, why));
         }
         writer.push_last(protocol::close_frame(code, reason.close_text()));
         let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;

@@ -24,7 +24,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
+use crate::auth::Grant;
 use crate::frame_reader::FrameDecoder;
+use crate::protocol::ErrorCode;
 use crate::send::{write_loop, FrameWriter, Outbox, QueueLimits, WriterTiming};
 use crate::state::AppState;
 use session::Session;
@@ -60,6 +62,8 @@ pub enum CloseReason {
     MessageTooBig,
     /// A frame that breaks RFC 6455.
     ProtocolError,
+    /// The connection's access token expired before a new one was sent.
+    TokenExpired,
     /// The socket failed or hit EOF: nothing more can be written.
     ConnectionLost,
 }
@@ -73,7 +77,8 @@ impl CloseReason {
             Self::SlowConsumer
             | Self::WriteTimeout
             | Self::HeartbeatTimeout
-            | Self::FirstFrameTimeout => Some(1008),
+            | Self::FirstFrameTimeout
+            | Self::TokenExpired => Some(1008),
             Self::InvalidUtf8 => Some(1007),
             Self::MessageTooBig => Some(1009),
             Self::ProtocolError => Some(1002),
@@ -92,6 +97,7 @@ impl CloseReason {
             Self::InvalidUtf8 => "invalid UTF-8",
             Self::MessageTooBig => "message too big",
             Self::ProtocolError => "protocol error",
+            Self::TokenExpired => "token expired",
             Self::ConnectionLost => "connection lost",
         }
     }
@@ -110,6 +116,16 @@ impl CloseReason {
             Self::SlowConsumer => Some("subscriber queue overflowed"),
             Self::WriteTimeout => Some("socket accepted nothing within WRITE_TIMEOUT"),
             _ => None,
+        }
+    }
+
+    /// The `error` frame sent just before the close frame, if any.
+    pub fn closing_error(&self) -> Option<(ErrorCode, &'static str)> {
+        match self {
+            Self::TokenExpired => Some((ErrorCode::Unauthorized, self.describe())),
+            _ => self
+                .slow_consumer_message()
+                .map(|why| (ErrorCode::SlowConsumer, why)),
         }
     }
 
@@ -148,7 +164,12 @@ impl Liveness {
     }
 }
 
-async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: SocketAddr) {
+async fn run(
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    grant: Grant,
+) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
     match io.into_inner().downcast::<TokioIo<TcpStream>>() {
@@ -158,7 +179,7 @@ async fn run(io: TokioIo<hyper::upgrade::Upgraded>, state: Arc<AppState>, peer: 
                 FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
             // The leftover bytes share hyper's whole read buffer: let it go.
             drop(parts.read_buf);
-            serve(reader, decoder, writer, state, peer).await;
+            serve(reader, decoder, writer, state, peer, grant).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
@@ -171,6 +192,7 @@ async fn serve(
     writer: OwnedWriteHalf,
     state: Arc<AppState>,
     peer: SocketAddr,
+    grant: Grant,
 ) {
     let config = &state.config;
     let outbox = Arc::new(Outbox::new(
@@ -203,7 +225,7 @@ async fn serve(
             })
         }
     }));
-    let mut session = Session::new(state.clone(), outbox.clone());
+    let mut session = Session::new(state.clone(), outbox.clone(), grant);
     let id = session.id();
     tracing::info!(conn = id, %peer, "connection opened");
     tokio::select! {

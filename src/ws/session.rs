@@ -4,20 +4,24 @@
 //! an overloaded server pushes back on publishers (see `crate::send`).
 
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
 use tokio::net::tcp::OwnedReadHalf;
+use tokio::time::Sleep;
 
 use super::{CloseReason, Liveness};
+use crate::auth::{AuthError, Grant, Permissions};
 use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::frame_reader::{self, FrameDecoder, Incoming};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Transport};
 use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
+use crate::rate_limit::Bucket;
 use crate::send::{LaggingWriters, Outbox};
 use crate::state::{AppState, Publication};
 
@@ -28,6 +32,12 @@ enum RequestError {
     Broker(#[from] BrokerError),
     #[error("subscription limit reached: a connection may hold at most {0} subscriptions")]
     TooManySubscriptions(usize),
+    #[error("this connection's token does not permit {action} '{topic}'")]
+    NotPermitted { action: &'static str, topic: String },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("publish rate limit exceeded (PUBLISH_RATE_LIMIT); retry in {}ms", .0.as_millis().max(1))]
+    RateLimited(Duration),
 }
 
 impl RequestError {
@@ -43,6 +53,8 @@ impl RequestError {
                 | BrokerError::TopicLimit(_),
             )
             | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
+            Self::NotPermitted { .. } | Self::Auth(_) => ErrorCode::Unauthorized,
+            Self::RateLimited(_) => ErrorCode::RateLimited,
         }
     }
 
@@ -73,19 +85,42 @@ pub(super) struct Session {
     /// Subscribers whose writers the last publish found behind; waited for
     /// before the next frame is read.
     lagging: LaggingWriters,
+    /// What the connection's credential permits.
+    permissions: Arc<Permissions>,
+    /// Fires when the token in force expires; none for an API key.
+    expiry: Option<Pin<Box<Sleep>>>,
+    /// This connection's `PUBLISH_RATE_LIMIT` bucket, when one is set.
+    publish_bucket: Option<Bucket>,
     state: Arc<AppState>,
 }
 
 impl Session {
-    pub(super) fn new(state: Arc<AppState>, outbox: Arc<Outbox>) -> Self {
-        Self {
+    pub(super) fn new(state: Arc<AppState>, outbox: Arc<Outbox>, grant: Grant) -> Self {
+        let mut session = Self {
             id: state.next_connection_id(),
             outbox,
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
             lagging: LaggingWriters::default(),
+            permissions: grant.permissions.clone(),
+            expiry: None,
+            publish_bucket: state.publish_limit.map(|_| Bucket::default()),
             state,
-        }
+        };
+        session.arm_expiry(grant.expires_at);
+        session
+    }
+
+    /// A timer for the token's expiry (plus `JWT_LEEWAY`, as verification
+    /// allows), rather than a check per message.
+    fn arm_expiry(&mut self, expires_at: Option<SystemTime>) {
+        self.expiry = expires_at.map(|at| {
+            let left = at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_add(self.state.config.jwt_leeway);
+            Box::pin(tokio::time::sleep(left))
+        });
     }
 
     pub(super) fn id(&self) -> ConnectionId {
@@ -109,6 +144,10 @@ impl Session {
                 Some(reply) = self.pending_publishes.next() => {
                     self.outbox.push_reply(reply);
                     continue;
+                }
+                () = expired(&mut self.expiry) => {
+                    self.state.metrics.record_token_expired();
+                    return CloseReason::TokenExpired;
                 }
                 // Cancel-safe: a frame read in part stays in the decoder.
                 read = next_frame(reader, &mut decoder, &mut first_frame_deadline), if room_for_publishes => read,
@@ -176,6 +215,7 @@ impl Session {
                 self.publish(topic, &message, request_id).await
             }
             ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
+            ClientRequest::Auth { token } => self.reauthenticate(token, request_id),
         };
         match reply {
             Ok(Some(frame)) => self.outbox.push_reply(frame),
@@ -192,6 +232,8 @@ impl Session {
         message: &Message<'_>,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
+        self.check_publish(name)
+            .map_err(|err| err.counted_as_publish_error(&self.state.metrics))?;
         let publication =
             self.state.publish(name, message).await.map_err(|err| {
                 RequestError::from(err).counted_as_publish_error(&self.state.metrics)
@@ -219,6 +261,59 @@ impl Session {
         }
     }
 
+    /// The token's permission, then the rate limit: a refused publish
+    /// takes nothing from the bucket.
+    fn check_publish(&self, name: &str) -> Result<(), RequestError> {
+        if !self.permissions.may_publish(name) {
+            return Err(self.not_permitted("publishing to", name));
+        }
+        if let (Some(limit), Some(bucket)) = (&self.state.publish_limit, &self.publish_bucket) {
+            limit.acquire(bucket).map_err(|wait| {
+                self.state.metrics.record_rate_limited(Transport::WebSocket);
+                RequestError::RateLimited(wait)
+            })?;
+        }
+        Ok(())
+    }
+
+    fn not_permitted(&self, action: &'static str, topic: &str) -> RequestError {
+        self.state
+            .metrics
+            .record_permission_denied(Transport::WebSocket);
+        RequestError::NotPermitted {
+            action,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Puts a new token in force: on success its permissions and expiry
+    /// replace the old ones, and subscriptions it does not allow end, each
+    /// with an `info` `permission_revoked` notice naming the topic, ahead of
+    /// the ack. On failure the old token stays.
+    fn reauthenticate(
+        &mut self,
+        token: &str,
+        request_id: Option<&str>,
+    ) -> Result<Option<Bytes>, RequestError> {
+        let grant = self.state.auth.token(token).inspect_err(|why| {
+            self.state.metrics.record_auth_failure();
+            tracing::debug!(conn = self.id, %why, "token refresh refused");
+        })?;
+        self.permissions = grant.permissions;
+        self.arm_expiry(grant.expires_at);
+        let id = self.id;
+        let (permissions, outbox) = (&self.permissions, &self.outbox);
+        self.subscriptions.retain(|name, topic| {
+            let allowed = permissions.may_subscribe(name);
+            if !allowed {
+                topic.unsubscribe(id);
+                outbox.push_reply(protocol::info(Some(name), "permission_revoked"));
+            }
+            allowed
+        });
+        Ok(Some(protocol::auth_ack(request_id)))
+    }
+
     /// The topic queues the ack itself, ahead of the replay.
     async fn subscribe(
         &mut self,
@@ -226,6 +321,9 @@ impl Session {
         last_n: usize,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
+        if !self.permissions.may_subscribe(name) {
+            return Err(self.not_permitted("subscribing to", name));
+        }
         let topic = self.state.topic(name).await?;
         self.check_subscription_limit(name)?;
         if !topic.subscribe(
@@ -267,6 +365,14 @@ impl Session {
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);
         Ok(Some(protocol::ack(request_id, name)))
+    }
+}
+
+/// Resolves when the token in force expires; never without one.
+async fn expired(expiry: &mut Option<Pin<Box<Sleep>>>) {
+    match expiry {
+        Some(timer) => timer.await,
+        None => std::future::pending().await,
     }
 }
 

@@ -27,11 +27,14 @@ pub fn upgrade(
     peer: SocketAddr,
 ) -> Response<Body> {
     let refuse = |why: UpgradeRefusal| state.metrics.record_upgrade_refused(why);
-    if !state.api_keys.allows_upgrade(&request) {
-        refuse(UpgradeRefusal::Unauthorized);
-        auth::record_failure(&state.metrics, peer, request.uri().path());
-        return rest::unauthorized("missing or invalid API key");
-    }
+    let grant = match state.auth.upgrade(&request) {
+        Ok(grant) => grant,
+        Err(why) => {
+            refuse(UpgradeRefusal::Unauthorized);
+            auth::record_failure(&state.metrics, peer, request.uri().path(), &why);
+            return rest::unauthorized(&why.to_string());
+        }
+    };
     if !state.allowed_origins.allows(&request) {
         refuse(UpgradeRefusal::ForbiddenOrigin);
         return error_response(
@@ -78,7 +81,7 @@ pub fn upgrade(
         .spawn_connection("websocket connection", async move {
             let _slot = slot;
             match upgrading.await {
-                Ok(socket) => super::run(socket.into_inner(), state, peer).await,
+                Ok(socket) => super::run(socket.into_inner(), state, peer, grant).await,
                 Err(err) => tracing::debug!(error = %err, "upgrade failed"),
             }
         });
