@@ -37,6 +37,8 @@ impl Server {
     /// In cluster mode the node starts connecting to NATS too, without
     /// waiting for it.
     pub async fn bind(config: Config) -> io::Result<Self> {
+        let auth = Authenticator::new(&config)
+            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
         let cluster = match &config.cluster_nats_url {
             Some(url) => Some(
@@ -55,8 +57,6 @@ impl Server {
             ),
             None => None,
         };
-        let auth = Authenticator::new(&config)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         Ok(Self {
             listener,
             state: Arc::new(AppState::new(config, cluster, auth)),

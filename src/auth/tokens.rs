@@ -89,11 +89,16 @@ impl TokenVerifier {
         // included, or HMAC-signed with the public key, is refused.
         let mut validation = Validation::new(algorithm);
         validation.leeway = config.jwt_leeway.as_secs();
-        validation.set_required_spec_claims(&["exp"]);
         validation.validate_nbf = true;
         match &config.jwt_audience {
-            Some(audience) => validation.set_audience(&[audience]),
-            None => validation.validate_aud = false,
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                validation.set_required_spec_claims(&["exp", "aud"]);
+            }
+            None => {
+                validation.validate_aud = false;
+                validation.set_required_spec_claims(&["exp"]);
+            }
         }
         Ok(Some(Self { key, validation }))
     }
