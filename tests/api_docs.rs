@@ -142,7 +142,7 @@ async fn every_asyncapi_client_example_gets_documented_server_frames() {
     };
     assert_eq!(
         names(&client_types),
-        BTreeSet::from(["subscribe", "unsubscribe", "publish", "ping"].map(String::from))
+        BTreeSet::from(["subscribe", "unsubscribe", "publish", "ping", "auth"].map(String::from))
     );
 
     server.create_topic("orders").await;
@@ -156,7 +156,8 @@ async fn every_asyncapi_client_example_gets_documented_server_frames() {
     };
     // Subscribed while publishing, so the publish comes back as an event;
     // subscribed again when the topic is deleted, for its `info`.
-    for kind in ["subscribe", "publish", "ping", "unsubscribe", "subscribe"] {
+    // `auth` without tokens configured is refused: an `error` frame.
+    for kind in ["subscribe", "publish", "ping", "unsubscribe", "auth", "subscribe"] {
         send(&mut ws, example(kind)).await;
     }
     send(&mut ws, publish_frame("nope", json!(1), "missing")).await;
