@@ -80,14 +80,14 @@ impl Limit {
     }
 
     /// Takes a token from `bucket`, or says how long until one is due.
-    pub fn acquire(&self, bucket: &Bucket) -> Result<(), Duration> {
+    pub fn acquire(&self, bucket: &Bucket) -> Result<(), RateLimited> {
         let now = self.now();
         let mut due = bucket.due.load(Ordering::Relaxed);
         loop {
             let next = due.max(now);
             let ahead = next - now;
             if ahead > self.tolerance_ns {
-                return Err(Duration::from_nanos(ahead - self.tolerance_ns));
+                return Err(RateLimited(Duration::from_nanos(ahead - self.tolerance_ns)));
             }
             match bucket.due.compare_exchange_weak(
                 due,
@@ -144,7 +144,7 @@ impl RestLimits {
 
     /// Takes a token from `key`'s bucket, or says how long until one is due.
     /// Only a key's first publish inserts (and allocates).
-    pub fn acquire(&self, key: LimitKey) -> Result<(), Duration> {
+    pub fn acquire(&self, key: LimitKey) -> Result<(), RateLimited> {
         if let Some(bucket) = self.buckets.get(&key) {
             return self.limit.acquire(&bucket);
         }
@@ -179,9 +179,17 @@ impl RestLimits {
     }
 }
 
-/// The `Retry-After` header's value: whole seconds, rounded up, at least 1.
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    wait.as_secs() + u64::from(wait.subsec_nanos() > 0)
+/// A publish refused by the limit, and how long until a token is due.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("publish rate limit exceeded (PUBLISH_RATE_LIMIT); retry in {}ms", .0.as_millis().max(1))]
+pub struct RateLimited(pub Duration);
+
+impl RateLimited {
+    /// The `Retry-After` header's value: whole seconds, rounded up, at
+    /// least 1.
+    pub fn retry_after_secs(&self) -> u64 {
+        (self.0.as_secs() + u64::from(self.0.subsec_nanos() > 0)).max(1)
+    }
 }
 
 #[cfg(test)]
@@ -221,10 +229,10 @@ mod tests {
         for _ in 0..10 {
             limit.acquire(&bucket).unwrap();
         }
-        let wait = limit.acquire(&bucket).unwrap_err();
-        assert!(wait <= Duration::from_millis(100), "{wait:?}");
-        assert_eq!(retry_after_secs(wait), 1);
-        std::thread::sleep(wait);
+        let refused = limit.acquire(&bucket).unwrap_err();
+        assert!(refused.0 <= Duration::from_millis(100), "{refused:?}");
+        assert_eq!(refused.retry_after_secs(), 1);
+        std::thread::sleep(refused.0);
         limit.acquire(&bucket).unwrap();
 
         let strict = configured("600/m", Some("2"));

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
@@ -21,7 +20,7 @@ use crate::cluster::BackplaneState;
 use crate::metrics::{Snapshot, Transport};
 use crate::pages::{self, Page};
 use crate::protocol;
-use crate::rate_limit::{self, LimitKey};
+use crate::rate_limit::{LimitKey, RateLimited};
 use crate::state::AppState;
 use crate::{api_docs, prometheus};
 
@@ -476,17 +475,14 @@ pub fn too_many_connections(message: &str) -> Response<Body> {
 }
 
 /// 429 `RATE_LIMITED` with `Retry-After`: the publish was not made.
-fn rate_limited(state: &AppState, wait: Duration) -> Failure {
+fn rate_limited(state: &AppState, refused: RateLimited) -> Failure {
     state.metrics.record_rate_limited(Transport::Rest);
     Failure {
-        retry_after: Some(rate_limit::retry_after_secs(wait)),
+        retry_after: Some(refused.retry_after_secs()),
         ..Failure::new(
             StatusCode::TOO_MANY_REQUESTS,
             "RATE_LIMITED",
-            format!(
-                "publish rate limit exceeded (PUBLISH_RATE_LIMIT); retry in {}ms",
-                wait.as_millis().max(1)
-            ),
+            refused.to_string(),
         )
     }
 }
@@ -622,7 +618,7 @@ async fn publish(
     if let Some(limits) = &state.rest_publish_limits {
         limits
             .acquire(limit_key)
-            .map_err(|wait| rate_limited(state, wait))?;
+            .map_err(|refused| rate_limited(state, refused))?;
     }
     let mut body = read_body(state, request).await?;
     let message = protocol::parse_message_body(&mut body).map_err(Failure::bad_request)?;

@@ -21,7 +21,7 @@ use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::frame_reader::{self, FrameDecoder, Incoming};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
-use crate::rate_limit::Bucket;
+use crate::rate_limit::{Bucket, RateLimited};
 use crate::send::{LaggingWriters, Outbox};
 use crate::state::{AppState, Publication};
 
@@ -36,8 +36,8 @@ enum RequestError {
     NotPermitted { action: &'static str, topic: String },
     #[error(transparent)]
     Auth(#[from] AuthError),
-    #[error("publish rate limit exceeded (PUBLISH_RATE_LIMIT); retry in {}ms", .0.as_millis().max(1))]
-    RateLimited(Duration),
+    #[error(transparent)]
+    RateLimited(#[from] RateLimited),
 }
 
 impl RequestError {
@@ -102,7 +102,7 @@ impl Session {
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
             lagging: LaggingWriters::default(),
-            permissions: grant.permissions.clone(),
+            permissions: grant.permissions,
             expiry: None,
             publish_bucket: state.publish_limit.map(|_| Bucket::default()),
             state,
@@ -268,9 +268,8 @@ impl Session {
             return Err(self.not_permitted("publishing to", name));
         }
         if let (Some(limit), Some(bucket)) = (&self.state.publish_limit, &self.publish_bucket) {
-            limit.acquire(bucket).map_err(|wait| {
+            limit.acquire(bucket).inspect_err(|_| {
                 self.state.metrics.record_rate_limited(Transport::WebSocket);
-                RequestError::RateLimited(wait)
             })?;
         }
         Ok(())
