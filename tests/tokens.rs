@@ -338,6 +338,7 @@ async fn public_keys_fix_the_algorithm_and_refuse_hmac_with_the_public_key() {
         ["--jwt-public-key", "/nonexistent.pem"].as_slice(),
         &["--jwt-public-key", "Cargo.toml"],
         &["--jwt-secret", "s", "--jwt-public-key", "x.pem"],
+        &["--jwt-secret", ""],
     ] {
         let config = ringcast::Config::from_args(bad_config).unwrap();
         assert!(

@@ -74,6 +74,10 @@ impl TokenVerifier {
             (Some(_), Some(_)) => {
                 return Err("set JWT_SECRET or JWT_PUBLIC_KEY, not both".into());
             }
+            // An empty secret would let anyone sign tokens.
+            (Some(secret), None) if secret.is_empty() => {
+                return Err("JWT_SECRET is empty".into());
+            }
             (Some(secret), None) => (
                 DecodingKey::from_secret(secret.as_bytes()),
                 Algorithm::HS256,
