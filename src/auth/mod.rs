@@ -6,9 +6,8 @@ mod keys;
 mod permissions;
 mod tokens;
 
-pub use keys::ApiKeys;
 pub use permissions::Permissions;
-pub use tokens::{mint_hs256, Claims, TokenError, TokenVerifier};
+pub use tokens::{mint_hs256, Claims, TokenError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +18,8 @@ use hyper::Request;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
+use keys::ApiKeys;
+use tokens::TokenVerifier;
 
 /// The header carrying the key.
 pub const API_KEY_HEADER: &str = "x-api-key";
