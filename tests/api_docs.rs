@@ -157,7 +157,14 @@ async fn every_asyncapi_client_example_gets_documented_server_frames() {
     // Subscribed while publishing, so the publish comes back as an event;
     // subscribed again when the topic is deleted, for its `info`.
     // `auth` without tokens configured is refused: an `error` frame.
-    for kind in ["subscribe", "publish", "ping", "unsubscribe", "auth", "subscribe"] {
+    for kind in [
+        "subscribe",
+        "publish",
+        "ping",
+        "unsubscribe",
+        "auth",
+        "subscribe",
+    ] {
         send(&mut ws, example(kind)).await;
     }
     send(&mut ws, publish_frame("nope", json!(1), "missing")).await;
