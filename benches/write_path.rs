@@ -19,7 +19,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use ringcast::broker::Broker;
+use ringcast::broker::{Broker, Replay};
 use ringcast::config::SlowConsumerPolicy;
 use ringcast::metrics::Metrics;
 use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
@@ -181,7 +181,6 @@ fn chunks(total: u64, size: u64) -> impl Iterator<Item = u64> {
 /// Subscribes `count` outboxes to `TOPIC`, each as its own connection.
 fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
     let topic = broker.topic(TOPIC).expect("topic exists");
-    let ack = protocol::ack(None, TOPIC);
     (0..count)
         .map(|id| {
             let outbox = Arc::new(Outbox::new(
@@ -191,7 +190,7 @@ fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
                 },
                 SlowConsumerPolicy::Disconnect,
             ));
-            assert!(topic.subscribe(id, &outbox, ack.clone(), 0));
+            assert!(topic.subscribe(id, &outbox, None, Replay::Last(0)));
             outbox
         })
         .collect()
