@@ -788,6 +788,61 @@ mod tests {
         );
     }
 
+    /// Recovery after `since`, as `GET /topics/{name}/messages` reports it.
+    fn recovered_after(topic: &Topic, since: u64) -> Option<bool> {
+        topic.history(Some(since), usize::MAX).recovered
+    }
+
+    #[test]
+    fn a_cluster_node_counts_on_no_event_it_may_not_have_been_handed() {
+        let broker = broker(3);
+        broker.adopt_topic("t", 1, "e1");
+        let topic = broker.topic("t").unwrap();
+        let deliver = |seq, catching_up| {
+            let stamp = Stamp::Backplane {
+                seq,
+                stored_at: SystemTime::now(),
+                catching_up,
+            };
+            broker.deliver(&topic, &message(), stamp).unwrap();
+        };
+        // Read while the stream discards: 20 and 40 never arrive.
+        for seq in [10, 30, 50, 60] {
+            deliver(seq, true);
+        }
+        assert_eq!(recovered_after(&topic, 58), Some(false), "while catching up");
+        assert_eq!(recovered_after(&topic, 59), Some(true));
+        // Caught up with a full ring: anything before 30 may be lost.
+        broker.settle_history(3);
+        assert_eq!(recovered_after(&topic, 10), Some(false), "20 was never read");
+        assert_eq!(recovered_after(&topic, 29), Some(true));
+        assert_eq!(recovered_after(&topic, 50), Some(true));
+        // Live: an eviction is exact, however sparse the seqs.
+        deliver(70, false);
+        assert_eq!(recovered_after(&topic, 29), Some(false), "30 was evicted");
+        assert_eq!(recovered_after(&topic, 30), Some(true));
+        assert_eq!(recovered_after(&topic, 71), Some(false), "ahead of the topic");
+        // Fell behind the stream after catching up: 71..=89 may be lost.
+        broker.history_may_be_incomplete(90);
+        deliver(90, false);
+        assert_eq!(recovered_after(&topic, 70), Some(false));
+        assert_eq!(recovered_after(&topic, 89), Some(true));
+
+        // A ring that is not full when caught up: the stream never had
+        // more of the topic, so it discarded none.
+        broker.adopt_topic("u", 2, "e2");
+        let other = broker.topic("u").unwrap();
+        let stamp = Stamp::Backplane {
+            seq: 100,
+            stored_at: SystemTime::now(),
+            catching_up: true,
+        };
+        broker.deliver(&other, &message(), stamp).unwrap();
+        assert_eq!(recovered_after(&other, 0), Some(false));
+        broker.settle_history(3);
+        assert_eq!(recovered_after(&other, 0), Some(true));
+    }
+
     #[test]
     fn replay_then_live_in_order_and_ring_is_bounded() {
         let broker = broker(3);
