@@ -810,18 +810,30 @@ mod tests {
         for seq in [10, 30, 50, 60] {
             deliver(seq, true);
         }
-        assert_eq!(recovered_after(&topic, 58), Some(false), "while catching up");
+        assert_eq!(
+            recovered_after(&topic, 58),
+            Some(false),
+            "while catching up"
+        );
         assert_eq!(recovered_after(&topic, 59), Some(true));
         // Caught up with a full ring: anything before 30 may be lost.
         broker.settle_history(3);
-        assert_eq!(recovered_after(&topic, 10), Some(false), "20 was never read");
+        assert_eq!(
+            recovered_after(&topic, 10),
+            Some(false),
+            "20 was never read"
+        );
         assert_eq!(recovered_after(&topic, 29), Some(true));
         assert_eq!(recovered_after(&topic, 50), Some(true));
         // Live: an eviction is exact, however sparse the seqs.
         deliver(70, false);
         assert_eq!(recovered_after(&topic, 29), Some(false), "30 was evicted");
         assert_eq!(recovered_after(&topic, 30), Some(true));
-        assert_eq!(recovered_after(&topic, 71), Some(false), "ahead of the topic");
+        assert_eq!(
+            recovered_after(&topic, 71),
+            Some(false),
+            "ahead of the topic"
+        );
         // Fell behind the stream after catching up: 71..=89 may be lost.
         broker.history_may_be_incomplete(90);
         deliver(90, false);

@@ -480,11 +480,9 @@ impl Cluster {
         match decode_topic(&entry.key) {
             Some(name) => {
                 let retired = match entry.operation {
-                    kv::Operation::Put => broker.adopt_topic(
-                        &name,
-                        entry.revision,
-                        &backplane.epoch(entry.revision),
-                    ),
+                    kv::Operation::Put => {
+                        broker.adopt_topic(&name, entry.revision, &backplane.epoch(entry.revision))
+                    }
                     kv::Operation::Delete | kv::Operation::Purge => {
                         broker.retire_topic(&name, entry.revision)
                     }

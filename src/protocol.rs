@@ -379,7 +379,9 @@ impl ServerFrame<'_> {
 /// `ack` for unsubscribe and publish. Written by hand, like `event`,
 /// because every publish pays for one.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
-    encode_frame(OpCode::Text, |buf| write_ack(buf, request_id, topic, |_| {}))
+    encode_frame(OpCode::Text, |buf| {
+        write_ack(buf, request_id, topic, |_| {})
+    })
 }
 
 /// `ack` for subscribe: the topic's latest `seq` when the subscription
@@ -592,8 +594,7 @@ mod tests {
                 replay: Replay::Last(5)
             }
         );
-        let frame =
-            parse(r#"{"type":"subscribe","topic":"t","since_seq":7,"epoch":"e"}"#).unwrap();
+        let frame = parse(r#"{"type":"subscribe","topic":"t","since_seq":7,"epoch":"e"}"#).unwrap();
         assert_eq!(
             frame.request,
             Request::Subscribe {

@@ -18,7 +18,10 @@ async fn subscribe_with(ws: &mut Ws, topic: &str, fields: Value) -> Value {
         .extend(fields.as_object().unwrap().clone());
     send(ws, frame).await;
     let ack = expect_ack(ws, topic, "resume").await;
-    assert!(ack["epoch"].as_str().is_some_and(|e| !e.is_empty()), "{ack}");
+    assert!(
+        ack["epoch"].as_str().is_some_and(|e| !e.is_empty()),
+        "{ack}"
+    );
     ack
 }
 
@@ -158,12 +161,7 @@ async fn a_recreated_topic_or_a_restarted_server_has_a_new_epoch() {
     publish_numbered(&mut publisher, "again", 1..=2).await;
 
     let mut ws = server.ws().await;
-    let ack = subscribe_with(
-        &mut ws,
-        "again",
-        json!({ "since_seq": 1, "epoch": first }),
-    )
-    .await;
+    let ack = subscribe_with(&mut ws, "again", json!({ "since_seq": 1, "epoch": first })).await;
     assert_ne!(ack["epoch"], first, "{ack}");
     assert_eq!((&ack["recovered"], &ack["seq"]), (&json!(false), &json!(2)));
     ping_pong(&mut ws, "nothing replayed").await;
@@ -184,7 +182,10 @@ async fn since_seq_must_be_a_count_and_excludes_last_n() {
     server.create_topic("t").await;
     let mut ws = server.ws().await;
     for (frame, context) in [
-        (json!({ "since_seq": 1, "last_n": 2 }), "since_seq with last_n"),
+        (
+            json!({ "since_seq": 1, "last_n": 2 }),
+            "since_seq with last_n",
+        ),
         (json!({ "since_seq": -1 }), "negative since_seq"),
         (json!({ "since_seq": "1" }), "since_seq as a string"),
         (json!({ "since_seq": 1, "epoch": 5 }), "epoch as a number"),
@@ -211,7 +212,10 @@ async fn rest_history_pages_through_the_ring() {
     let epoch = subscribe_with(&mut server.ws().await, "h", json!({})).await["epoch"].clone();
     let raw = r#"{"é":"☃ \"q\"","big":123456789012345678901234567890,"f":1.50}"#;
     let sent = message_body(json!(null));
-    let body = format!(r#"{{"id":"{}","payload":{raw}}}"#, sent["id"].as_str().unwrap());
+    let body = format!(
+        r#"{{"id":"{}","payload":{raw}}}"#,
+        sent["id"].as_str().unwrap()
+    );
     let response = server
         .http
         .post(server.url("/topics/h/messages"))
@@ -253,7 +257,10 @@ async fn rest_history_pages_through_the_ring() {
         .text()
         .await
         .unwrap();
-    assert!(text.contains(&format!(r#""payload":{raw},"seq":11,"ts":""#)), "{text}");
+    assert!(
+        text.contains(&format!(r#""payload":{raw},"seq":11,"ts":""#)),
+        "{text}"
+    );
 
     // (query, recovered, seqs)
     let cases: [(&str, Value, Vec<u64>); 6] = [
@@ -265,9 +272,15 @@ async fn rest_history_pages_through_the_ring() {
         ("since_seq=12", json!(false), vec![]),
     ];
     for (query, recovered, expected) in cases {
-        let (status, body) = server.get_json(&format!("/topics/h/messages?{query}")).await;
+        let (status, body) = server
+            .get_json(&format!("/topics/h/messages?{query}"))
+            .await;
         assert_eq!(status, 200, "{query}: {body}");
-        assert_eq!(body.get("recovered").unwrap_or(&Value::Null), &recovered, "{query}: {body}");
+        assert_eq!(
+            body.get("recovered").unwrap_or(&Value::Null),
+            &recovered,
+            "{query}: {body}"
+        );
         assert_eq!(seqs(&body), expected, "{query}");
     }
 
@@ -278,7 +291,9 @@ async fn rest_history_pages_through_the_ring() {
         "since_seq=1.5",
         "since_seq=1&since_seq=2",
     ] {
-        let reply = server.get_json(&format!("/topics/h/messages?{query}")).await;
+        let reply = server
+            .get_json(&format!("/topics/h/messages?{query}"))
+            .await;
         assert_error_reply(&reply, 400, "BAD_REQUEST", query);
     }
     let reply = server.get_json("/topics/nope/messages").await;
@@ -324,27 +339,28 @@ impl Resumer {
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(1));
         };
-        if ack["recovered"] == false {
-            self.reloads += 1;
-            let (_, body) = json_reply(
-                http.get(format!("{rest}/topics/{}/messages", self.topic))
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await;
-            self.state = body["messages"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|message| message["payload"]["n"].as_u64().unwrap())
-                .collect();
-        }
-        if ack["recovered"] == false || self.last_seq.is_none() {
+        if self.last_seq.is_none() || ack["recovered"] == false {
+            if self.last_seq.is_some() {
+                self.reload(http, rest).await;
+            }
             self.last_seq = ack["seq"].as_u64();
         }
         self.epoch = Some(ack["epoch"].clone());
         ws
+    }
+
+    /// Events were lost: the state is fetched again (from the topic's
+    /// history here; an application would ask its own backend).
+    async fn reload(&mut self, http: &reqwest::Client, rest: &str) {
+        self.reloads += 1;
+        let url = format!("{rest}/topics/{}/messages", self.topic);
+        let (_, body) = json_reply(http.get(url).send().await.unwrap()).await;
+        self.state = body["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|message| message["payload"]["n"].as_u64().unwrap())
+            .collect();
     }
 
     /// Applies the next event unless it is one the state already has.
@@ -403,7 +419,11 @@ async fn the_readme_reconnect_loop_resumes_or_reloads() {
     }
     publish_numbered(&mut publisher, "feed", 42..=42).await;
     client.on_event(&mut ws).await;
-    assert_eq!(client.state, (32..=42).collect::<Vec<_>>(), "replay skipped");
+    assert_eq!(
+        client.state,
+        (32..=42).collect::<Vec<_>>(),
+        "replay skipped"
+    );
     drop(ws);
 
     // The server restarts on the same port: history is gone, the epoch
@@ -428,6 +448,9 @@ async fn the_readme_reconnect_loop_resumes_or_reloads() {
     let mut publisher = server.ws().await;
     publish_numbered(&mut publisher, "feed", 1..=1).await;
     client.on_event(&mut ws).await;
-    assert_eq!((client.state.as_slice(), client.last_seq), (&[1][..], Some(1)));
+    assert_eq!(
+        (client.state.as_slice(), client.last_seq),
+        (&[1][..], Some(1))
+    );
     server.stop().await;
 }
