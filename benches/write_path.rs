@@ -1,6 +1,7 @@
 //! The broker's write path, stage by stage: parsing a client's publish,
-//! encoding the event once, fanning it out to many outboxes, and a
-//! connection's writer draining its batch with vectored writes.
+//! encoding the event once, keeping it in the replay ring, fanning it out
+//! to many outboxes, and a connection's writer draining its batch with
+//! vectored writes.
 //!
 //! ```sh
 //! cargo bench --bench write_path -- --warm-up-time 1 --measurement-time 3
@@ -88,6 +89,18 @@ fn bench_encode_event(c: &mut Criterion) {
                 seq += 1;
                 protocol::event(TOPIC, &message, seq, Timestamp::now())
             })
+        });
+}
+
+/// A publish to a topic nobody subscribes to, its ring full: numbering,
+/// encoding and keeping the event (evicting the oldest), without a fan-out.
+fn bench_publish_to_ring(c: &mut Criterion) {
+    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+    broker.create_topic(TOPIC).expect("fresh broker");
+    let message = order_message(SMALL_PAYLOAD);
+    c.benchmark_group("publish")
+        .bench_function("ring_only", |b| {
+            b.iter(|| black_box(broker.publish(TOPIC, &message).expect("topic exists")))
         });
 }
 
@@ -322,6 +335,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_parse_publish, bench_encode_event, bench_fanout, bench_writer_drain
+    targets = bench_parse_publish, bench_encode_event, bench_publish_to_ring, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);
