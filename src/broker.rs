@@ -13,7 +13,7 @@
 //! queues its replay and swaps the list, which is what makes it gap-free.
 //!
 //! Recovery: every topic names its history with an *epoch* and keeps, with
-//! the ring, a bound on what it may have lost ([`Log::lost_up_to`]), so a
+//! the ring, a bound on what it may have lost (`Log::lost_up_to`), so a
 //! client that reconnects with the last `seq` it saw learns whether the
 //! replay it gets is complete.
 
@@ -90,8 +90,9 @@ pub struct Topic {
     /// topic deleted and created again is told apart from its predecessor;
     /// 0 on a single node.
     incarnation: u64,
-    /// Names this incarnation of the topic's history (see `Broker`'s
-    /// `boot_nonce` and `cluster::Cluster::epoch`).
+    /// Names this incarnation of the topic's history: from `Broker`'s
+    /// `boot_nonce` on a single node, from the registry revision and the
+    /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
     epoch: Arc<str>,
     log: Mutex<Log>,
     /// Read by every publish without a lock; replaced whole on change.
