@@ -1,6 +1,7 @@
 //! The broker's write path, stage by stage: parsing a client's publish,
-//! encoding the event once, fanning it out to many outboxes, and a
-//! connection's writer draining its batch with vectored writes.
+//! encoding the event once, keeping it in the replay ring, fanning it out
+//! to many outboxes, and a connection's writer draining its batch with
+//! vectored writes.
 //!
 //! ```sh
 //! cargo bench --bench write_path -- --warm-up-time 1 --measurement-time 3
@@ -19,7 +20,7 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
-use ringcast::broker::Broker;
+use ringcast::broker::{Broker, Replay};
 use ringcast::config::SlowConsumerPolicy;
 use ringcast::metrics::Metrics;
 use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
@@ -88,6 +89,18 @@ fn bench_encode_event(c: &mut Criterion) {
                 seq += 1;
                 protocol::event(TOPIC, &message, seq, Timestamp::now())
             })
+        });
+}
+
+/// A publish to a topic nobody subscribes to, its ring full: numbering,
+/// encoding and keeping the event (evicting the oldest), without a fan-out.
+fn bench_publish_to_ring(c: &mut Criterion) {
+    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+    broker.create_topic(TOPIC).expect("fresh broker");
+    let message = order_message(SMALL_PAYLOAD);
+    c.benchmark_group("publish")
+        .bench_function("ring_only", |b| {
+            b.iter(|| black_box(broker.publish(TOPIC, &message).expect("topic exists")))
         });
 }
 
@@ -181,7 +194,6 @@ fn chunks(total: u64, size: u64) -> impl Iterator<Item = u64> {
 /// Subscribes `count` outboxes to `TOPIC`, each as its own connection.
 fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
     let topic = broker.topic(TOPIC).expect("topic exists");
-    let ack = protocol::ack(None, TOPIC);
     (0..count)
         .map(|id| {
             let outbox = Arc::new(Outbox::new(
@@ -191,7 +203,7 @@ fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
                 },
                 SlowConsumerPolicy::Disconnect,
             ));
-            assert!(topic.subscribe(id, &outbox, ack.clone(), 0));
+            assert!(topic.subscribe(id, &outbox, None, Replay::Last(0)));
             outbox
         })
         .collect()
@@ -323,6 +335,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_parse_publish, bench_encode_event, bench_fanout, bench_writer_drain
+    targets = bench_parse_publish, bench_encode_event, bench_publish_to_ring, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);

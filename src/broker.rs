@@ -11,8 +11,15 @@
 //! Unsubscribes and the removal of closed subscribers never wait for a
 //! publish nor make one wait; a subscribe holds the log lock only while it
 //! queues its replay and swaps the list, which is what makes it gap-free.
+//!
+//! Recovery: every topic names its history with an *epoch* and keeps, with
+//! the ring, a bound on what it may have lost (`Log::lost_up_to`), so a
+//! client that reconnects with the last `seq` it saw learns whether the
+//! replay it gets is complete.
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
@@ -63,6 +70,12 @@ type Subscribers = Vec<(ConnectionId, Arc<Outbox>)>;
 
 pub struct Broker {
     topics: DashMap<Arc<str>, Arc<Topic>>,
+    /// Single node: random per process, so epochs change with a restart
+    /// (the history is in memory and is lost with it).
+    boot_nonce: u64,
+    /// Single node: topics created so far, so a topic created again gets
+    /// a new epoch.
+    creations: AtomicU64,
     /// Topics in the map, kept beside it so the limit is exact under races.
     topic_count: AtomicUsize,
     max_topics: usize,
@@ -77,6 +90,10 @@ pub struct Topic {
     /// topic deleted and created again is told apart from its predecessor;
     /// 0 on a single node.
     incarnation: u64,
+    /// Names this incarnation of the topic's history: from `Broker`'s
+    /// `boot_nonce` on a single node, from the registry revision and the
+    /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
+    epoch: Arc<str>,
     log: Mutex<Log>,
     /// Read by every publish without a lock; replaced whole on change.
     subscribers: ArcSwap<Subscribers>,
@@ -93,8 +110,42 @@ pub struct Topic {
 #[derive(Default)]
 struct Log {
     seq: u64,
-    ring: VecDeque<Bytes>,
+    /// Each event's `seq` beside its frame: recovery compares them, and
+    /// the frame alone would have to be parsed.
+    ring: VecDeque<(u64, Bytes)>,
+    /// Every event of this topic with a `seq` above this is in the ring.
+    /// It rises to the `seq` of each event evicted from the ring, and in
+    /// cluster mode to just below an event read after events this node may
+    /// never have been handed (see `Broker::history_may_be_incomplete`).
+    /// Recovery after `since_seq` is complete iff `since_seq >= lost_up_to`:
+    /// an event missing from the ring has `seq <= lost_up_to <= since_seq`,
+    /// so it is not one the client lacks. It never decreases except where
+    /// `Broker::settle_history` proves a tighter bound.
+    lost_up_to: u64,
+    /// Highest `seq` evicted from the ring; `lost_up_to` is at least this.
+    evicted_up_to: u64,
     deleted: bool,
+}
+
+/// Where a new subscriber's replay starts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay<'a> {
+    /// Up to this many most recent events (`last_n`; 0: none).
+    Last(usize),
+    /// Every retained event after `seq`, if the topic's epoch is `epoch`
+    /// (when given): recovery after a reconnect.
+    Since { seq: u64, epoch: Option<&'a str> },
+}
+
+/// A window of a topic's history, as `GET /topics/{name}/messages` shows it.
+pub struct History {
+    pub epoch: Arc<str>,
+    /// The topic's latest `seq`.
+    pub seq: u64,
+    /// With `since_seq`: whether every event after it was still retained.
+    pub recovered: Option<bool>,
+    /// The events' frames with their `seq`, oldest first.
+    pub events: Vec<(u64, Bytes)>,
 }
 
 /// Where an event's `seq` and `ts` come from.
@@ -103,8 +154,13 @@ pub enum Stamp {
     /// Published on this node alone: the topic's next number, and now.
     Local,
     /// Stored by the cluster backplane: its stream sequence and store time,
-    /// the same on every node.
-    Backplane { seq: u64, stored_at: SystemTime },
+    /// the same on every node. `catching_up`: read while this node replays
+    /// the stream, which may meanwhile discard events it has not reached.
+    Backplane {
+        seq: u64,
+        stored_at: SystemTime,
+        catching_up: bool,
+    },
 }
 
 /// An event that went into the fan-out.
@@ -128,6 +184,8 @@ impl Broker {
     pub fn new(ring_capacity: usize, max_topics: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             topics: DashMap::new(),
+            boot_nonce: RandomState::new().hash_one(std::process::id()),
+            creations: AtomicU64::new(0),
             topic_count: AtomicUsize::new(0),
             max_topics,
             ring_capacity,
@@ -144,7 +202,8 @@ impl Broker {
             dashmap::Entry::Occupied(_) => Err(BrokerError::TopicExists(name.to_owned())),
             dashmap::Entry::Vacant(slot) => {
                 self.reserve_topic_slot()?;
-                self.insert_topic(slot, 0);
+                let creation = self.creations.fetch_add(1, Ordering::Relaxed) + 1;
+                self.insert_topic(slot, 0, format!("{:016x}-{creation}", self.boot_nonce));
                 Ok(())
             }
         }
@@ -170,12 +229,18 @@ impl Broker {
         Ok(())
     }
 
-    fn insert_topic(&self, slot: dashmap::VacantEntry<'_, Arc<str>, Arc<Topic>>, incarnation: u64) {
+    fn insert_topic(
+        &self,
+        slot: dashmap::VacantEntry<'_, Arc<str>, Arc<Topic>>,
+        incarnation: u64,
+        epoch: String,
+    ) {
         let name = slot.key().clone();
-        tracing::info!(topic = &*name, incarnation, "topic created");
+        tracing::info!(topic = &*name, incarnation, epoch, "topic created");
         slot.insert(Arc::new(Topic {
             name,
             incarnation,
+            epoch: epoch.into(),
             log: Mutex::new(Log {
                 ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
                 ..Log::default()
@@ -190,12 +255,13 @@ impl Broker {
     /// Cluster mode: the registry says topic `name` exists as `incarnation`.
     /// An older incarnation still here is deleted first (its subscribers
     /// are told) and returned; a newer one is left alone. The registry is
-    /// the authority, so `MAX_TOPICS` is not applied here.
-    pub fn adopt_topic(&self, name: &str, incarnation: u64) -> Option<u64> {
+    /// the authority, so `MAX_TOPICS` is not applied here. `epoch` is the
+    /// incarnation's, the same on every node.
+    pub fn adopt_topic(&self, name: &str, incarnation: u64, epoch: &str) -> Option<u64> {
         let retired = self.retire_topic(name, incarnation);
         if let dashmap::Entry::Vacant(slot) = self.topics.entry(Arc::from(name)) {
             self.topic_count.fetch_add(1, Ordering::AcqRel);
-            self.insert_topic(slot, incarnation);
+            self.insert_topic(slot, incarnation, epoch.to_owned());
         }
         retired
     }
@@ -282,15 +348,28 @@ impl Broker {
         self.check_accepting_publishes()?;
         let (seq, ts) = match stamp {
             Stamp::Local => (log.seq + 1, now),
-            Stamp::Backplane { seq, stored_at } => (seq, Timestamp::at(stored_at)),
+            Stamp::Backplane {
+                seq,
+                stored_at,
+                catching_up,
+            } => {
+                // Events of this topic before this one may have been
+                // discarded unread; `settle_history` tightens this.
+                if catching_up {
+                    log.lost_up_to = log.lost_up_to.max(seq - 1);
+                }
+                (seq, Timestamp::at(stored_at))
+            }
         };
         log.seq = seq;
         let frame = protocol::event(&topic.name, message, seq, ts);
+        if log.ring.len() == self.ring_capacity {
+            let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
+            log.evicted_up_to = evicted;
+            log.lost_up_to = log.lost_up_to.max(evicted);
+        }
         if self.ring_capacity > 0 {
-            if log.ring.len() == self.ring_capacity {
-                log.ring.pop_front();
-            }
-            log.ring.push_back(frame.clone());
+            log.ring.push_back((seq, frame.clone()));
         }
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
@@ -351,6 +430,37 @@ impl Broker {
         self.metrics.record_missed_events(missed, disconnected);
     }
 
+    /// Cluster mode: this node may never have been handed some events with
+    /// a `seq` below `seq` (it fell behind the stream, or is still reading
+    /// it while the stream discards), and which topics they were for is not
+    /// known: no topic's recovery may count on events before `seq`.
+    pub fn history_may_be_incomplete(&self, seq: u64) {
+        for topic in self.all_topics() {
+            let mut log = lock(&topic.log);
+            log.lost_up_to = log.lost_up_to.max(seq.saturating_sub(1));
+        }
+    }
+
+    /// Cluster mode, once this node has read the whole stream: the tight
+    /// bound on each topic's losses, replacing the one set while reading
+    /// it. The stream keeps at most `per_subject` events of a topic, the
+    /// newest, and this node has read every event the stream still holds
+    /// (each was there when the reader passed its sequence). So an event
+    /// discarded before this node read it is older than all of the newest
+    /// `per_subject`, which are in the ring if it holds that many; and if
+    /// the ring holds fewer, the stream never had more than it now does to
+    /// discard, so nothing was discarded unread.
+    pub fn settle_history(&self, per_subject: usize) {
+        for topic in self.all_topics() {
+            let mut log = lock(&topic.log);
+            let discarded_unread = match log.ring.front() {
+                Some(&(oldest, _)) if log.ring.len() >= per_subject => oldest - 1,
+                _ => 0,
+            };
+            log.lost_up_to = log.evicted_up_to.max(discarded_unread);
+        }
+    }
+
     /// Every topic, collected so the map's shards are released before any
     /// topic lock is taken.
     fn all_topics(&self) -> Vec<Arc<Topic>> {
@@ -378,34 +488,70 @@ impl Broker {
 }
 
 impl Topic {
-    /// Subscribes a connection: queues `ack`, then up to `last_n` replayed
-    /// events oldest first, then joins the live stream, all under the log
-    /// lock so no publish can fall between replay and live. Returns false
-    /// if the topic was deleted meanwhile; subscribing twice is a no-op.
+    /// Subscribes a connection: queues the ack (stamped with the topic's
+    /// latest `seq` and epoch, and with `since_seq` whether the replay is
+    /// complete), then the replay oldest first, then joins the live stream,
+    /// all under the log lock so no publish can fall between replay and
+    /// live. The one place a subscriber joins a topic's history and its
+    /// live stream. Returns false if the topic was deleted meanwhile;
+    /// subscribing twice is a no-op but for the ack.
     pub fn subscribe(
         &self,
         id: ConnectionId,
         outbox: &Arc<Outbox>,
-        ack: Bytes,
-        last_n: usize,
+        request_id: Option<&str>,
+        replay: Replay<'_>,
     ) -> bool {
         let log = lock(&self.log);
         if log.deleted {
             return false;
         }
-        outbox.push_reply(ack);
+        let (skip, recovered) = match replay {
+            Replay::Last(n) => (log.ring.len().saturating_sub(n), None),
+            Replay::Since { seq, epoch } => match log.recovery_after(seq) {
+                Some(skip) if epoch.is_none_or(|epoch| epoch == &*self.epoch) => {
+                    (skip, Some(seq >= log.lost_up_to))
+                }
+                _ => (log.ring.len(), Some(false)),
+            },
+        };
+        outbox.push_reply(protocol::subscribe_ack(
+            request_id,
+            &self.name,
+            log.seq,
+            &self.epoch,
+            recovered,
+        ));
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
         if current.iter().any(|(existing, _)| *existing == id) {
             return true;
         }
-        let skip = log.ring.len().saturating_sub(last_n);
-        outbox.push_replay(log.ring.iter().skip(skip));
+        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, frame)| frame));
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push((id, outbox.clone()));
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
+    }
+
+    /// Up to `limit` events: the first after `since` (with whether none
+    /// was lost, as for a subscribe), or else the latest.
+    pub fn history(&self, since: Option<u64>, limit: usize) -> History {
+        let log = lock(&self.log);
+        let (skip, recovered) = match since {
+            None => (log.ring.len().saturating_sub(limit), None),
+            Some(since) => match log.recovery_after(since) {
+                Some(skip) => (skip, Some(since >= log.lost_up_to)),
+                None => (log.ring.len(), Some(false)),
+            },
+        };
+        History {
+            epoch: self.epoch.clone(),
+            seq: log.seq,
+            recovered,
+            events: log.ring.iter().skip(skip).take(limit).cloned().collect(),
+        }
     }
 
     /// Removes a connection's subscription, if it has one. Returns once no
@@ -441,6 +587,10 @@ impl Topic {
         self.incarnation
     }
 
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
     /// Whether the topic has been deleted (a later topic may reuse its name).
     pub fn is_deleted(&self) -> bool {
         lock(&self.log).deleted
@@ -452,6 +602,14 @@ impl Topic {
             subscribers: self.subscribers.load().len(),
             messages: self.messages.load(Ordering::Relaxed),
         }
+    }
+}
+
+impl Log {
+    /// How many ring events a client that has seen up to `since` already
+    /// has; `None` when `since` is ahead of this topic (another history).
+    fn recovery_after(&self, since: u64) -> Option<usize> {
+        (since <= self.seq).then(|| self.ring.partition_point(|&(seq, _)| seq <= since))
     }
 }
 
@@ -549,17 +707,17 @@ mod tests {
     #[test]
     fn cluster_incarnations_replace_and_retire_in_registry_order() {
         let broker = broker(10);
-        broker.adopt_topic("t", 5);
-        broker.adopt_topic("t", 5);
+        broker.adopt_topic("t", 5, "e5");
+        broker.adopt_topic("t", 5, "e5");
         let first = broker.topic("t").unwrap();
         let subscriber = outbox(8);
-        assert!(first.subscribe(1, &subscriber, Bytes::from_static(b"ack"), 0));
+        assert!(first.subscribe(1, &subscriber, None, Replay::Last(0)));
         broker.retire_topic("t", 4);
         assert!(
             !first.is_deleted(),
             "an older deletion leaves a newer topic alone"
         );
-        assert_eq!(broker.adopt_topic("t", 7), Some(5));
+        assert_eq!(broker.adopt_topic("t", 7, "e7"), Some(5));
         assert!(
             first.is_deleted(),
             "a newer incarnation replaces the old one"
@@ -568,13 +726,13 @@ mod tests {
         take_all(&subscriber, &mut told);
         assert!(String::from_utf8_lossy(&told[1].frame).contains("topic_deleted"));
         assert_eq!(
-            broker.adopt_topic("t", 6),
+            broker.adopt_topic("t", 6, "e6"),
             None,
             "a stale create is ignored"
         );
         assert_eq!(broker.topic("t").unwrap().incarnation(), 7);
-        broker.adopt_topic("u", 8);
-        broker.adopt_topic("v", 9);
+        broker.adopt_topic("u", 8, "e8");
+        broker.adopt_topic("v", 9, "e9");
         assert_eq!(
             broker.summaries().len(),
             3,
@@ -588,12 +746,12 @@ mod tests {
     #[test]
     fn missed_events_disconnect_or_not_by_policy() {
         let broker = broker(10);
-        broker.adopt_topic("t", 1);
+        broker.adopt_topic("t", 1, "e1");
         let topic = broker.topic("t").unwrap();
         let strict = outbox(8);
         let lenient = Arc::new(Outbox::new(limits(8), SlowConsumerPolicy::DropOldest));
-        assert!(topic.subscribe(1, &strict, Bytes::from_static(b"ack"), 0));
-        assert!(topic.subscribe(2, &lenient, Bytes::from_static(b"ack"), 0));
+        assert!(topic.subscribe(1, &strict, None, Replay::Last(0)));
+        assert!(topic.subscribe(2, &lenient, None, Replay::Last(0)));
         broker.subscribers_missed_events(3);
         assert_eq!(strict.close_reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(lenient.close_reason(), None);
@@ -605,11 +763,15 @@ mod tests {
     #[test]
     fn backplane_events_keep_their_sequence_and_store_time() {
         let broker = broker(10);
-        broker.adopt_topic("t", 1);
+        broker.adopt_topic("t", 1, "e1");
         let topic = broker.topic("t").unwrap();
         let stored_at =
             SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
-        let stamp = Stamp::Backplane { seq: 42, stored_at };
+        let stamp = Stamp::Backplane {
+            seq: 42,
+            stored_at,
+            catching_up: false,
+        };
         assert_eq!(
             broker
                 .deliver(&topic, &message(), stamp)
@@ -617,7 +779,7 @@ mod tests {
             Ok(42)
         );
         let subscriber = outbox(8);
-        assert!(topic.subscribe(1, &subscriber, Bytes::from_static(b"ack"), 1));
+        assert!(topic.subscribe(1, &subscriber, None, Replay::Last(1)));
         let mut replayed = VecDeque::new();
         take_all(&subscriber, &mut replayed);
         let event = String::from_utf8_lossy(&replayed[1].frame).into_owned();
@@ -625,6 +787,73 @@ mod tests {
             event.contains(r#""seq":42,"ts":"2023-11-14T22:13:20.123Z""#),
             "{event}"
         );
+    }
+
+    /// Recovery after `since`, as `GET /topics/{name}/messages` reports it.
+    fn recovered_after(topic: &Topic, since: u64) -> Option<bool> {
+        topic.history(Some(since), usize::MAX).recovered
+    }
+
+    #[test]
+    fn a_cluster_node_counts_on_no_event_it_may_not_have_been_handed() {
+        let broker = broker(3);
+        broker.adopt_topic("t", 1, "e1");
+        let topic = broker.topic("t").unwrap();
+        let deliver = |seq, catching_up| {
+            let stamp = Stamp::Backplane {
+                seq,
+                stored_at: SystemTime::now(),
+                catching_up,
+            };
+            broker.deliver(&topic, &message(), stamp).unwrap();
+        };
+        // Read while the stream discards: 20 and 40 never arrive.
+        for seq in [10, 30, 50, 60] {
+            deliver(seq, true);
+        }
+        assert_eq!(
+            recovered_after(&topic, 58),
+            Some(false),
+            "while catching up"
+        );
+        assert_eq!(recovered_after(&topic, 59), Some(true));
+        // Caught up with a full ring: anything before 30 may be lost.
+        broker.settle_history(3);
+        assert_eq!(
+            recovered_after(&topic, 10),
+            Some(false),
+            "20 was never read"
+        );
+        assert_eq!(recovered_after(&topic, 29), Some(true));
+        assert_eq!(recovered_after(&topic, 50), Some(true));
+        // Live: an eviction is exact, however sparse the seqs.
+        deliver(70, false);
+        assert_eq!(recovered_after(&topic, 29), Some(false), "30 was evicted");
+        assert_eq!(recovered_after(&topic, 30), Some(true));
+        assert_eq!(
+            recovered_after(&topic, 71),
+            Some(false),
+            "ahead of the topic"
+        );
+        // Fell behind the stream after catching up: 71..=89 may be lost.
+        broker.history_may_be_incomplete(90);
+        deliver(90, false);
+        assert_eq!(recovered_after(&topic, 70), Some(false));
+        assert_eq!(recovered_after(&topic, 89), Some(true));
+
+        // A ring that is not full when caught up: the stream never had
+        // more of the topic, so it discarded none.
+        broker.adopt_topic("u", 2, "e2");
+        let other = broker.topic("u").unwrap();
+        let stamp = Stamp::Backplane {
+            seq: 100,
+            stored_at: SystemTime::now(),
+            catching_up: true,
+        };
+        broker.deliver(&other, &message(), stamp).unwrap();
+        assert_eq!(recovered_after(&other, 0), Some(false));
+        broker.settle_history(3);
+        assert_eq!(recovered_after(&other, 0), Some(true));
     }
 
     #[test]
@@ -636,7 +865,7 @@ mod tests {
         }
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        assert!(topic.subscribe(1, &outbox, Bytes::from_static(b"ack"), 10));
+        assert!(topic.subscribe(1, &outbox, None, Replay::Last(10)));
         assert_eq!(
             broker
                 .publish("t", &message())
@@ -660,7 +889,7 @@ mod tests {
                     .unwrap()
             })
             .collect();
-        assert_eq!(&batch[0].frame[..], b"ack");
+        assert!(String::from_utf8_lossy(&batch[0].frame).contains(r#""type":"ack""#));
         assert_eq!(seqs, [3, 4, 5, 6]);
         assert_eq!(topic.summary().messages, 6);
     }
@@ -671,9 +900,9 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        topic.subscribe(1, &outbox, Bytes::from_static(b"ack"), 0);
+        topic.subscribe(1, &outbox, None, Replay::Last(0));
         broker.delete_topic("t").unwrap();
-        assert!(!topic.subscribe(2, &outbox, Bytes::from_static(b"ack"), 0));
+        assert!(!topic.subscribe(2, &outbox, None, Replay::Last(0)));
         let mut batch = VecDeque::new();
         take_all(&outbox, &mut batch);
         assert_eq!(batch.len(), 2);
@@ -692,8 +921,8 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let (slow, fast) = (outbox(1), outbox(100));
-        topic.subscribe(1, &slow, Bytes::from_static(b"ack"), 0);
-        topic.subscribe(2, &fast, Bytes::from_static(b"ack"), 0);
+        topic.subscribe(1, &slow, None, Replay::Last(0));
+        topic.subscribe(2, &fast, None, Replay::Last(0));
         let mut batch = VecDeque::new();
         take_all(&slow, &mut batch);
         for _ in 0..3 {
@@ -717,7 +946,7 @@ mod tests {
         let broker = broker(0);
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
-        topic.subscribe(1, &outbox(4), Bytes::from_static(b"ack"), 0);
+        topic.subscribe(1, &outbox(4), None, Replay::Last(0));
         let unsubscribed = AtomicBool::new(false);
         std::thread::scope(|scope| {
             // Holding the log stands for a publish that read the old list.

@@ -21,6 +21,11 @@
 //!   a delete purges it when due, and a node that starts purges what the
 //!   registry says is dead yet still stored, so a purge is not lost with
 //!   the node that would have made it.
+//! - **Recovery.** A topic's epoch is its incarnation (the registry
+//!   revision) with the identity of the streams (their creation times), so
+//!   every node reports the same one, a restart keeps it, and a topic or a
+//!   stream created again changes it. See [`Broker::settle_history`] for
+//!   how a node knows which events it may have lost.
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
@@ -78,6 +83,15 @@ pub enum BackplaneState {
 struct Backplane {
     events: stream::Stream,
     registry: kv::Store,
+    /// Names the streams' lifetime: their creation times, in hex.
+    history_id: String,
+}
+
+impl Backplane {
+    /// The epoch of topic incarnation `revision`.
+    fn epoch(&self, revision: u64) -> String {
+        format!("{}-{revision}", self.history_id)
+    }
 }
 
 pub struct Cluster {
@@ -336,7 +350,7 @@ impl Cluster {
             };
             let (purges, owed) = mpsc::unbounded_channel();
             tokio::join!(
-                self.follow_registry(&broker, &backplane.registry, &purges),
+                self.follow_registry(&broker, backplane, &purges),
                 async {
                     self.await_registry_snapshot().await;
                     tokio::join!(
@@ -372,7 +386,8 @@ impl Cluster {
         }
         // The bucket's stream is created by hand as the crate would: its
         // own bucket creation fails against nats-server 2.9.
-        self.jetstream
+        let registry_stream = self
+            .jetstream
             .get_or_create_stream(stream::Config {
                 name: registry_stream_name(),
                 subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
@@ -387,7 +402,16 @@ impl Cluster {
             })
             .await?;
         let registry = self.jetstream.get_key_value(REGISTRY_BUCKET).await?;
-        Ok(Backplane { events, registry })
+        let history_id = format!(
+            "{:x}{:x}",
+            events.cached_info().created.unix_timestamp_nanos(),
+            registry_stream.cached_info().created.unix_timestamp_nanos()
+        );
+        Ok(Backplane {
+            events,
+            registry,
+            history_id,
+        })
     }
 
     /// Waits until the registry as it was on joining is mirrored, so a node
@@ -412,9 +436,10 @@ impl Cluster {
     async fn follow_registry(
         &self,
         broker: &Broker,
-        registry: &kv::Store,
+        backplane: &Backplane,
         purges: &mpsc::UnboundedSender<Purge>,
     ) {
+        let registry = &backplane.registry;
         loop {
             let from = *self.registry_applied.borrow() + 1;
             let watch = if from == 1 {
@@ -426,7 +451,7 @@ impl Cluster {
                 Ok(mut entries) => loop {
                     tokio::select! {
                         entry = entries.next() => match entry {
-                            Some(Ok(entry)) => self.apply_registry_entry(broker, &entry, purges),
+                            Some(Ok(entry)) => self.apply_registry_entry(broker, backplane, &entry, purges),
                             Some(Err(err)) => tracing::warn!(error = %err, "registry watch"),
                             None => break,
                         },
@@ -445,6 +470,7 @@ impl Cluster {
     fn apply_registry_entry(
         &self,
         broker: &Broker,
+        backplane: &Backplane,
         entry: &kv::Entry,
         purges: &mpsc::UnboundedSender<Purge>,
     ) {
@@ -454,7 +480,9 @@ impl Cluster {
         match decode_topic(&entry.key) {
             Some(name) => {
                 let retired = match entry.operation {
-                    kv::Operation::Put => broker.adopt_topic(&name, entry.revision),
+                    kv::Operation::Put => {
+                        broker.adopt_topic(&name, entry.revision, &backplane.epoch(entry.revision))
+                    }
                     kv::Operation::Delete | kv::Operation::Purge => {
                         broker.retire_topic(&name, entry.revision)
                     }
@@ -545,7 +573,7 @@ impl Cluster {
             let messages = match consumer {
                 Ok(consumer) => {
                     if consumer.cached_info().num_pending == 0 {
-                        self.mark_caught_up();
+                        self.mark_caught_up(broker, events);
                     }
                     consumer.messages().await
                 }
@@ -561,7 +589,7 @@ impl Cluster {
                     // recovered by the ordered consumer itself.
                     while let Some(message) = messages.next().await {
                         match message {
-                            Ok(message) => self.apply_event(broker, &message).await,
+                            Ok(message) => self.apply_event(broker, events, &message).await,
                             Err(err) => tracing::debug!(error = %err, "event stream"),
                         }
                     }
@@ -572,7 +600,12 @@ impl Cluster {
         }
     }
 
-    async fn apply_event(&self, broker: &Broker, message: &jetstream::Message) {
+    async fn apply_event(
+        &self,
+        broker: &Broker,
+        events: &stream::Stream,
+        message: &jetstream::Message,
+    ) {
         let Ok(info) = message.info() else {
             tracing::warn!(subject = %message.subject, "event without stream metadata; ignored");
             return;
@@ -583,13 +616,15 @@ impl Cluster {
         if seq <= applied {
             return;
         }
-        let missed = discarded_unread(applied, seq, self.caught_up.load(Ordering::Acquire));
+        let caught_up = self.caught_up.load(Ordering::Acquire);
+        let missed = discarded_unread(applied, seq, caught_up);
         if missed > 0 {
             tracing::warn!(
                 missed,
                 "fell behind the event stream: events were discarded before this node read them"
             );
             broker.subscribers_missed_events(missed);
+            broker.history_may_be_incomplete(seq);
         }
         let stored_at = system_time(info.published.unix_timestamp_nanos());
         match parse_event_subject(&message.subject) {
@@ -609,7 +644,12 @@ impl Cluster {
                         // node is shutting down: nobody is left to get it.
                         // The follower serves every topic, so it does not wait for a
                         // lagging writer: the subscribers' bounds decide.
-                        let _ = broker.deliver(&topic, &event, Stamp::Backplane { seq, stored_at });
+                        let stamp = Stamp::Backplane {
+                            seq,
+                            stored_at,
+                            catching_up: !caught_up,
+                        };
+                        let _ = broker.deliver(&topic, &event, stamp);
                     }
                 }
             }
@@ -624,7 +664,7 @@ impl Cluster {
         self.events_applied.send_replace(seq);
         self.follower_lag.store(info.pending, Ordering::Relaxed);
         if info.pending == 0 {
-            self.mark_caught_up();
+            self.mark_caught_up(broker, events);
         }
     }
 
@@ -648,7 +688,14 @@ impl Cluster {
         }
     }
 
-    fn mark_caught_up(&self) {
+    /// Settles every topic's history (see [`Broker::settle_history`]) as
+    /// the node starts to serve, by the stream's own limit per topic, which
+    /// a node with another `RING_BUFFER_SIZE` may have set.
+    fn mark_caught_up(&self, broker: &Broker, events: &stream::Stream) {
+        if !self.caught_up.load(Ordering::Acquire) {
+            let per_subject = events.cached_info().config.max_messages_per_subject;
+            broker.settle_history(usize::try_from(per_subject).unwrap_or(usize::MAX));
+        }
         if !self.caught_up.swap(true, Ordering::AcqRel) {
             tracing::info!(
                 topics = *self.registry_applied.borrow(),
@@ -779,7 +826,7 @@ mod tests {
     fn message_ids_are_scoped_to_the_topic_incarnation_and_back() {
         let id = "550e8400-e29b-41d4-a716-446655440000";
         let broker = Broker::new(1, 2, Default::default());
-        broker.adopt_topic("orders.eu:1", 7);
+        broker.adopt_topic("orders.eu:1", 7, "e7");
         let scoped = scoped_message_id(&broker.topic("orders.eu:1").unwrap(), id);
         assert_eq!(scoped, format!("orders=2Eeu=3A1.7.{id}"));
         assert_eq!(client_message_id(&scoped), id);

@@ -5,8 +5,8 @@
 //!
 //! - [`server`]: the listener, one hyper service for REST and the upgrade,
 //!   graceful shutdown.
-//! - [`rest`]: REST handlers (topics, publish over HTTP, health, stats,
-//!   metrics, the API documents) and the table of routes.
+//! - [`rest`]: REST handlers (topics, publish over HTTP, a topic's history,
+//!   health, stats, metrics, the API documents) and the table of routes.
 //! - [`cors`]: CORS headers for REST (`CORS_ALLOWED_ORIGINS`).
 //! - [`api_docs`]: the OpenAPI and AsyncAPI documents, embedded.
 //! - [`pages`]: the `/docs` and `/dashboard` browser pages, embedded.
@@ -23,7 +23,8 @@
 //! - [`rate_limit`]: publish rate limits, a lock-free token bucket per
 //!   WebSocket connection and per REST credential.
 //! - [`protocol`]: client frame parsing and server frame encoding.
-//! - [`broker`]: topics in a sharded map, replay rings, the fan-out.
+//! - [`broker`]: topics in a sharded map, replay rings, the fan-out, and
+//!   recovery (each topic's epoch and what its ring may have lost).
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
 //!   JetStream, fed into the same fan-out.
 //! - [`metrics`]: process-wide counters and lock-free histograms.

@@ -13,6 +13,7 @@ use fastwebsockets::{Frame, OpCode, Payload};
 use serde::{Serialize, Serializer};
 use simd_json::{Node, StaticNode};
 
+use crate::broker::{History, Replay};
 use crate::raw_json;
 
 /// The largest header of an unmasked server frame.
@@ -31,7 +32,8 @@ pub enum Request<'a> {
     Subscribe {
         topic: &'a str,
         client_id: Option<&'a str>,
-        last_n: usize,
+        /// From `last_n`, or `since_seq` and `epoch`.
+        replay: Replay<'a>,
     },
     Unsubscribe {
         topic: &'a str,
@@ -123,11 +125,18 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
         "subscribe" => Request::Subscribe {
             topic: topic().map_err(reject)?,
             client_id: frame.optional_string("client_id").map_err(reject)?,
-            last_n: match frame.get("last_n") {
-                None | Some([Node::Static(StaticNode::Null)]) => 0,
-                Some(&[Node::Static(StaticNode::U64(n))]) => n as usize,
-                Some(&[Node::Static(StaticNode::I64(n))]) if n >= 0 => n as usize,
-                Some(_) => return Err(reject("last_n must be a non-negative integer".into())),
+            replay: match (
+                frame.optional_count("last_n").map_err(reject)?,
+                frame.optional_count("since_seq").map_err(reject)?,
+            ) {
+                (Some(_), Some(_)) => {
+                    return Err(reject("since_seq and last_n cannot be combined".into()))
+                }
+                (last_n, None) => Replay::Last(last_n.unwrap_or(0) as usize),
+                (None, Some(seq)) => Replay::Since {
+                    seq,
+                    epoch: frame.optional_string("epoch").map_err(reject)?,
+                },
             },
         },
         "unsubscribe" => Request::Unsubscribe {
@@ -261,6 +270,17 @@ impl<'t, 'a> TapeObject<'t, 'a> {
         None
     }
 
+    /// A member that may be absent or null, and otherwise must be an
+    /// integer ≥ 0.
+    fn optional_count(&self, name: &str) -> Result<Option<u64>, String> {
+        match self.get(name) {
+            None | Some([Node::Static(StaticNode::Null)]) => Ok(None),
+            Some(&[Node::Static(StaticNode::U64(n))]) => Ok(Some(n)),
+            Some(&[Node::Static(StaticNode::I64(n))]) if n >= 0 => Ok(Some(n as u64)),
+            Some(_) => Err(format!("{name} must be a non-negative integer")),
+        }
+    }
+
     /// A member that may be absent or null, and otherwise must be a string.
     fn optional_string(&self, name: &str) -> Result<Option<&'a str>, String> {
         match self.get(name) {
@@ -375,22 +395,102 @@ impl ServerFrame<'_> {
     }
 }
 
-/// `ack` for subscribe, unsubscribe and publish. Written by hand, like
-/// `event`, because every publish pays for one.
+/// `ack` for unsubscribe and publish. Written by hand, like `event`,
+/// because every publish pays for one.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
     encode_frame(OpCode::Text, |buf| {
-        buf.extend_from_slice(br#"{"type":"ack","#);
-        if let Some(request_id) = request_id {
-            buf.extend_from_slice(br#""request_id":"#);
-            write_json(buf, request_id);
+        write_ack(buf, request_id, topic, |_| {})
+    })
+}
+
+/// `ack` for subscribe: the topic's latest `seq` when the subscription
+/// joined, its `epoch`, and with `since_seq` whether nothing was lost.
+pub fn subscribe_ack(
+    request_id: Option<&str>,
+    topic: &str,
+    seq: u64,
+    epoch: &str,
+    recovered: Option<bool>,
+) -> Bytes {
+    encode_frame(OpCode::Text, |buf| {
+        write_ack(buf, request_id, topic, |buf| {
+            buf.extend_from_slice(br#","seq":"#);
+            write_json(buf, &seq);
+            buf.extend_from_slice(br#","epoch":"#);
+            write_json(buf, epoch);
+            if let Some(recovered) = recovered {
+                buf.extend_from_slice(br#","recovered":"#);
+                write_json(buf, &recovered);
+            }
+        })
+    })
+}
+
+fn write_ack(
+    buf: &mut Vec<u8>,
+    request_id: Option<&str>,
+    topic: &str,
+    write_extra: impl FnOnce(&mut Vec<u8>),
+) {
+    buf.extend_from_slice(br#"{"type":"ack","#);
+    if let Some(request_id) = request_id {
+        buf.extend_from_slice(br#""request_id":"#);
+        write_json(buf, request_id);
+        buf.push(b',');
+    }
+    buf.extend_from_slice(br#""topic":"#);
+    write_json(buf, topic);
+    buf.extend_from_slice(br#","status":"ok""#);
+    write_extra(buf);
+    buf.extend_from_slice(br#","ts":"#);
+    Timestamp::now().write_json(buf);
+    buf.push(b'}');
+}
+
+/// The body of `GET /topics/{name}/messages`. Each message is cut out of
+/// its event frame (`message` with `seq` and `ts` added), so the payload
+/// goes out verbatim and nothing is kept for history beside the frames.
+pub fn history_json(topic: &str, history: &History) -> Vec<u8> {
+    let frames_len: usize = history.events.iter().map(|(_, frame)| frame.len()).sum();
+    let mut buf = Vec::with_capacity(frames_len + 160);
+    buf.extend_from_slice(br#"{"topic":"#);
+    write_json(&mut buf, topic);
+    buf.extend_from_slice(br#","epoch":"#);
+    write_json(&mut buf, &*history.epoch);
+    buf.extend_from_slice(br#","seq":"#);
+    write_json(&mut buf, &history.seq);
+    if let Some(recovered) = history.recovered {
+        buf.extend_from_slice(br#","recovered":"#);
+        write_json(&mut buf, &recovered);
+    }
+    buf.extend_from_slice(br#","messages":["#);
+    for (index, (seq, frame)) in history.events.iter().enumerate() {
+        if index > 0 {
             buf.push(b',');
         }
-        buf.extend_from_slice(br#""topic":"#);
-        write_json(buf, topic);
-        buf.extend_from_slice(br#","status":"ok","ts":"#);
-        Timestamp::now().write_json(buf);
+        let json = frame_json(frame);
+        let message = raw_json::find_member(json, &["message"]).expect("events have a message");
+        let ts = raw_json::find_member(json, &["ts"]).expect("events have a ts");
+        // `message` is `{"id":..,"payload":..}`: reopened to add the rest.
+        buf.extend_from_slice(&json[message.start..message.end - 1]);
+        buf.extend_from_slice(br#","seq":"#);
+        write_json(&mut buf, seq);
+        buf.extend_from_slice(br#","ts":"#);
+        buf.extend_from_slice(&json[ts]);
         buf.push(b'}');
-    })
+    }
+    buf.extend_from_slice(b"]}");
+    buf
+}
+
+/// The JSON of a server frame, without its WebSocket header.
+pub fn frame_json(frame: &[u8]) -> &[u8] {
+    let head_len = match frame[1] & 0x7f {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    &frame[head_len..]
 }
 
 /// `ack` of an `auth` frame: the new token is in force.
@@ -505,12 +605,7 @@ mod tests {
     }
 
     fn json_of(frame: &Bytes) -> serde_json::Value {
-        let head_len = match frame[1] & 0x7f {
-            126 => 4,
-            127 => 10,
-            _ => 2,
-        };
-        serde_json::from_slice(&frame[head_len..]).unwrap()
+        serde_json::from_slice(frame_json(frame)).unwrap()
     }
 
     #[test]
@@ -525,7 +620,19 @@ mod tests {
             Request::Subscribe {
                 topic: "t",
                 client_id: Some("c"),
-                last_n: 5
+                replay: Replay::Last(5)
+            }
+        );
+        let frame = parse(r#"{"type":"subscribe","topic":"t","since_seq":7,"epoch":"e"}"#).unwrap();
+        assert_eq!(
+            frame.request,
+            Request::Subscribe {
+                topic: "t",
+                client_id: None,
+                replay: Replay::Since {
+                    seq: 7,
+                    epoch: Some("e")
+                }
             }
         );
         let frame = parse(r#"{"type":"unsubscribe","topic":"t"}"#).unwrap();
@@ -572,6 +679,18 @@ mod tests {
             (
                 r#"{"type":"subscribe","topic":"t","last_n":1.5,"request_id":"r1"}"#,
                 "last_n",
+            ),
+            (
+                r#"{"type":"subscribe","topic":"t","since_seq":-3,"request_id":"r1"}"#,
+                "since_seq must be a non-negative integer",
+            ),
+            (
+                r#"{"type":"subscribe","topic":"t","since_seq":3,"epoch":1,"request_id":"r1"}"#,
+                "epoch must be a string",
+            ),
+            (
+                r#"{"type":"subscribe","topic":"t","since_seq":3,"last_n":2,"request_id":"r1"}"#,
+                "cannot be combined",
             ),
             (
                 r#"{"type":"publish","topic":"t","request_id":"r1"}"#,
@@ -717,6 +836,13 @@ mod tests {
         let json = json_of(&ack(None, "t"));
         assert!(json.get("request_id").is_none(), "{json}");
         assert_eq!(json.as_object().unwrap().len(), 4, "{json}");
+        let json = json_of(&subscribe_ack(None, "t", 9, "e-1", Some(true)));
+        assert_eq!(
+            (&json["seq"], &json["epoch"], &json["recovered"]),
+            (&9.into(), &"e-1".into(), &true.into())
+        );
+        let json = json_of(&subscribe_ack(None, "t", 0, "e-1", None));
+        assert!(json.get("recovered").is_none(), "{json}");
     }
 
     #[test]

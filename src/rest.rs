@@ -230,7 +230,7 @@ const TOPIC: RouteSpec = RouteSpec {
 };
 const TOPIC_MESSAGES: RouteSpec = RouteSpec {
     path: "/topics/{name}/messages",
-    methods: &["POST"],
+    methods: &["GET", "POST"],
 };
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
@@ -442,6 +442,9 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
         (Route::Topics, method) if is_read(&method) => Ok(list_topics(state)),
         (Route::Topics, Method::POST) => create_topic(state, request).await,
         (Route::Topic(name), Method::DELETE) => delete_topic(state, &name).await,
+        (Route::TopicMessages(name), method) if is_read(&method) => {
+            history(state, &name, request.uri().query()).await
+        }
         (Route::TopicMessages(name), Method::POST) => {
             publish(state, &name, request, rate_limit_key(grant.as_ref(), peer))
                 .await
@@ -635,6 +638,54 @@ async fn publish(
 
 /// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
 /// must be one a topic could have.
+/// `GET /topics/{name}/messages`: a window of the topic's replay ring.
+async fn history(state: &AppState, name: &str, query: Option<&str>) -> Reply {
+    check_name(name)?;
+    let query = HistoryQuery::parse(query.unwrap_or_default())?;
+    let topic = state.topic(name).await?;
+    let history = topic.history(query.since_seq, query.limit);
+    Ok(raw_json_response(
+        StatusCode::OK,
+        protocol::history_json(name, &history),
+    ))
+}
+
+/// The parameters of `GET /topics/{name}/messages`.
+struct HistoryQuery {
+    since_seq: Option<u64>,
+    limit: usize,
+}
+
+impl HistoryQuery {
+    const DEFAULT_LIMIT: usize = 100;
+
+    /// Unknown parameters are ignored (a cache-buster, say); known ones
+    /// must be integers, given once, `limit` at least 1.
+    fn parse(query: &str) -> Result<Self, Failure> {
+        let (mut since_seq, mut limit) = (None, None);
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            let (slot, least) = match &*key {
+                "since_seq" => (&mut since_seq, 0),
+                "limit" => (&mut limit, 1),
+                _ => continue,
+            };
+            if slot.is_some() {
+                return Err(Failure::bad_request(format!("{key} is given twice")));
+            }
+            let parsed = value.parse::<u64>().ok().filter(|n| *n >= least);
+            *slot = Some(parsed.ok_or_else(|| {
+                Failure::bad_request(format!("{key} must be an integer >= {least}"))
+            })?);
+        }
+        Ok(Self {
+            since_seq,
+            limit: limit.map_or(Self::DEFAULT_LIMIT, |n| {
+                usize::try_from(n).unwrap_or(usize::MAX)
+            }),
+        })
+    }
+}
+
 fn check_name(name: &str) -> Result<(), Failure> {
     if is_valid_topic_name(name) {
         Ok(())
@@ -711,7 +762,14 @@ pub fn error_response(status: StatusCode, code: &str, message: &str) -> Response
 }
 
 fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body> {
-    let json = simd_json::to_vec(body).expect("responses always serialize");
+    raw_json_response(
+        status,
+        simd_json::to_vec(body).expect("responses always serialize"),
+    )
+}
+
+/// A response whose body is JSON already.
+fn raw_json_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
     let mut response = Response::new(Full::new(Bytes::from(json)));
     *response.status_mut() = status;
     response

@@ -37,6 +37,7 @@ fn protected_requests() -> Vec<(Method, &'static str, Option<Value>)> {
         (Method::POST, "/topics", Some(json!({ "name": "fresh" }))),
         (Method::DELETE, "/topics/orders", None),
         (Method::POST, "/topics/orders/messages", Some(message)),
+        (Method::GET, "/topics/orders/messages", None),
         (Method::GET, "/stats", None),
         (Method::POST, "/health", None),
         (Method::GET, "/nowhere", None),

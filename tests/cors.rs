@@ -81,7 +81,7 @@ async fn listed_origins_get_cors_headers_and_preflights_without_a_key() {
     let response = preflight(&server, "/topics/orders/messages", APP).await;
     assert_eq!(
         header(&response, "access-control-allow-methods"),
-        Some("POST, OPTIONS")
+        Some("GET, HEAD, POST, OPTIONS")
     );
 
     let listed = request(

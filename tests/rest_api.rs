@@ -448,8 +448,8 @@ async fn wrong_methods_are_405_with_allow() {
         (Method::GET, "/topics/orders", &["DELETE"]),
         (Method::POST, "/health", &["GET"]),
         (Method::DELETE, "/stats", &["GET"]),
-        (Method::GET, "/topics/orders/messages", &["POST"]),
-        (Method::PATCH, "/topics/orders/messages", &["POST"]),
+        (Method::PUT, "/topics/orders/messages", &["GET", "POST"]),
+        (Method::PATCH, "/topics/orders/messages", &["GET", "POST"]),
     ];
     for (method, path, allowed) in cases {
         let response = request(&server, method.clone(), path, None).await;
@@ -668,7 +668,7 @@ async fn options_answers_204_with_allow() {
         ("/stats", "GET, HEAD, OPTIONS"),
         ("/topics", "GET, HEAD, POST, OPTIONS"),
         ("/topics/orders", "DELETE, OPTIONS"),
-        ("/topics/orders/messages", "POST, OPTIONS"),
+        ("/topics/orders/messages", "GET, HEAD, POST, OPTIONS"),
     ] {
         // A browser's preflight carries no key.
         let response = request(&server, Method::OPTIONS, path, None).await;

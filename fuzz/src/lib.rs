@@ -12,9 +12,12 @@
 //!   strings, and absent and `null` both mean "not given";
 //! - `type` is one of subscribe, unsubscribe, publish, ping; a field is only
 //!   checked by the types that use it (`topic` by subscribe, unsubscribe and
-//!   publish; `client_id` by subscribe and unsubscribe; `last_n` by
-//!   subscribe; `message` by publish);
-//! - `last_n` is absent, `null` (both 0) or an integer >= 0 that fits 64 bits;
+//!   publish; `client_id` by subscribe and unsubscribe; `last_n` and
+//!   `since_seq` by subscribe, and `epoch` by a subscribe with `since_seq`;
+//!   `message` by publish);
+//! - `last_n` and `since_seq` are absent, `null` (both "not given") or an
+//!   integer >= 0 that fits 64 bits, and not both given; `last_n` not given
+//!   is 0;
 //! - `message` is an object with `id` a UUID (`uuid::Uuid::try_parse`) and a
 //!   `payload` member of any JSON, `null` included;
 //! - a rejection echoes `request_id` when it was a valid string.
@@ -34,6 +37,7 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
+use ringcast::broker;
 use ringcast::protocol::{self, Request};
 
 /// A JSON document as the oracle sees it: objects keep every member, in
@@ -127,12 +131,19 @@ pub struct Frame {
     pub request: Req,
 }
 
+/// Where a subscribe's replay starts.
+#[derive(Debug, PartialEq)]
+pub enum Replay {
+    Last(u64),
+    Since { seq: u64, epoch: Option<String> },
+}
+
 #[derive(Debug, PartialEq)]
 pub enum Req {
     Subscribe {
         topic: String,
         client_id: Option<String>,
-        last_n: u64,
+        replay: Replay,
     },
     Unsubscribe {
         topic: String,
@@ -246,16 +257,17 @@ fn oracle_message(message: &Json) -> Option<Msg> {
     })
 }
 
-/// `last_n`: absent or null mean 0, otherwise an integer >= 0.
-fn oracle_last_n(value: Option<&Json>) -> Result<Option<u64>, &'static str> {
+/// `last_n` or `since_seq`: absent or null mean not given (`Some(None)`),
+/// otherwise an integer >= 0; `None` is a rejection.
+fn oracle_count(value: Option<&Json>) -> Result<Option<Option<u64>>, &'static str> {
     match value {
-        None | Some(Json::Null) => Ok(Some(0)),
+        None | Some(Json::Null) => Ok(Some(None)),
         Some(Json::Number(n)) => match (n.as_u64(), n.as_f64()) {
-            (Some(n), _) => Ok(Some(n)),
+            (Some(n), _) => Ok(Some(Some(n))),
             // serde_json reads `-0` as the float -0.0, like `-0.0` and
             // `-0e0`, so the oracle cannot tell the integer literal (which
             // ringcast accepts as 0) from the floats (which it refuses).
-            (None, Some(f)) if f == 0.0 && f.is_sign_negative() => Err("last_n is -0"),
+            (None, Some(f)) if f == 0.0 && f.is_sign_negative() => Err("a count is -0"),
             _ => Ok(None),
         },
         Some(_) => Ok(None),
@@ -285,13 +297,24 @@ pub fn oracle_client_frame(bytes: &[u8]) -> Verdict<Frame> {
             let (Some(topic), Ok(client_id)) = (topic(), client_id()) else {
                 return reject(&request_id);
             };
-            let Some(last_n) = oracle_last_n(doc.member("last_n"))? else {
+            let (Some(last_n), Some(since_seq)) = (
+                oracle_count(doc.member("last_n"))?,
+                oracle_count(doc.member("since_seq"))?,
+            ) else {
                 return reject(&request_id);
+            };
+            let replay = match (last_n, since_seq) {
+                (Some(_), Some(_)) => return reject(&request_id),
+                (last_n, None) => Replay::Last(last_n.unwrap_or(0)),
+                (None, Some(seq)) => match optional_string(&doc, "epoch") {
+                    Ok(epoch) => Replay::Since { seq, epoch },
+                    Err(_) => return reject(&request_id),
+                },
             };
             Req::Subscribe {
                 topic,
                 client_id,
-                last_n,
+                replay,
             }
         }
         "unsubscribe" => {
@@ -375,11 +398,17 @@ pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
         Request::Subscribe {
             topic,
             client_id,
-            last_n,
+            replay,
         } => Req::Subscribe {
             topic: topic.to_owned(),
             client_id: owned(client_id),
-            last_n: last_n as u64,
+            replay: match replay {
+                broker::Replay::Last(n) => Replay::Last(n as u64),
+                broker::Replay::Since { seq, epoch } => Replay::Since {
+                    seq,
+                    epoch: owned(epoch),
+                },
+            },
         },
         Request::Unsubscribe { topic, client_id } => Req::Unsubscribe {
             topic: topic.to_owned(),

@@ -17,7 +17,7 @@ use tokio::time::Sleep;
 
 use super::{CloseReason, Liveness};
 use crate::auth::{AuthError, Grant, Permissions};
-use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::broker::{BrokerError, ConnectionId, Replay, Topic};
 use crate::frame_reader::{self, FrameDecoder, Incoming};
 use crate::metrics::{Metrics, Transport};
 use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
@@ -207,8 +207,8 @@ impl Session {
         }: ClientFrame<'_>,
     ) {
         let reply = match request {
-            ClientRequest::Subscribe { topic, last_n, .. } => {
-                self.subscribe(topic, last_n, request_id).await
+            ClientRequest::Subscribe { topic, replay, .. } => {
+                self.subscribe(topic, replay, request_id).await
             }
             ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id).await,
             ClientRequest::Publish { topic, message } => {
@@ -317,7 +317,7 @@ impl Session {
     async fn subscribe(
         &mut self,
         name: &str,
-        last_n: usize,
+        replay: Replay<'_>,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
         if !self.permissions.may_subscribe(name) {
@@ -325,12 +325,7 @@ impl Session {
         }
         let topic = self.state.topic(name).await?;
         self.check_subscription_limit(name)?;
-        if !topic.subscribe(
-            self.id,
-            &self.outbox,
-            protocol::ack(request_id, name),
-            last_n,
-        ) {
+        if !topic.subscribe(self.id, &self.outbox, request_id, replay) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {

@@ -599,7 +599,7 @@ def test_rest_unknown_path_404_and_wrong_method_405(server):
     assert_error_body(httpx.post(server.http + "/health"), 405)
     assert_error_body(httpx.delete(server.http + "/stats"), 405)
     assert_error_body(httpx.get(server.http + "/topics/some-topic"), 405)
-    assert_error_body(httpx.get(server.http + "/topics/some-topic/messages"), 405)
+    assert_error_body(httpx.put(server.http + "/topics/some-topic/messages", json={}), 405)
 
 
 def test_rest_oversized_body_413(make_server):

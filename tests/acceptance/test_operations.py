@@ -107,6 +107,8 @@ def test_schemathesis_finds_no_failure_on_any_endpoint(make_server, tmp_path):
             str(schemathesis),
             "run",
             srv.http + "/openapi.json",
+            "--url",
+            srv.http,
             "--header",
             f"X-API-Key: {KEY}",
             "--checks",

@@ -1108,9 +1108,41 @@ impl Client {
 
     /// Subscribes; returns the replayed events, or the error frame.
     pub async fn try_subscribe(&mut self, topic: &str, last_n: u64) -> Result<Vec<Event>, Value> {
-        let reply = self
-            .request(json!({ "type": "subscribe", "topic": topic, "last_n": last_n }))
-            .await;
+        let replay = json!({ "last_n": last_n });
+        Ok(self.subscribe_with(topic, replay).await?.1)
+    }
+
+    /// Subscribes to resume after `since_seq` (of `epoch`, when given):
+    /// the ack and the replayed events.
+    pub async fn resume(
+        &mut self,
+        topic: &str,
+        since_seq: u64,
+        epoch: Option<&Value>,
+    ) -> (Value, Vec<Event>) {
+        let mut replay = json!({ "since_seq": since_seq });
+        if let Some(epoch) = epoch {
+            replay["epoch"] = epoch.clone();
+        }
+        let label = self.label.clone();
+        self.subscribe_with(topic, replay)
+            .await
+            .unwrap_or_else(|error| panic!("{label}: resuming {topic}: {error}"))
+    }
+
+    /// Subscribes with `replay` (its fields go into the frame); the ack
+    /// and the replayed events, or the error frame.
+    async fn subscribe_with(
+        &mut self,
+        topic: &str,
+        replay: Value,
+    ) -> Result<(Value, Vec<Event>), Value> {
+        let mut frame = json!({ "type": "subscribe", "topic": topic });
+        frame
+            .as_object_mut()
+            .expect("an object")
+            .extend(replay.as_object().expect("an object").clone());
+        let reply = self.request(frame).await;
         if reply["type"] != "ack" {
             return Err(reply);
         }
@@ -1120,7 +1152,7 @@ impl Client {
             .map(|frame| Event::parse(frame, topic, &self.label))
             .collect();
         self.received.extend(replayed.iter().cloned());
-        Ok(replayed)
+        Ok((reply, replayed))
     }
 
     /// Subscribes, asserting the ack; returns the replayed events.

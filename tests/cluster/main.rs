@@ -991,3 +991,80 @@ async fn clients_behind_haproxy_get_every_event_once_in_one_order() {
     .await;
     assert!(!cluster.proxy_log().contains("never-logged"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_resumes_on_any_node_with_no_gap_and_no_duplicate() {
+    let Some(mut cluster) = Cluster::spec()
+        .node_env("RING_BUFFER_SIZE", "100")
+        .behind_haproxy()
+        .start()
+        .await
+    else {
+        return;
+    };
+    let topic = "resumable";
+    cluster.node(A).create_topic(topic).await;
+    cluster.node(B).create_topic("noise").await;
+    // Connected to A throughout: what a subscriber that never left saw.
+    let mut reference = subscribe_on([cluster.node(A)], topic, 1).await;
+    let mut away = Client::connect(cluster.node(A), "away").await;
+    let (ack, replayed) = away.resume(topic, 0, None).await;
+    assert_eq!((&ack["recovered"], &ack["seq"]), (&json!(true), &json!(0)));
+    assert!(replayed.is_empty(), "{replayed:?}");
+    let epoch = ack["epoch"].clone();
+    for node in cluster.nodes().chain([cluster.proxy()]) {
+        let (_, history) = node.get_json(&format!("/topics/{topic}/messages")).await;
+        assert_eq!(history["epoch"], epoch, "the epoch on {}", node.label);
+    }
+
+    let load = Load {
+        ws_bursts: 1,
+        burst_len: 5,
+        rest: 3,
+    };
+    let mut acked = publish_from([cluster.node(A), cluster.node(B)], topic, load).await;
+    let mut noise = RestPublisher::new(cluster.node(A), "noise");
+    noise.publish("noise").await.expect("noise on A");
+    away.expect_events(topic, acked.len()).await;
+    let last_seen = away.received.last().expect("events").seq;
+    drop(away);
+
+    // Meanwhile C restarts, and publishes go on through B (with another
+    // topic's events between, so seqs have gaps).
+    cluster.kill_node(C).await;
+    let mut on_b = RestPublisher::new(cluster.node(B), "on-b");
+    for _ in 0..6 {
+        acked.push(on_b.publish(topic).await.expect("publish on B"));
+        noise.publish("noise").await.expect("noise on A");
+    }
+    cluster.restart_node(C).await;
+    expect_events_everywhere(&mut reference, topic, acked.len()).await;
+    let missed: Vec<Event> = reference[0]
+        .received
+        .iter()
+        .filter(|event| event.seq > last_seen)
+        .cloned()
+        .collect();
+    assert_eq!(missed.len(), 6, "{:?}", summary(&reference[0].received));
+
+    for endpoint in [cluster.node(C), cluster.proxy()] {
+        let mut resumed = Client::connect(endpoint, "resumed").await;
+        let (ack, replayed) = resumed.resume(topic, last_seen, Some(&epoch)).await;
+        let context = format!("resumed on {}", endpoint.label);
+        assert_eq!(ack["recovered"], true, "{context}: {ack}");
+        assert_eq!(ack["epoch"], epoch, "{context}: {ack}");
+        assert_events_eq(&context, &replayed, &missed);
+        reference.push(resumed);
+    }
+    let live = publish_from([cluster.node(B)], topic, load).await;
+    expect_events_everywhere(&mut reference, topic, live.len()).await;
+    assert_nothing_more(&mut reference).await;
+    let resumed_len = missed.len() + live.len();
+    acked.extend(live);
+    assert_same_stream(&reference[..1], &acked);
+    let seen = &reference[0].received;
+    let tail = &seen[seen.len() - resumed_len..];
+    for resumed in &reference[1..] {
+        assert_events_eq(&resumed.label, &resumed.received, tail);
+    }
+}

@@ -38,7 +38,13 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server on 127.0.0.1:0 with extra flags, e.g. `["--api-key", "k"]`.
     pub async fn start(args: &[&str]) -> Self {
-        let mut all = vec!["--host", "127.0.0.1", "--port", "0"];
+        Self::start_on(0, args).await
+    }
+
+    /// Starts a server on 127.0.0.1:`port`, e.g. where one ran before.
+    pub async fn start_on(port: u16, args: &[&str]) -> Self {
+        let port = port.to_string();
+        let mut all = vec!["--host", "127.0.0.1", "--port", &port];
         all.extend_from_slice(args);
         let config = Config::from_args(&all)
             .unwrap_or_else(|err| panic!("invalid test flags {args:?}: {err}"));
