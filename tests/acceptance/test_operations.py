@@ -124,4 +124,4 @@ def test_schemathesis_finds_no_failure_on_any_endpoint(make_server, tmp_path):
         cwd=tmp_path,
     )
     assert run.returncode == 0, f"schemathesis:\n{run.stdout}\n{run.stderr}\nserver:\n{srv.output()}"
-    assert "8 selected / 8 total" in run.stdout, run.stdout
+    assert "9 selected / 9 total" in run.stdout, run.stdout
