@@ -10,7 +10,7 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::auth::normalize_origin;
+use crate::auth::{normalize_origin, normalize_origins};
 
 /// The request headers a page may send: a JSON body and either credential.
 const ALLOWED_HEADERS: &str = "Content-Type, X-API-Key, Authorization";
@@ -31,13 +31,7 @@ pub struct CorsRequest {
 
 impl CorsOrigins {
     pub fn new<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Self {
-        Self(
-            origins
-                .into_iter()
-                .map(|origin| normalize_origin(origin.as_ref()))
-                .filter(|origin| !origin.is_empty())
-                .collect(),
-        )
+        Self(normalize_origins(origins))
     }
 
     pub fn enabled(&self) -> bool {

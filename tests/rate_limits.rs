@@ -107,15 +107,7 @@ async fn rest_publishes_are_limited_per_peer_without_auth() {
     assert_error_reply(&reply, 429, "RATE_LIMITED", "third publish");
     assert_eq!(messages_in(&server, "orders").await, 2, "not published");
 
-    let metrics = server
-        .http
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.get_text("/metrics").await;
     for series in [
         r#"ringcast_publishes_rate_limited_total{transport="rest"} 1"#,
         r#"ringcast_publish_errors_total{code="RATE_LIMITED"} 1"#,

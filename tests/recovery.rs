@@ -248,15 +248,7 @@ async fn rest_history_pages_through_the_ring() {
     assert_eq!(last["id"], sent["id"], "{last}");
 
     // The payload comes back verbatim, as in an event frame.
-    let text = server
-        .http
-        .get(server.url("/topics/h/messages?limit=1"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = server.get_text("/topics/h/messages?limit=1").await;
     assert!(
         text.contains(&format!(r#""payload":{raw},"seq":11,"ts":""#)),
         "{text}"

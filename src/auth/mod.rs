@@ -200,13 +200,7 @@ pub struct AllowedOrigins(Vec<String>);
 
 impl AllowedOrigins {
     pub fn new<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Self {
-        Self(
-            origins
-                .into_iter()
-                .map(|origin| normalize_origin(origin.as_ref()))
-                .filter(|origin| !origin.is_empty())
-                .collect(),
-        )
+        Self(normalize_origins(origins))
     }
 
     /// Whether a request (REST or the upgrade) may proceed. Browsers send
@@ -226,6 +220,15 @@ impl AllowedOrigins {
                 .is_ok_and(|origin| self.0.contains(&normalize_origin(origin))),
         }
     }
+}
+
+/// A configured list of origins, normalized, without empty entries.
+pub fn normalize_origins<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Vec<String> {
+    origins
+        .into_iter()
+        .map(|origin| normalize_origin(origin.as_ref()))
+        .filter(|origin| !origin.is_empty())
+        .collect()
 }
 
 /// Origins compare case-insensitively (scheme and host are) and without a

@@ -97,6 +97,12 @@ impl TestServer {
         json_reply(self.http.get(self.url(path)).send().await.unwrap()).await
     }
 
+    /// GET a path and return its body as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> String {
+        let response = self.http.get(self.url(path)).send().await.unwrap();
+        response.text().await.unwrap()
+    }
+
     /// POST a JSON body to a path and return status and JSON body.
     pub async fn post_json(&self, path: &str, body: &Value) -> (u16, Value) {
         json_reply(
