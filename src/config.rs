@@ -1,5 +1,6 @@
 //! Runtime configuration: every setting is a command-line flag with an
-//! environment-variable fallback, named as in the wire contract.
+//! environment-variable fallback, named as in the wire contract; a `.env`
+//! file fills in the variables the environment lacks.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -205,6 +206,18 @@ pub struct TokenArgs {
 }
 
 impl Config {
+    /// The process's configuration: a `.env` file in the working directory
+    /// first sets the variables that are not already set (real environment
+    /// variables win), then the command line is parsed. Call it before any
+    /// thread starts, since it changes the process environment.
+    pub fn load() -> Result<Self, dotenvy::Error> {
+        match dotenvy::from_path(".env") {
+            Err(err) if !err.not_found() => return Err(err),
+            _ => {}
+        }
+        Ok(Self::parse())
+    }
+
     /// A configuration parsed from the given flags (without the program
     /// name); environment fallbacks still apply. For embedding and tests.
     pub fn from_args<I, T>(args: I) -> Result<Self, clap::Error>

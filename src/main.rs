@@ -1,7 +1,6 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::Parser;
 use ringcast::config::Command;
 use ringcast::{server, token_command, Config, Server};
 use tracing_subscriber::EnvFilter;
@@ -10,13 +9,19 @@ use tracing_subscriber::EnvFilter;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    let config = match Config::load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("ringcast: cannot read .env: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    let config = Config::parse();
     if let Some(Command::Token(args)) = &config.command {
         return token_command::run(&config, args);
     }
