@@ -66,7 +66,29 @@ pub fn is_valid_topic_name(name: &str) -> bool {
 /// Identifies one connection's subscription in a topic.
 pub type ConnectionId = u64;
 
-type Subscribers = Vec<(ConnectionId, Arc<Outbox>)>;
+type Subscribers = Vec<Subscriber>;
+
+/// One entry of a topic's subscriber list: the fan-out reads the first
+/// two fields, presence the others.
+#[derive(Clone)]
+struct Subscriber {
+    id: ConnectionId,
+    outbox: Arc<Outbox>,
+    /// The `client_id` the subscribe named, if any.
+    client_id: Option<Arc<str>>,
+    since: SystemTime,
+}
+
+/// Who is subscribed to a topic: read from the topic's lock-free list
+/// snapshot, without taking any lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub connection: ConnectionId,
+    /// The `client_id` the subscribe named; `None` means the connection's id.
+    pub client_id: Option<Arc<str>>,
+    /// When the subscription joined.
+    pub since: SystemTime,
+}
 
 pub struct Broker {
     topics: DashMap<Arc<str>, Arc<Topic>>,
@@ -297,8 +319,8 @@ impl Broker {
         };
         self.metrics.subscriptions_ended(subscribers.len());
         let notice = protocol::info(Some(name), "topic_deleted");
-        for (_, outbox) in subscribers.iter() {
-            outbox.push_reply(notice.clone());
+        for subscriber in subscribers.iter() {
+            subscriber.outbox.push_reply(notice.clone());
         }
         tracing::info!(
             topic = name,
@@ -375,7 +397,7 @@ impl Broker {
         let mut counts = FanOut::default();
         let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
-        for (id, outbox) in topic.subscribers.load().iter() {
+        for Subscriber { id, outbox, .. } in topic.subscribers.load().iter() {
             match outbox.push_event(&frame) {
                 Delivery::Queued => counts.delivered += 1,
                 Delivery::QueuedWriterBehind => {
@@ -423,8 +445,8 @@ impl Broker {
     pub fn subscribers_missed_events(&self, missed: u64) {
         let mut disconnected = 0;
         for topic in self.all_topics() {
-            for (_, outbox) in topic.subscribers.load().iter() {
-                disconnected += u64::from(outbox.missed_events());
+            for subscriber in topic.subscribers.load().iter() {
+                disconnected += u64::from(subscriber.outbox.missed_events());
             }
         }
         self.metrics.record_missed_events(missed, disconnected);
@@ -485,6 +507,19 @@ impl Broker {
         summaries.sort_by(|a, b| a.name.cmp(&b.name));
         summaries
     }
+
+    /// Every subscription on this node with its topic's name, by topic
+    /// name. Each topic's list is a snapshot read without a lock, so a
+    /// subscription changing meanwhile is either wholly in or out.
+    pub fn presence(&self) -> Vec<(Arc<str>, Vec<Presence>)> {
+        let mut topics: Vec<_> = self
+            .all_topics()
+            .iter()
+            .map(|topic| (topic.name.clone(), topic.presence()))
+            .collect();
+        topics.sort_by(|a, b| a.0.cmp(&b.0));
+        topics
+    }
 }
 
 impl Topic {
@@ -499,6 +534,7 @@ impl Topic {
         &self,
         id: ConnectionId,
         outbox: &Arc<Outbox>,
+        client_id: Option<&str>,
         request_id: Option<&str>,
         replay: Replay<'_>,
     ) -> bool {
@@ -524,12 +560,17 @@ impl Topic {
         ));
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
-        if current.iter().any(|(existing, _)| *existing == id) {
+        if current.iter().any(|subscriber| subscriber.id == id) {
             return true;
         }
         outbox.push_replay(log.ring.iter().skip(skip).map(|(_, frame)| frame));
         let mut subscribers = Subscribers::clone(&current);
-        subscribers.push((id, outbox.clone()));
+        subscribers.push(Subscriber {
+            id,
+            outbox: outbox.clone(),
+            client_id: client_id.map(Arc::from),
+            since: SystemTime::now(),
+        });
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
@@ -567,10 +608,13 @@ impl Topic {
     fn remove_subscribers(&self, ids: &[ConnectionId]) {
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
-        if current.iter().any(|(id, _)| ids.contains(id)) {
+        if current
+            .iter()
+            .any(|subscriber| ids.contains(&subscriber.id))
+        {
             let remaining: Subscribers = current
                 .iter()
-                .filter(|(id, _)| !ids.contains(id))
+                .filter(|subscriber| !ids.contains(&subscriber.id))
                 .cloned()
                 .collect();
             self.metrics
@@ -594,6 +638,20 @@ impl Topic {
     /// Whether the topic has been deleted (a later topic may reuse its name).
     pub fn is_deleted(&self) -> bool {
         lock(&self.log).deleted
+    }
+
+    /// This topic's subscriptions in the order they joined, from the
+    /// list's current snapshot (no lock is taken).
+    pub fn presence(&self) -> Vec<Presence> {
+        self.subscribers
+            .load()
+            .iter()
+            .map(|subscriber| Presence {
+                connection: subscriber.id,
+                client_id: subscriber.client_id.clone(),
+                since: subscriber.since,
+            })
+            .collect()
     }
 
     pub fn summary(&self) -> TopicSummary {
@@ -711,7 +769,7 @@ mod tests {
         broker.adopt_topic("t", 5, "e5");
         let first = broker.topic("t").unwrap();
         let subscriber = outbox(8);
-        assert!(first.subscribe(1, &subscriber, None, Replay::Last(0)));
+        assert!(first.subscribe(1, &subscriber, None, None, Replay::Last(0)));
         broker.retire_topic("t", 4);
         assert!(
             !first.is_deleted(),
@@ -750,8 +808,8 @@ mod tests {
         let topic = broker.topic("t").unwrap();
         let strict = outbox(8);
         let lenient = Arc::new(Outbox::new(limits(8), SlowConsumerPolicy::DropOldest));
-        assert!(topic.subscribe(1, &strict, None, Replay::Last(0)));
-        assert!(topic.subscribe(2, &lenient, None, Replay::Last(0)));
+        assert!(topic.subscribe(1, &strict, None, None, Replay::Last(0)));
+        assert!(topic.subscribe(2, &lenient, None, None, Replay::Last(0)));
         broker.subscribers_missed_events(3);
         assert_eq!(strict.close_reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(lenient.close_reason(), None);
@@ -779,7 +837,7 @@ mod tests {
             Ok(42)
         );
         let subscriber = outbox(8);
-        assert!(topic.subscribe(1, &subscriber, None, Replay::Last(1)));
+        assert!(topic.subscribe(1, &subscriber, None, None, Replay::Last(1)));
         let mut replayed = VecDeque::new();
         take_all(&subscriber, &mut replayed);
         let event = String::from_utf8_lossy(&replayed[1].frame).into_owned();
@@ -865,7 +923,7 @@ mod tests {
         }
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        assert!(topic.subscribe(1, &outbox, None, Replay::Last(10)));
+        assert!(topic.subscribe(1, &outbox, None, None, Replay::Last(10)));
         assert_eq!(
             broker
                 .publish("t", &message())
@@ -900,9 +958,9 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        topic.subscribe(1, &outbox, None, Replay::Last(0));
+        topic.subscribe(1, &outbox, None, None, Replay::Last(0));
         broker.delete_topic("t").unwrap();
-        assert!(!topic.subscribe(2, &outbox, None, Replay::Last(0)));
+        assert!(!topic.subscribe(2, &outbox, None, None, Replay::Last(0)));
         let mut batch = VecDeque::new();
         take_all(&outbox, &mut batch);
         assert_eq!(batch.len(), 2);
@@ -921,8 +979,8 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let (slow, fast) = (outbox(1), outbox(100));
-        topic.subscribe(1, &slow, None, Replay::Last(0));
-        topic.subscribe(2, &fast, None, Replay::Last(0));
+        topic.subscribe(1, &slow, None, None, Replay::Last(0));
+        topic.subscribe(2, &fast, None, None, Replay::Last(0));
         let mut batch = VecDeque::new();
         take_all(&slow, &mut batch);
         for _ in 0..3 {
@@ -946,7 +1004,7 @@ mod tests {
         let broker = broker(0);
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
-        topic.subscribe(1, &outbox(4), None, Replay::Last(0));
+        topic.subscribe(1, &outbox(4), None, None, Replay::Last(0));
         let unsubscribed = AtomicBool::new(false);
         std::thread::scope(|scope| {
             // Holding the log stands for a publish that read the old list.

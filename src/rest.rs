@@ -15,7 +15,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::auth::{self, Grant, Permissions};
-use crate::broker::{is_valid_topic_name, BrokerError};
+use crate::broker::{is_valid_topic_name, BrokerError, Presence};
 use crate::cluster::BackplaneState;
 use crate::metrics::{Snapshot, Transport};
 use crate::pages::{self, Page};
@@ -52,6 +52,31 @@ struct TopicRow<'a> {
     name: &'a str,
     subscribers: usize,
     messages: u64,
+}
+
+#[derive(Serialize)]
+struct SubscriptionList<'a> {
+    subscriptions: Vec<SubscriptionRow<'a>>,
+}
+
+#[derive(Serialize)]
+struct SubscriptionRow<'a> {
+    topic: &'a str,
+    client_id: String,
+    connection: u64,
+    since: protocol::Timestamp,
+}
+
+#[derive(Serialize)]
+struct SubscriberList<'a> {
+    topic: &'a str,
+    subscribers: Vec<SubscriberRow>,
+}
+
+#[derive(Serialize)]
+struct SubscriberRow {
+    client_id: String,
+    since: protocol::Timestamp,
 }
 
 #[derive(Serialize)]
@@ -232,11 +257,19 @@ const TOPIC_MESSAGES: RouteSpec = RouteSpec {
     path: "/topics/{name}/messages",
     methods: &["GET", "POST"],
 };
+const TOPIC_SUBSCRIBERS: RouteSpec = RouteSpec {
+    path: "/topics/{name}/subscribers",
+    methods: &["GET"],
+};
+const SUBSCRIPTIONS: RouteSpec = RouteSpec {
+    path: "/subscriptions",
+    methods: &["GET"],
+};
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
 /// is in the AsyncAPI document instead). `tests/api_docs.rs` checks the
 /// OpenAPI document lists exactly these, and the server answers each.
-pub const ROUTES: [RouteSpec; 8] = [
+pub const ROUTES: [RouteSpec; 10] = [
     HEALTH,
     STATS,
     METRICS,
@@ -245,6 +278,8 @@ pub const ROUTES: [RouteSpec; 8] = [
     TOPICS,
     TOPIC,
     TOPIC_MESSAGES,
+    TOPIC_SUBSCRIBERS,
+    SUBSCRIPTIONS,
 ];
 
 impl RouteSpec {
@@ -273,6 +308,8 @@ enum Route {
     Topics,
     Topic(String),
     TopicMessages(String),
+    TopicSubscribers(String),
+    Subscriptions,
     Page(&'static Page),
 }
 
@@ -296,6 +333,10 @@ impl Route {
             [topics, name, messages] if topics == "topics" && messages == "messages" => {
                 Self::TopicMessages(name.to_string())
             }
+            [topics, name, subscribers] if topics == "topics" && subscribers == "subscribers" => {
+                Self::TopicSubscribers(name.to_string())
+            }
+            [subscriptions] if subscriptions == "subscriptions" => Self::Subscriptions,
             _ => match pages::find(path) {
                 Some(page) => Self::Page(page),
                 None => {
@@ -320,6 +361,8 @@ impl Route {
             Self::Topics => TOPICS,
             Self::Topic(_) => TOPIC,
             Self::TopicMessages(_) => TOPIC_MESSAGES,
+            Self::TopicSubscribers(_) => TOPIC_SUBSCRIBERS,
+            Self::Subscriptions => SUBSCRIPTIONS,
             Self::Page(page) => RouteSpec {
                 path: page.path(),
                 methods: &["GET"],
@@ -340,15 +383,20 @@ impl Route {
     }
 
     /// Whether a token's permissions allow the request (an API key's allow
-    /// everything). Topic management and the server-wide views need
-    /// `admin`; publishing needs the topic in `publish`, reading its
+    /// everything). Topic management, presence and the server-wide views
+    /// need `admin`; publishing needs the topic in `publish`, reading its
     /// messages the topic in `subscribe`; the API documents and the pages
     /// need only a valid credential (the dashboard's data comes from
     /// `/stats` and `/topics`, which need `admin`).
     fn permits(&self, method: &Method, permissions: &Permissions) -> bool {
         match self {
             Self::Health | Self::OpenApi | Self::AsyncApi | Self::Page(_) => true,
-            Self::Stats | Self::Metrics | Self::Topics | Self::Topic(_) => permissions.is_admin(),
+            Self::Stats
+            | Self::Metrics
+            | Self::Topics
+            | Self::Topic(_)
+            | Self::TopicSubscribers(_)
+            | Self::Subscriptions => permissions.is_admin(),
             Self::TopicMessages(name) if is_read(method) => permissions.may_subscribe(name),
             Self::TopicMessages(name) => permissions.may_publish(name),
         }
@@ -450,6 +498,10 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
                 .await
                 .inspect_err(|failure| state.metrics.record_publish_error(failure.code))
         }
+        (Route::TopicSubscribers(name), method) if is_read(&method) => {
+            topic_subscribers(state, &name).await
+        }
+        (Route::Subscriptions, method) if is_read(&method) => Ok(subscriptions(state)),
         (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
         (route, _) => Ok(Failure::method_not_allowed(route.spec().allow())),
     }
@@ -582,6 +634,53 @@ fn list_topics(state: &AppState) -> Response<Body> {
             cluster: cluster_view(state),
         },
     )
+}
+
+/// A subscription's `client_id`: the one its subscribe named, or else the
+/// connection's id.
+fn client_id(presence: &Presence) -> String {
+    presence
+        .client_id
+        .as_deref()
+        .map_or_else(|| presence.connection.to_string(), str::to_owned)
+}
+
+/// Every subscription on this node. Each topic's subscriber list is a
+/// lock-free snapshot, so no publish or subscribe waits on the answer.
+fn subscriptions(state: &AppState) -> Response<Body> {
+    let topics = state.broker.presence();
+    let subscriptions = topics
+        .iter()
+        .flat_map(|(topic, presences)| {
+            presences.iter().map(|presence| SubscriptionRow {
+                topic,
+                client_id: client_id(presence),
+                connection: presence.connection,
+                since: protocol::Timestamp::at(presence.since),
+            })
+        })
+        .collect();
+    json_response(StatusCode::OK, &SubscriptionList { subscriptions })
+}
+
+async fn topic_subscribers(state: &AppState, name: &str) -> Reply {
+    check_name(name)?;
+    let topic = state.topic(name).await?;
+    let subscribers = topic
+        .presence()
+        .iter()
+        .map(|presence| SubscriberRow {
+            client_id: client_id(presence),
+            since: protocol::Timestamp::at(presence.since),
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &SubscriberList {
+            topic: name,
+            subscribers,
+        },
+    ))
 }
 
 async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {

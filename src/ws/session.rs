@@ -207,9 +207,11 @@ impl Session {
         }: ClientFrame<'_>,
     ) {
         let reply = match request {
-            ClientRequest::Subscribe { topic, replay, .. } => {
-                self.subscribe(topic, replay, request_id).await
-            }
+            ClientRequest::Subscribe {
+                topic,
+                client_id,
+                replay,
+            } => self.subscribe(topic, client_id, replay, request_id).await,
             ClientRequest::Unsubscribe { topic, .. } => self.unsubscribe(topic, request_id).await,
             ClientRequest::Publish { topic, message } => {
                 self.publish(topic, &message, request_id).await
@@ -317,6 +319,7 @@ impl Session {
     async fn subscribe(
         &mut self,
         name: &str,
+        client_id: Option<&str>,
         replay: Replay<'_>,
         request_id: Option<&str>,
     ) -> Result<Option<Bytes>, RequestError> {
@@ -325,7 +328,7 @@ impl Session {
         }
         let topic = self.state.topic(name).await?;
         self.check_subscription_limit(name)?;
-        if !topic.subscribe(self.id, &self.outbox, request_id, replay) {
+        if !topic.subscribe(self.id, &self.outbox, client_id, request_id, replay) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
