@@ -183,6 +183,23 @@ pub struct Config {
 pub enum Command {
     /// Print an HS256 access token signed with JWT_SECRET, for testing and scripts.
     Token(TokenArgs),
+    /// Connect to a broker and send it commands typed or piped in; print each server frame
+    /// as one line of JSON.
+    Client(ClientArgs),
+}
+
+/// Where `ringcast client` connects, and with which credential.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The broker's WebSocket URL.
+    #[arg(default_value = "ws://127.0.0.1:8080/ws")]
+    pub url: String,
+    /// API key, sent as `X-API-Key`.
+    #[arg(long, conflicts_with = "token")]
+    pub api_key: Option<String>,
+    /// Access token (or API key), sent as `Authorization: Bearer`.
+    #[arg(long)]
+    pub token: Option<String>,
 }
 
 /// The claims `ringcast token` signs.

@@ -32,10 +32,13 @@
 //! - [`state`]: the shared state, in one `Arc`.
 //! - [`config`]: flags with environment fallbacks.
 //! - [`token_command`]: `ringcast token`, which mints an access token.
+//! - [`client_command`]: `ringcast client`, an interactive client: command
+//!   lines in, server frames out as JSON lines.
 
 pub mod api_docs;
 pub mod auth;
 pub mod broker;
+pub mod client_command;
 pub mod cluster;
 pub mod config;
 pub mod cors;

@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use ringcast::config::Command;
-use ringcast::{server, token_command, Config, Server};
+use ringcast::{client_command, server, token_command, Config, Server};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -16,15 +16,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Before logging starts: the client's standard output carries server
+    // frames only.
+    match &config.command {
+        Some(Command::Token(args)) => return token_command::run(&config, args),
+        Some(Command::Client(args)) => return client_command::run(args),
+        None => {}
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_ansi(std::io::stdout().is_terminal())
         .init();
-    if let Some(Command::Token(args)) = &config.command {
-        return token_command::run(&config, args);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(release_memory_when_idle)

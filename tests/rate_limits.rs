@@ -122,15 +122,7 @@ async fn rest_publishes_are_limited_per_credential() {
     let mut args = no_refill("1").to_vec();
     args.extend(["--api-key", "k1,k2"]);
     let server = TestServer::start(&args).await;
-    let created = server
-        .http
-        .post(server.url("/topics"))
-        .header("X-API-Key", "k1")
-        .json(&json!({ "name": "orders" }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(created.status(), 201);
+    server.create_topic_with_key("orders", "k1").await;
     let status = |response: reqwest::Response| response.status().as_u16();
     assert_eq!(
         status(publish_over_rest(&server, "orders", Some("k1")).await),

@@ -82,13 +82,20 @@ impl TestServer {
 
     /// Creates a topic over REST and asserts 201.
     pub async fn create_topic(&self, name: &str) {
-        let response = self
-            .http
-            .post(self.url("/topics"))
-            .json(&json!({ "name": name }))
-            .send()
-            .await
-            .unwrap();
+        self.create_topic_as(name, None).await;
+    }
+
+    /// Creates a topic over REST with `X-API-Key: key` and asserts 201.
+    pub async fn create_topic_with_key(&self, name: &str, key: &str) {
+        self.create_topic_as(name, Some(key)).await;
+    }
+
+    async fn create_topic_as(&self, name: &str, key: Option<&str>) {
+        let mut request = self.http.post(self.url("/topics"));
+        if let Some(key) = key {
+            request = request.header("X-API-Key", key);
+        }
+        let response = request.json(&json!({ "name": name })).send().await.unwrap();
         assert_eq!(response.status(), 201, "creating topic {name}");
     }
 
