@@ -26,14 +26,9 @@ use connection::Stream;
 use input::{Input, Lines, Output};
 use request::{Command, Request};
 
-/// The request id of the `ping` sent when input ends. The server answers in
-/// order, so its `pong` comes after everything it queued for this
-/// connection before (the events a last `sub` replays, say). The user did
-/// not ask for it, so it is not printed.
-const END_OF_INPUT_ID: &str = "cli-end";
-
 /// How long the server has to answer our close before the client exits
-/// anyway.
+/// anyway. It answers after what it had queued for us (the events a last
+/// `sub` replays, say), which is printed meanwhile.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 type Writer = WebSocketWrite<WriteHalf<Stream>>;
@@ -84,18 +79,13 @@ async fn session(args: &ClientArgs) -> Result<(), String> {
                         Ok(None) => {}
                         Ok(Some(Command::Quit)) => break,
                         Ok(Some(Command::Send(request))) => {
-                            let id = pending.next_id();
-                            pending.send(&mut writer, &request, id).await?;
+                            pending.send(&mut writer, &request).await?;
                         }
                         Err(why) => eprintln!("ringcast client: {why}"),
                     }
                     lines.read_next();
                 }
-                Input::End => {
-                    input_open = false;
-                    let id = END_OF_INPUT_ID.to_owned();
-                    pending.send(&mut writer, &Request::Ping, id).await?;
-                }
+                Input::End => input_open = false,
                 Input::Interrupted => break,
             },
             _ = &mut interrupt => break,
@@ -163,19 +153,11 @@ struct Pending {
 }
 
 impl Pending {
-    /// A request id not used before on this connection.
-    fn next_id(&mut self) -> String {
+    /// Sends `request` with a request id not used before on this
+    /// connection (`cli-1`, `cli-2`, …), and waits for its reply from now on.
+    async fn send(&mut self, writer: &mut Writer, request: &Request) -> Result<(), String> {
         self.sent += 1;
-        format!("cli-{}", self.sent)
-    }
-
-    /// Sends `request` with `id` and waits for its reply from now on.
-    async fn send(
-        &mut self,
-        writer: &mut Writer,
-        request: &Request,
-        id: String,
-    ) -> Result<(), String> {
+        let id = format!("cli-{}", self.sent);
         let frame = request.to_frame(&id);
         self.waiting.insert(id);
         writer
@@ -189,8 +171,8 @@ impl Pending {
     }
 }
 
-/// Prints a server frame as one line (unless it answers the end-of-input
-/// ping) and notes the reply it may be. An error means the output is gone.
+/// Prints a server frame as one line, and notes the reply it may be. An
+/// error means the output is gone.
 fn show(text: &str, pending: &mut Pending, output: &mut Output) -> std::io::Result<()> {
     #[derive(Deserialize)]
     struct Reply<'a> {
@@ -203,9 +185,6 @@ fn show(text: &str, pending: &mut Pending, output: &mut Output) -> std::io::Resu
     };
     if let Some(id) = &reply.request_id {
         pending.waiting.remove(id.as_ref());
-        if id == END_OF_INPUT_ID {
-            return Ok(());
-        }
     }
     // JSON allows line breaks only between tokens, where a space means the
     // same: one frame stays one line.
