@@ -247,18 +247,14 @@ fn describe_close(code: Option<u16>, reason: &str) -> String {
         return "no close code".into();
     };
     let meaning = match code {
+        _ if !reason.is_empty() => reason,
         1000 => "normal",
         1001 => "server shutting down",
         1002 => "protocol error",
         1007 => "invalid UTF-8",
         1008 => "policy: slow consumer, heartbeat timeout or expired token",
         1009 => "message too big",
-        _ => "",
+        _ => "no reason given",
     };
-    match (meaning, reason) {
-        ("", "") => code.to_string(),
-        ("", reason) => format!("{code} ({reason})"),
-        (meaning, "") => format!("{code} {meaning}"),
-        (meaning, reason) => format!("{code} {meaning} ({reason})"),
-    }
+    format!("{code} ({meaning})")
 }

@@ -359,7 +359,7 @@ async fn a_server_that_closes_the_connection_makes_the_client_fail() {
         .await
         .unwrap();
     assert!(
-        stderr.contains("the server closed the connection: 1001 server shutting down"),
+        stderr.contains("the server closed the connection: 1001 (server shutting down)"),
         "{stderr}"
     );
     drop(stdin);

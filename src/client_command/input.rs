@@ -31,6 +31,8 @@ pub struct Lines {
     /// each line, so the terminal is not left mid-prompt (raw mode) when a
     /// command ends the session.
     next: std::sync::mpsc::Sender<()>,
+    #[cfg(unix)]
+    _terminal: Option<CookedTerminal>,
 }
 
 impl Lines {
@@ -40,6 +42,11 @@ impl Lines {
     pub fn start() -> (Self, Output) {
         let (line_sender, lines) = mpsc::channel(1);
         let (next, next_wanted) = std::sync::mpsc::channel();
+        #[cfg(unix)]
+        let terminal = std::io::stdin()
+            .is_terminal()
+            .then(CookedTerminal::save)
+            .flatten();
         let output = match std::io::stdin().is_terminal().then(terminal_editor) {
             Some(Ok(mut editor)) => {
                 let output = Output::for_terminal(&mut editor);
@@ -54,7 +61,13 @@ impl Lines {
                 Output::Stdout
             }
         };
-        (Self { lines, next }, output)
+        let lines = Self {
+            lines,
+            next,
+            #[cfg(unix)]
+            _terminal: terminal,
+        };
+        (lines, output)
     }
 
     /// The next thing read; cancel-safe. After a `Line`, call `read_next`
@@ -67,6 +80,37 @@ impl Lines {
     pub fn read_next(&self) {
         // A reader that has stopped has sent `End` already.
         let _ = self.next.send(());
+    }
+}
+
+/// The terminal's settings from before line editing. The reading thread
+/// cannot be interrupted mid-prompt, so when the session ends there (the
+/// server closed, say) the terminal would stay in raw mode, with typing
+/// not echoed; dropping this puts the settings back.
+#[cfg(unix)]
+struct CookedTerminal(nix::sys::termios::Termios);
+
+#[cfg(unix)]
+impl CookedTerminal {
+    fn save() -> Option<Self> {
+        nix::sys::termios::tcgetattr(std::io::stdin())
+            .ok()
+            .map(Self)
+    }
+}
+
+#[cfg(unix)]
+impl Drop for CookedTerminal {
+    fn drop(&mut self) {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let mid_prompt =
+            tcgetattr(&stdin).is_ok_and(|now| !now.local_flags.contains(LocalFlags::ICANON));
+        if mid_prompt {
+            let _ = tcsetattr(&stdin, SetArg::TCSANOW, &self.0);
+            // What is printed next starts on a line of its own.
+            eprintln!();
+        }
     }
 }
 
