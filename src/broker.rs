@@ -2,8 +2,9 @@
 //!
 //! Topics live in a sharded `DashMap`. Each topic serialises its publishes
 //! under one short lock (its log): the event is numbered, encoded once into
-//! a shared `Bytes`, kept in the replay ring and pushed into every
-//! subscriber's outbox. That lock is what gives every subscriber the same
+//! a shared `Bytes` (and deflated at most once, for the subscribers that
+//! negotiated compression: `send::EventFrame`), kept in the replay ring and
+//! pushed into every subscriber's outbox. That lock is what gives every subscriber the same
 //! order and lets a subscriber join with a replay and no gap or duplicate.
 //!
 //! The subscriber list is copy-on-write: a publish reads the current list
@@ -30,7 +31,7 @@ use dashmap::DashMap;
 
 use crate::metrics::{FanOut, Metrics};
 use crate::protocol::{self, Message, Timestamp};
-use crate::send::{Delivery, LaggingWriters, Outbox, QueueBound};
+use crate::send::{Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -112,7 +113,7 @@ struct Log {
     seq: u64,
     /// Each event's `seq` beside its frame: recovery compares them, and
     /// the frame alone would have to be parsed.
-    ring: VecDeque<(u64, Bytes)>,
+    ring: VecDeque<(u64, Arc<EventFrame>)>,
     /// Every event of this topic with a `seq` above this is in the ring.
     /// It rises to the `seq` of each event evicted from the ring, and in
     /// cluster mode to just below an event read after events this node may
@@ -362,21 +363,26 @@ impl Broker {
             }
         };
         log.seq = seq;
-        let frame = protocol::event(&topic.name, message, seq, ts);
+        let event = Arc::new(EventFrame::new(protocol::event(
+            &topic.name,
+            message,
+            seq,
+            ts,
+        )));
         if log.ring.len() == self.ring_capacity {
             let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
             log.evicted_up_to = evicted;
             log.lost_up_to = log.lost_up_to.max(evicted);
         }
         if self.ring_capacity > 0 {
-            log.ring.push_back((seq, frame.clone()));
+            log.ring.push_back((seq, event.clone()));
         }
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
         let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
         for (id, outbox) in topic.subscribers.load().iter() {
-            match outbox.push_event(&frame) {
+            match outbox.push_event(&event) {
                 Delivery::Queued => counts.delivered += 1,
                 Delivery::QueuedWriterBehind => {
                     counts.delivered += 1;
@@ -527,7 +533,7 @@ impl Topic {
         if current.iter().any(|(existing, _)| *existing == id) {
             return true;
         }
-        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, frame)| frame));
+        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| &**event));
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push((id, outbox.clone()));
         self.subscribers.store(Arc::new(subscribers));
@@ -550,7 +556,13 @@ impl Topic {
             epoch: self.epoch.clone(),
             seq: log.seq,
             recovered,
-            events: log.ring.iter().skip(skip).take(limit).cloned().collect(),
+            events: log
+                .ring
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .map(|(seq, event)| (*seq, event.plain().clone()))
+                .collect(),
         }
     }
 
