@@ -31,7 +31,7 @@ use dashmap::DashMap;
 
 use crate::metrics::{FanOut, Metrics};
 use crate::protocol::{self, Message, Timestamp};
-use crate::send::{Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
+use crate::send::{Deflate, Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -508,19 +508,14 @@ impl Topic {
         request_id: Option<&str>,
         replay: Replay<'_>,
     ) -> bool {
+        if let Some(deflate) = outbox.deflate() {
+            self.deflate_replay(deflate, replay);
+        }
         let log = lock(&self.log);
         if log.deleted {
             return false;
         }
-        let (skip, recovered) = match replay {
-            Replay::Last(n) => (log.ring.len().saturating_sub(n), None),
-            Replay::Since { seq, epoch } => match log.recovery_after(seq) {
-                Some(skip) if epoch.is_none_or(|epoch| epoch == &*self.epoch) => {
-                    (skip, Some(seq >= log.lost_up_to))
-                }
-                _ => (log.ring.len(), Some(false)),
-            },
-        };
+        let (skip, recovered) = log.replay_start(replay, &self.epoch);
         outbox.push_reply(protocol::subscribe_ack(
             request_id,
             &self.name,
@@ -539,6 +534,29 @@ impl Topic {
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
+    }
+
+    /// Deflates the events a compressed subscriber's replay will take
+    /// while holding the topic's lock only to copy their handles, so that
+    /// `subscribe` queues frames already made under it (but for events
+    /// published in between, which the fan-out deflated if any compressed
+    /// subscriber got them).
+    fn deflate_replay(&self, deflate: &Deflate, replay: Replay<'_>) {
+        if replay == Replay::Last(0) {
+            return;
+        }
+        let events: Vec<Arc<EventFrame>> = {
+            let log = lock(&self.log);
+            let (skip, _) = log.replay_start(replay, &self.epoch);
+            log.ring
+                .iter()
+                .skip(skip)
+                .map(|(_, event)| event.clone())
+                .collect()
+        };
+        for event in &events {
+            event.frame_for(Some(deflate));
+        }
     }
 
     /// Up to `limit` events: the first after `since` (with whether none
@@ -618,6 +636,20 @@ impl Topic {
 }
 
 impl Log {
+    /// How many ring events a replay skips, and for a recovery whether
+    /// none was lost.
+    fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {
+        match replay {
+            Replay::Last(n) => (self.ring.len().saturating_sub(n), None),
+            Replay::Since { seq, epoch: asked } => match self.recovery_after(seq) {
+                Some(skip) if asked.is_none_or(|asked| asked == epoch) => {
+                    (skip, Some(seq >= self.lost_up_to))
+                }
+                _ => (self.ring.len(), Some(false)),
+            },
+        }
+    }
+
     /// How many ring events a client that has seen up to `since` already
     /// has; `None` when `since` is ahead of this topic (another history).
     fn recovery_after(&self, since: u64) -> Option<usize> {
@@ -638,6 +670,7 @@ mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
     use crate::send::{Pending, QueueLimits, Queued};
+    use crate::ws::permessage_deflate::Agreed;
     use crate::ws::CloseReason;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
@@ -866,6 +899,55 @@ mod tests {
         assert_eq!(recovered_after(&other, 0), Some(false));
         broker.settle_history(3);
         assert_eq!(recovered_after(&other, 0), Some(true));
+    }
+
+    #[test]
+    fn a_compressed_replay_shares_each_event_deflated_once() {
+        let metrics = Arc::new(Metrics::default());
+        let broker = Broker::new(4, 2, metrics.clone());
+        broker.create_topic("t").unwrap();
+        let large = Message {
+            id: ID,
+            payload: Bytes::from(format!("\"{}\"", "x".repeat(1000))),
+        };
+        for _ in 0..3 {
+            broker.publish("t", &large).unwrap();
+        }
+        let topic = broker.topic("t").unwrap();
+        let deflate = Deflate {
+            agreed: Agreed {
+                server_max_window_bits: 15,
+            },
+            min_bytes: 256,
+            metrics: metrics.clone(),
+        };
+        let outboxes = [Some(deflate.clone()), Some(deflate), None].map(|deflate| {
+            Arc::new(Outbox::new(limits(16), SlowConsumerPolicy::Disconnect).deflating(deflate))
+        });
+        for (id, outbox) in (1..).zip(&outboxes) {
+            assert!(topic.subscribe(id, outbox, None, Replay::Last(2)));
+        }
+        assert_eq!(
+            metrics.breakdown().events_deflated,
+            2,
+            "two events, once each"
+        );
+        let replays = outboxes.map(|outbox| {
+            let mut batch = VecDeque::new();
+            take_all(&outbox, &mut batch);
+            batch
+                .into_iter()
+                .skip(1)
+                .map(|queued| queued.frame)
+                .collect::<Vec<_>>()
+        });
+        let [first, second, plain] = &replays;
+        for (frame, shared) in first.iter().zip(second) {
+            assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+            assert_eq!(frame.as_ptr(), shared.as_ptr(), "one compressed frame");
+        }
+        assert!(plain.iter().all(|frame| frame[0] == 0x81));
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

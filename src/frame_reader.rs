@@ -15,10 +15,13 @@
 //! (RFC 7692 §6), RSV1 marks a compressed message on its first frame, and
 //! the reassembled message is inflated within the same size limit.
 
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
 
+use crate::metrics::Metrics;
 use crate::ws::deflate::{self, InflateError};
 use crate::ws::CloseReason;
 
@@ -47,8 +50,9 @@ pub struct FrameDecoder {
     fragments: Option<Fragments>,
     max_message_size: usize,
     read_chunk: usize,
-    /// `permessage-deflate` was agreed: RSV1 is allowed.
-    inflating: bool,
+    /// `permessage-deflate` was agreed: RSV1 is allowed, and inflated
+    /// messages are counted here.
+    inflating: Option<Arc<Metrics>>,
 }
 
 struct Fragments {
@@ -75,13 +79,17 @@ impl FrameDecoder {
             fragments: None,
             max_message_size,
             read_chunk: MIN_READ_CHUNK,
-            inflating: false,
+            inflating: None,
         }
     }
 
-    /// Accepts compressed messages (`permessage-deflate` was agreed).
-    pub fn inflating(self, inflating: bool) -> Self {
-        Self { inflating, ..self }
+    /// Accepts compressed messages (`permessage-deflate` was agreed),
+    /// counting them in `metrics`.
+    pub fn inflating(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inflating: Some(metrics),
+            ..self
+        }
     }
 
     /// Appends bytes received from the client.
@@ -133,7 +141,7 @@ impl FrameDecoder {
         let [first, second, ..] = self.buffer[..] else {
             return Ok(None);
         };
-        let reserved = if self.inflating { 0x30 } else { 0x70 };
+        let reserved = if self.inflating.is_some() { 0x30 } else { 0x70 };
         if first & reserved != 0 {
             return Err(CloseReason::ProtocolError);
         }
@@ -251,10 +259,15 @@ impl FrameDecoder {
         data: BytesMut,
     ) -> Result<Incoming, CloseReason> {
         let data = if compressed {
-            deflate::inflate(&data, self.max_message_size).map_err(|err| match err {
-                InflateError::TooBig => CloseReason::MessageTooBig,
-                InflateError::Corrupt => CloseReason::InvalidCompressedData,
-            })?
+            let inflated =
+                deflate::inflate(&data, self.max_message_size).map_err(|err| match err {
+                    InflateError::TooBig => CloseReason::MessageTooBig,
+                    InflateError::Corrupt => CloseReason::InvalidCompressedData,
+                })?;
+            if let Some(metrics) = &self.inflating {
+                metrics.record_inflate();
+            }
+            inflated
         } else {
             data
         };
@@ -454,7 +467,7 @@ mod tests {
         stream.extend(frame(true, 9, b"p"));
         stream.extend(frame(true, 0, tail));
         stream.extend(frame(true, 1, b"plain"));
-        let mut decoder = FrameDecoder::new(&stream, 1000).inflating(true);
+        let mut decoder = FrameDecoder::new(&stream, 1000).inflating(Arc::default());
         assert_eq!(
             decode_all(&mut decoder),
             Ok(vec![
@@ -487,12 +500,12 @@ mod tests {
             ),
         ];
         for (bytes, reason) in cases {
-            let mut decoder = FrameDecoder::new(&bytes, 100).inflating(true);
+            let mut decoder = FrameDecoder::new(&bytes, 100).inflating(Arc::default());
             assert_eq!(decode_all(&mut decoder), Err(reason), "{bytes:02x?}");
         }
         let mut rsv2 = frame(true, 1, b"x");
         rsv2[0] |= 0x20;
-        let mut decoder = FrameDecoder::new(&rsv2, 100).inflating(true);
+        let mut decoder = FrameDecoder::new(&rsv2, 100).inflating(Arc::default());
         assert_eq!(decode_all(&mut decoder), Err(CloseReason::ProtocolError));
     }
 

@@ -4,23 +4,26 @@
 //! subscriber that negotiated compression, ring replays included. An event
 //! no compressed subscriber receives is never deflated; REST history reads
 //! the plain frame. The deflate runs under the topic's lock, like the rest
-//! of the fan-out, once per event. A subscriber's queue bounds count the
-//! bytes of the frame it was given.
+//! of the fan-out, once per event; a replay's events are deflated before
+//! the topic's lock is taken (`broker::Topic::subscribe`). A subscriber's
+//! queue bounds count the bytes of the frame it was given.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 
+use crate::metrics::Metrics;
 use crate::protocol;
 use crate::ws::deflate;
 use crate::ws::permessage_deflate::Agreed;
 
 /// What a connection agreed to: its window and the configured size under
-/// which events go out uncompressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// which events go out uncompressed; and where deflating is counted.
+#[derive(Clone)]
 pub struct Deflate {
     pub agreed: Agreed,
     pub min_bytes: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct EventFrame {
@@ -43,7 +46,7 @@ impl EventFrame {
     }
 
     /// The frame for a subscriber that agreed to `deflate`, if any.
-    pub fn frame_for(&self, deflate: Option<Deflate>) -> &Bytes {
+    pub fn frame_for(&self, deflate: Option<&Deflate>) -> &Bytes {
         let Some(deflate) = deflate else {
             return &self.plain;
         };
@@ -52,7 +55,12 @@ impl EventFrame {
             return &self.plain;
         }
         self.deflated
-            .get_or_init(|| deflate::deflate_text_frame(json))
+            .get_or_init(|| {
+                let deflated = deflate::deflate_text_frame(json);
+                let sent = deflated.as_ref().unwrap_or(&self.plain);
+                deflate.metrics.record_deflate(json.len(), sent.len());
+                deflated
+            })
             .as_ref()
             .unwrap_or(&self.plain)
     }

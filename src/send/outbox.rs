@@ -200,7 +200,7 @@ impl Outbox {
     /// slow-consumer policy; one that leaves a subscriber whose socket takes
     /// bytes at its pause mark tells the publisher to wait for its writer.
     pub fn push_event(&self, event: &EventFrame) -> Delivery {
-        let frame = event.frame_for(self.deflate);
+        let frame = event.frame_for(self.deflate());
         let mut state = self.lock();
         if state.close.is_some() {
             return Delivery::Closed;
@@ -272,14 +272,22 @@ impl Outbox {
         }
     }
 
+    /// What the connection agreed to for `permessage-deflate`, if anything.
+    pub fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.as_ref()
+    }
+
     /// Queues replayed events; bounded by the replay ring, not the policy.
     pub fn push_replay<'a>(&self, events: impl Iterator<Item = &'a EventFrame>) {
+        // Frames are picked (an event not deflated yet is deflated) before
+        // taking the lock this connection's writer and fan-outs contend for.
+        let frames: Vec<Queued> = events
+            .map(|event| Queued::new(event.frame_for(self.deflate()).clone(), FrameKind::Replay))
+            .collect();
         let mut state = self.lock();
         if state.close.is_none() {
             let was_empty = state.frames.is_empty();
-            state.frames.extend(events.map(|event| {
-                Queued::new(event.frame_for(self.deflate).clone(), FrameKind::Replay)
-            }));
+            state.frames.extend(frames);
             let became_non_empty = was_empty && !state.frames.is_empty();
             drop(state);
             self.wake_writer_if(became_non_empty);

@@ -181,9 +181,11 @@ async fn run(
     match io.into_inner().downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (reader, writer) = parts.io.into_inner().into_split();
-            let decoder =
-                FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize)
-                    .inflating(deflate.is_some());
+            let mut decoder =
+                FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
+            if deflate.is_some() {
+                decoder = decoder.inflating(state.metrics.clone());
+            }
             // The leftover bytes share hyper's whole read buffer: let it go.
             drop(parts.read_buf);
             serve(reader, decoder, writer, state, peer, grant, deflate).await;

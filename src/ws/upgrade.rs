@@ -81,7 +81,7 @@ pub fn upgrade(
         );
     }
     let deflate = negotiate_deflate(&state, &request);
-    if let Some(deflate) = deflate {
+    if let Some(deflate) = &deflate {
         let answer = HeaderValue::try_from(deflate.agreed.response()).expect("ASCII");
         response
             .headers_mut()
@@ -110,6 +110,7 @@ fn negotiate_deflate<B>(state: &AppState, request: &Request<B>) -> Option<Deflat
     Some(Deflate {
         agreed,
         min_bytes: state.config.compression_min_bytes,
+        metrics: state.metrics.clone(),
     })
 }
 
