@@ -5,7 +5,9 @@
 //! The seed replay compiles the fuzz crate's oracle (`fuzz/src/lib.rs`, a
 //! small serde_json reference parser) into this test, so the seeds get the
 //! same checks as under the fuzzer: no panic, and agreement with the oracle
-//! except on the deliberate differences listed in the fuzz README.
+//! except on the deliberate differences listed in the fuzz README. It also
+//! brings the `inflate` check's counting allocator, which becomes this test
+//! binary's global allocator, so the seeds' memory bound is checked here too.
 
 use ringcast::protocol::{parse_client_frame, parse_message_body, Request};
 
@@ -139,9 +141,10 @@ fn a_backslash_at_the_very_end_is_rejected_without_a_panic() {
 fn committed_seeds_pass_the_fuzz_checks() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 3] = [
+    let targets: [(&str, Check); 4] = [
         ("client_message", oracle::check_client_message),
         ("frame_split", oracle::split::check),
+        ("inflate", oracle::inflate::check),
         ("rest_body", oracle::check_rest_body),
     ];
     for (target, check) in targets {
