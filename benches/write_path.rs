@@ -1,7 +1,8 @@
 //! The broker's write path, stage by stage: parsing a client's publish,
 //! encoding the event once, keeping it in the replay ring, fanning it out
 //! to many outboxes, and a connection's writer draining its batch with
-//! vectored writes.
+//! vectored writes; and `permessage-deflate`: deflating an event once for
+//! its compressed subscribers, inflating a client's compressed publish.
 //!
 //! ```sh
 //! cargo bench --bench write_path -- --warm-up-time 1 --measurement-time 3
@@ -9,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::hint::black_box;
-use std::io::{self, IoSlice, Read};
+use std::io::{self, IoSlice, Read, Write};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,11 +21,13 @@ use criterion::measurement::WallTime;
 use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
+use flate2::write::DeflateEncoder;
 use ringcast::broker::{Broker, Replay};
 use ringcast::config::SlowConsumerPolicy;
 use ringcast::metrics::Metrics;
 use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
 use ringcast::send::{FrameWriter, Outbox, Pending, QueueLimits, Queued};
+use ringcast::ws::deflate;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -34,6 +37,12 @@ const TOPIC: &str = "orders";
 const MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 const SMALL_PAYLOAD: usize = 128;
 const LARGE_PAYLOAD: usize = 4096;
+/// Payload sizes the compression benchmarks cover.
+const COMPRESSION_PAYLOADS: [(&str, usize); 3] = [
+    ("128B", SMALL_PAYLOAD),
+    ("1KiB", 1024),
+    ("4KiB", LARGE_PAYLOAD),
+];
 
 /// The server's defaults (`RING_BUFFER_SIZE`, `SUBSCRIBER_QUEUE_SIZE`).
 const RING_CAPACITY: usize = 100;
@@ -90,6 +99,48 @@ fn bench_encode_event(c: &mut Criterion) {
                 protocol::event(TOPIC, &message, seq, Timestamp::now())
             })
         });
+}
+
+/// An event deflated into its shared compressed frame, as the first
+/// compressed subscriber's fan-out does (once per event).
+fn bench_deflate_event(c: &mut Criterion) {
+    let mut group = c.benchmark_group("deflate_event");
+    for (label, payload_len) in COMPRESSION_PAYLOADS {
+        let frame = protocol::event(TOPIC, &order_message(payload_len), 1, Timestamp::now());
+        let json = protocol::frame_json(&frame);
+        group.throughput(Throughput::Bytes(json.len() as u64));
+        group.bench_function(label, |b| {
+            b.iter(|| deflate::deflate_text_frame(black_box(json)).expect("JSON shrinks"))
+        });
+    }
+    group.finish();
+}
+
+/// A client's compressed publish inflated within the default
+/// `MAX_MESSAGE_SIZE`, as the frame reader does.
+fn bench_inflate_publish(c: &mut Criterion) {
+    const MAX_MESSAGE_SIZE: usize = 1 << 20;
+    let mut group = c.benchmark_group("inflate_publish");
+    for (label, payload_len) in COMPRESSION_PAYLOADS {
+        let publish = publish_frame(&order_payload(payload_len));
+        let compressed = client_compressed(&publish);
+        group.throughput(Throughput::Bytes(publish.len() as u64));
+        group.bench_function(label, |b| {
+            b.iter(|| deflate::inflate(black_box(&compressed), MAX_MESSAGE_SIZE).expect("inflates"))
+        });
+    }
+    group.finish();
+}
+
+/// `message` compressed as a browser sends it: raw deflate at the default
+/// level, sync-flushed, its `00 00 ff ff` tail left off (RFC 7692 §7.2.1).
+fn client_compressed(message: &[u8]) -> Vec<u8> {
+    let mut encoder = DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(message).expect("in memory");
+    encoder.flush().expect("in memory");
+    let mut compressed = encoder.get_ref().clone();
+    compressed.truncate(compressed.len() - 4);
+    compressed
 }
 
 /// A publish to a topic nobody subscribes to, its ring full: numbering,
@@ -335,6 +386,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_parse_publish, bench_encode_event, bench_publish_to_ring, bench_fanout, bench_writer_drain
+    targets = bench_parse_publish, bench_encode_event, bench_deflate_event, bench_inflate_publish,
+        bench_publish_to_ring, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);

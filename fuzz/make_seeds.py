@@ -8,6 +8,7 @@ frame_split seeds follow the input layout in fuzz/src/split.rs.
 
 import os
 import struct
+import zlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 UUID = "550e8400-e29b-41d4-a716-446655440000"
@@ -197,6 +198,44 @@ FRAME_SPLIT = {
 }
 
 
+# inflate: byte 0 bits 0-1 limit (0: 1 MiB, 1: byte 1, 2: 64 * byte 1,
+# 3: 65536), bits 2-5 deflate level; byte 1 small limit; byte 2 fragment
+# size (0: 255); then the data, taken as a compressed message.
+def inflate_input(data, limit=0, small=0, level=6, fragment=0):
+    return bytes([limit | (level << 2), small, fragment]) + data
+
+
+def deflated(message, level=6):
+    """Raw deflate, sync-flushed, without its 00 00 ff ff tail (RFC 7692)."""
+    compress = zlib.compressobj(level, zlib.DEFLATED, -15)
+    out = compress.compress(message) + compress.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def finished(message):
+    compress = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return compress.compress(message) + compress.flush()
+
+
+PUBLISH_JSON = publish('{"order":42,"note":"%s"}' % ("leave it at the door " * 20)).encode()
+INFLATE = {
+    "publish": inflate_input(deflated(PUBLISH_JSON)),
+    "publish-fragmented": inflate_input(deflated(PUBLISH_JSON), fragment=7),
+    "publish-stored": inflate_input(deflated(PUBLISH_JSON, level=0), level=0),
+    "publish-limit-exact": inflate_input(deflated(b"x" * 128), limit=2, small=2, level=9),
+    "publish-limit-one-under": inflate_input(deflated(b"x" * 128), limit=1, small=127),
+    "empty": inflate_input(deflated(b"")),
+    "nothing": inflate_input(b""),
+    "bomb": inflate_input(deflated(b"a" * (4 << 20), level=9), limit=3),
+    "final-block": inflate_input(finished(PING_JSON.encode())),
+    "final-block-then-more": inflate_input(finished(PING_JSON.encode()) + b"\x00"),
+    "invalid-utf8": inflate_input(deflated(b'{"type":"\xff"}')),
+    "garbage": inflate_input(b"\xff" * 32, fragment=3),
+    "truncated": inflate_input(deflated(PUBLISH_JSON)[:40]),
+}
+
+
 def write(target, seeds):
     directory = os.path.join(HERE, "corpus", target)
     os.makedirs(directory, exist_ok=True)
@@ -210,3 +249,4 @@ def write(target, seeds):
 write("client_message", CLIENT_MESSAGE)
 write("rest_body", REST_BODY)
 write("frame_split", FRAME_SPLIT)
+write("inflate", INFLATE)

@@ -2,8 +2,9 @@
 //!
 //! Topics live in a sharded `DashMap`. Each topic serialises its publishes
 //! under one short lock (its log): the event is numbered, encoded once into
-//! a shared `Bytes`, kept in the replay ring and pushed into every
-//! subscriber's outbox. That lock is what gives every subscriber the same
+//! a shared `Bytes` (and deflated at most once, for the subscribers that
+//! negotiated compression: `send::EventFrame`), kept in the replay ring and
+//! pushed into every subscriber's outbox. That lock is what gives every subscriber the same
 //! order and lets a subscriber join with a replay and no gap or duplicate.
 //!
 //! The subscriber list is copy-on-write: a publish reads the current list
@@ -30,7 +31,7 @@ use dashmap::DashMap;
 
 use crate::metrics::{FanOut, Metrics};
 use crate::protocol::{self, Message, Timestamp};
-use crate::send::{Delivery, LaggingWriters, Outbox, QueueBound};
+use crate::send::{Deflate, Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -134,7 +135,7 @@ struct Log {
     seq: u64,
     /// Each event's `seq` beside its frame: recovery compares them, and
     /// the frame alone would have to be parsed.
-    ring: VecDeque<(u64, Bytes)>,
+    ring: VecDeque<(u64, Arc<EventFrame>)>,
     /// Every event of this topic with a `seq` above this is in the ring.
     /// It rises to the `seq` of each event evicted from the ring, and in
     /// cluster mode to just below an event read after events this node may
@@ -384,21 +385,26 @@ impl Broker {
             }
         };
         log.seq = seq;
-        let frame = protocol::event(&topic.name, message, seq, ts);
+        let event = Arc::new(EventFrame::new(protocol::event(
+            &topic.name,
+            message,
+            seq,
+            ts,
+        )));
         if log.ring.len() == self.ring_capacity {
             let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
             log.evicted_up_to = evicted;
             log.lost_up_to = log.lost_up_to.max(evicted);
         }
         if self.ring_capacity > 0 {
-            log.ring.push_back((seq, frame.clone()));
+            log.ring.push_back((seq, event.clone()));
         }
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
         let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
         for Subscriber { id, outbox, .. } in topic.subscribers.load().iter() {
-            match outbox.push_event(&frame) {
+            match outbox.push_event(&event) {
                 Delivery::Queued => counts.delivered += 1,
                 Delivery::QueuedWriterBehind => {
                     counts.delivered += 1;
@@ -538,19 +544,14 @@ impl Topic {
         request_id: Option<&str>,
         replay: Replay<'_>,
     ) -> bool {
+        if let Some(deflate) = outbox.deflate() {
+            self.deflate_replay(deflate, replay);
+        }
         let log = lock(&self.log);
         if log.deleted {
             return false;
         }
-        let (skip, recovered) = match replay {
-            Replay::Last(n) => (log.ring.len().saturating_sub(n), None),
-            Replay::Since { seq, epoch } => match log.recovery_after(seq) {
-                Some(skip) if epoch.is_none_or(|epoch| epoch == &*self.epoch) => {
-                    (skip, Some(seq >= log.lost_up_to))
-                }
-                _ => (log.ring.len(), Some(false)),
-            },
-        };
+        let (skip, recovered) = log.replay_start(replay, &self.epoch);
         outbox.push_reply(protocol::subscribe_ack(
             request_id,
             &self.name,
@@ -563,7 +564,7 @@ impl Topic {
         if current.iter().any(|subscriber| subscriber.id == id) {
             return true;
         }
-        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, frame)| frame));
+        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| &**event));
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push(Subscriber {
             id,
@@ -574,6 +575,29 @@ impl Topic {
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
+    }
+
+    /// Deflates the events a compressed subscriber's replay will take
+    /// while holding the topic's lock only to copy their handles, so that
+    /// `subscribe` queues frames already made under it (but for events
+    /// published in between, which the fan-out deflated if any compressed
+    /// subscriber got them).
+    fn deflate_replay(&self, deflate: &Deflate, replay: Replay<'_>) {
+        if replay == Replay::Last(0) {
+            return;
+        }
+        let events: Vec<Arc<EventFrame>> = {
+            let log = lock(&self.log);
+            let (skip, _) = log.replay_start(replay, &self.epoch);
+            log.ring
+                .iter()
+                .skip(skip)
+                .map(|(_, event)| event.clone())
+                .collect()
+        };
+        for event in &events {
+            event.frame_for(Some(deflate));
+        }
     }
 
     /// Up to `limit` events: the first after `since` (with whether none
@@ -591,7 +615,13 @@ impl Topic {
             epoch: self.epoch.clone(),
             seq: log.seq,
             recovered,
-            events: log.ring.iter().skip(skip).take(limit).cloned().collect(),
+            events: log
+                .ring
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .map(|(seq, event)| (*seq, event.plain().clone()))
+                .collect(),
         }
     }
 
@@ -664,6 +694,20 @@ impl Topic {
 }
 
 impl Log {
+    /// How many ring events a replay skips, and for a recovery whether
+    /// none was lost.
+    fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {
+        match replay {
+            Replay::Last(n) => (self.ring.len().saturating_sub(n), None),
+            Replay::Since { seq, epoch: asked } => match self.recovery_after(seq) {
+                Some(skip) if asked.is_none_or(|asked| asked == epoch) => {
+                    (skip, Some(seq >= self.lost_up_to))
+                }
+                _ => (self.ring.len(), Some(false)),
+            },
+        }
+    }
+
     /// How many ring events a client that has seen up to `since` already
     /// has; `None` when `since` is ahead of this topic (another history).
     fn recovery_after(&self, since: u64) -> Option<usize> {
@@ -684,6 +728,7 @@ mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
     use crate::send::{Pending, QueueLimits, Queued};
+    use crate::ws::permessage_deflate::Agreed;
     use crate::ws::CloseReason;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
@@ -912,6 +957,55 @@ mod tests {
         assert_eq!(recovered_after(&other, 0), Some(false));
         broker.settle_history(3);
         assert_eq!(recovered_after(&other, 0), Some(true));
+    }
+
+    #[test]
+    fn a_compressed_replay_shares_each_event_deflated_once() {
+        let metrics = Arc::new(Metrics::default());
+        let broker = Broker::new(4, 2, metrics.clone());
+        broker.create_topic("t").unwrap();
+        let large = Message {
+            id: ID,
+            payload: Bytes::from(format!("\"{}\"", "x".repeat(1000))),
+        };
+        for _ in 0..3 {
+            broker.publish("t", &large).unwrap();
+        }
+        let topic = broker.topic("t").unwrap();
+        let deflate = Deflate {
+            agreed: Agreed {
+                server_max_window_bits: 15,
+            },
+            min_bytes: 256,
+            metrics: metrics.clone(),
+        };
+        let outboxes = [Some(deflate.clone()), Some(deflate), None].map(|deflate| {
+            Arc::new(Outbox::new(limits(16), SlowConsumerPolicy::Disconnect).deflating(deflate))
+        });
+        for (id, outbox) in (1..).zip(&outboxes) {
+            assert!(topic.subscribe(id, outbox, None, Replay::Last(2)));
+        }
+        assert_eq!(
+            metrics.breakdown().events_deflated,
+            2,
+            "two events, once each"
+        );
+        let replays = outboxes.map(|outbox| {
+            let mut batch = VecDeque::new();
+            take_all(&outbox, &mut batch);
+            batch
+                .into_iter()
+                .skip(1)
+                .map(|queued| queued.frame)
+                .collect::<Vec<_>>()
+        });
+        let [first, second, plain] = &replays;
+        for (frame, shared) in first.iter().zip(second) {
+            assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
+            assert_eq!(frame.as_ptr(), shared.as_ptr(), "one compressed frame");
+        }
+        assert!(plain.iter().all(|frame| frame[0] == 0x81));
+        assert_eq!(plain.len(), 2);
     }
 
     #[test]

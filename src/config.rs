@@ -26,6 +26,13 @@ impl std::fmt::Display for SlowConsumerPolicy {
     }
 }
 
+/// Whether `permessage-deflate` is accepted when a client offers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Compression {
+    On,
+    Off,
+}
+
 /// ringcast: an in-memory WebSocket + REST publish/subscribe broker.
 #[derive(Clone, Debug, Parser)]
 #[command(name = "ringcast", version, about)]
@@ -90,6 +97,14 @@ pub struct Config {
     #[arg(long, env = "MAX_MESSAGE_SIZE", default_value_t = 1 << 20,
           value_parser = clap::value_parser!(u32).range(1..))]
     pub max_message_size: u32,
+
+    /// `permessage-deflate` (RFC 7692) for clients that offer it: `on` or `off`.
+    #[arg(long, env = "COMPRESSION", value_enum, default_value_t = Compression::On)]
+    pub compression: Compression,
+
+    /// Events shorter than this, in bytes of JSON, go out uncompressed.
+    #[arg(long, env = "COMPRESSION_MIN_BYTES", default_value_t = 256)]
+    pub compression_min_bytes: usize,
 
     /// Budget for flushing queued events on SIGTERM/SIGINT before sockets are closed.
     #[arg(long, env = "SHUTDOWN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
@@ -298,6 +313,8 @@ mod tests {
         assert!(config.api_key.is_empty());
         assert_eq!(config.subscriber_queue_size, 1024);
         assert_eq!(config.slow_consumer_policy, SlowConsumerPolicy::Disconnect);
+        assert_eq!(config.compression, Compression::On);
+        assert_eq!(config.compression_min_bytes, 256);
         assert_eq!(config.ring_buffer_size, 100);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 1_048_576);

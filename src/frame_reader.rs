@@ -11,12 +11,18 @@
 //! RFC 6455 rules enforced here: client frames must be masked, reserved bits
 //! and unknown opcodes are protocol errors, control frames are short and
 //! unfragmented, fragments reassemble into one message within the size
-//! limit, and text messages are UTF-8.
+//! limit, and text messages are UTF-8. With `permessage-deflate` agreed
+//! (RFC 7692 §6), RSV1 marks a compressed message on its first frame, and
+//! the reassembled message is inflated within the same size limit.
+
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
 
+use crate::metrics::Metrics;
+use crate::ws::deflate::{self, InflateError};
 use crate::ws::CloseReason;
 
 /// Bytes reserved for a read: the smallest size, used while reads are
@@ -44,15 +50,20 @@ pub struct FrameDecoder {
     fragments: Option<Fragments>,
     max_message_size: usize,
     read_chunk: usize,
+    /// `permessage-deflate` was agreed: RSV1 is allowed, and inflated
+    /// messages are counted here.
+    inflating: Option<Arc<Metrics>>,
 }
 
 struct Fragments {
     is_text: bool,
+    compressed: bool,
     data: BytesMut,
 }
 
 struct Header {
     fin: bool,
+    compressed: bool,
     opcode: OpCode,
     mask: [u8; 4],
     header_len: usize,
@@ -68,6 +79,16 @@ impl FrameDecoder {
             fragments: None,
             max_message_size,
             read_chunk: MIN_READ_CHUNK,
+            inflating: None,
+        }
+    }
+
+    /// Accepts compressed messages (`permessage-deflate` was agreed),
+    /// counting them in `metrics`.
+    pub fn inflating(self, metrics: Arc<Metrics>) -> Self {
+        Self {
+            inflating: Some(metrics),
+            ..self
         }
     }
 
@@ -92,7 +113,7 @@ impl FrameDecoder {
             self.buffer.advance(header.header_len);
             let mut payload = self.buffer.split_to(header.payload_len);
             fastwebsockets::unmask(&mut payload, header.mask);
-            if let Some(incoming) = self.accept_frame(header.fin, header.opcode, payload)? {
+            if let Some(incoming) = self.accept_frame(&header, payload)? {
                 return Ok(Some(incoming));
             }
         }
@@ -120,7 +141,8 @@ impl FrameDecoder {
         let [first, second, ..] = self.buffer[..] else {
             return Ok(None);
         };
-        if first & 0x70 != 0 {
+        let reserved = if self.inflating.is_some() { 0x30 } else { 0x70 };
+        if first & reserved != 0 {
             return Err(CloseReason::ProtocolError);
         }
         let opcode = match first & 0x0F {
@@ -165,6 +187,7 @@ impl FrameDecoder {
         let mask_at = header_len - 4;
         Ok(Some(Header {
             fin,
+            compressed: first & 0x40 != 0,
             opcode,
             mask: self.buffer[mask_at..header_len]
                 .try_into()
@@ -176,18 +199,30 @@ impl FrameDecoder {
 
     fn accept_frame(
         &mut self,
-        fin: bool,
-        opcode: OpCode,
+        header: &Header,
         payload: BytesMut,
     ) -> Result<Option<Incoming>, CloseReason> {
+        let Header {
+            fin,
+            compressed,
+            opcode,
+            ..
+        } = *header;
+        // RSV1 belongs on the first frame of a data message only (§6.1).
+        if compressed && !matches!(opcode, OpCode::Text | OpCode::Binary) {
+            return Err(CloseReason::ProtocolError);
+        }
         match (opcode, self.fragments.as_mut()) {
             (OpCode::Text | OpCode::Binary, None) => {
                 let is_text = opcode == OpCode::Text;
                 if fin {
-                    return complete_message(is_text, payload).map(Some);
+                    return self
+                        .complete_message(is_text, compressed, payload)
+                        .map(Some);
                 }
                 self.fragments = Some(Fragments {
                     is_text,
+                    compressed,
                     data: payload,
                 });
                 Ok(None)
@@ -200,8 +235,12 @@ impl FrameDecoder {
                 if !fin {
                     return Ok(None);
                 }
-                let Fragments { is_text, data } = self.fragments.take().expect("in progress");
-                complete_message(is_text, data).map(Some)
+                let Fragments {
+                    is_text,
+                    compressed,
+                    data,
+                } = self.fragments.take().expect("in progress");
+                self.complete_message(is_text, compressed, data).map(Some)
             }
             (OpCode::Close, _) => Err(client_close(&payload)),
             (OpCode::Ping, _) => Ok(Some(Incoming::Ping(payload))),
@@ -210,6 +249,29 @@ impl FrameDecoder {
             // continuation with nothing to continue.
             _ => Err(CloseReason::ProtocolError),
         }
+    }
+
+    /// Inflates a compressed message, then checks a text one is UTF-8.
+    fn complete_message(
+        &self,
+        is_text: bool,
+        compressed: bool,
+        data: BytesMut,
+    ) -> Result<Incoming, CloseReason> {
+        let data = if compressed {
+            let inflated =
+                deflate::inflate(&data, self.max_message_size).map_err(|err| match err {
+                    InflateError::TooBig => CloseReason::MessageTooBig,
+                    InflateError::Corrupt => CloseReason::InvalidCompressedData,
+                })?;
+            if let Some(metrics) = &self.inflating {
+                metrics.record_inflate();
+            }
+            inflated
+        } else {
+            data
+        };
+        complete_message(is_text, data)
     }
 }
 
@@ -376,6 +438,75 @@ mod tests {
             let mut decoder = FrameDecoder::new(&bytes, 100);
             assert_eq!(decode_all(&mut decoder), Err(reason), "{bytes:02x?}");
         }
+    }
+
+    /// A raw deflate stream, sync-flushed, without its `00 00 ff ff` tail.
+    fn deflated(message: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(message).unwrap();
+        encoder.flush().unwrap();
+        let mut out = encoder.get_ref().clone();
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn compressed(mut frame: Vec<u8>) -> Vec<u8> {
+        frame[0] |= 0x40;
+        frame
+    }
+
+    #[test]
+    fn with_deflate_agreed_rsv1_marks_a_compressed_message() {
+        let text = br#"{"type":"ping","request_id":"aaaaaaaaaaaaaaaaaaaaaaaa"}"#;
+        let payload = deflated(text);
+        let (head, tail) = payload.split_at(payload.len() / 2);
+        let mut stream = compressed(frame(true, 1, &payload));
+        stream.extend(compressed(frame(false, 1, head)));
+        stream.extend(frame(true, 9, b"p"));
+        stream.extend(frame(true, 0, tail));
+        stream.extend(frame(true, 1, b"plain"));
+        let mut decoder = FrameDecoder::new(&stream, 1000).inflating(Arc::default());
+        assert_eq!(
+            decode_all(&mut decoder),
+            Ok(vec![
+                message(text),
+                Incoming::Ping(BytesMut::from(&b"p"[..])),
+                message(text),
+                message(b"plain"),
+            ])
+        );
+    }
+
+    #[test]
+    fn compressed_messages_are_checked_after_inflating() {
+        let mut rsv1_continuation = frame(false, 1, &deflated(b"ab")[..1]);
+        rsv1_continuation.extend(compressed(frame(true, 0, &deflated(b"ab")[1..])));
+        let cases = [
+            (compressed(frame(true, 9, b"")), CloseReason::ProtocolError),
+            (rsv1_continuation, CloseReason::ProtocolError),
+            (
+                compressed(frame(true, 1, &deflated(&[b'a'; 101]))),
+                CloseReason::MessageTooBig,
+            ),
+            (
+                compressed(frame(true, 1, &deflated(&[0xFF]))),
+                CloseReason::InvalidUtf8,
+            ),
+            (
+                compressed(frame(true, 2, &[0xFF; 8])),
+                CloseReason::InvalidCompressedData,
+            ),
+        ];
+        for (bytes, reason) in cases {
+            let mut decoder = FrameDecoder::new(&bytes, 100).inflating(Arc::default());
+            assert_eq!(decode_all(&mut decoder), Err(reason), "{bytes:02x?}");
+        }
+        let mut rsv2 = frame(true, 1, b"x");
+        rsv2[0] |= 0x20;
+        let mut decoder = FrameDecoder::new(&rsv2, 100).inflating(Arc::default());
+        assert_eq!(decode_all(&mut decoder), Err(CloseReason::ProtocolError));
     }
 
     #[test]

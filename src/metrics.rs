@@ -42,6 +42,10 @@ pub struct Metrics {
     token_expiries: AtomicU64,
     panics: AtomicU64,
     backplane_events_missed: AtomicU64,
+    events_deflated: AtomicU64,
+    deflate_in_bytes: AtomicU64,
+    deflate_out_bytes: AtomicU64,
+    messages_inflated: AtomicU64,
     bytes_written: CachePadded<AtomicU64>,
     /// Frames finished per `writev`; its sum is every frame written.
     frames_per_write: Histogram<{ FRAMES_PER_WRITE_BOUNDS.len() }>,
@@ -293,6 +297,10 @@ impl Default for Metrics {
             token_expiries: AtomicU64::default(),
             panics: AtomicU64::default(),
             backplane_events_missed: AtomicU64::default(),
+            events_deflated: AtomicU64::default(),
+            deflate_in_bytes: AtomicU64::default(),
+            deflate_out_bytes: AtomicU64::default(),
+            messages_inflated: AtomicU64::default(),
             bytes_written: CachePadded::default(),
             frames_per_write: Histogram::new(&FRAMES_PER_WRITE_BOUNDS),
             queue_depth: Histogram::new(&QUEUE_DEPTH_BOUNDS),
@@ -317,6 +325,13 @@ pub struct Breakdown {
     /// Per `Transport::ALL`.
     pub permission_denials: [u64; Transport::ALL.len()],
     pub token_expiries: u64,
+    /// `permessage-deflate`: events deflated (each at most once), the JSON
+    /// bytes they had and the frame bytes their compressed subscribers get.
+    pub events_deflated: u64,
+    pub deflate_in_bytes: u64,
+    pub deflate_out_bytes: u64,
+    /// Compressed client messages inflated.
+    pub messages_inflated: u64,
     pub bytes_written: u64,
     pub frames_per_write: HistogramSnapshot,
     pub queue_depth: HistogramSnapshot,
@@ -352,6 +367,21 @@ impl Metrics {
         self.frames_per_write.observe(frames as u64);
         self.bytes_written
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    /// One event deflated: `json` bytes in, a frame of `sent` bytes out
+    /// (its plain frame when deflating did not shrink it).
+    pub fn record_deflate(&self, json: usize, sent: usize) {
+        self.events_deflated.fetch_add(1, Ordering::Relaxed);
+        self.deflate_in_bytes
+            .fetch_add(json as u64, Ordering::Relaxed);
+        self.deflate_out_bytes
+            .fetch_add(sent as u64, Ordering::Relaxed);
+    }
+
+    /// One compressed client message inflated.
+    pub fn record_inflate(&self) {
+        self.messages_inflated.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A subscriber's pending events as its writer takes the next batch.
@@ -491,6 +521,10 @@ impl Metrics {
             rate_limited: self.rate_limited.each_ref().map(load),
             permission_denials: self.permission_denials.each_ref().map(load),
             token_expiries: load(&self.token_expiries),
+            events_deflated: load(&self.events_deflated),
+            deflate_in_bytes: load(&self.deflate_in_bytes),
+            deflate_out_bytes: load(&self.deflate_out_bytes),
+            messages_inflated: load(&self.messages_inflated),
             bytes_written: self.bytes_written.load(Ordering::Relaxed),
             frames_per_write: self.frames_per_write.snapshot(),
             queue_depth: self.queue_depth.snapshot(),

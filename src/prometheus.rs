@@ -238,6 +238,30 @@ impl Collector for Sources {
 
         counter(
             out,
+            "events_deflated",
+            "Events deflated for permessage-deflate subscribers (each at most once, shared by all of them).",
+            breakdown.events_deflated,
+        )?;
+        counter(
+            out,
+            "deflate_in_bytes",
+            "JSON bytes of the events deflated.",
+            breakdown.deflate_in_bytes,
+        )?;
+        counter(
+            out,
+            "deflate_out_bytes",
+            "Frame bytes those events went out as to compressed subscribers (plain when deflating did not shrink them).",
+            breakdown.deflate_out_bytes,
+        )?;
+        counter(
+            out,
+            "messages_inflated",
+            "Compressed client messages inflated.",
+            breakdown.messages_inflated,
+        )?;
+        counter(
+            out,
             "frames_written",
             "WebSocket frames written to sockets.",
             breakdown.frames_per_write.sum,

@@ -5,7 +5,9 @@
 //! The seed replay compiles the fuzz crate's oracle (`fuzz/src/lib.rs`, a
 //! small serde_json reference parser) into this test, so the seeds get the
 //! same checks as under the fuzzer: no panic, and agreement with the oracle
-//! except on the deliberate differences listed in the fuzz README.
+//! except on the deliberate differences listed in the fuzz README. It also
+//! brings the `inflate` check's counting allocator, which becomes this test
+//! binary's global allocator, so the seeds' memory bound is checked here too.
 
 use ringcast::protocol::{parse_client_frame, parse_message_body, Request};
 
@@ -134,14 +136,25 @@ fn a_backslash_at_the_very_end_is_rejected_without_a_panic() {
     }
 }
 
+/// Found by `inflate` in its first seconds: a one-byte message that
+/// inflates to nothing under a 127-byte limit held 151 bytes: the output
+/// buffer (reserved up to the limit) plus the bookkeeping `Bytes` allocates
+/// for a `Vec` with spare capacity. The output is now shrunk to its length
+/// first, so it converts in place.
+#[test]
+fn inflating_holds_no_more_than_the_limit_even_for_an_empty_message() {
+    oracle::inflate::check(&[0x19, 0x7f, 0xff, 0x00]);
+}
+
 /// Every committed seed, through the checks of the target it seeds.
 #[test]
 fn committed_seeds_pass_the_fuzz_checks() {
     let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 3] = [
+    let targets: [(&str, Check); 4] = [
         ("client_message", oracle::check_client_message),
         ("frame_split", oracle::split::check),
+        ("inflate", oracle::inflate::check),
         ("rest_body", oracle::check_rest_body),
     ];
     for (target, check) in targets {

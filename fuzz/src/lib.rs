@@ -30,6 +30,7 @@
 //! `fuzz/README.md`), the oracle returns `Err` naming the case instead of a
 //! verdict and the checks skip that input; every other difference fails.
 
+pub mod inflate;
 pub mod split;
 
 use std::fmt;

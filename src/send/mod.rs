@@ -44,9 +44,11 @@
 //!   socket could take it, unless the opt-in `COALESCE_WINDOW` asks for it
 //!   (and then not once the subscriber is at its pause mark).
 
+pub mod event;
 pub mod outbox;
 pub mod writer;
 
+pub use event::{Deflate, EventFrame};
 pub use outbox::{Delivery, FrameKind, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled};
 pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
 

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::event::{Deflate, EventFrame};
 use crate::config::SlowConsumerPolicy;
 use crate::ws::CloseReason;
 
@@ -171,6 +172,8 @@ pub struct Outbox {
     closing: CancellationToken,
     /// The connection's reader has stopped and queued its last replies.
     reader_done: AtomicBool,
+    /// What the connection agreed to for `permessage-deflate`, if anything.
+    deflate: Option<Deflate>,
 }
 
 impl Outbox {
@@ -184,13 +187,20 @@ impl Outbox {
             progress: Notify::new(),
             closing: CancellationToken::new(),
             reader_done: AtomicBool::new(false),
+            deflate: None,
         }
+    }
+
+    /// Events go out compressed as the connection agreed.
+    pub fn deflating(self, deflate: Option<Deflate>) -> Self {
+        Self { deflate, ..self }
     }
 
     /// Queues a live event. An event that would break a bound applies the
     /// slow-consumer policy; one that leaves a subscriber whose socket takes
     /// bytes at its pause mark tells the publisher to wait for its writer.
-    pub fn push_event(&self, frame: &Bytes) -> Delivery {
+    pub fn push_event(&self, event: &EventFrame) -> Delivery {
+        let frame = event.frame_for(self.deflate());
         let mut state = self.lock();
         if state.close.is_some() {
             return Delivery::Closed;
@@ -262,14 +272,22 @@ impl Outbox {
         }
     }
 
+    /// What the connection agreed to for `permessage-deflate`, if anything.
+    pub fn deflate(&self) -> Option<&Deflate> {
+        self.deflate.as_ref()
+    }
+
     /// Queues replayed events; bounded by the replay ring, not the policy.
-    pub fn push_replay<'a>(&self, frames: impl Iterator<Item = &'a Bytes>) {
+    pub fn push_replay<'a>(&self, events: impl Iterator<Item = &'a EventFrame>) {
+        // Frames are picked (an event not deflated yet is deflated) before
+        // taking the lock this connection's writer and fan-outs contend for.
+        let frames: Vec<Queued> = events
+            .map(|event| Queued::new(event.frame_for(self.deflate()).clone(), FrameKind::Replay))
+            .collect();
         let mut state = self.lock();
         if state.close.is_none() {
             let was_empty = state.frames.is_empty();
-            state
-                .frames
-                .extend(frames.map(|frame| Queued::new(frame.clone(), FrameKind::Replay)));
+            state.frames.extend(frames);
             let became_non_empty = was_empty && !state.frames.is_empty();
             drop(state);
             self.wake_writer_if(became_non_empty);
@@ -488,6 +506,10 @@ mod tests {
         Bytes::from(vec![n; 10])
     }
 
+    fn event(n: u8) -> EventFrame {
+        EventFrame::new(frame(n))
+    }
+
     fn outbox(events: usize, bytes: usize, policy: SlowConsumerPolicy) -> Outbox {
         Outbox::new(QueueLimits { events, bytes }, policy)
     }
@@ -512,8 +534,8 @@ mod tests {
     fn keeps_fifo_order_across_kinds_and_counts_only_live_events() {
         let outbox = outbox(8, usize::MAX, SlowConsumerPolicy::Disconnect);
         outbox.push_reply(frame(1));
-        outbox.push_replay([frame(2), frame(3)].iter());
-        assert_eq!(outbox.push_event(&frame(4)), Delivery::Queued);
+        outbox.push_replay([event(2), event(3)].iter());
+        assert_eq!(outbox.push_event(&event(4)), Delivery::Queued);
         let pending = Pending {
             events: 1,
             bytes: 10,
@@ -529,7 +551,7 @@ mod tests {
     fn written_frames_stop_counting() {
         let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
         for round in 0..5 {
-            assert_eq!(outbox.push_event(&frame(round)), Delivery::Queued);
+            assert_eq!(outbox.push_event(&event(round)), Delivery::Queued);
             drain(&outbox, true);
         }
         assert_eq!(outbox.pending(), Pending::default());
@@ -538,9 +560,9 @@ mod tests {
     #[test]
     fn a_replay_larger_than_the_bound_cuts_nobody() {
         let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
-        let ring: Vec<_> = (0..10).map(frame).collect();
+        let ring: Vec<_> = (0..10).map(event).collect();
         outbox.push_replay(ring.iter());
-        assert_eq!(outbox.push_event(&frame(10)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(10)), Delivery::Queued);
         assert_eq!(outbox.close_reason(), None);
     }
 
@@ -548,13 +570,13 @@ mod tests {
     fn disconnect_policy_closes_at_the_event_bound() {
         let outbox = outbox(2, usize::MAX, SlowConsumerPolicy::Disconnect);
         outbox.socket_full();
-        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
-        assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(2)), Delivery::Queued);
         assert_eq!(
-            outbox.push_event(&frame(3)),
+            outbox.push_event(&event(3)),
             Delivery::Overflowed(QueueBound::Events)
         );
-        assert_eq!(outbox.push_event(&frame(4)), Delivery::Closed);
+        assert_eq!(outbox.push_event(&event(4)), Delivery::Closed);
         assert_eq!(outbox.close_reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(
             drain(&outbox, false),
@@ -566,14 +588,14 @@ mod tests {
     fn the_byte_bound_applies_too_but_one_event_always_fits() {
         let outbox = outbox(100, 25, SlowConsumerPolicy::Disconnect);
         outbox.socket_full();
-        let big = Bytes::from(vec![0; 1000]);
+        let big = EventFrame::new(Bytes::from(vec![0; 1000]));
         assert_eq!(outbox.push_event(&big), Delivery::Queued, "alone it fits");
         drain(&outbox, true);
         outbox.socket_full();
-        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
-        assert_eq!(outbox.push_event(&frame(2)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(2)), Delivery::Queued);
         assert_eq!(
-            outbox.push_event(&frame(3)),
+            outbox.push_event(&event(3)),
             Delivery::Overflowed(QueueBound::Bytes),
             "30 > 25 bytes"
         );
@@ -584,17 +606,17 @@ mod tests {
         let outbox = outbox(2, usize::MAX, SlowConsumerPolicy::DropOldest);
         outbox.socket_full();
         outbox.push_reply(frame(0));
-        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(1)), Delivery::Queued);
         let mut taken = VecDeque::new();
         outbox.settle(&Pending::default(), &mut taken, 2);
         assert_eq!(taken.len(), 2, "the reply and event 1 are the writer's");
         for n in 2..=5 {
-            outbox.push_event(&frame(n));
+            outbox.push_event(&event(n));
         }
-        assert_eq!(outbox.push_event(&frame(6)), Delivery::QueuedDroppingOldest);
+        assert_eq!(outbox.push_event(&event(6)), Delivery::QueuedDroppingOldest);
         assert_eq!(drain(&outbox, false), (vec![6], None));
         assert_eq!(
-            outbox.push_event(&frame(7)),
+            outbox.push_event(&event(7)),
             Delivery::Dropped,
             "only taken events are left to drop"
         );
@@ -630,25 +652,25 @@ mod tests {
     #[test]
     fn a_writer_behind_on_a_free_socket_holds_publishers_not_the_subscriber() {
         let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
-        assert_eq!(outbox.push_event(&frame(1)), Delivery::Queued);
-        assert_eq!(outbox.push_event(&frame(2)), Delivery::QueuedWriterBehind);
+        assert_eq!(outbox.push_event(&event(1)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(2)), Delivery::QueuedWriterBehind);
         assert!(outbox.writer_caught_up().now_or_never().is_none());
         drain(&outbox, true);
         assert!(outbox.writer_caught_up().now_or_never().is_some());
-        outbox.push_event(&frame(3));
-        outbox.push_event(&frame(4));
+        outbox.push_event(&event(3));
+        outbox.push_event(&event(4));
         outbox.socket_full();
         assert!(
             outbox.writer_caught_up().now_or_never().is_some(),
             "a full socket is the subscriber's own doing"
         );
-        assert_eq!(outbox.push_event(&frame(5)), Delivery::Queued);
+        assert_eq!(outbox.push_event(&event(5)), Delivery::Queued);
     }
 
     #[tokio::test]
     async fn waiters_wake_when_the_writer_reports_progress() {
         let outbox = std::sync::Arc::new(outbox(2, usize::MAX, SlowConsumerPolicy::Disconnect));
-        outbox.push_event(&frame(1));
+        outbox.push_event(&event(1));
         outbox.push_reply(frame(2));
         let waiters = [
             tokio::spawn({
@@ -677,9 +699,9 @@ mod tests {
     async fn the_writer_is_woken_once_per_empty_to_non_empty() {
         let outbox = outbox(100, usize::MAX, SlowConsumerPolicy::Disconnect);
         let woken = |outbox: &Outbox| outbox.wait_for_frames().now_or_never().is_some();
-        outbox.push_event(&frame(1));
+        outbox.push_event(&event(1));
         assert!(woken(&outbox), "empty to non-empty");
-        outbox.push_event(&frame(2));
+        outbox.push_event(&event(2));
         assert!(!woken(&outbox), "one wake per transition");
         drain(&outbox, true);
         outbox.push_reply(frame(3));
@@ -690,9 +712,9 @@ mod tests {
     async fn reaching_the_pause_mark_wakes_a_gathering_writer() {
         let outbox = outbox(4, usize::MAX, SlowConsumerPolicy::Disconnect);
         let woken = |outbox: &Outbox| outbox.wait_for_frames().now_or_never().is_some();
-        outbox.push_event(&frame(1));
+        outbox.push_event(&event(1));
         assert!(woken(&outbox));
-        assert_eq!(outbox.push_event(&frame(2)), Delivery::QueuedWriterBehind);
+        assert_eq!(outbox.push_event(&event(2)), Delivery::QueuedWriterBehind);
         assert!(woken(&outbox), "a publisher is about to wait for it");
     }
 }

@@ -8,6 +8,8 @@
 //! a lock; the reader and writer meet only at the outbox, and this module
 //! joins them: whichever ends first closes the outbox, which stops the other.
 
+pub mod deflate;
+pub mod permessage_deflate;
 mod session;
 mod upgrade;
 
@@ -27,7 +29,7 @@ use tokio::net::TcpStream;
 use crate::auth::Grant;
 use crate::frame_reader::FrameDecoder;
 use crate::protocol::ErrorCode;
-use crate::send::{write_loop, FrameWriter, Outbox, QueueLimits, WriterTiming};
+use crate::send::{write_loop, Deflate, FrameWriter, Outbox, QueueLimits, WriterTiming};
 use crate::state::AppState;
 use session::Session;
 
@@ -58,6 +60,8 @@ pub enum CloseReason {
     FirstFrameTimeout,
     /// A text message that is not UTF-8.
     InvalidUtf8,
+    /// A compressed message that does not inflate.
+    InvalidCompressedData,
     /// A message larger than `MAX_MESSAGE_SIZE`.
     MessageTooBig,
     /// A frame that breaks RFC 6455.
@@ -79,7 +83,7 @@ impl CloseReason {
             | Self::HeartbeatTimeout
             | Self::FirstFrameTimeout
             | Self::TokenExpired => Some(1008),
-            Self::InvalidUtf8 => Some(1007),
+            Self::InvalidUtf8 | Self::InvalidCompressedData => Some(1007),
             Self::MessageTooBig => Some(1009),
             Self::ProtocolError => Some(1002),
             Self::ConnectionLost => None,
@@ -95,6 +99,7 @@ impl CloseReason {
             Self::HeartbeatTimeout => "heartbeat timeout",
             Self::FirstFrameTimeout => "no frame before the first-frame deadline",
             Self::InvalidUtf8 => "invalid UTF-8",
+            Self::InvalidCompressedData => "invalid compressed data",
             Self::MessageTooBig => "message too big",
             Self::ProtocolError => "protocol error",
             Self::TokenExpired => "token expired",
@@ -169,17 +174,21 @@ async fn run(
     state: Arc<AppState>,
     peer: SocketAddr,
     grant: Grant,
+    deflate: Option<Deflate>,
 ) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
     match io.into_inner().downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
             let (reader, writer) = parts.io.into_inner().into_split();
-            let decoder =
+            let mut decoder =
                 FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
+            if deflate.is_some() {
+                decoder = decoder.inflating(state.metrics.clone());
+            }
             // The leftover bytes share hyper's whole read buffer: let it go.
             drop(parts.read_buf);
-            serve(reader, decoder, writer, state, peer, grant).await;
+            serve(reader, decoder, writer, state, peer, grant, deflate).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
@@ -193,15 +202,19 @@ async fn serve(
     state: Arc<AppState>,
     peer: SocketAddr,
     grant: Grant,
+    deflate: Option<Deflate>,
 ) {
     let config = &state.config;
-    let outbox = Arc::new(Outbox::new(
-        QueueLimits {
-            events: config.subscriber_queue_size as usize,
-            bytes: config.subscriber_queue_bytes.0,
-        },
-        config.slow_consumer_policy,
-    ));
+    let outbox = Arc::new(
+        Outbox::new(
+            QueueLimits {
+                events: config.subscriber_queue_size as usize,
+                bytes: config.subscriber_queue_bytes.0,
+            },
+            config.slow_consumer_policy,
+        )
+        .deflating(deflate),
+    );
     let liveness = Arc::new(Liveness::new());
     let writer = write_loop(
         FrameWriter::new(writer, state.metrics.clone()),

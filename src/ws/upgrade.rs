@@ -5,13 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::header::{
-    HeaderValue, CONNECTION, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION, UPGRADE,
+    HeaderValue, CONNECTION, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL,
+    SEC_WEBSOCKET_VERSION, UPGRADE,
 };
 use hyper::{Method, Request, Response, StatusCode, Version};
 
+use super::permessage_deflate;
 use crate::auth;
+use crate::config::Compression;
 use crate::metrics::UpgradeRefusal;
 use crate::rest::{self, error_response, Body};
+use crate::send::Deflate;
 use crate::state::AppState;
 
 /// The one subprotocol ringcast speaks, selected when a client offers it.
@@ -76,16 +80,38 @@ pub fn upgrade(
             HeaderValue::from_static(SUBPROTOCOL),
         );
     }
+    let deflate = negotiate_deflate(&state, &request);
+    if let Some(deflate) = &deflate {
+        let answer = HeaderValue::try_from(deflate.agreed.response()).expect("ASCII");
+        response
+            .headers_mut()
+            .insert(SEC_WEBSOCKET_EXTENSIONS, answer);
+    }
     state
         .clone()
         .spawn_connection("websocket connection", async move {
             let _slot = slot;
             match upgrading.await {
-                Ok(socket) => super::run(socket.into_inner(), state, peer, grant).await,
+                Ok(socket) => super::run(socket.into_inner(), state, peer, grant, deflate).await,
                 Err(err) => tracing::debug!(error = %err, "upgrade failed"),
             }
         });
     response.map(|_| Body::default())
+}
+
+/// `permessage-deflate` as agreed with a client that offers it, unless
+/// `COMPRESSION=off` (see `permessage_deflate` for the rules).
+fn negotiate_deflate<B>(state: &AppState, request: &Request<B>) -> Option<Deflate> {
+    if state.config.compression == Compression::Off {
+        return None;
+    }
+    let offers = request.headers().get_all(SEC_WEBSOCKET_EXTENSIONS);
+    let agreed = permessage_deflate::negotiate(offers.iter().map(HeaderValue::as_bytes))?;
+    Some(Deflate {
+        agreed,
+        min_bytes: state.config.compression_min_bytes,
+        metrics: state.metrics.clone(),
+    })
 }
 
 /// The answer to a request that is not a WebSocket handshake ringcast can

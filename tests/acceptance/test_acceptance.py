@@ -59,6 +59,8 @@ CONFIG_VARS = (
     "RING_BUFFER_SIZE",
     "HEARTBEAT_INTERVAL",
     "MAX_MESSAGE_SIZE",
+    "COMPRESSION",
+    "COMPRESSION_MIN_BYTES",
     "SHUTDOWN_TIMEOUT",
     "WRITE_TIMEOUT",
     "SUBSCRIBER_QUEUE_BYTES",
@@ -414,8 +416,9 @@ class RawWS:
         assert fin, "server frames are expected unfragmented"
         return opcode, payload
 
-    async def send_frame(self, opcode: int, payload: bytes, fin: bool = True) -> None:
-        head = bytes([(0x80 if fin else 0) | opcode])
+    async def send_frame(self, opcode: int, payload: bytes, fin: bool = True, rsv1: bool = False) -> None:
+        """Sends one masked frame; `rsv1` marks a compressed message (RFC 7692)."""
+        head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
         n = len(payload)
         if n < 126:
             head += bytes([0x80 | n])
