@@ -34,6 +34,7 @@ const TOPIC: &str = "orders";
 const MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 const SMALL_PAYLOAD: usize = 128;
 const LARGE_PAYLOAD: usize = 4096;
+const PAYLOADS: [(&str, usize); 2] = [("128B", SMALL_PAYLOAD), ("4KiB", LARGE_PAYLOAD)];
 
 /// The server's defaults (`RING_BUFFER_SIZE`, `SUBSCRIBER_QUEUE_SIZE`).
 const RING_CAPACITY: usize = 100;
@@ -52,7 +53,7 @@ const BATCHES_PER_REFILL: u64 = 16;
 
 fn bench_parse_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_publish");
-    for (label, payload_len) in [("128B", SMALL_PAYLOAD), ("4KiB", LARGE_PAYLOAD)] {
+    for (label, payload_len) in PAYLOADS {
         let frame = publish_frame(&order_payload(payload_len));
         assert!(
             matches!(
@@ -80,28 +81,73 @@ fn bench_parse_publish(c: &mut Criterion) {
 }
 
 fn bench_encode_event(c: &mut Criterion) {
-    let message = order_message(SMALL_PAYLOAD);
-    let mut seq = 0;
-    c.benchmark_group("encode_event")
-        .bench_function("128B", |b| {
-            // Reading the clock is included: a publish does it every time.
+    let mut group = c.benchmark_group("encode_event");
+    for (label, payload_len) in PAYLOADS {
+        let message = order_message(payload_len);
+        let mut seq = 0;
+        // Reading the clock is included: a publish does it every time.
+        group.bench_function(label, |b| {
             b.iter(|| {
                 seq += 1;
                 protocol::event(TOPIC, &message, seq, Timestamp::now())
             })
         });
+    }
+    group.finish();
 }
 
 /// A publish to a topic nobody subscribes to, its ring full: numbering,
-/// encoding and keeping the event (evicting the oldest), without a fan-out.
-fn bench_publish_to_ring(c: &mut Criterion) {
-    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
-    broker.create_topic(TOPIC).expect("fresh broker");
-    let message = order_message(SMALL_PAYLOAD);
-    c.benchmark_group("publish")
-        .bench_function("ring_only", |b| {
+/// encoding and keeping the event (evicting the oldest), without a fan-out;
+/// then a client's whole publish: its frame parsed, published, and the
+/// event queued for one subscriber (whose outbox is emptied as a writer
+/// would, outside the timing).
+fn bench_publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish");
+    for (label, payload_len) in PAYLOADS {
+        let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+        broker.create_topic(TOPIC).expect("fresh broker");
+        let message = order_message(payload_len);
+        group.bench_function(BenchmarkId::new("ring_only", label), |b| {
             b.iter(|| black_box(broker.publish(TOPIC, &message).expect("topic exists")))
         });
+    }
+    for (label, payload_len) in PAYLOADS {
+        let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+        broker.create_topic(TOPIC).expect("fresh broker");
+        let outboxes = subscribe_outboxes(&broker, 1);
+        let frame = publish_frame(&order_payload(payload_len));
+        let mut scratch = frame.clone();
+        group.bench_function(BenchmarkId::new("parsed_to_one_outbox", label), |b| {
+            let mut taken = VecDeque::new();
+            b.iter_custom(|publishes| {
+                chunks(publishes, PUBLISHES_PER_DRAIN)
+                    .map(|count| {
+                        let start = Instant::now();
+                        for _ in 0..count {
+                            scratch.copy_from_slice(&frame);
+                            black_box(parse_and_publish(&broker, &mut scratch));
+                        }
+                        let elapsed = start.elapsed();
+                        drain_all(&outboxes, &mut taken);
+                        elapsed
+                    })
+                    .sum()
+            })
+        });
+    }
+    group.finish();
+}
+
+/// What a connection's reader does with a client's publish frame.
+fn parse_and_publish(broker: &Broker, frame: &mut [u8]) -> u64 {
+    let Ok(ClientFrame {
+        request: Request::Publish { topic, message },
+        ..
+    }) = protocol::parse_client_frame(frame)
+    else {
+        panic!("the benchmark frame must parse as a publish")
+    };
+    broker.publish(topic, &message).expect("topic exists").seq
 }
 
 fn bench_fanout(c: &mut Criterion) {
@@ -335,6 +381,6 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_parse_publish, bench_encode_event, bench_publish_to_ring, bench_fanout, bench_writer_drain
+    targets = bench_parse_publish, bench_encode_event, bench_publish, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);
