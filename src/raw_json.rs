@@ -143,26 +143,18 @@ impl<const N: usize> Scan<'_, '_, N> {
             self.skip_whitespace();
             let start = self.pos;
             match self.json.get(start) {
-                Some(b'{') => {
+                Some(&opening @ (b'{' | b'[')) => {
+                    let container = Container::opened_by(opening);
                     self.pos += 1;
-                    self.open_container(Container::Object, capture.take(), start);
+                    self.open_container(container, capture.take(), start);
                     self.skip_whitespace();
-                    if self.json.get(self.pos) == Some(&b'}') {
+                    if self.json.get(self.pos) == Some(&container.closing()) {
                         self.pos += 1;
                         self.close_container();
                     } else {
-                        capture = self.member_name()?;
-                        continue;
-                    }
-                }
-                Some(b'[') => {
-                    self.pos += 1;
-                    self.open_container(Container::Array, capture.take(), start);
-                    self.skip_whitespace();
-                    if self.json.get(self.pos) == Some(&b']') {
-                        self.pos += 1;
-                        self.close_container();
-                    } else {
+                        if container == Container::Object {
+                            capture = self.member_name()?;
+                        }
                         continue;
                     }
                 }
@@ -185,8 +177,8 @@ impl<const N: usize> Scan<'_, '_, N> {
                 let Some(container) = self.nesting.innermost() else {
                     return Ok(());
                 };
-                match (container, self.json.get(self.pos)) {
-                    (_, Some(b',')) => {
+                match self.json.get(self.pos) {
+                    Some(b',') => {
                         self.pos += 1;
                         if container == Container::Object {
                             self.skip_whitespace();
@@ -194,12 +186,14 @@ impl<const N: usize> Scan<'_, '_, N> {
                         }
                         break;
                     }
-                    (Container::Object, Some(b'}')) | (Container::Array, Some(b']')) => {
+                    Some(&byte) if byte == container.closing() => {
                         self.pos += 1;
                         self.close_container();
                     }
-                    (Container::Object, _) => return Err(self.expected("',' or '}'")),
-                    (Container::Array, _) => return Err(self.expected("',' or ']'")),
+                    _ => {
+                        let closing = container.closing() as char;
+                        return Err(self.expected(&format!("',' or '{closing}'")));
+                    }
                 }
             }
         }
@@ -407,6 +401,23 @@ fn after_the_value(byte: u8, pos: usize) -> String {
 enum Container {
     Object,
     Array,
+}
+
+impl Container {
+    fn opened_by(byte: u8) -> Self {
+        if byte == b'{' {
+            Self::Object
+        } else {
+            Self::Array
+        }
+    }
+
+    fn closing(self) -> u8 {
+        match self {
+            Self::Object => b'}',
+            Self::Array => b']',
+        }
+    }
 }
 
 /// The kinds of the containers the scan is inside, one bit per level.
