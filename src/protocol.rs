@@ -731,7 +731,7 @@ mod tests {
         };
         assert_eq!(topic, "t");
         assert_eq!(message.id, ID);
-        assert_eq!(&message.payload[..], r#"{"a":[1,2.5,"é"]}"#.as_bytes());
+        assert_eq!(message.payload, r#"{"a":[1,2.5,"é"]}"#.as_bytes());
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().request, Request::Ping);
         assert_eq!(
             parse(r#"{"type":"auth","token":"a.b.c"}"#).unwrap().request,
@@ -832,7 +832,7 @@ mod tests {
             let Request::Publish { message, .. } = parse(&text).unwrap().request else {
                 panic!()
             };
-            assert_eq!(&message.payload[..], payload.trim().as_bytes());
+            assert_eq!(message.payload, payload.trim().as_bytes());
             let frame = event("t", &message, 7, Timestamp::now());
             assert!(String::from_utf8_lossy(&frame).contains(payload.trim()));
             let json = json_of(&frame);
@@ -849,7 +849,7 @@ mod tests {
         let Request::Publish { message, .. } = parse(&text).unwrap().request else {
             panic!()
         };
-        assert_eq!(&message.payload[..], payload.as_bytes());
+        assert_eq!(message.payload, payload.as_bytes());
     }
 
     #[test]
@@ -868,7 +868,7 @@ mod tests {
     fn rest_bodies_parse_with_the_same_rules() {
         let mut body = format!(r#"{{"id":"{ID}","payload":{{"z":1,"a":2}}}}"#).into_bytes();
         let message = parse_message_body(&mut body).unwrap();
-        assert_eq!(&message.payload[..], br#"{"z":1,"a":2}"#);
+        assert_eq!(message.payload, br#"{"z":1,"a":2}"#);
         assert!(parse_message_body(&mut br#"{"id":"nope","payload":1}"#.to_vec()).is_err());
         assert!(parse_message_body(&mut format!(r#"{{"id":"{ID}"}}"#).into_bytes()).is_err());
         assert_eq!(
