@@ -37,6 +37,7 @@ const TOPIC: &str = "orders";
 const MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 const SMALL_PAYLOAD: usize = 128;
 const LARGE_PAYLOAD: usize = 4096;
+const PAYLOADS: [(&str, usize); 2] = [("128B", SMALL_PAYLOAD), ("4KiB", LARGE_PAYLOAD)];
 /// Payload sizes the compression benchmarks cover.
 const COMPRESSION_PAYLOADS: [(&str, usize); 3] = [
     ("128B", SMALL_PAYLOAD),
@@ -61,7 +62,7 @@ const BATCHES_PER_REFILL: u64 = 16;
 
 fn bench_parse_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("parse_publish");
-    for (label, payload_len) in [("128B", SMALL_PAYLOAD), ("4KiB", LARGE_PAYLOAD)] {
+    for (label, payload_len) in PAYLOADS {
         let frame = publish_frame(&order_payload(payload_len));
         assert!(
             matches!(
@@ -89,16 +90,20 @@ fn bench_parse_publish(c: &mut Criterion) {
 }
 
 fn bench_encode_event(c: &mut Criterion) {
-    let message = order_message(SMALL_PAYLOAD);
-    let mut seq = 0;
-    c.benchmark_group("encode_event")
-        .bench_function("128B", |b| {
-            // Reading the clock is included: a publish does it every time.
+    let mut group = c.benchmark_group("encode_event");
+    for (label, payload_len) in PAYLOADS {
+        let payload = order_payload(payload_len);
+        let message = order_message(&payload);
+        let mut seq = 0;
+        // Reading the clock is included: a publish does it every time.
+        group.bench_function(label, |b| {
             b.iter(|| {
                 seq += 1;
                 protocol::event(TOPIC, &message, seq, Timestamp::now())
             })
         });
+    }
+    group.finish();
 }
 
 /// An event deflated into its shared compressed frame, as the first
@@ -106,7 +111,7 @@ fn bench_encode_event(c: &mut Criterion) {
 fn bench_deflate_event(c: &mut Criterion) {
     let mut group = c.benchmark_group("deflate_event");
     for (label, payload_len) in COMPRESSION_PAYLOADS {
-        let frame = protocol::event(TOPIC, &order_message(payload_len), 1, Timestamp::now());
+        let frame = protocol::event(TOPIC, &order_message(&order_payload(payload_len)), 1, Timestamp::now());
         let json = protocol::frame_json(&frame);
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(label, |b| {
@@ -144,39 +149,65 @@ fn client_compressed(message: &[u8]) -> Vec<u8> {
 }
 
 /// A publish to a topic nobody subscribes to, its ring full: numbering,
-/// encoding and keeping the event (evicting the oldest), without a fan-out.
-fn bench_publish_to_ring(c: &mut Criterion) {
-    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
-    broker.create_topic(TOPIC).expect("fresh broker");
-    let message = order_message(SMALL_PAYLOAD);
-    c.benchmark_group("publish")
-        .bench_function("ring_only", |b| {
+/// encoding and keeping the event (evicting the oldest), without a fan-out;
+/// then a client's whole publish: its frame parsed, published, and the
+/// event queued for one subscriber (whose outbox is emptied as a writer
+/// would, outside the timing).
+fn bench_publish(c: &mut Criterion) {
+    let mut group = c.benchmark_group("publish");
+    for (label, payload_len) in PAYLOADS {
+        let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+        broker.create_topic(TOPIC).expect("fresh broker");
+        let payload = order_payload(payload_len);
+        let message = order_message(&payload);
+        group.bench_function(BenchmarkId::new("ring_only", label), |b| {
             b.iter(|| black_box(broker.publish(TOPIC, &message).expect("topic exists")))
         });
+    }
+    for (label, payload_len) in PAYLOADS {
+        let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
+        broker.create_topic(TOPIC).expect("fresh broker");
+        let outboxes = subscribe_outboxes(&broker, 1);
+        let frame = publish_frame(&order_payload(payload_len));
+        let mut scratch = frame.clone();
+        group.bench_function(BenchmarkId::new("parsed_to_one_outbox", label), |b| {
+            b.iter_custom(|publishes| {
+                time_between_drains(publishes, &outboxes, || {
+                    scratch.copy_from_slice(&frame);
+                    black_box(parse_and_publish(&broker, &mut scratch));
+                })
+            })
+        });
+    }
+    group.finish();
+}
+
+/// What a connection's reader does with a client's publish frame.
+fn parse_and_publish(broker: &Broker, frame: &mut [u8]) -> u64 {
+    let Ok(ClientFrame {
+        request: Request::Publish { topic, message },
+        ..
+    }) = protocol::parse_client_frame(frame)
+    else {
+        panic!("the benchmark frame must parse as a publish")
+    };
+    broker.publish(topic, &message).expect("topic exists").seq
 }
 
 fn bench_fanout(c: &mut Criterion) {
     let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
     broker.create_topic(TOPIC).expect("fresh broker");
     let outboxes = subscribe_outboxes(&broker, SUBSCRIBERS);
-    let message = order_message(SMALL_PAYLOAD);
+    let payload = order_payload(SMALL_PAYLOAD);
+    let message = order_message(&payload);
     let mut group = c.benchmark_group("fanout");
     // Time is per publish; elements are deliveries.
     group.throughput(Throughput::Elements(SUBSCRIBERS));
     group.bench_function(format!("{SUBSCRIBERS}_queues"), |b| {
-        let mut taken = VecDeque::new();
         b.iter_custom(|publishes| {
-            chunks(publishes, PUBLISHES_PER_DRAIN)
-                .map(|count| {
-                    let start = Instant::now();
-                    for _ in 0..count {
-                        black_box(broker.publish(TOPIC, &message).expect("topic exists"));
-                    }
-                    let elapsed = start.elapsed();
-                    drain_all(&outboxes, &mut taken);
-                    elapsed
-                })
-                .sum()
+            time_between_drains(publishes, &outboxes, || {
+                black_box(broker.publish(TOPIC, &message).expect("topic exists"));
+            })
         })
     });
     group.finish();
@@ -237,6 +268,25 @@ async fn time_drains<W: AsyncWrite + Unpin>(
     elapsed
 }
 
+/// Times `publishes` calls of `publish`, emptying every outbox (untimed)
+/// every `PUBLISHES_PER_DRAIN`, as the connections' writers would.
+fn time_between_drains(
+    publishes: u64,
+    outboxes: &[Arc<Outbox>],
+    mut publish: impl FnMut(),
+) -> Duration {
+    let mut taken = VecDeque::new();
+    chunks(publishes, PUBLISHES_PER_DRAIN)
+        .map(|count| {
+            let start = Instant::now();
+            (0..count).for_each(|_| publish());
+            let elapsed = start.elapsed();
+            drain_all(outboxes, &mut taken);
+            elapsed
+        })
+        .sum()
+}
+
 /// Splits `total` into runs of at most `size`.
 fn chunks(total: u64, size: u64) -> impl Iterator<Item = u64> {
     (0..total.div_ceil(size)).map(move |index| size.min(total - index * size))
@@ -274,7 +324,8 @@ fn drain_all(outboxes: &[Arc<Outbox>], taken: &mut VecDeque<Queued>) {
 
 /// `count` consecutive events of `TOPIC`, encoded as the broker does.
 fn event_frames(count: u64, payload_len: usize) -> Vec<Bytes> {
-    let message = order_message(payload_len);
+    let payload = order_payload(payload_len);
+    let message = order_message(&payload);
     (1..=count)
         .map(|seq| protocol::event(TOPIC, &message, seq, Timestamp::now()))
         .collect()
@@ -291,10 +342,10 @@ fn publish_frame(payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-fn order_message(payload_len: usize) -> Message<'static> {
+fn order_message(payload: &[u8]) -> Message<'_> {
     Message {
         id: MESSAGE_ID,
-        payload: order_payload(payload_len),
+        payload,
     }
 }
 
@@ -387,6 +438,6 @@ criterion_group! {
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     targets = bench_parse_publish, bench_encode_event, bench_deflate_event, bench_inflate_publish,
-        bench_publish_to_ring, bench_fanout, bench_writer_drain
+        bench_publish, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);

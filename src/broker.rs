@@ -135,7 +135,7 @@ struct Log {
     seq: u64,
     /// Each event's `seq` beside its frame: recovery compares them, and
     /// the frame alone would have to be parsed.
-    ring: VecDeque<(u64, Arc<EventFrame>)>,
+    ring: VecDeque<(u64, EventFrame)>,
     /// Every event of this topic with a `seq` above this is in the ring.
     /// It rises to the `seq` of each event evicted from the ring, and in
     /// cluster mode to just below an event read after events this node may
@@ -385,26 +385,28 @@ impl Broker {
             }
         };
         log.seq = seq;
-        let event = Arc::new(EventFrame::new(protocol::event(
-            &topic.name,
-            message,
-            seq,
-            ts,
-        )));
+        let event = EventFrame::new(protocol::event(&topic.name, message, seq, ts));
         if log.ring.len() == self.ring_capacity {
             let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
             log.evicted_up_to = evicted;
             log.lost_up_to = log.lost_up_to.max(evicted);
         }
-        if self.ring_capacity > 0 {
-            log.ring.push_back((seq, event.clone()));
-        }
+        // The ring and the fan-out share the one event: the fan-out runs
+        // under the log's lock, so it can borrow the event from the ring.
+        let unkept;
+        let event = if self.ring_capacity > 0 {
+            log.ring.push_back((seq, event));
+            &log.ring.back().expect("just kept").1
+        } else {
+            unkept = event;
+            &unkept
+        };
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
         let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
         for Subscriber { id, outbox, .. } in topic.subscribers.load().iter() {
-            match outbox.push_event(&event) {
+            match outbox.push_event(event) {
                 Delivery::Queued => counts.delivered += 1,
                 Delivery::QueuedWriterBehind => {
                     counts.delivered += 1;
@@ -564,7 +566,7 @@ impl Topic {
         if current.iter().any(|subscriber| subscriber.id == id) {
             return true;
         }
-        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| &**event));
+        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| event));
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push(Subscriber {
             id,
@@ -740,7 +742,7 @@ mod tests {
     fn message() -> Message<'static> {
         Message {
             id: ID,
-            payload: Bytes::from_static(b"1"),
+            payload: b"1",
         }
     }
 

@@ -220,7 +220,7 @@ impl Cluster {
             .send_publish(
                 event_subject(topic.name(), topic.incarnation()),
                 jetstream::message::PublishMessage::build()
-                    .payload(message.payload.clone())
+                    .payload(Bytes::copy_from_slice(message.payload))
                     .message_id(scoped_message_id(topic, message.id)),
             )
             .await
@@ -638,7 +638,7 @@ impl Cluster {
                     if topic.incarnation() == incarnation {
                         let event = Message {
                             id,
-                            payload: message.payload.clone(),
+                            payload: &message.payload,
                         };
                         // Refused only when the topic was deleted or the
                         // node is shutting down: nobody is left to get it.

@@ -23,6 +23,8 @@
 //! - [`rate_limit`]: publish rate limits, a lock-free token bucket per
 //!   WebSocket connection and per REST credential.
 //! - [`protocol`]: client frame parsing and server frame encoding.
+//! - [`raw_json`]: client JSON validated, and the members the protocol
+//!   reads located, in one scan.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out, and
 //!   recovery (each topic's epoch and what its ring may have lost).
 //! - [`cluster`]: cluster mode: topics and events shared through NATS

@@ -6,15 +6,14 @@
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::io::Write as _;
 use std::time::SystemTime;
 
-use bytes::Bytes;
-use fastwebsockets::{Frame, OpCode, Payload};
-use serde::{Serialize, Serializer};
-use simd_json::{Node, StaticNode};
-
 use crate::broker::{History, Replay};
-use crate::raw_json;
+use crate::raw_json::{self, Kind, Located, Path, Scanned};
+use bytes::Bytes;
+use fastwebsockets::OpCode;
+use serde::{Serialize, Serializer};
 
 /// The largest header of an unmasked server frame.
 const MAX_HEADER_LEN: usize = 10;
@@ -54,7 +53,7 @@ pub enum Request<'a> {
 #[derive(Debug, PartialEq)]
 pub struct Message<'a> {
     pub id: &'a str,
-    pub payload: Bytes,
+    pub payload: &'a [u8],
 }
 
 /// A client frame that could not be turned into a request. The connection
@@ -101,33 +100,66 @@ impl ErrorCode {
     }
 }
 
-/// Parses one client frame. simd-json parses in place, so `bytes` is scratch
-/// space afterwards; strings in the result borrow from it.
+/// The members of a client frame the protocol reads, located by one scan;
+/// `frame::*` name their places.
+const FRAME_MEMBERS: [Path<'static>; 11] = [
+    &["request_id"],
+    &["type"],
+    &["topic"],
+    &["client_id"],
+    &["last_n"],
+    &["since_seq"],
+    &["epoch"],
+    &["token"],
+    &["message"],
+    &["message", "id"],
+    &["message", "payload"],
+];
+
+mod frame {
+    pub const REQUEST_ID: usize = 0;
+    pub const TYPE: usize = 1;
+    pub const TOPIC: usize = 2;
+    pub const CLIENT_ID: usize = 3;
+    pub const LAST_N: usize = 4;
+    pub const SINCE_SEQ: usize = 5;
+    pub const EPOCH: usize = 6;
+    pub const TOKEN: usize = 7;
+    pub const MESSAGE: usize = 8;
+    pub const MESSAGE_ID: usize = 9;
+    pub const PAYLOAD: usize = 10;
+}
+
+/// Parses one client frame in a single scan that validates it and locates
+/// its members. Strings in the result borrow from `bytes` (any with
+/// escapes decoded in place there); the payload is a slice of it, verbatim.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
-    let (tape, payload) =
-        parse_json(bytes, &["message", "payload"]).map_err(|why| Rejection::new(None, why))?;
-    let frame = TapeObject::new(&tape.0)
-        .ok_or_else(|| Rejection::new(None, "a frame must be a JSON object"))?;
+    use frame::*;
+    let frame = Members::parse(bytes, &FRAME_MEMBERS, Some(PAYLOAD))
+        .map_err(|why| Rejection::new(None, why))?;
+    if frame.root != Kind::Object {
+        return Err(Rejection::new(None, "a frame must be a JSON object"));
+    }
     let request_id = frame
-        .optional_string("request_id")
+        .optional_string(REQUEST_ID)
         .map_err(|reason| Rejection::new(None, reason))?;
     let reject = |reason: String| Rejection::new(request_id, reason);
     let kind = frame
-        .optional_string("type")
+        .optional_string(TYPE)
         .map_err(reject)?
         .ok_or_else(|| reject("type is required".into()))?;
     let topic = || {
         frame
-            .optional_string("topic")?
+            .optional_string(TOPIC)?
             .ok_or_else(|| format!("topic is required for {kind}"))
     };
     let request = match kind {
         "subscribe" => Request::Subscribe {
             topic: topic().map_err(reject)?,
-            client_id: frame.optional_string("client_id").map_err(reject)?,
+            client_id: frame.optional_string(CLIENT_ID).map_err(reject)?,
             replay: match (
-                frame.optional_count("last_n").map_err(reject)?,
-                frame.optional_count("since_seq").map_err(reject)?,
+                frame.optional_count(LAST_N).map_err(reject)?,
+                frame.optional_count(SINCE_SEQ).map_err(reject)?,
             ) {
                 (Some(_), Some(_)) => {
                     return Err(reject("since_seq and last_n cannot be combined".into()))
@@ -135,18 +167,19 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
                 (last_n, None) => Replay::Last(last_n.unwrap_or(0) as usize),
                 (None, Some(seq)) => Replay::Since {
                     seq,
-                    epoch: frame.optional_string("epoch").map_err(reject)?,
+                    epoch: frame.optional_string(EPOCH).map_err(reject)?,
                 },
             },
         },
         "unsubscribe" => Request::Unsubscribe {
             topic: topic().map_err(reject)?,
-            client_id: frame.optional_string("client_id").map_err(reject)?,
+            client_id: frame.optional_string(CLIENT_ID).map_err(reject)?,
         },
         "publish" => Request::Publish {
             topic: topic().map_err(reject)?,
-            message: match frame.get("message") {
-                Some(message) => message_from(message, payload)
+            message: match frame.kind(MESSAGE) {
+                Some(kind) => frame
+                    .message(kind, MESSAGE_ID, PAYLOAD)
                     .map_err(|why| reject(format!("message.{why}")))?,
                 None => return Err(reject("message is required for publish".into())),
             },
@@ -154,7 +187,7 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
         "ping" => Request::Ping,
         "auth" => Request::Auth {
             token: frame
-                .optional_string("token")
+                .optional_string(TOKEN)
                 .map_err(reject)?
                 .ok_or_else(|| reject("token is required for auth".into()))?,
         },
@@ -172,122 +205,113 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
 
 /// Parses a REST publish body, `{"id": <UUID>, "payload": <any JSON>}`.
 pub fn parse_message_body(bytes: &mut [u8]) -> Result<Message<'_>, String> {
-    let (tape, payload) = parse_json(bytes, &["payload"])?;
-    message_from(&tape.0, payload)
+    let body = Members::parse(bytes, &[&["id"], &["payload"]], Some(1))?;
+    body.message(body.root, 0, 1)
 }
 
 /// Parses a REST create-topic body, `{"name": "orders"}`, into the name.
 pub fn parse_topic_body(bytes: &mut [u8]) -> Result<String, String> {
-    let (tape, _) = parse_json(bytes, &[])?;
-    TapeObject::new(&tape.0)
-        .ok_or("body must be a JSON object like {\"name\": \"orders\"}")?
-        .optional_string("name")?
+    let body = Members::parse(bytes, &[&["name"]], None)?;
+    if body.root != Kind::Object {
+        return Err("body must be a JSON object like {\"name\": \"orders\"}".into());
+    }
+    body.optional_string(0)?
         .map(str::to_owned)
         .ok_or_else(|| "name is required".into())
 }
 
-/// Inputs up to this size leave simd-json's scratch buffers behind for the
-/// next parse; a larger one's are freed so one big frame does not pin them.
-const KEPT_SCRATCH_INPUT: usize = 64 * 1024;
-
-thread_local! {
-    /// simd-json's scratch buffers, reused by every parse on this thread
-    /// instead of four allocations per frame.
-    static SCRATCH: RefCell<simd_json::Buffers> = RefCell::new(simd_json::Buffers::default());
+/// A validated document and the members it was scanned for, their strings
+/// decoded.
+struct Members<'a, 'p, const N: usize> {
+    json: &'a [u8],
+    paths: &'p [Path<'p>; N],
+    root: Kind,
+    found: [Option<Located>; N],
 }
 
-fn to_tape(bytes: &mut [u8]) -> simd_json::Result<simd_json::Tape<'_>> {
-    let large = bytes.len() > KEPT_SCRATCH_INPUT;
-    SCRATCH.with_borrow_mut(|scratch| {
-        let tape = simd_json::to_tape_with_buffers(bytes, scratch);
-        if large {
-            *scratch = simd_json::Buffers::default();
-        }
-        tape
-    })
-}
-
-/// Validates `bytes` and parses them onto a tape, with a copy of the raw
-/// value at `payload_path` (if any) taken before simd-json rewrites the
-/// buffer.
-fn parse_json<'a>(
-    bytes: &'a mut [u8],
-    payload_path: &[&str],
-) -> Result<(simd_json::Tape<'a>, Option<Bytes>), String> {
-    let span = match payload_path {
-        [] => None,
-        path => raw_json::find_member(bytes, path),
-    };
-    raw_json::check_tokens(bytes, span.clone()).map_err(|why| format!("invalid JSON: {why}"))?;
-    let payload = span.map(|span| Bytes::copy_from_slice(&bytes[span]));
-    let tape = to_tape(bytes).map_err(|err| format!("invalid JSON: {err}"))?;
-    Ok((tape, payload))
-}
-
-/// Validates a message object and pairs it with its raw payload.
-fn message_from<'a>(nodes: &[Node<'a>], payload: Option<Bytes>) -> Result<Message<'a>, String> {
-    let message = TapeObject::new(nodes).ok_or("message must be an object")?;
-    let id = message.optional_string("id")?.ok_or("id is required")?;
-    if uuid::Uuid::try_parse(id).is_err() {
-        return Err(format!("id '{id}' is not a UUID"));
-    }
-    if message.get("payload").is_none() {
-        return Err("payload is required".into());
-    }
-    let payload = payload.ok_or("payload could not be located")?;
-    Ok(Message { id, payload })
-}
-
-/// An object on a simd-json tape. The tape is flat, so walking it cannot
-/// recurse however deep the document nests.
-struct TapeObject<'t, 'a>(&'t [Node<'a>]);
-
-impl<'t, 'a> TapeObject<'t, 'a> {
-    fn new(nodes: &'t [Node<'a>]) -> Option<Self> {
-        matches!(nodes.first(), Some(Node::Object { .. })).then_some(Self(nodes))
+impl<'a, 'p, const N: usize> Members<'a, 'p, N> {
+    fn parse(
+        bytes: &'a mut [u8],
+        paths: &'p [Path<'p>; N],
+        verbatim: Option<usize>,
+    ) -> Result<Self, String> {
+        let Scanned { root, mut found } =
+            raw_json::scan(bytes, paths, verbatim).map_err(|why| format!("invalid JSON: {why}"))?;
+        raw_json::decode_strings(bytes, &mut found, verbatim);
+        Ok(Self {
+            json: bytes,
+            paths,
+            root,
+            found,
+        })
     }
 
-    /// The nodes of the first member called `name`.
-    fn get(&self, name: &str) -> Option<&'t [Node<'a>]> {
-        let &Node::Object { len, .. } = self.0.first()? else {
-            return None;
-        };
-        let mut index = 1;
-        for _ in 0..len {
-            let Node::String(key) = *self.0.get(index)? else {
-                return None;
-            };
-            let value_len = match self.0.get(index + 1)? {
-                Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
-                _ => 1,
-            };
-            let value = self.0.get(index + 1..index + 1 + value_len)?;
-            if key == name {
-                return Some(value);
-            }
-            index += 1 + value_len;
-        }
-        None
+    fn kind(&self, slot: usize) -> Option<Kind> {
+        self.found[slot].as_ref().map(|located| located.kind)
     }
 
-    /// A member that may be absent or null, and otherwise must be an
-    /// integer ≥ 0.
-    fn optional_count(&self, name: &str) -> Result<Option<u64>, String> {
-        match self.get(name) {
-            None | Some([Node::Static(StaticNode::Null)]) => Ok(None),
-            Some(&[Node::Static(StaticNode::U64(n))]) => Ok(Some(n)),
-            Some(&[Node::Static(StaticNode::I64(n))]) if n >= 0 => Ok(Some(n as u64)),
-            Some(_) => Err(format!("{name} must be a non-negative integer")),
-        }
+    fn name(&self, slot: usize) -> &'p str {
+        self.paths[slot].last().expect("paths name a member")
+    }
+
+    fn bytes(&self, slot: usize) -> &'a [u8] {
+        let json = self.json;
+        self.found[slot]
+            .as_ref()
+            .map_or(&[], |located| &json[located.range.clone()])
     }
 
     /// A member that may be absent or null, and otherwise must be a string.
-    fn optional_string(&self, name: &str) -> Result<Option<&'a str>, String> {
-        match self.get(name) {
-            None | Some([Node::Static(StaticNode::Null)]) => Ok(None),
-            Some(&[Node::String(value)]) => Ok(Some(value)),
-            Some(_) => Err(format!("{name} must be a string")),
+    fn optional_string(&self, slot: usize) -> Result<Option<&'a str>, String> {
+        match self.kind(slot) {
+            None | Some(Kind::Null) => Ok(None),
+            Some(Kind::String { .. }) => Ok(Some(
+                std::str::from_utf8(self.bytes(slot)).expect("validated UTF-8"),
+            )),
+            Some(_) => Err(format!("{} must be a string", self.name(slot))),
         }
+    }
+
+    /// A member that may be absent or null, and otherwise must be an
+    /// integer ≥ 0 (`-0` included) that fits 64 bits.
+    fn optional_count(&self, slot: usize) -> Result<Option<u64>, String> {
+        let not_a_count = || format!("{} must be a non-negative integer", self.name(slot));
+        match self.kind(slot) {
+            None | Some(Kind::Null) => Ok(None),
+            Some(Kind::Number) => {
+                let digits = self.bytes(slot);
+                let digits = digits
+                    .strip_prefix(b"-")
+                    .filter(|zero| *zero == b"0")
+                    .unwrap_or(digits);
+                std::str::from_utf8(digits)
+                    .ok()
+                    .filter(|digits| digits.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|digits| digits.parse().ok())
+                    .map(Some)
+                    .ok_or_else(not_a_count)
+            }
+            Some(_) => Err(not_a_count()),
+        }
+    }
+
+    /// The message made of an object of kind `kind`, its `id` member and
+    /// its raw `payload` member.
+    fn message(&self, kind: Kind, id: usize, payload: usize) -> Result<Message<'a>, String> {
+        if kind != Kind::Object {
+            return Err("message must be an object".into());
+        }
+        let id = self.optional_string(id)?.ok_or("id is required")?;
+        if uuid::Uuid::try_parse(id).is_err() {
+            return Err(format!("id '{id}' is not a UUID"));
+        }
+        if self.kind(payload).is_none() {
+            return Err("payload is required".into());
+        }
+        Ok(Message {
+            id,
+            payload: self.bytes(payload),
+        })
     }
 }
 
@@ -322,8 +346,13 @@ impl Timestamp {
             .map_or(0, |since| since.as_millis());
         let (cached_millis, mut text) = FORMATTED.get();
         if cached_millis != millis {
-            let formatted = humantime::format_rfc3339_millis(self.0).to_string();
-            text.copy_from_slice(&formatted.as_bytes()[..TIMESTAMP_LEN]);
+            // Into the array itself, so a publish allocates nothing for its
+            // `ts`; every year from 1000 to 9999 takes exactly its length.
+            let _ = write!(
+                &mut text[..],
+                "{}",
+                humantime::format_rfc3339_millis(self.0)
+            );
             FORMATTED.set((millis, text));
         }
         use_text(std::str::from_utf8(&text).expect("ASCII"))
@@ -469,19 +498,28 @@ pub fn history_json(topic: &str, history: &History) -> Vec<u8> {
             buf.push(b',');
         }
         let json = frame_json(frame);
-        let message = raw_json::find_member(json, &["message"]).expect("events have a message");
-        let ts = raw_json::find_member(json, &["ts"]).expect("events have a ts");
+        let Ok(Scanned {
+            found: [Some(message), Some(ts), _],
+            ..
+        }) = raw_json::scan(json, &EVENT_MEMBERS, Some(2))
+        else {
+            unreachable!("events are JSON with a message and a ts")
+        };
         // `message` is `{"id":..,"payload":..}`: reopened to add the rest.
-        buf.extend_from_slice(&json[message.start..message.end - 1]);
+        buf.extend_from_slice(&json[message.range.start..message.range.end - 1]);
         buf.extend_from_slice(br#","seq":"#);
         write_json(&mut buf, seq);
         buf.extend_from_slice(br#","ts":"#);
-        buf.extend_from_slice(&json[ts]);
+        buf.extend_from_slice(&json[ts.range]);
         buf.push(b'}');
     }
     buf.extend_from_slice(b"]}");
     buf
 }
+
+/// What history cuts out of an event frame; the payload is named so that
+/// it is read as verbatim, as it was when published.
+const EVENT_MEMBERS: [Path<'static>; 3] = [&["message"], &["ts"], &["message", "payload"]];
 
 /// The JSON of a server frame, without its WebSocket header.
 pub fn frame_json(frame: &[u8]) -> &[u8] {
@@ -534,21 +572,23 @@ pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
 }
 
 /// `event` as fanned out and kept in the replay ring. Written by hand
-/// because the payload goes in verbatim.
+/// because the payload goes in verbatim: copied once, from the client's
+/// frame into the event's own allocation.
 pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Bytes {
-    encode_frame(OpCode::Text, |buf| {
-        buf.reserve(message.payload.len() + 160);
-        buf.extend_from_slice(br#"{"type":"event","topic":"#);
-        write_json(buf, topic);
-        buf.extend_from_slice(br#","message":{"id":"#);
-        write_json(buf, message.id);
-        buf.extend_from_slice(br#","payload":"#);
-        buf.extend_from_slice(&message.payload);
-        buf.extend_from_slice(br#"},"seq":"#);
-        write_json(buf, &seq);
-        buf.extend_from_slice(br#","ts":"#);
-        ts.write_json(buf);
-        buf.push(b'}');
+    with_scratch(|around| {
+        around.extend_from_slice(br#"{"type":"event","topic":"#);
+        write_json(around, topic);
+        around.extend_from_slice(br#","message":{"id":"#);
+        write_json(around, message.id);
+        around.extend_from_slice(br#","payload":"#);
+        let payload_at = around.len();
+        around.extend_from_slice(br#"},"seq":"#);
+        write_json(around, &seq);
+        around.extend_from_slice(br#","ts":"#);
+        ts.write_json(around);
+        around.push(b'}');
+        let (before, after) = around.split_at(payload_at);
+        frame_of(OpCode::Text, &[before, message.payload, after])
     })
 }
 
@@ -574,23 +614,62 @@ pub fn pong_frame(payload: &[u8]) -> Bytes {
     encode_frame(OpCode::Pong, |buf| buf.extend_from_slice(payload))
 }
 
-/// Writes the body after a reserved header gap, then fills in the header in
-/// front of it, so a frame costs one allocation and no copy.
+/// Writes the body into this thread's scratch buffer, then copies it into
+/// a frame of its own.
 fn encode_frame(opcode: OpCode, write_body: impl FnOnce(&mut Vec<u8>)) -> Bytes {
-    let mut buf = Vec::with_capacity(128);
-    buf.resize(MAX_HEADER_LEN, 0);
-    write_body(&mut buf);
+    with_scratch(|body| {
+        write_body(body);
+        frame_of(opcode, &[body])
+    })
+}
+
+/// Scratch space up to this size is kept for the next frame; a larger
+/// one is freed, so one big frame does not pin it.
+const KEPT_SCRATCH: usize = 64 * 1024;
+
+thread_local! {
+    /// Where a frame's JSON is written before its size is known.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<T>(use_scratch: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    SCRATCH.with_borrow_mut(|scratch| {
+        scratch.clear();
+        let result = use_scratch(scratch);
+        if scratch.capacity() > KEPT_SCRATCH {
+            *scratch = Vec::new();
+        }
+        result
+    })
+}
+
+/// An unmasked, final WebSocket frame whose payload is `parts` end to end,
+/// in one allocation of exactly its size: the `Bytes` made of it needs no
+/// further allocation until it is first shared.
+fn frame_of(opcode: OpCode, parts: &[&[u8]]) -> Bytes {
+    let len: usize = parts.iter().map(|part| part.len()).sum();
     let mut head = [0; MAX_HEADER_LEN];
-    let head_len = Frame::new(
-        true,
-        opcode,
-        None,
-        Payload::Borrowed(&buf[MAX_HEADER_LEN..]),
-    )
-    .fmt_head(&mut head);
-    let start = MAX_HEADER_LEN - head_len;
-    buf[start..MAX_HEADER_LEN].copy_from_slice(&head[..head_len]);
-    Bytes::from(buf).slice(start..)
+    head[0] = 0x80 | opcode as u8;
+    let head_len = match len {
+        0..=125 => {
+            head[1] = len as u8;
+            2
+        }
+        126..=0xFFFF => {
+            head[1] = 126;
+            head[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+            4
+        }
+        _ => {
+            head[1] = 127;
+            head[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+            10
+        }
+    };
+    let mut frame = Vec::with_capacity(head_len + len);
+    frame.extend_from_slice(&head[..head_len]);
+    parts.iter().for_each(|part| frame.extend_from_slice(part));
+    Bytes::from(frame)
 }
 
 #[cfg(test)]
@@ -652,7 +731,7 @@ mod tests {
         };
         assert_eq!(topic, "t");
         assert_eq!(message.id, ID);
-        assert_eq!(&message.payload[..], r#"{"a":[1,2.5,"é"]}"#.as_bytes());
+        assert_eq!(message.payload, r#"{"a":[1,2.5,"é"]}"#.as_bytes());
         assert_eq!(parse(r#"{"type":"ping"}"#).unwrap().request, Request::Ping);
         assert_eq!(
             parse(r#"{"type":"auth","token":"a.b.c"}"#).unwrap().request,
@@ -746,13 +825,14 @@ mod tests {
             r#"{"s":"héllo \u2603 😀","n":null,"deep":[[{"x":[true,false]}]]}"#.to_owned(),
             format!("{{{}}}", keys.join(",")),
             r#" [ 1 , "spaced" ] "#.to_owned(),
+            r#""\"quoted\" \u00e9 \ud83d\ude00""#.to_owned(),
         ];
         for payload in payloads {
             let text = publish_of(&payload);
             let Request::Publish { message, .. } = parse(&text).unwrap().request else {
                 panic!()
             };
-            assert_eq!(&message.payload[..], payload.trim().as_bytes());
+            assert_eq!(message.payload, payload.trim().as_bytes());
             let frame = event("t", &message, 7, Timestamp::now());
             assert!(String::from_utf8_lossy(&frame).contains(payload.trim()));
             let json = json_of(&frame);
@@ -769,7 +849,7 @@ mod tests {
         let Request::Publish { message, .. } = parse(&text).unwrap().request else {
             panic!()
         };
-        assert_eq!(&message.payload[..], payload.as_bytes());
+        assert_eq!(message.payload, payload.as_bytes());
     }
 
     #[test]
@@ -788,7 +868,7 @@ mod tests {
     fn rest_bodies_parse_with_the_same_rules() {
         let mut body = format!(r#"{{"id":"{ID}","payload":{{"z":1,"a":2}}}}"#).into_bytes();
         let message = parse_message_body(&mut body).unwrap();
-        assert_eq!(&message.payload[..], br#"{"z":1,"a":2}"#);
+        assert_eq!(message.payload, br#"{"z":1,"a":2}"#);
         assert!(parse_message_body(&mut br#"{"id":"nope","payload":1}"#.to_vec()).is_err());
         assert!(parse_message_body(&mut format!(r#"{{"id":"{ID}"}}"#).into_bytes()).is_err());
         assert_eq!(

@@ -110,6 +110,9 @@ on_both_runtimes! {
     /// (e) ... and under `drop_oldest` drops its oldest events instead.
     byte_bound_drops_oldest_for_a_stalled_reader =>
         super::byte_bound("drop_oldest");
+    /// The acks to publishes read together are written together.
+    acks_to_a_burst_of_publishes_go_out_together =>
+        super::acks_of_a_burst();
 }
 
 // ---------------------------------------------------------------------------
@@ -523,6 +526,41 @@ async fn publish_padded(
             .await
             .unwrap_or_else(|_| panic!("publisher held back: no ack for event {n}"));
     }
+}
+
+/// 100 publishes in one write: their acks leave in at most 4 writes (a
+/// write takes at most 64 frames, and the reader holds its replies until
+/// it has handled what it read or gathered 64), where a write per ack would
+/// take up to 100.
+async fn acks_of_a_burst() {
+    const TOPIC: &str = "acked";
+    const BURST: u64 = 100;
+    let server = TestServer::start(&[]).await;
+    server.create_topic(TOPIC).await;
+    let mut publisher = RawClient::connect(&server).await;
+    publish_burst(&mut publisher, TOPIC, 1, BURST, 16).await;
+    // A write is counted just after the kernel took it.
+    let series = |metrics: &str, name: &str| -> u64 {
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics"))
+    };
+    wait_until("every ack counted as written", || async {
+        let written = series(
+            &server.get_text("/metrics").await,
+            "ringcast_frames_written_total",
+        );
+        (written == BURST)
+            .then_some(())
+            .ok_or(format!("{written} frames written"))
+    })
+    .await;
+    let metrics = server.get_text("/metrics").await;
+    let writes = series(&metrics, "ringcast_frames_per_write_count");
+    assert!(writes <= 4, "{BURST} acks took {writes} writes");
+    server.stop().await;
 }
 
 /// Publishes events `first..first + count` as `count` publish frames

@@ -379,7 +379,7 @@ pub fn oracle_topic_name(name: &str) -> bool {
 fn ringcast_message(message: &protocol::Message<'_>) -> Msg {
     Msg {
         id: message.id.to_owned(),
-        payload: serde_json::from_slice(&message.payload).map_err(|err| err.to_string()),
+        payload: serde_json::from_slice(message.payload).map_err(|err| err.to_string()),
     }
 }
 
@@ -416,7 +416,7 @@ pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
             client_id: owned(client_id),
         },
         Request::Publish { topic, message } => {
-            check_verbatim(bytes, &message.payload);
+            check_verbatim(bytes, message.payload);
             Req::Publish {
                 topic: topic.to_owned(),
                 message: ringcast_message(&message),
@@ -438,7 +438,7 @@ pub fn ringcast_message_body(bytes: &[u8]) -> Outcome<Msg> {
     let mut scratch = bytes.to_vec();
     match protocol::parse_message_body(&mut scratch) {
         Ok(message) => {
-            check_verbatim(bytes, &message.payload);
+            check_verbatim(bytes, message.payload);
             Outcome::Accept(ringcast_message(&message))
         }
         Err(_) => Outcome::Reject { request_id: None },
@@ -545,7 +545,7 @@ fn check_replies(input: &[u8]) {
                 let event: Json = serde_json::from_slice(&event[header_len(&event)..])
                     .unwrap_or_else(|err| panic!("event {event:?} is not JSON: {err}"));
                 let sent = event.member("message");
-                let payload: Json = serde_json::from_slice(&message.payload).unwrap();
+                let payload: Json = serde_json::from_slice(message.payload).unwrap();
                 assert_eq!(sent.and_then(|m| m.member("payload")), Some(&payload));
                 let id = Json::String(message.id.to_owned());
                 assert_eq!(sent.and_then(|m| m.member("id")), Some(&id));

@@ -42,7 +42,11 @@
 //!   and while the socket takes bytes the writer keeps writing whatever
 //!   gathered meanwhile. A frame never waits for wall-clock time while the
 //!   socket could take it, unless the opt-in `COALESCE_WINDOW` asks for it
-//!   (and then not once the subscriber is at its pause mark).
+//!   (and then not once the subscriber is at its pause mark). A
+//!   connection's reader holds its replies (acks, pongs, errors), in order
+//!   with the rest of the queue, until it has to wait for anything (the
+//!   socket, above all) or holds a write's worth: the replies to the frames
+//!   of one read wake the writer once and leave in one write.
 
 pub mod event;
 pub mod outbox;

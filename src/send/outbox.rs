@@ -8,6 +8,7 @@
 //! pauses all see the same number (see the module above for the rule).
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
@@ -16,6 +17,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::event::{Deflate, EventFrame};
+use super::writer::MAX_FRAMES_PER_WRITE;
 use crate::config::SlowConsumerPolicy;
 use crate::ws::CloseReason;
 
@@ -156,6 +158,10 @@ struct State {
     /// back under the pause mark since: the subscriber is not keeping up,
     /// so publishers do not wait for it.
     socket_full: bool,
+    /// Where the frames the writer may not take yet start: the reader's
+    /// replies to the frames of one read (and whatever was queued after
+    /// them), held until it has read what it can, so they go out together.
+    held_from: Option<usize>,
     /// Tasks in `writer_caught_up` or `wait_for_reader_room`.
     waiters: usize,
     close: Option<CloseReason>,
@@ -248,6 +254,9 @@ impl Outbox {
                 return false;
             };
             let dropped = state.frames.remove(oldest).expect("position is in range");
+            if let Some(held_from) = state.held_from.as_mut().filter(|from| **from > oldest) {
+                *held_from -= 1;
+            }
             state.pending.subtract(&Pending {
                 events: 1,
                 bytes: dropped.frame.len(),
@@ -299,14 +308,63 @@ impl Outbox {
     /// requests left to answer.
     pub fn push_reply(&self, frame: Bytes) {
         let mut state = self.lock();
-        let takes_replies = state.close.as_ref().is_none_or(|reason| {
-            !reason.abandons_queue() && !self.reader_done.load(Ordering::Acquire)
-        });
-        if takes_replies {
+        if self.takes_replies(&state) {
             let queued = Queued::new(frame, FrameKind::Reply);
             state.pending.add(&queued);
             self.enqueue(state, queued, false);
         }
+    }
+
+    /// The reader's reply to a client frame: queued in order like any
+    /// reply, but held from the writer, without waking it, until the reader
+    /// runs out of frames to handle (`holding_replies`) or a write's worth
+    /// of frames is held; then the writer is woken once and writes them
+    /// together, instead of once per reply.
+    pub fn push_held_reply(&self, frame: Bytes) {
+        let mut state = self.lock();
+        if self.takes_replies(&state) {
+            let queued = Queued::new(frame, FrameKind::Reply);
+            state.pending.add(&queued);
+            let queued_len = state.frames.len();
+            let held_from = *state.held_from.get_or_insert(queued_len);
+            state.frames.push_back(queued);
+            if state.frames.len() - held_from >= MAX_FRAMES_PER_WRITE {
+                self.release_held(state);
+            }
+        }
+    }
+
+    /// Runs the reader's `work`, releasing the replies it holds whenever it
+    /// has to wait (for the socket, a writer, the backplane): they are
+    /// never held while the reader waits.
+    pub async fn holding_replies<F: Future>(&self, work: F) -> F::Output {
+        let mut work = std::pin::pin!(work);
+        let output = std::future::poll_fn(|cx| {
+            let poll = work.as_mut().poll(cx);
+            if poll.is_pending() {
+                self.release_held(self.lock());
+            }
+            poll
+        })
+        .await;
+        self.release_held(self.lock());
+        output
+    }
+
+    /// Lets the writer take the held replies, and wakes it for them.
+    fn release_held(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        let held = state
+            .held_from
+            .take()
+            .is_some_and(|from| state.frames.len() > from);
+        drop(state);
+        self.wake_writer_if(held);
+    }
+
+    fn takes_replies(&self, state: &State) -> bool {
+        state.close.as_ref().is_none_or(|reason| {
+            !reason.abandons_queue() && !self.reader_done.load(Ordering::Acquire)
+        })
     }
 
     /// Appends a counted frame; wakes the writer if the queue was empty, or
@@ -350,11 +408,15 @@ impl Outbox {
             }
         }
         let room = max_frames.saturating_sub(batch.len());
-        if room >= state.frames.len() && batch.is_empty() {
+        let takeable = state.held_from.unwrap_or(state.frames.len());
+        if room >= state.frames.len() && batch.is_empty() && state.held_from.is_none() {
             std::mem::swap(batch, &mut state.frames);
         } else {
-            let take = room.min(state.frames.len());
+            let take = room.min(takeable);
             batch.extend(state.frames.drain(..take));
+            if let Some(held_from) = state.held_from.as_mut() {
+                *held_from -= take;
+            }
         }
         let settled = Settled {
             close: state.close.clone(),
@@ -446,7 +508,10 @@ impl Outbox {
     /// writer closing with its queue flushed writes the close frame only
     /// after this, so that every request read gets its answer.
     pub fn reader_finished(&self) {
+        let mut state = self.lock();
+        state.held_from = None;
         self.reader_done.store(true, Ordering::Release);
+        drop(state);
         self.writer_wakeup.notify_one();
     }
 
@@ -706,6 +771,43 @@ mod tests {
         drain(&outbox, true);
         outbox.push_reply(frame(3));
         assert!(woken(&outbox));
+    }
+
+    #[tokio::test]
+    async fn held_replies_go_to_the_writer_together_once_the_reader_waits() {
+        let outbox = outbox(100, usize::MAX, SlowConsumerPolicy::Disconnect);
+        let woken = |outbox: &Outbox| outbox.wait_for_frames().now_or_never().is_some();
+        let taken = |outbox: &Outbox| {
+            let mut batch = VecDeque::new();
+            outbox.settle(&Pending::default(), &mut batch, usize::MAX);
+            batch
+                .iter()
+                .map(|queued| queued.frame[0])
+                .collect::<Vec<_>>()
+        };
+        outbox.push_reply(frame(1));
+        assert!(woken(&outbox));
+        let reader = outbox.holding_replies(async {
+            outbox.push_held_reply(frame(2));
+            assert_eq!(outbox.push_event(&event(3)), Delivery::Queued);
+            outbox.push_held_reply(frame(4));
+            assert!(!woken(&outbox), "nothing woke the writer for them");
+            assert_eq!(taken(&outbox), [1], "held, and what came after them");
+            std::future::pending::<()>().await;
+        });
+        assert!(reader.now_or_never().is_none());
+        assert!(woken(&outbox), "the reader waits: released, one wake-up");
+        assert_eq!(taken(&outbox), [2, 3, 4]);
+        assert_eq!(outbox.pending().replies, 3);
+
+        for n in 0..MAX_FRAMES_PER_WRITE as u8 {
+            outbox.push_held_reply(frame(n));
+        }
+        assert!(woken(&outbox), "a whole write's worth is released at once");
+        assert_eq!(taken(&outbox).len(), MAX_FRAMES_PER_WRITE);
+        outbox.push_held_reply(frame(9));
+        outbox.reader_finished();
+        assert_eq!(taken(&outbox), [9], "a finished reader holds nothing");
     }
 
     #[tokio::test]

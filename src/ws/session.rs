@@ -127,8 +127,22 @@ impl Session {
         self.id
     }
 
-    /// Reads frames until the connection should close, and says why.
+    /// Reads frames until the connection should close, and says why. The
+    /// replies to the frames of one read are held and go to the writer
+    /// together once the reader has to wait (see `Outbox::holding_replies`).
     pub(super) async fn read_loop(
+        &mut self,
+        reader: &OwnedReadHalf,
+        decoder: FrameDecoder,
+        liveness: &Liveness,
+    ) -> CloseReason {
+        let outbox = self.outbox.clone();
+        outbox
+            .holding_replies(self.handle_frames(reader, decoder, liveness))
+            .await
+    }
+
+    async fn handle_frames(
         &mut self,
         reader: &OwnedReadHalf,
         mut decoder: FrameDecoder,
@@ -159,7 +173,9 @@ impl Session {
             liveness.heard_from_peer();
             match incoming {
                 Incoming::Message(mut message) => self.handle_message(&mut message).await,
-                Incoming::Ping(payload) => self.outbox.push_reply(protocol::pong_frame(&payload)),
+                Incoming::Ping(payload) => {
+                    self.outbox.push_held_reply(protocol::pong_frame(&payload))
+                }
                 Incoming::Pong => {}
             }
             if !self.lagging.is_empty() {
@@ -191,7 +207,7 @@ impl Session {
     async fn handle_message(&mut self, bytes: &mut [u8]) {
         match protocol::parse_client_frame(bytes) {
             Ok(frame) => self.dispatch(frame).await,
-            Err(rejection) => self.outbox.push_reply(protocol::error(
+            Err(rejection) => self.outbox.push_held_reply(protocol::error(
                 rejection.request_id.as_deref(),
                 ErrorCode::BadRequest,
                 &rejection.reason,
@@ -220,9 +236,9 @@ impl Session {
             ClientRequest::Auth { token } => self.reauthenticate(token, request_id),
         };
         match reply {
-            Ok(Some(frame)) => self.outbox.push_reply(frame),
+            Ok(Some(frame)) => self.outbox.push_held_reply(frame),
             Ok(None) => {}
-            Err(err) => self.outbox.push_reply(err.reply(request_id)),
+            Err(err) => self.outbox.push_held_reply(err.reply(request_id)),
         }
     }
 
@@ -308,7 +324,7 @@ impl Session {
             let allowed = permissions.may_subscribe(name);
             if !allowed {
                 topic.unsubscribe(id);
-                outbox.push_reply(protocol::info(Some(name), "permission_revoked"));
+                outbox.push_held_reply(protocol::info(Some(name), "permission_revoked"));
             }
             allowed
         });
