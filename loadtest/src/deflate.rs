@@ -1,0 +1,200 @@
+//! The client's side of `permessage-deflate` (RFC 7692): reading the terms
+//! the server answered in its 101 response, and inflating the messages it
+//! compressed (RSV1).
+
+use anyhow::{bail, Result};
+use flate2::{Decompress, FlushDecompress, Status};
+
+/// The empty stored block that ends a sync flush, which the sender leaves
+/// off each message (§7.2.1) and the receiver puts back (§7.2.2).
+const SYNC_FLUSH_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+/// An inflated message larger than this is refused, like an oversized frame.
+const MAX_INFLATED_BYTES: usize = 64 * 1024 * 1024;
+/// Output space added at a time while inflating.
+const INFLATE_STEP: usize = 16 * 1024;
+
+/// What the server agreed to.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct DeflateTerms {
+    /// The server starts each message with an empty window; without it, the
+    /// client must keep one inflate context for the whole connection.
+    pub server_no_context_takeover: bool,
+}
+
+/// The `permessage-deflate` terms in a 101 response's head, `None` if the
+/// server answered no extension. An extension other than
+/// `permessage-deflate` is an error: this client offers no other.
+pub fn agreed(response_head: &str) -> Result<Option<DeflateTerms>> {
+    let mut terms = None;
+    for line in response_head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        if !name.trim().eq_ignore_ascii_case("sec-websocket-extensions") {
+            continue;
+        }
+        for extension in value.split(',') {
+            let mut params = extension.split(';').map(str::trim);
+            let name = params.next().unwrap_or_default();
+            if !name.eq_ignore_ascii_case("permessage-deflate") || terms.is_some() {
+                bail!("the server answered an extension that was not offered: {extension}");
+            }
+            terms = Some(DeflateTerms {
+                server_no_context_takeover: params
+                    .any(|param| param.eq_ignore_ascii_case("server_no_context_takeover")),
+            });
+        }
+    }
+    Ok(terms)
+}
+
+/// Inflates compressed messages into one reusable buffer.
+pub struct Inflater {
+    terms: DeflateTerms,
+    /// Created with the first compressed message: its window (32 KiB) would
+    /// otherwise cost every connection that only receives plain frames.
+    decompress: Option<Decompress>,
+    out: Vec<u8>,
+}
+
+impl Inflater {
+    pub fn new(terms: DeflateTerms) -> Inflater {
+        Inflater {
+            terms,
+            decompress: None,
+            out: Vec::new(),
+        }
+    }
+
+    /// The message carried by the compressed payload `data`.
+    pub fn inflate(&mut self, data: &[u8]) -> Result<&[u8]> {
+        let decompress = self
+            .decompress
+            .get_or_insert_with(|| Decompress::new(false));
+        if self.terms.server_no_context_takeover {
+            decompress.reset(false);
+        }
+        self.out.clear();
+        inflate_into(decompress, data, &mut self.out)?;
+        inflate_into(decompress, &SYNC_FLUSH_TAIL, &mut self.out)?;
+        Ok(&self.out)
+    }
+}
+
+/// Feeds all of `input` through `decompress`, appending the output to `out`.
+fn inflate_into(decompress: &mut Decompress, input: &[u8], out: &mut Vec<u8>) -> Result<()> {
+    let mut consumed = 0;
+    loop {
+        if out.len() == out.capacity() {
+            if out.len() >= MAX_INFLATED_BYTES {
+                bail!("a compressed message inflates to more than {MAX_INFLATED_BYTES} bytes");
+            }
+            out.reserve(INFLATE_STEP);
+        }
+        let before = decompress.total_in();
+        let status = decompress.decompress_vec(&input[consumed..], out, FlushDecompress::Sync)?;
+        consumed += (decompress.total_in() - before) as usize;
+        // Done when the input is used up and the output did not fill the
+        // space it had, i.e. nothing is left inside the inflater.
+        if consumed == input.len() && out.len() < out.capacity() {
+            return Ok(());
+        }
+        if status == Status::StreamEnd {
+            bail!("compressed message has data after the final deflate block");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flate2::{Compress, Compression, FlushCompress};
+
+    use super::*;
+
+    /// Deflates `message` as a server does: a sync flush, tail removed.
+    fn deflate(compress: &mut Compress, message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(message.len() + 64);
+        compress
+            .compress_vec(message, &mut out, FlushCompress::Sync)
+            .unwrap();
+        assert!(out.ends_with(&SYNC_FLUSH_TAIL));
+        out.truncate(out.len() - SYNC_FLUSH_TAIL.len());
+        out
+    }
+
+    fn no_context_takeover() -> DeflateTerms {
+        DeflateTerms {
+            server_no_context_takeover: true,
+        }
+    }
+
+    #[test]
+    fn reads_the_agreed_terms() {
+        let ringcast = "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\
+            Sec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        assert_eq!(agreed(ringcast).unwrap(), Some(no_context_takeover()));
+        let takeover = "HTTP/1.1 101 OK\r\nsec-websocket-extensions: Permessage-Deflate; client_max_window_bits=15";
+        assert_eq!(
+            agreed(takeover).unwrap(),
+            Some(DeflateTerms {
+                server_no_context_takeover: false
+            })
+        );
+        assert_eq!(
+            agreed("HTTP/1.1 101 OK\r\nUpgrade: websocket").unwrap(),
+            None
+        );
+        assert!(
+            agreed("HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions: x-webkit-deflate-frame").is_err()
+        );
+        assert!(agreed(
+            "HTTP/1.1 101 OK\r\nSec-WebSocket-Extensions: permessage-deflate, permessage-deflate"
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn inflates_messages_compressed_alone() {
+        let mut inflater = Inflater::new(no_context_takeover());
+        let message = br#"{"type":"event","payload":{"pad":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}}"#;
+        for _ in 0..3 {
+            let mut compress = Compress::new(Compression::fast(), false);
+            let data = deflate(&mut compress, message);
+            assert!(data.len() < message.len());
+            assert_eq!(inflater.inflate(&data).unwrap(), message);
+        }
+    }
+
+    #[test]
+    fn keeps_the_window_when_the_server_takes_context_over() {
+        // The second message refers back into the first, so it only inflates
+        // with the connection's window kept.
+        let first = b"the quick brown fox jumps over the lazy dog, again and again";
+        let mut compress = Compress::new(Compression::best(), false);
+        let data_1 = deflate(&mut compress, first);
+        let data_2 = deflate(&mut compress, first);
+        assert!(data_2.len() < data_1.len() / 2, "refers back: {data_2:?}");
+        let mut keeping = Inflater::new(DeflateTerms {
+            server_no_context_takeover: false,
+        });
+        assert_eq!(keeping.inflate(&data_1).unwrap(), first);
+        assert_eq!(keeping.inflate(&data_2).unwrap(), first);
+        let mut resetting = Inflater::new(no_context_takeover());
+        resetting.inflate(&data_1).unwrap();
+        assert!(resetting
+            .inflate(&data_2)
+            .map_or(true, |message| message != first));
+    }
+
+    #[test]
+    fn inflates_beyond_one_step_and_refuses_garbage() {
+        let big: Vec<u8> = (0..200_000u32)
+            .map(|i| b"abcdefgh"[(i % 7) as usize])
+            .collect();
+        let mut compress = Compress::new(Compression::fast(), false);
+        let data = deflate(&mut compress, &big);
+        let mut inflater = Inflater::new(no_context_takeover());
+        assert_eq!(inflater.inflate(&data).unwrap(), big);
+        assert!(inflater.inflate(&[0xff; 16]).is_err());
+    }
+}
