@@ -14,7 +14,9 @@
 # subset of: fanout-1m fanout topics ingress ingress-frame idle chat-10k
 # chat-50k chat-overload chat-step burst ingress-1 compress-128-off
 # compress-128-on compress-1k-off compress-1k-on compress-4k-off
-# compress-4k-on), RINGCAST (the server binary,
+# compress-4k-on), COMPRESS_RATE_128, COMPRESS_RATE_1K, COMPRESS_RATE_4K
+# (events/s of the compression rows), RINGCAST_PORT, NATS_PORT, NATS_WS_PORT
+# (loopback ports, 18080, 4222, 4223), RINGCAST (the server binary,
 # default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
 # generator, likewise). Other variables reach ringcast (SUBSCRIBER_QUEUE_SIZE,
 # COALESCE_WINDOW, ...).
@@ -38,10 +40,10 @@ SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame idle chat-1
 # The compression rows' payload sizes and publish rates (events/s, x 1000
 # subscribers), by the name's size.
 declare -A COMPRESS_PAYLOAD=([128]=128 [1k]=1024 [4k]=4096)
-declare -A COMPRESS_RATE=([128]=${COMPRESS_RATE_128:-100} [1k]=${COMPRESS_RATE_1K:-50} [4k]=${COMPRESS_RATE_4K:-20})
-RINGCAST_PORT=18080
-NATS_PORT=4222
-NATS_WS_PORT=4223
+declare -A COMPRESS_RATE=([128]=${COMPRESS_RATE_128:-50} [1k]=${COMPRESS_RATE_1K:-25} [4k]=${COMPRESS_RATE_4K:-10})
+RINGCAST_PORT=${RINGCAST_PORT:-18080}
+NATS_PORT=${NATS_PORT:-4222}
+NATS_WS_PORT=${NATS_WS_PORT:-4223}
 
 mkdir -p "$OUT"
 
