@@ -51,10 +51,10 @@ pub fn agreed(response_head: &str) -> Result<Option<DeflateTerms>> {
 }
 
 /// Inflates compressed messages into one reusable buffer, with zlib-rs:
-/// for messages of a few hundred bytes it takes a seventh of the time
-/// miniz_oxide (flate2's default backend, which also zeroes its 32 KiB
-/// window on every reset) does, and the client must keep up with a
-/// thousand subscribers' worth of them.
+/// the client must keep up with a thousand subscribers' worth of them, and
+/// with miniz_oxide (flate2's default backend, which also zeroes its 32 KiB
+/// window on every reset) a 270-byte event cost it about 6 µs more than a
+/// plain one, with zlib-rs about 1.5 µs.
 pub struct Inflater {
     terms: DeflateTerms,
     /// Created with the first compressed message: its state and window
