@@ -243,10 +243,18 @@ rc, nats = step(load("ingress-1", "ringcast")), step(load("ingress-1", "nats"))
 if rc and nats:
     row("(g) ingress, 1 connection: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
 
-print("| metric | ringcast | nats-server | ringcast advantage | better |")
-print("|---|---:|---:|---:|---|")
-for r in rows:
-    print("| " + " | ".join(r) + " |")
+def table(header, aligns, rows, intro=()):
+    """A markdown table, after a blank line and `intro` lines when given."""
+    if intro:
+        print()
+        print("\n".join(intro))
+        print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if right else "---" for right in aligns) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+table(["metric", "ringcast", "nats-server", "ringcast advantage", "better"], [0, 1, 1, 1, 0], rows)
 print()
 print("Advantage is ringcast/nats for higher-is-better figures and nats/ringcast for")
 print("lower-is-better ones: above 1.00x means ringcast is ahead.")
@@ -267,15 +275,12 @@ for size, label in [("128", "128 B"), ("1k", "1 KiB"), ("4k", "4 KiB")]:
                 pair(rc, nats, "delivered_per_sec", ",.0f"), pair(rc, nats, "loss", ","),
             ])
 if compression:
-    print()
-    print("Compression: 1 topic x 1000 subscribers, permessage-deflate off or on (nats-server with")
-    print("`compression: true` for the on rows). Bytes are what subscribers read per delivery;")
-    print("CPU ringcast/nats below 1.00x means ringcast spends less.")
-    print()
-    print("| payload | deflate | events/s | ringcast B/delivery | nats B/delivery | ringcast CPU ns/delivery | nats CPU ns/delivery | CPU ringcast/nats | delivered/s ringcast / nats | loss ringcast / nats |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for r in compression:
-        print("| " + " | ".join(r) + " |")
+    table(["payload", "deflate", "events/s", "ringcast B/delivery", "nats B/delivery", "ringcast CPU ns/delivery",
+           "nats CPU ns/delivery", "CPU ringcast/nats", "delivered/s ringcast / nats", "loss ringcast / nats"],
+          [0, 0, 1, 1, 1, 1, 1, 1, 1, 1], compression,
+          ["Compression: 1 topic x 1000 subscribers, permessage-deflate off or on (nats-server with",
+           "`compression: true` for the on rows). Bytes are what subscribers read per delivery;",
+           "CPU ringcast/nats below 1.00x means ringcast spends less."])
 
 split = []
 for scenario, label in [("fanout-1m", "(a) wide fan-out, 1M/s"), ("ingress", "(c) ingress, per publish"),
@@ -289,13 +294,9 @@ for scenario, label in [("fanout-1m", "(a) wide fan-out, 1M/s"), ("ingress", "(c
                           fmt(100 * kernel / (user + kernel) if user + kernel else None, ".0f") + " %",
                           fmt(s["server_cpu_ns_per_delivery"], ",.0f")])
 if split:
-    print()
-    print("Server CPU per delivery split into user and kernel time (/proc/PID/stat, clock ticks;")
-    print("the total is schedstat's, so the parts need not add up to it exactly):")
-    print()
-    print("| scenario | server | user ns | kernel ns | kernel share | total ns (schedstat) |")
-    print("|---|---|---:|---:|---:|---:|")
-    for r in split:
-        print("| " + " | ".join(r) + " |")
+    table(["scenario", "server", "user ns", "kernel ns", "kernel share", "total ns (schedstat)"],
+          [0, 0, 1, 1, 1, 1], split,
+          ["Server CPU per delivery split into user and kernel time (/proc/PID/stat, clock ticks;",
+           "the total is schedstat's, so the parts need not add up to it exactly):"])
 EOF
 echo "== results in $OUT"
