@@ -1,6 +1,8 @@
 //! A lean WebSocket client (RFC 6455): hand-written upgrade, a frame decoder
-//! that works in place on one reusable read buffer, and a masked-frame encoder
-//! that batches any number of frames into one socket write.
+//! that works in place on one reusable read buffer (and inflates the
+//! server's compressed messages when `permessage-deflate` was agreed, see
+//! `deflate`), and a masked-frame encoder that batches any number of frames
+//! into one socket write.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
