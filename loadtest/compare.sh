@@ -6,13 +6,17 @@
 # against nats-server (WebSocket on loopback), and the ratios are printed.
 # Results (JSON per run, the chart, the summary) go to $OUT.
 #
-#   loadtest/compare.sh                 # full run, ~17 minutes
-#   QUICK=1 loadtest/compare.sh         # smoke run, ~4 minutes
+#   loadtest/compare.sh                 # full run, ~21 minutes
+#   QUICK=1 loadtest/compare.sh         # smoke run, ~6 minutes
 #
 # Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
 # QUICK, BUILD (0 uses the binaries already built), SCENARIOS (space-separated
-# subset of: fanout-1m fanout topics ingress idle chat-10k chat-50k
-# chat-overload chat-step burst ingress-1), RINGCAST (the server binary,
+# subset of: fanout-1m fanout topics ingress ingress-frame idle chat-10k
+# chat-50k chat-overload chat-step burst ingress-1 compress-128-off
+# compress-128-on compress-1k-off compress-1k-on compress-4k-off
+# compress-4k-on), COMPRESS_RATE_128, COMPRESS_RATE_1K, COMPRESS_RATE_4K
+# (events/s of the compression rows), RINGCAST_PORT, NATS_PORT, NATS_WS_PORT
+# (loopback ports, 18080, 4222, 4223), RINGCAST (the server binary,
 # default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
 # generator, likewise). Other variables reach ringcast (SUBSCRIBER_QUEUE_SIZE,
 # COALESCE_WINDOW, ...).
@@ -32,10 +36,14 @@ else
     WARMUP=${WARMUP:-2s}
     DURATION=10s
 fi
-SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress idle chat-10k chat-50k chat-overload chat-step burst ingress-1}
-RINGCAST_PORT=18080
-NATS_PORT=4222
-NATS_WS_PORT=4223
+SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame idle chat-10k chat-50k chat-overload chat-step burst ingress-1 compress-128-off compress-128-on compress-1k-off compress-1k-on compress-4k-off compress-4k-on}
+# The compression rows' payload sizes and publish rates (events/s, x 1000
+# subscribers), by the name's size.
+declare -A COMPRESS_PAYLOAD=([128]=128 [1k]=1024 [4k]=4096)
+declare -A COMPRESS_RATE=([128]=${COMPRESS_RATE_128:-50} [1k]=${COMPRESS_RATE_1K:-10} [4k]=${COMPRESS_RATE_4K:-2})
+RINGCAST_PORT=${RINGCAST_PORT:-18080}
+NATS_PORT=${NATS_PORT:-4222}
+NATS_WS_PORT=${NATS_WS_PORT:-4223}
 
 mkdir -p "$OUT"
 
@@ -54,16 +62,24 @@ LOAD=${LOAD:-$TARGET_DIR/release/ringcast-load}
 # 10k connections per side need the descriptors.
 ulimit -n "$(ulimit -Hn)"
 
-cat >"$OUT/nats.conf" <<EOF
+# nats-server compresses a connection's frames only if that client
+# negotiated permessage-deflate, and only with compression enabled: the
+# compress-*-on rows run with nats-compression.conf.
+for compression in false true; do
+    conf=$OUT/nats.conf
+    [[ $compression == true ]] && conf=$OUT/nats-compression.conf
+    cat >"$conf" <<EOF
 listen: 127.0.0.1:$NATS_PORT
-websocket { listen: "127.0.0.1:$NATS_WS_PORT", no_tls: true }
+websocket { listen: "127.0.0.1:$NATS_WS_PORT", no_tls: true, compression: $compression }
 max_payload: 1048576
 EOF
+done
 
 server_pid=
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-start_server() { # target
-    local port
+start_server() { # target scenario
+    local port conf=$OUT/nats.conf
+    [[ $2 == compress-*-on ]] && conf=$OUT/nats-compression.conf
     port=$([[ $1 == ringcast ]] && echo $RINGCAST_PORT || echo $NATS_WS_PORT)
     if port_open "$port"; then
         echo "port $port is already in use: stop whatever listens there first" >&2
@@ -75,7 +91,7 @@ start_server() { # target
             taskset -c "$SERVER_CPU" "$RINGCAST" >"$OUT/ringcast.log" 2>&1 &
         ;;
     nats)
-        taskset -c "$SERVER_CPU" nats-server -c "$OUT/nats.conf" >"$OUT/nats.log" 2>&1 &
+        taskset -c "$SERVER_CPU" nats-server -c "$conf" >"$OUT/nats.log" 2>&1 &
         ;;
     esac
     server_pid=$!
@@ -107,6 +123,9 @@ args_of() { # scenario
     fanout) echo "--scenario fanout --step --rate 200 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
     topics) echo "--scenario topics --step --rate 2000 --step-factor 1.25 --step-duration $STEP_DURATION --warmup $WARMUP" ;;
     ingress) echo "--scenario ingress --duration $DURATION --warmup $WARMUP" ;;
+    # NATS publishers send one PUB per WebSocket frame, as ringcast's publishers
+    # always send one publish per frame: the like-for-like ingress.
+    ingress-frame) echo "--scenario ingress --one-publish-per-frame --duration $DURATION --warmup $WARMUP" ;;
     idle) echo "--scenario idle" ;;
     # 100 topics x 1 subscriber, 10 publishers, 128 B, one publish per frame.
     chat-10k) echo "--scenario chat --rate 10000 --duration $DURATION --warmup $WARMUP" ;;
@@ -120,6 +139,18 @@ args_of() { # scenario
     burst) echo "--scenario burst --duration $DURATION --warmup $WARMUP" ;;
     # One connection's pipelined publish rate.
     ingress-1) echo "--scenario ingress --publishers 1 --duration $DURATION --warmup $WARMUP" ;;
+    # 1 topic x 1000 subscribers, permessage-deflate off or on, at a rate both
+    # servers sustain with compression on: nats-server deflates for each
+    # connection, some 6, 25 and 80 us per delivery of 128 B, 1 KiB and 4 KiB
+    # on the 2-core test machine, so 50, 10 and 2 events/s keep it well under
+    # a core even with a build running beside it.
+    compress-*)
+        local size=${1#compress-}
+        size=${size%-*}
+        echo "--scenario fanout --subscribers-per-topic 1000 --payload-bytes ${COMPRESS_PAYLOAD[$size]}" \
+            "--rate ${COMPRESS_RATE[$size]} --duration $DURATION --warmup $WARMUP" \
+            "$([[ $1 == *-on ]] && echo --compression)"
+        ;;
     *)
         echo "unknown scenario $1" >&2
         exit 1
@@ -130,7 +161,7 @@ args_of() { # scenario
 for scenario in $SCENARIOS; do
     for target in ringcast nats; do
         echo "== $scenario: $target"
-        start_server "$target"
+        start_server "$target" "$scenario"
         # shellcheck disable=SC2046
         taskset -c "$CLIENT_CPU" "$LOAD" run --target "$target" --url "$(url_of "$target")" \
             $(args_of "$scenario") --server-pid "$server_pid" \
@@ -184,9 +215,10 @@ for scenario, label in [("fanout", "(a) wide fan-out"), ("topics", "(b) many top
     rc, nats = load(scenario, "ringcast"), load(scenario, "nats")
     if rc and nats:
         row(f"{label}: max sustained deliveries/s", rc["max_sustained_deliveries_per_sec"], nats["max_sustained_deliveries_per_sec"], ",.0f", "higher")
-rc, nats = step(load("ingress", "ringcast")), step(load("ingress", "nats"))
-if rc and nats:
-    row("(c) ingress: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
+for scenario, label in [("ingress", "(c) ingress"), ("ingress-frame", "(c) ingress, one PUB per frame")]:
+    rc, nats = step(load(scenario, "ringcast")), step(load(scenario, "nats"))
+    if rc and nats:
+        row(f"{label}: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
 rc, nats = load("idle", "ringcast"), load("idle", "nats")
 if rc and nats and rc["idle"] and nats["idle"]:
     row("(d) idle: RSS KiB per subscribed connection", rc["idle"]["rss_kib_per_connection"], nats["idle"]["rss_kib_per_connection"], ".2f", "lower", True)
@@ -211,12 +243,60 @@ rc, nats = step(load("ingress-1", "ringcast")), step(load("ingress-1", "nats"))
 if rc and nats:
     row("(g) ingress, 1 connection: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
 
-print("| metric | ringcast | nats-server | ringcast advantage | better |")
-print("|---|---:|---:|---:|---|")
-for r in rows:
-    print("| " + " | ".join(r) + " |")
+def table(header, aligns, rows, intro=()):
+    """A markdown table, after a blank line and `intro` lines when given."""
+    if intro:
+        print()
+        print("\n".join(intro))
+        print()
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---:" if right else "---" for right in aligns) + "|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+
+table(["metric", "ringcast", "nats-server", "ringcast advantage", "better"], [0, 1, 1, 1, 0], rows)
 print()
 print("Advantage is ringcast/nats for higher-is-better figures and nats/ringcast for")
 print("lower-is-better ones: above 1.00x means ringcast is ahead.")
+
+def pair(rc, nats, key, spec):
+    return f"{fmt(rc.get(key), spec)} / {fmt(nats.get(key), spec)}"
+
+compression = []
+for size, label in [("128", "128 B"), ("1k", "1 KiB"), ("4k", "4 KiB")]:
+    for mode in ["off", "on"]:
+        rc, nats = step(load(f"compress-{size}-{mode}", "ringcast")), step(load(f"compress-{size}-{mode}", "nats"))
+        if rc and nats:
+            compression.append([
+                label, mode, fmt(rc["offered_rate"], ",.0f"),
+                fmt(rc.get("wire_bytes_per_delivery"), ",.0f"), fmt(nats.get("wire_bytes_per_delivery"), ",.0f"),
+                fmt(rc["server_cpu_ns_per_delivery"], ",.0f"), fmt(nats["server_cpu_ns_per_delivery"], ",.0f"),
+                ratio(rc["server_cpu_ns_per_delivery"], nats["server_cpu_ns_per_delivery"]),
+                pair(rc, nats, "delivered_per_sec", ",.0f"), pair(rc, nats, "loss", ","),
+            ])
+if compression:
+    table(["payload", "deflate", "events/s", "ringcast B/delivery", "nats B/delivery", "ringcast CPU ns/delivery",
+           "nats CPU ns/delivery", "CPU ringcast/nats", "delivered/s ringcast / nats", "loss ringcast / nats"],
+          [0, 0, 1, 1, 1, 1, 1, 1, 1, 1], compression,
+          ["Compression: 1 topic x 1000 subscribers, permessage-deflate off or on (nats-server with",
+           "`compression: true` for the on rows). Bytes are what subscribers read per delivery;",
+           "CPU ringcast/nats below 1.00x means ringcast spends less."])
+
+split = []
+for scenario, label in [("fanout-1m", "(a) wide fan-out, 1M/s"), ("ingress", "(c) ingress, per publish"),
+                        ("ingress-frame", "(c) ingress, one PUB per frame, per publish"),
+                        ("compress-4k-on", "4 KiB fan-out, deflate on")]:
+    for target, name in [("ringcast", "ringcast"), ("nats", "nats-server")]:
+        s = step(load(scenario, target))
+        if s and s.get("server_user_ns_per_delivery") is not None:
+            user, kernel = s["server_user_ns_per_delivery"], s["server_kernel_ns_per_delivery"]
+            split.append([label, name, fmt(user, ",.0f"), fmt(kernel, ",.0f"),
+                          fmt(100 * kernel / (user + kernel) if user + kernel else None, ".0f") + " %",
+                          fmt(s["server_cpu_ns_per_delivery"], ",.0f")])
+if split:
+    table(["scenario", "server", "user ns", "kernel ns", "kernel share", "total ns (schedstat)"],
+          [0, 0, 1, 1, 1, 1], split,
+          ["Server CPU per delivery split into user and kernel time (/proc/PID/stat, clock ticks;",
+           "the total is schedstat's, so the parts need not add up to it exactly):"])
 EOF
 echo "== results in $OUT"

@@ -151,6 +151,16 @@ pub struct RunArgs {
     /// Time from one burst's start to the next's (burst scenario) [default: 500ms].
     #[arg(long, value_parser = parse_duration)]
     pub burst_interval: Option<Duration>,
+    /// Offer permessage-deflate from every connection (publishers still send
+    /// plain frames) and inflate what the server compresses; the set-up fails
+    /// if the server declines.
+    #[arg(long)]
+    pub compression: bool,
+    /// NATS publishers send each PUB in a WebSocket frame of its own, as
+    /// ringcast's publishers always do, instead of a write's PUBs in one
+    /// frame (chat always does).
+    #[arg(long)]
+    pub one_publish_per_frame: bool,
     /// Raise the rate step by step until loss or p99 over --max-p99 (fanout, topics, chat).
     #[arg(long)]
     pub step: bool,

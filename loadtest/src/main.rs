@@ -3,6 +3,7 @@
 
 mod chart;
 mod cli;
+mod deflate;
 mod http;
 mod nats;
 mod pacer;
@@ -11,6 +12,7 @@ mod procfs;
 mod publisher;
 mod report;
 mod ringcast;
+mod rng;
 mod runner;
 mod scenario;
 mod schedule;

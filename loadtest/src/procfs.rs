@@ -20,19 +20,48 @@ fn schedstat_ns(pid: u32) -> Option<u64> {
 }
 
 fn stat_ns(pid: u32) -> Option<u64> {
+    cpu_split(pid).map(|split| split.user_ns + split.kernel_ns)
+}
+
+/// CPU time spent in user space and in the kernel, in nanoseconds.
+#[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
+pub struct CpuSplit {
+    pub user_ns: u64,
+    pub kernel_ns: u64,
+}
+
+impl std::iter::Sum for CpuSplit {
+    fn sum<I: Iterator<Item = CpuSplit>>(splits: I) -> CpuSplit {
+        splits.fold(CpuSplit::default(), |total, split| CpuSplit {
+            user_ns: total.user_ns + split.user_ns,
+            kernel_ns: total.kernel_ns + split.kernel_ns,
+        })
+    }
+}
+
+/// The process's user and kernel time (`utime`, `stime` of `/proc/PID/stat`,
+/// all its threads, clock-tick resolution): schedstat has only the total.
+pub fn cpu_split(pid: u32) -> Option<CpuSplit> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may contain spaces; fields are counted after its ')'.
-    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
-    let utime: u64 = fields.get(11)?.parse().ok()?;
-    let stime: u64 = fields.get(12)?.parse().ok()?;
     // SAFETY: sysconf has no preconditions.
     let ticks_per_sec = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
-    Some((utime + stime) * 1_000_000_000 / ticks_per_sec.max(1))
+    parse_cpu_split(&stat, ticks_per_sec)
+}
+
+fn parse_cpu_split(stat: &str, ticks_per_sec: u64) -> Option<CpuSplit> {
+    // The command name may contain spaces and parentheses; fields are
+    // counted after its last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+    let ns = |ticks: &str| Some(ticks.parse::<u64>().ok()? * 1_000_000_000 / ticks_per_sec.max(1));
+    Some(CpuSplit {
+        user_ns: ns(fields.get(11)?)?,
+        kernel_ns: ns(fields.get(12)?)?,
+    })
 }
 
 /// `reading` summed over the processes of a cluster's nodes; None without
 /// pids, or if any reading fails (a node that died would skew the sum).
-pub fn summed(pids: &[u32], reading: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+pub fn summed<T: std::iter::Sum>(pids: &[u32], reading: impl Fn(u32) -> Option<T>) -> Option<T> {
     if pids.is_empty() {
         return None;
     }
@@ -75,6 +104,26 @@ mod tests {
         assert!(cpu_ns(pid).is_some());
         assert!(stat_ns(pid).is_some());
         assert!(rss_kib(pid).unwrap() > 0);
+    }
+
+    #[test]
+    fn splits_user_and_kernel_time() {
+        // A command name with spaces and a ')' of its own; utime 250, stime 40.
+        let stat = "4242 (ringcast (x) 1) S 1 4242 4242 0 -1 4194560 9000 0 0 0 250 40 0 0 20 0 \
+                    3 0 100 12345678 2000 18446744073709551615 1 1 0 0 0 0 0 4096 0 0 0 0 17 0 0 0 0 0 0";
+        assert_eq!(
+            parse_cpu_split(stat, 100),
+            Some(CpuSplit {
+                user_ns: 2_500_000_000,
+                kernel_ns: 400_000_000,
+            })
+        );
+        assert_eq!(parse_cpu_split("4242 (short) S 1 2", 100), None);
+        assert_eq!(parse_cpu_split("no command name", 100), None);
+        let split = cpu_split(std::process::id()).unwrap();
+        let pids = [std::process::id(), std::process::id()];
+        let twice = summed(&pids, cpu_split).unwrap();
+        assert!(twice.user_ns >= 2 * split.user_ns);
     }
 
     #[test]

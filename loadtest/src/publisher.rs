@@ -49,6 +49,9 @@ pub struct PublisherSpec {
     pub one_publish_per_frame: bool,
     /// See `Plan::pacing_quantum`.
     pub pacing_quantum_ns: u64,
+    /// Offer `permessage-deflate`, to read the server's replies as a
+    /// compressing client would; publishes are sent plain all the same.
+    pub compression: bool,
 }
 
 /// A frame the reply reader wants sent back (pings answered), handed to the
@@ -87,7 +90,8 @@ pub async fn run(
 }
 
 async fn set_up(spec: &PublisherSpec) -> Result<(WsReader, nats::Parser, WsWriter)> {
-    let (mut reader, mut writer) = ws::connect(&spec.url, spec.api_key.as_deref()).await?;
+    let (mut reader, mut writer) =
+        ws::connect_offering(&spec.url, spec.api_key.as_deref(), spec.compression).await?;
     let mut parser = nats::Parser::default();
     if spec.target == Target::Nats {
         nats::connect(&mut reader, &mut writer, &mut parser).await?;

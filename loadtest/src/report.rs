@@ -19,6 +19,9 @@ pub struct RunReport {
     /// Every publish in a WebSocket frame of its own, NATS included (chat).
     #[serde(default)]
     pub one_publish_per_frame: bool,
+    /// Every connection negotiated `permessage-deflate` (`--compression`).
+    #[serde(default)]
+    pub compression: bool,
     /// The burst scenario's bursts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<BurstReport>,
@@ -78,6 +81,17 @@ pub struct StepReport {
     pub max_ms: Option<f64>,
     /// Summed over the nodes given with `--server-pid`.
     pub server_cpu_ns_per_delivery: Option<f64>,
+    /// User-space and kernel parts of the server's CPU per delivery, from
+    /// `/proc/PID/stat` (clock ticks), so their sum differs slightly from
+    /// `server_cpu_ns_per_delivery` (schedstat).
+    #[serde(default)]
+    pub server_user_ns_per_delivery: Option<f64>,
+    #[serde(default)]
+    pub server_kernel_ns_per_delivery: Option<f64>,
+    /// Bytes subscribers read from their sockets per delivery: WebSocket
+    /// frames and protocol envelopes included, TCP/IP headers not.
+    #[serde(default)]
+    pub wire_bytes_per_delivery: Option<f64>,
     /// The same CPU time per event published in the window.
     #[serde(default)]
     pub server_cpu_ns_per_event: Option<f64>,
@@ -134,6 +148,9 @@ impl RunReport {
         if self.one_publish_per_frame {
             out.push_str("one publish per WebSocket frame\n");
         }
+        if self.compression {
+            out.push_str("permessage-deflate negotiated on every connection\n");
+        }
         if !self.steps.is_empty() {
             out.push_str(&table_row(COLUMNS.map(|(title, _)| title.to_string())));
             for step in &self.steps {
@@ -154,7 +171,10 @@ impl RunReport {
                     ms(step.p999_ms),
                     ms(step.max_ms),
                     float_or(step.server_cpu_ns_per_delivery, "-"),
+                    float_or(step.server_user_ns_per_delivery, "-"),
+                    float_or(step.server_kernel_ns_per_delivery, "-"),
                     float_or(step.client_cpu_ns_per_delivery, "-"),
+                    float_or(step.wire_bytes_per_delivery, "-"),
                     match (step.server_rss_kib_start, step.server_rss_kib_end) {
                         (Some(start), Some(end)) => format!("{start}->{end}"),
                         _ => "-".to_string(),
@@ -221,9 +241,10 @@ impl RunReport {
     }
 }
 
-/// Summary table columns: title and width. `errs` counts publish errors and
+/// Summary table columns: title and width. `usr`/`sys` split the server's CPU
+/// per delivery, `wire B/d` is bytes read per delivery. `errs` counts publish errors and
 /// publisher disconnects, `cut` subscriber connections the server closed.
-const COLUMNS: [(&str, usize); 16] = [
+const COLUMNS: [(&str, usize); 19] = [
     ("offer ev/s", 10),
     ("offer del/s", 11),
     ("deliv/s", 11),
@@ -237,12 +258,15 @@ const COLUMNS: [(&str, usize); 16] = [
     ("p999 ms", 8),
     ("max ms", 8),
     ("srv ns/d", 8),
+    ("usr ns/d", 8),
+    ("sys ns/d", 8),
     ("cli ns/d", 8),
+    ("wire B/d", 8),
     ("rss KiB", 15),
     ("ok", 3),
 ];
 
-fn table_row(cells: [String; 16]) -> String {
+fn table_row(cells: [String; COLUMNS.len()]) -> String {
     let mut row = String::new();
     for (cell, (_, width)) in cells.iter().zip(COLUMNS) {
         let _ = write!(row, "{cell:>width$} ");

@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch, Semaphore};
 
 use crate::cli::{Rate, Target};
 use crate::http::HttpClient;
+use crate::procfs::CpuSplit;
 use crate::publisher::{self, Phase, PublisherSpec};
 use crate::report::{BurstReport, IdleReport, RunReport, StepReport};
 use crate::scenario::Plan;
@@ -50,6 +51,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         publishers: if plan.is_idle() { 0 } else { plan.publishers },
         payload_bytes: plan.payload_bytes,
         one_publish_per_frame: plan.one_publish_per_frame,
+        compression: plan.compression,
         burst: plan.bursts.map(|bursts| BurstReport {
             events: bursts.events,
             interval_ms: bursts.interval.as_secs_f64() * 1000.0,
@@ -107,6 +109,7 @@ async fn connect_subscribers(plan: &Plan, topics: &[String], stats: &Arc<Stats>)
             api_key: plan.api_key.clone(),
             topic: topics[topic].clone(),
             counter_stride: plan.counter_stride(topic),
+            compression: plan.compression,
         };
         tokio::spawn(subscriber::run(
             subscription,
@@ -140,6 +143,7 @@ async fn start_publishers(
             payload_bytes: plan.payload_bytes,
             one_publish_per_frame: plan.one_publish_per_frame,
             pacing_quantum_ns: plan.pacing_quantum.as_nanos() as u64,
+            compression: plan.compression,
         };
         tokio::spawn(publisher::run(
             spec,
@@ -195,6 +199,7 @@ struct Sample {
     counters: Snapshot,
     /// Summed over the nodes.
     cpu_ns: Option<u64>,
+    cpu_split: Option<CpuSplit>,
     rss_kib: Option<u64>,
     backplane_cpu_ns: Option<u64>,
     /// This process's CPU time, to tell when the client is the bottleneck.
@@ -270,6 +275,7 @@ impl Driver<'_> {
             at: Instant::now(),
             counters: self.stats.snapshot(),
             cpu_ns: procfs::summed(&self.plan.server_pids, procfs::cpu_ns),
+            cpu_split: procfs::summed(&self.plan.server_pids, procfs::cpu_split),
             rss_kib: procfs::summed(&self.plan.server_pids, procfs::rss_kib),
             backplane_cpu_ns: self.plan.backplane_pid.and_then(procfs::cpu_ns),
             client_cpu_ns: procfs::cpu_ns(std::process::id()),
@@ -357,6 +363,12 @@ impl Driver<'_> {
                 .map(|(open, closed)| closed.saturating_sub(open) as f64 / count as f64)
         };
         let per_delivery = |open, closed| per(counted, open, closed);
+        let split = |part: fn(CpuSplit) -> u64| {
+            per_delivery(
+                window_open.cpu_split.map(part),
+                window_closed.cpu_split.map(part),
+            )
+        };
         let latency = self.stats.latency_us();
         let quantile_ms =
             |q: f64| (!latency.is_empty()).then(|| latency.value_at_quantile(q) as f64 / 1000.0);
@@ -387,6 +399,12 @@ impl Driver<'_> {
             p999_ms: quantile_ms(0.999),
             max_ms: (!latency.is_empty()).then(|| latency.max() as f64 / 1000.0),
             server_cpu_ns_per_delivery: per_delivery(window_open.cpu_ns, window_closed.cpu_ns),
+            server_user_ns_per_delivery: split(|split| split.user_ns),
+            server_kernel_ns_per_delivery: split(|split| split.kernel_ns),
+            wire_bytes_per_delivery: per_delivery(
+                Some(window_open.counters.wire_bytes),
+                Some(window_closed.counters.wire_bytes),
+            ),
             server_cpu_ns_per_event: per(
                 published_in_window,
                 window_open.cpu_ns,

@@ -24,9 +24,12 @@ pub struct Plan {
     pub rate: Rate,
     /// Bursts instead of a rate (burst scenario).
     pub bursts: Option<Bursts>,
-    /// Every publish in a WebSocket frame of its own, NATS included (chat);
-    /// otherwise a NATS publisher packs each write's PUBs into one frame.
+    /// Every publish in a WebSocket frame of its own, NATS included (chat,
+    /// `--one-publish-per-frame`); otherwise a NATS publisher packs each
+    /// write's PUBs into one frame.
     pub one_publish_per_frame: bool,
+    /// Every connection offers `permessage-deflate` (`--compression`).
+    pub compression: bool,
     /// Publishers' schedules are rounded up to this (see `pacer`): zero for
     /// chat, where each event goes out alone at its own time, else 1 ms.
     pub pacing_quantum: Duration,
@@ -140,7 +143,9 @@ impl Plan {
                 events: args.burst_events.unwrap_or(DEFAULT_BURST_EVENTS),
                 interval: args.burst_interval.unwrap_or(DEFAULT_BURST_INTERVAL),
             }),
-            one_publish_per_frame: args.scenario == ScenarioKind::Chat,
+            one_publish_per_frame: args.one_publish_per_frame
+                || args.scenario == ScenarioKind::Chat,
+            compression: args.compression,
             pacing_quantum: if args.scenario == ScenarioKind::Chat {
                 Duration::ZERO
             } else {
@@ -288,6 +293,40 @@ mod tests {
         assert_eq!(fanout.pacing_quantum, pacer::TICK);
         // Step mode finds chat's capacity.
         assert!(try_plan(&["--scenario", "chat", "--step", "--rate", "20000"]).is_ok());
+    }
+
+    #[test]
+    fn ingress_can_send_one_publish_per_frame() {
+        let batched = plan(&["--scenario", "ingress", "--target", "nats"]);
+        assert!(!batched.one_publish_per_frame);
+        let fair = plan(&[
+            "--scenario",
+            "ingress",
+            "--target",
+            "nats",
+            "--one-publish-per-frame",
+        ]);
+        assert!(fair.one_publish_per_frame);
+        assert_eq!(fair.offer(), Offer::Unlimited);
+        // It changes nothing else: the 1 ms quantum stays.
+        assert_eq!(fair.pacing_quantum, pacer::TICK);
+    }
+
+    #[test]
+    fn compression_is_off_unless_asked_for() {
+        assert!(!plan(&[]).compression);
+        let compressed = plan(&[
+            "--compression",
+            "--subscribers-per-topic",
+            "1000",
+            "--payload-bytes",
+            "4096",
+        ]);
+        assert!(compressed.compression);
+        assert_eq!(
+            (compressed.subscribers_per_topic, compressed.payload_bytes),
+            (1000, 4096)
+        );
     }
 
     #[test]

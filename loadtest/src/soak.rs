@@ -7,7 +7,6 @@
 mod counters;
 mod publishers;
 mod report;
-mod rng;
 mod server;
 mod stalled;
 mod subscribers;

@@ -30,6 +30,8 @@ pub struct Shard {
     pub seq_gaps: u64,
     /// `SLOW_CONSUMER` errors (ringcast) or `-ERR 'Slow Consumer…'` (NATS) seen by subscribers.
     pub slow_consumer_errors: u64,
+    /// Bytes subscribers read from their sockets (frames as sent, compressed or not).
+    pub wire_bytes: u64,
     latency_us: Histogram<u64>,
     record_from_ns: u64,
 }
@@ -40,6 +42,7 @@ impl Shard {
             received: 0,
             seq_gaps: 0,
             slow_consumer_errors: 0,
+            wire_bytes: 0,
             latency_us: Histogram::new_with_bounds(1, MAX_LATENCY_US, 3)
                 .expect("valid histogram bounds"),
             record_from_ns: u64::MAX,
@@ -85,6 +88,7 @@ pub struct Snapshot {
     pub disconnects: u64,
     pub subscribers_cut: u64,
     pub slow_consumer_errors: u64,
+    pub wire_bytes: u64,
 }
 
 impl Stats {
@@ -143,6 +147,7 @@ impl Stats {
             snapshot.received += shard.received;
             snapshot.seq_gaps += shard.seq_gaps;
             snapshot.slow_consumer_errors += shard.slow_consumer_errors;
+            snapshot.wire_bytes += shard.wire_bytes;
         }
         snapshot
     }

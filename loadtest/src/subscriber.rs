@@ -18,6 +18,8 @@ pub struct Subscription {
     pub topic: String,
     /// See `Plan::counter_stride`.
     pub counter_stride: u64,
+    /// Offer `permessage-deflate`.
+    pub compression: bool,
 }
 
 /// Per-connection decoding state: all that a subscriber keeps besides its buffers.
@@ -105,8 +107,12 @@ pub async fn run(
 }
 
 async fn set_up(subscription: &Subscription) -> Result<(WsReader, WsWriter, Decoder)> {
-    let (mut reader, mut writer) =
-        ws::connect(&subscription.url, subscription.api_key.as_deref()).await?;
+    let (mut reader, mut writer) = ws::connect_offering(
+        &subscription.url,
+        subscription.api_key.as_deref(),
+        subscription.compression,
+    )
+    .await?;
     let decoder = match subscription.target {
         Target::Ringcast => {
             ringcast::subscribe(&mut reader, &mut writer, &subscription.topic).await?;
@@ -131,9 +137,10 @@ async fn receive(
     stats: &Stats,
 ) -> Result<()> {
     loop {
-        reader.fill().await?;
+        let read = reader.fill().await?;
         let received_ns = payload::now_ns();
         stats.with_shard(|shard| {
+            shard.wire_bytes += read as u64;
             reader.drain(|message| decoder.on_message(message, received_ns, shard, &mut writer))
         })?;
         ws::answer_ping(&mut reader, &mut writer);

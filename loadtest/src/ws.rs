@@ -1,6 +1,8 @@
 //! A lean WebSocket client (RFC 6455): hand-written upgrade, a frame decoder
-//! that works in place on one reusable read buffer, and a masked-frame encoder
-//! that batches any number of frames into one socket write.
+//! that works in place on one reusable read buffer (and inflates the
+//! server's compressed messages when `permessage-deflate` was agreed, see
+//! `deflate`), and a masked-frame encoder that batches any number of frames
+//! into one socket write.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -11,6 +13,8 @@ use memchr::memmem;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpSocket, TcpStream};
+
+use crate::deflate::{self, DeflateTerms, Inflater};
 
 /// Large enough that one read usually takes everything the kernel has queued.
 const READ_BUFFER_BYTES: usize = 32 * 1024;
@@ -108,10 +112,22 @@ impl std::error::Error for Closed {}
 
 /// Opens a TCP connection and performs the client upgrade.
 pub async fn connect(url: &WsUrl, api_key: Option<&str>) -> Result<(WsReader, WsWriter)> {
+    connect_offering(url, api_key, false).await
+}
+
+/// Like [`connect`]; with `deflate`, offers `permessage-deflate` and fails
+/// unless the server agrees, so that a run meant to measure compression
+/// cannot silently measure plain frames. Compressed server messages are
+/// inflated by the reader; this client's own frames stay plain.
+pub async fn connect_offering(
+    url: &WsUrl,
+    api_key: Option<&str>,
+    deflate: bool,
+) -> Result<(WsReader, WsWriter)> {
     let stream = TcpStream::connect(url.addr)
         .await
         .with_context(|| format!("connecting to {}", url.authority()))?;
-    upgrade(stream, url, api_key).await
+    upgrade(stream, url, api_key, deflate).await
 }
 
 /// Like [`connect`], with the socket's receive buffer set to `bytes` before
@@ -132,13 +148,18 @@ pub async fn connect_with_receive_buffer(
         .connect(url.addr)
         .await
         .with_context(|| format!("connecting to {}", url.authority()))?;
-    upgrade(stream, url, api_key).await
+    upgrade(stream, url, api_key, false).await
 }
+
+/// The offer: the server may keep its compression context between messages
+/// (nats-server and ringcast both decline to); this client never compresses.
+const DEFLATE_OFFER: &str = "permessage-deflate; client_no_context_takeover";
 
 async fn upgrade(
     mut stream: TcpStream,
     url: &WsUrl,
     api_key: Option<&str>,
+    offer_deflate: bool,
 ) -> Result<(WsReader, WsWriter)> {
     stream.set_nodelay(true)?;
     let mut request = format!(
@@ -150,13 +171,21 @@ async fn upgrade(
     if let Some(key) = api_key {
         request.push_str(&format!("X-API-Key: {key}\r\n"));
     }
+    if offer_deflate {
+        request.push_str(&format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n"));
+    }
     request.push_str("\r\n");
     stream.write_all(request.as_bytes()).await?;
 
     let local_port = stream.local_addr()?.port();
     let (read_half, write_half) = stream.into_split();
     let mut reader = WsReader::new(read_half);
-    reader.read_upgrade_response().await?;
+    let agreed = reader.read_upgrade_response().await?;
+    match (offer_deflate, agreed) {
+        (true, None) => bail!("the server declined permessage-deflate"),
+        (false, Some(_)) => bail!("the server answered an extension that was not offered"),
+        _ => reader.decoder.inflater = agreed.map(Inflater::new),
+    }
     let writer = WsWriter::new(write_half, u32::from(local_port));
     Ok((reader, writer))
 }
@@ -199,7 +228,7 @@ pub async fn close(
     writer.flush().await?;
     loop {
         let read = reader.fill().await;
-        if let Err(err) = read.and_then(|()| reader.drain(&mut on_message)) {
+        if let Err(err) = read.and_then(|_| reader.drain(&mut on_message)) {
             return err.downcast::<Closed>().map(|closed| closed.code);
         }
     }
@@ -226,20 +255,18 @@ impl WsReader {
         }
     }
 
-    /// Reads the 101 response; bytes after it stay buffered as the first frames.
-    async fn read_upgrade_response(&mut self) -> Result<()> {
+    /// Reads the 101 response and the `permessage-deflate` terms it agrees
+    /// to, if any; bytes after it stay buffered as the first frames.
+    async fn read_upgrade_response(&mut self) -> Result<Option<DeflateTerms>> {
         loop {
             let buffered = self.decoder.buffered();
             if let Some(head_end) = memmem::find(buffered, b"\r\n\r\n") {
-                let status_line = buffered.split(|&b| b == b'\r').next().unwrap_or_default();
-                if !status_line.starts_with(b"HTTP/1.1 101") {
-                    bail!(
-                        "upgrade refused: {}",
-                        String::from_utf8_lossy(&buffered[..head_end])
-                    );
+                let head = String::from_utf8_lossy(&buffered[..head_end]).into_owned();
+                if !head.starts_with("HTTP/1.1 101") {
+                    bail!("upgrade refused: {head}");
                 }
                 self.decoder.consume(head_end + 4);
-                return Ok(());
+                return deflate::agreed(&head);
             }
             if buffered.len() > MAX_RESPONSE_HEAD {
                 bail!("upgrade response head too long");
@@ -248,8 +275,8 @@ impl WsReader {
         }
     }
 
-    /// Waits for more bytes from the socket.
-    pub async fn fill(&mut self) -> Result<()> {
+    /// Waits for more bytes from the socket; returns how many were read.
+    pub async fn fill(&mut self) -> Result<usize> {
         let read = self.half.read(self.decoder.spare()).await?;
         if read == 0 {
             return Err(Closed {
@@ -259,7 +286,7 @@ impl WsReader {
             .into());
         }
         self.decoder.filled(read);
-        Ok(())
+        Ok(read)
     }
 
     /// See [`FrameDecoder::drain`].
@@ -274,7 +301,8 @@ impl WsReader {
 }
 
 /// Decodes server frames from one reusable buffer; payloads are handed out as
-/// slices of it, so receiving allocates nothing.
+/// slices of it, so receiving allocates nothing. Compressed messages are
+/// inflated into the inflater's own reusable buffer.
 struct FrameDecoder {
     buf: Vec<u8>,
     start: usize,
@@ -283,7 +311,20 @@ struct FrameDecoder {
     pending_frame_len: usize,
     /// A fragmented message being reassembled (rare: servers here do not fragment).
     fragments: Vec<u8>,
+    /// Whether the message in `fragments` is compressed (RSV1 on its first frame).
+    fragments_compressed: bool,
     pending_pong: Option<Vec<u8>>,
+    /// Present once `permessage-deflate` was agreed: RSV1 is allowed then.
+    inflater: Option<Inflater>,
+}
+
+/// One frame's header bits and where its payload is in the buffer.
+struct FrameHead {
+    fin: bool,
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
+    opcode: OpCode,
+    payload: Range<usize>,
 }
 
 impl FrameDecoder {
@@ -294,7 +335,9 @@ impl FrameDecoder {
             end: 0,
             pending_frame_len: 0,
             fragments: Vec::new(),
+            fragments_compressed: false,
             pending_pong: None,
+            inflater: None,
         }
     }
 
@@ -333,22 +376,30 @@ impl FrameDecoder {
     }
 
     /// Handles every complete frame in the buffer: data messages go to
-    /// `on_message`, pings are remembered for [`WsReader::take_pong`].
-    /// Returns `Err(Closed)` on a close frame.
+    /// `on_message` (inflated if compressed), pings are remembered for
+    /// [`WsReader::take_pong`]. Returns `Err(Closed)` on a close frame.
     fn drain(&mut self, mut on_message: impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
-        while let Some((fin, opcode, payload)) = self.next_frame()? {
-            match opcode {
-                OpCode::Text | OpCode::Binary if fin && self.fragments.is_empty() => {
-                    on_message(&self.buf[payload])?;
+        while let Some(frame) = self.next_frame()? {
+            let payload = frame.payload;
+            match frame.opcode {
+                OpCode::Text | OpCode::Binary if frame.fin && self.fragments.is_empty() => {
+                    match self.inflater.as_mut().filter(|_| frame.compressed) {
+                        Some(inflater) => on_message(inflater.inflate(&self.buf[payload])?)?,
+                        None => on_message(&self.buf[payload])?,
+                    }
                 }
                 OpCode::Text | OpCode::Binary => {
                     self.fragments.clear();
                     self.fragments.extend_from_slice(&self.buf[payload]);
+                    self.fragments_compressed = frame.compressed;
                 }
                 OpCode::Continuation => {
                     self.fragments.extend_from_slice(&self.buf[payload]);
-                    if fin {
-                        on_message(&self.fragments)?;
+                    if frame.fin {
+                        match self.inflater.as_mut().filter(|_| self.fragments_compressed) {
+                            Some(inflater) => on_message(inflater.inflate(&self.fragments)?)?,
+                            None => on_message(&self.fragments)?,
+                        }
                         self.fragments.clear();
                     }
                 }
@@ -361,7 +412,7 @@ impl FrameDecoder {
     }
 
     /// Parses the frame at `start`, consuming it when complete.
-    fn next_frame(&mut self) -> Result<Option<(bool, OpCode, Range<usize>)>> {
+    fn next_frame(&mut self) -> Result<Option<FrameHead>> {
         let available = &self.buf[self.start..self.end];
         let Some((header_len, payload_len)) = frame_lengths(available)? else {
             self.pending_frame_len = 0;
@@ -376,13 +427,29 @@ impl FrameDecoder {
             return Ok(None);
         }
         self.pending_frame_len = 0;
-        let fin = available[0] & 0x80 != 0;
         let opcode = OpCode::from_bits(available[0] & 0x0F)?;
-        let payload = self.start + header_len..self.start + total;
+        let compressed = available[0] & RSV1 != 0;
+        if compressed {
+            if self.inflater.is_none() {
+                bail!("server frame uses RSV1, but permessage-deflate was not agreed");
+            }
+            if !matches!(opcode, OpCode::Text | OpCode::Binary) {
+                bail!("RSV1 on a {opcode:?} frame: only a message's first frame may carry it");
+            }
+        }
+        let frame = FrameHead {
+            fin: available[0] & 0x80 != 0,
+            compressed,
+            opcode,
+            payload: self.start + header_len..self.start + total,
+        };
         self.start += total;
-        Ok(Some((fin, opcode, payload)))
+        Ok(Some(frame))
     }
 }
+
+/// RSV1 marks the first frame of a compressed message (RFC 7692 §6).
+const RSV1: u8 = 0x40;
 
 /// Header and payload length of the frame at the start of `bytes`, or `None`
 /// while the header itself is incomplete.
@@ -390,8 +457,8 @@ fn frame_lengths(bytes: &[u8]) -> Result<Option<(usize, usize)>> {
     if bytes.len() < 2 {
         return Ok(None);
     }
-    if bytes[0] & 0x70 != 0 {
-        bail!("server frame uses reserved bits (no extension was negotiated)");
+    if bytes[0] & 0x30 != 0 {
+        bail!("server frame uses RSV2 or RSV3 (no extension defines them)");
     }
     if bytes[1] & 0x80 != 0 {
         bail!("server frame is masked");
@@ -570,7 +637,14 @@ mod tests {
 
     /// Feeds `stream` to a decoder in reads of at most `read_size` bytes.
     fn decode(stream: &[u8], read_size: usize) -> (Vec<Vec<u8>>, Option<Vec<u8>>, Result<()>) {
-        let mut decoder = FrameDecoder::new();
+        decode_with(FrameDecoder::new(), stream, read_size)
+    }
+
+    fn decode_with(
+        mut decoder: FrameDecoder,
+        stream: &[u8],
+        read_size: usize,
+    ) -> (Vec<Vec<u8>>, Option<Vec<u8>>, Result<()>) {
         let mut messages = Vec::new();
         let mut unread = stream;
         while !unread.is_empty() {
@@ -621,6 +695,59 @@ mod tests {
         let closed = result.unwrap_err().downcast::<Closed>().unwrap();
         assert_eq!(closed.code, Some(1008));
         assert_eq!(closed.reason, "slow consumer");
+    }
+
+    /// `message` deflated as a server without context takeover sends it.
+    fn deflated(message: &[u8]) -> Vec<u8> {
+        let mut compress = flate2::Compress::new(flate2::Compression::fast(), false);
+        let mut out = Vec::with_capacity(message.len() + 64);
+        compress
+            .compress_vec(message, &mut out, flate2::FlushCompress::Sync)
+            .unwrap();
+        out.truncate(out.len() - 4);
+        out
+    }
+
+    fn inflating_decoder() -> FrameDecoder {
+        let mut decoder = FrameDecoder::new();
+        decoder.inflater = Some(Inflater::new(DeflateTerms {
+            server_no_context_takeover: true,
+        }));
+        decoder
+    }
+
+    #[test]
+    fn inflates_rsv1_messages_whole_or_fragmented() {
+        let event = br#"{"type":"event","topic":"load-0","message":{"payload":{"pad":"abcabcabcabcabcabcabcabc"}}}"#;
+        let compressed = deflated(event);
+        let (head, tail) = compressed.split_at(compressed.len() / 2);
+        let mut stream = Vec::new();
+        stream.extend(server_frame(0xC1, &compressed));
+        stream.extend(server_frame(0x81, b"plain"));
+        // RSV1 on the first fragment only.
+        stream.extend(server_frame(0x41, head));
+        stream.extend(server_frame(0x80, tail));
+        stream.extend(server_frame(0xC2, &deflated(b"MSG load-0 1 3\r\nabc\r\n")));
+        for read_size in [1, 5, stream.len()] {
+            let (messages, _, result) = decode_with(inflating_decoder(), &stream, read_size);
+            result.unwrap();
+            assert_eq!(messages.len(), 4, "read size {read_size}");
+            assert_eq!(messages[0], event);
+            assert_eq!(messages[1], b"plain");
+            assert_eq!(messages[2], event);
+            assert_eq!(messages[3], b"MSG load-0 1 3\r\nabc\r\n");
+        }
+    }
+
+    #[test]
+    fn rsv1_needs_the_extension_and_a_data_frame() {
+        let compressed = server_frame(0xC1, &deflated(b"hello hello hello"));
+        let (_, _, result) = decode(&compressed, 64);
+        assert!(result.unwrap_err().to_string().contains("not agreed"));
+        let (_, _, result) = decode_with(inflating_decoder(), &server_frame(0xC9, b"x"), 64);
+        assert!(result.is_err());
+        let (_, _, result) = decode_with(inflating_decoder(), &server_frame(0xA1, b"x"), 64);
+        assert!(result.is_err(), "RSV2");
     }
 
     #[test]

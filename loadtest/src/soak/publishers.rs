@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 use tokio::time::MissedTickBehavior;
 
-use super::rng::Rng;
 use super::{Shared, StopSignal};
 use crate::payload;
 use crate::ringcast::{self, ServerFrame};
+use crate::rng::Rng;
 use crate::ws::{self, WsReader, WsWriter};
 
 const TICK: Duration = Duration::from_millis(10);

@@ -10,9 +10,9 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use super::rng::Rng;
 use super::{Shared, StopSignal};
 use crate::ringcast::{self, ServerFrame};
+use crate::rng::Rng;
 use crate::ws::{self, OpCode, WsReader, WsWriter};
 
 /// The first subscribers connect spread over this long, not all at once.
@@ -97,7 +97,9 @@ async fn live_once(shared: &Shared, churn: Churn, stop: &mut StopSignal) {
                 return Ok(false);
             }
             tokio::select! {
-                read = reader.fill() => read?,
+                read = reader.fill() => {
+                    read?;
+                }
                 _ = tokio::time::sleep_until(deadline) => return Ok(false),
                 _ = stop.stopped() => return Ok(true),
             }

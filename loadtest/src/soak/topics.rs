@@ -9,10 +9,10 @@ use std::time::Duration;
 use anyhow::{bail, Result};
 use tokio::time::MissedTickBehavior;
 
-use super::rng::Rng;
 use super::Shared;
 use crate::http::HttpClient;
 use crate::ringcast;
+use crate::rng::Rng;
 
 pub const BUSY_TOPIC: &str = "soak-busy";
 

@@ -1,6 +1,7 @@
-//! A small random generator (SplitMix64) for the soak's choices: which
-//! topics, how long a connection lives, how it leaves. Nothing here has to
-//! be unpredictable, only different per task and per run.
+//! A small random generator (SplitMix64): the soak's choices (which topics,
+//! how long a connection lives, how it leaves) and the values in payloads.
+//! Nothing here has to be unpredictable, only different per task and per
+//! run, or per event.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -17,6 +18,11 @@ impl Rng {
             .map_or(0, |since| since.as_nanos() as u64);
         let stream = NEXT_STREAM.fetch_add(1, Relaxed);
         Rng(clock ^ stream.wrapping_mul(0xA076_1D64_78BD_642F))
+    }
+
+    /// The same sequence for the same seed.
+    pub fn seeded(seed: u64) -> Rng {
+        Rng(seed)
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -68,6 +74,14 @@ mod tests {
         assert!((Duration::from_secs(1)..=Duration::from_secs(30)).contains(&lifetime));
         assert!(!rng.chance(0.0));
         assert!(rng.chance(1.0));
+    }
+
+    #[test]
+    fn seeded_generators_repeat() {
+        let mut a = Rng::seeded(42);
+        let mut b = Rng::seeded(42);
+        assert_eq!(a.next_u64(), b.next_u64());
+        assert_ne!(Rng::seeded(1).next_u64(), Rng::seeded(2).next_u64());
     }
 
     #[test]
