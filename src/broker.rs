@@ -31,6 +31,7 @@ use dashmap::DashMap;
 
 use crate::metrics::{FanOut, Metrics};
 use crate::protocol::{self, Message, Timestamp};
+use crate::send::event::deflated;
 use crate::send::{Deflate, Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
 
 /// Longest topic name accepted.
@@ -580,25 +581,35 @@ impl Topic {
     }
 
     /// Deflates the events a compressed subscriber's replay will take
-    /// while holding the topic's lock only to copy their handles, so that
-    /// `subscribe` queues frames already made under it (but for events
-    /// published in between, which the fan-out deflated if any compressed
-    /// subscriber got them).
+    /// while holding the topic's lock only to copy their plain frames and
+    /// then to keep the results, so that `subscribe` queues frames already
+    /// made (but for events published in between, which the fan-out
+    /// deflated if any compressed subscriber got them).
     fn deflate_replay(&self, deflate: &Deflate, replay: Replay<'_>) {
         if replay == Replay::Last(0) {
             return;
         }
-        let events: Vec<Arc<EventFrame>> = {
+        let awaiting: Vec<(u64, Bytes)> = {
             let log = lock(&self.log);
             let (skip, _) = log.replay_start(replay, &self.epoch);
             log.ring
                 .iter()
                 .skip(skip)
-                .map(|(_, event)| event.clone())
+                .filter_map(|(seq, event)| Some((*seq, event.awaiting_deflate(deflate)?.clone())))
                 .collect()
         };
-        for event in &events {
-            event.frame_for(Some(deflate));
+        if awaiting.is_empty() {
+            return;
+        }
+        let made: Vec<(u64, Option<Bytes>)> = awaiting
+            .into_iter()
+            .map(|(seq, plain)| (seq, deflated(&plain, deflate)))
+            .collect();
+        let log = lock(&self.log);
+        for (seq, frame) in made {
+            if let Ok(at) = log.ring.binary_search_by_key(&seq, |(kept, _)| *kept) {
+                log.ring[at].1.share_deflated(frame);
+            }
         }
     }
 
@@ -966,9 +977,10 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let broker = Broker::new(4, 2, metrics.clone());
         broker.create_topic("t").unwrap();
+        let payload = format!("\"{}\"", "x".repeat(1000));
         let large = Message {
             id: ID,
-            payload: Bytes::from(format!("\"{}\"", "x".repeat(1000))),
+            payload: payload.as_bytes(),
         };
         for _ in 0..3 {
             broker.publish("t", &large).unwrap();
@@ -985,7 +997,7 @@ mod tests {
             Arc::new(Outbox::new(limits(16), SlowConsumerPolicy::Disconnect).deflating(deflate))
         });
         for (id, outbox) in (1..).zip(&outboxes) {
-            assert!(topic.subscribe(id, outbox, None, Replay::Last(2)));
+            assert!(topic.subscribe(id, outbox, None, None, Replay::Last(2)));
         }
         assert_eq!(
             metrics.breakdown().events_deflated,

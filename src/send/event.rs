@@ -47,21 +47,40 @@ impl EventFrame {
 
     /// The frame for a subscriber that agreed to `deflate`, if any.
     pub fn frame_for(&self, deflate: Option<&Deflate>) -> &Bytes {
-        let Some(deflate) = deflate else {
+        let Some(deflate) = deflate.filter(|deflate| self.worth_deflating(deflate)) else {
             return &self.plain;
         };
-        let json = protocol::frame_json(&self.plain);
-        if json.len() < deflate.min_bytes || !deflate.agreed.fits_window(json.len()) {
-            return &self.plain;
-        }
         self.deflated
-            .get_or_init(|| {
-                let deflated = deflate::deflate_text_frame(json);
-                let sent = deflated.as_ref().unwrap_or(&self.plain);
-                deflate.metrics.record_deflate(json.len(), sent.len());
-                deflated
-            })
+            .get_or_init(|| deflated(&self.plain, deflate))
             .as_ref()
             .unwrap_or(&self.plain)
     }
+
+    /// The plain frame, if `frame_for(deflate)` would have to deflate it:
+    /// for deflating off a lock, then handing the result to
+    /// [`share_deflated`](Self::share_deflated).
+    pub fn awaiting_deflate(&self, deflate: &Deflate) -> Option<&Bytes> {
+        (self.deflated.get().is_none() && self.worth_deflating(deflate)).then_some(&self.plain)
+    }
+
+    /// Keeps what [`deflated`] made of this event's plain frame, unless a
+    /// fan-out got there first.
+    pub fn share_deflated(&self, frame: Option<Bytes>) {
+        let _ = self.deflated.set(frame);
+    }
+
+    fn worth_deflating(&self, deflate: &Deflate) -> bool {
+        let json = protocol::frame_json(&self.plain).len();
+        json >= deflate.min_bytes && deflate.agreed.fits_window(json)
+    }
+}
+
+/// `plain` as a compressed frame, counted; `None` if compressing does not
+/// make it smaller.
+pub fn deflated(plain: &Bytes, deflate: &Deflate) -> Option<Bytes> {
+    let json = protocol::frame_json(plain);
+    let deflated = deflate::deflate_text_frame(json);
+    let sent = deflated.as_ref().unwrap_or(plain);
+    deflate.metrics.record_deflate(json.len(), sent.len());
+    deflated
 }
