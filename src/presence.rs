@@ -10,10 +10,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::broker::{Broker, Presence};
-use crate::protocol::Timestamp;
+use crate::protocol::{self, Timestamp};
 
 /// What a presence request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,35 +47,50 @@ impl Query {
     }
 }
 
-/// A subscription's `client_id`: the one its subscribe named, or else the
-/// connection's id (written as a string without allocating one).
-struct ClientId<'a>(&'a Presence);
+/// A `/subscriptions` row, written by hand as events are: serde would
+/// escape every field name, the bulk of the work with many rows. Topic
+/// names and node ids are written as they are, since neither ever needs
+/// escaping (see `is_valid_topic_name`; node ids are hex).
+fn write_subscription_row(buf: &mut Vec<u8>, topic: &str, presence: &Presence, node: Option<&str>) {
+    buf.extend_from_slice(br#"{"topic":""#);
+    buf.extend_from_slice(topic.as_bytes());
+    buf.extend_from_slice(br#"","client_id":"#);
+    write_client_id(buf, presence);
+    buf.extend_from_slice(br#","connection":"#);
+    protocol::write_json(buf, &presence.connection);
+    write_since_and_node(buf, presence, node);
+}
 
-impl Serialize for ClientId<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match &self.0.client_id {
-            Some(client_id) => serializer.serialize_str(client_id),
-            None => serializer.collect_str(&self.0.connection),
+/// A `/topics/{name}/subscribers` row.
+fn write_subscriber_row(buf: &mut Vec<u8>, presence: &Presence, node: Option<&str>) {
+    buf.extend_from_slice(br#"{"client_id":"#);
+    write_client_id(buf, presence);
+    write_since_and_node(buf, presence, node);
+}
+
+/// A subscription's `client_id`: the one its subscribe named, or else the
+/// connection's id.
+fn write_client_id(buf: &mut Vec<u8>, presence: &Presence) {
+    match &presence.client_id {
+        Some(client_id) => protocol::write_json(buf, &**client_id),
+        None => {
+            buf.push(b'"');
+            protocol::write_json(buf, &presence.connection);
+            buf.push(b'"');
         }
     }
 }
 
-#[derive(Serialize)]
-struct SubscriptionRow<'a> {
-    topic: &'a str,
-    client_id: ClientId<'a>,
-    connection: u64,
-    since: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<&'a str>,
-}
-
-#[derive(Serialize)]
-struct SubscriberRow<'a> {
-    client_id: ClientId<'a>,
-    since: Timestamp,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    node: Option<&'a str>,
+/// The rows' last fields, and the closing brace.
+fn write_since_and_node(buf: &mut Vec<u8>, presence: &Presence, node: Option<&str>) {
+    buf.extend_from_slice(br#","since":"#);
+    Timestamp::at(presence.since).write_json(buf);
+    if let Some(node) = node {
+        buf.extend_from_slice(br#","node":""#);
+        buf.extend_from_slice(node.as_bytes());
+        buf.push(b'"');
+    }
+    buf.push(b'}');
 }
 
 /// JSON rows separated by commas, cut at row boundaries into pieces of
@@ -95,11 +110,11 @@ impl Rows {
         }
     }
 
-    fn push(&mut self, row: &impl Serialize) {
+    fn push(&mut self, write_row: impl FnOnce(&mut Vec<u8>)) {
         if !self.current.is_empty() {
             self.current.push(b',');
         }
-        simd_json::to_writer(&mut self.current, row).expect("presence rows always serialize");
+        write_row(&mut self.current);
         if self.current.len() >= self.piece_len {
             self.pieces.push(std::mem::take(&mut self.current).into());
         }
@@ -130,24 +145,14 @@ pub async fn local_rows(
             Query::Subscriptions => {
                 for (topic, presences) in broker.presence() {
                     for presence in &presences {
-                        rows.push(&SubscriptionRow {
-                            topic: &topic,
-                            client_id: ClientId(presence),
-                            connection: presence.connection,
-                            since: Timestamp::at(presence.since),
-                            node,
-                        });
+                        rows.push(|buf| write_subscription_row(buf, &topic, presence, node));
                     }
                 }
             }
             Query::Subscribers(name) => {
                 let presences = broker.topic(name).map(|topic| topic.presence());
                 for presence in presences.iter().flatten() {
-                    rows.push(&SubscriberRow {
-                        client_id: ClientId(presence),
-                        since: Timestamp::at(presence.since),
-                        node,
-                    });
+                    rows.push(|buf| write_subscriber_row(buf, presence, node));
                 }
             }
         }
