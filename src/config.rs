@@ -189,6 +189,12 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_PURGE_DELAY", default_value = "60s", value_parser = humantime::parse_duration)]
     pub cluster_purge_delay: Duration,
 
+    /// Cluster mode: how long `GET /subscriptions` and `GET /topics/{name}/subscribers` wait for
+    /// the other nodes' answers; a node that has not answered by then is named in
+    /// `missing_nodes` (the answer is `partial`).
+    #[arg(long, env = "CLUSTER_PRESENCE_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
+    pub cluster_presence_timeout: Duration,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -327,6 +333,7 @@ mod tests {
         assert!(config.allowed_origins.is_empty());
         assert_eq!(config.cluster_nats_url, None);
         assert_eq!(config.cluster_purge_delay, Duration::from_secs(60));
+        assert_eq!(config.cluster_presence_timeout, Duration::from_secs(1));
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.coalesce_window, Duration::ZERO);

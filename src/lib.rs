@@ -27,8 +27,11 @@
 //!   reads located, in one scan.
 //! - [`broker`]: topics in a sharded map, replay rings, the fan-out, and
 //!   recovery (each topic's epoch and what its ring may have lost).
+//! - [`presence`]: who is subscribed to what (`GET /subscriptions`,
+//!   `GET /topics/{name}/subscribers`), written off the runtime.
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
-//!   JetStream, fed into the same fan-out.
+//!   JetStream, fed into the same fan-out; presence gathered from every
+//!   node.
 //! - [`metrics`]: process-wide counters and lock-free histograms.
 //! - [`prometheus`]: those counters as `GET /metrics` (Prometheus text).
 //! - [`state`]: the shared state, in one `Arc`.
@@ -47,6 +50,7 @@ pub mod cors;
 pub mod frame_reader;
 pub mod metrics;
 pub mod pages;
+pub mod presence;
 pub mod prometheus;
 pub mod protocol;
 pub mod rate_limit;

@@ -359,7 +359,7 @@ impl Timestamp {
     }
 
     /// Appends the quoted timestamp to a JSON buffer.
-    fn write_json(self, buf: &mut Vec<u8>) {
+    pub(crate) fn write_json(self, buf: &mut Vec<u8>) {
         self.with_text(|text| {
             buf.push(b'"');
             buf.extend_from_slice(text.as_bytes());
@@ -592,7 +592,7 @@ pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Byt
     })
 }
 
-fn write_json(buf: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
+pub(crate) fn write_json(buf: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     simd_json::to_writer(buf, value).expect("strings and numbers always serialize");
 }
 

@@ -15,10 +15,11 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::auth::{self, Grant, Permissions};
-use crate::broker::{is_valid_topic_name, BrokerError, Presence};
+use crate::broker::{is_valid_topic_name, BrokerError};
 use crate::cluster::BackplaneState;
 use crate::metrics::{Snapshot, Transport};
 use crate::pages::{self, Page};
+use crate::presence::{self, Answer, Query};
 use crate::protocol;
 use crate::rate_limit::{LimitKey, RateLimited};
 use crate::state::AppState;
@@ -52,31 +53,6 @@ struct TopicRow<'a> {
     name: &'a str,
     subscribers: usize,
     messages: u64,
-}
-
-#[derive(Serialize)]
-struct SubscriptionList<'a> {
-    subscriptions: Vec<SubscriptionRow<'a>>,
-}
-
-#[derive(Serialize)]
-struct SubscriptionRow<'a> {
-    topic: &'a str,
-    client_id: String,
-    connection: u64,
-    since: protocol::Timestamp,
-}
-
-#[derive(Serialize)]
-struct SubscriberList<'a> {
-    topic: &'a str,
-    subscribers: Vec<SubscriberRow>,
-}
-
-#[derive(Serialize)]
-struct SubscriberRow {
-    client_id: String,
-    since: protocol::Timestamp,
 }
 
 #[derive(Serialize)]
@@ -499,9 +475,11 @@ async fn route(state: &AppState, request: Request<Incoming>, peer: SocketAddr) -
                 .inspect_err(|failure| state.metrics.record_publish_error(failure.code))
         }
         (Route::TopicSubscribers(name), method) if is_read(&method) => {
-            topic_subscribers(state, &name).await
+            presence(state, Query::Subscribers(name)).await
         }
-        (Route::Subscriptions, method) if is_read(&method) => Ok(subscriptions(state)),
+        (Route::Subscriptions, method) if is_read(&method) => {
+            presence(state, Query::Subscriptions).await
+        }
         (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
         (route, _) => Ok(Failure::method_not_allowed(route.spec().allow())),
     }
@@ -636,50 +614,23 @@ fn list_topics(state: &AppState) -> Response<Body> {
     )
 }
 
-/// A subscription's `client_id`: the one its subscribe named, or else the
-/// connection's id.
-fn client_id(presence: &Presence) -> String {
-    presence
-        .client_id
-        .as_deref()
-        .map_or_else(|| presence.connection.to_string(), str::to_owned)
-}
-
-/// Every subscription on this node. Each topic's subscriber list is a
-/// lock-free snapshot, so no publish or subscribe waits on the answer.
-fn subscriptions(state: &AppState) -> Response<Body> {
-    let topics = state.broker.presence();
-    let subscriptions = topics
-        .iter()
-        .flat_map(|(topic, presences)| {
-            presences.iter().map(|presence| SubscriptionRow {
-                topic,
-                client_id: client_id(presence),
-                connection: presence.connection,
-                since: protocol::Timestamp::at(presence.since),
-            })
-        })
-        .collect();
-    json_response(StatusCode::OK, &SubscriptionList { subscriptions })
-}
-
-async fn topic_subscribers(state: &AppState, name: &str) -> Reply {
-    check_name(name)?;
-    let topic = state.topic(name).await?;
-    let subscribers = topic
-        .presence()
-        .iter()
-        .map(|presence| SubscriberRow {
-            client_id: client_id(presence),
-            since: protocol::Timestamp::at(presence.since),
-        })
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &SubscriberList {
-            topic: name,
-            subscribers,
+/// Every subscription, or one topic's subscribers (404 for a topic
+/// unknown, cluster-wide in cluster mode), from every node in cluster mode.
+async fn presence(state: &AppState, query: Query) -> Reply {
+    if let Query::Subscribers(name) = &query {
+        check_name(name)?;
+        state.topic(name).await?;
+    }
+    let answer = match &state.cluster {
+        Some(cluster) => cluster.presence(&state.broker, &query).await?,
+        None => Answer {
+            rows: presence::local_rows(state.broker.clone(), query.clone(), None, usize::MAX).await,
+            missing_nodes: Vec::new(),
         },
+    };
+    Ok(raw_json_response(
+        StatusCode::OK,
+        presence::body(query, answer).await,
     ))
 }
 

@@ -46,6 +46,7 @@ impl Server {
                     url,
                     config.ring_buffer_size as usize,
                     config.cluster_purge_delay,
+                    config.cluster_presence_timeout,
                 )
                 .await
                 .map_err(|err| {
@@ -131,10 +132,15 @@ impl Server {
             connections = state.metrics.snapshot().connections,
             "shutting down"
         );
-        if tokio::time::timeout(config.shutdown_timeout, state.tasks.wait())
-            .await
-            .is_err()
-        {
+        // Off the node list at once, so that presence stops expecting this
+        // node's answers, while the connections drain.
+        let leave = async {
+            if let Some(cluster) = &state.cluster {
+                cluster.leave().await;
+            }
+        };
+        let drained = tokio::time::timeout(config.shutdown_timeout, state.tasks.wait());
+        if tokio::join!(leave, drained).1.is_err() {
             tracing::warn!(
                 connections = state.metrics.snapshot().connections,
                 "shutdown timeout reached; dropping remaining connections"

@@ -145,3 +145,18 @@ async fn a_deleted_topic_leaves_presence_and_an_unknown_one_is_404() {
     assert_error_reply(&reply, 404, "TOPIC_NOT_FOUND", "unknown topic");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn client_ids_come_back_exactly_as_subscribed() {
+    let server = TestServer::start(&[]).await;
+    server.create_topic("orders").await;
+    let mut ws = server.ws().await;
+    let odd = "q\"uote \\ back\nline \u{1} é 🦀";
+    subscribe_as(&mut ws, "orders", odd).await;
+    assert_eq!(subscribers(&server, "orders").await, [odd]);
+    assert_eq!(
+        subscriptions(&server).await,
+        [("orders".to_owned(), odd.to_owned())]
+    );
+    server.stop().await;
+}

@@ -407,6 +407,8 @@ async fn rest_requests_are_checked_against_the_token() {
         (Method::DELETE, "/topics/billing", None),
         (Method::GET, "/stats", None),
         (Method::GET, "/metrics", None),
+        (Method::GET, "/subscriptions", None),
+        (Method::GET, "/topics/orders.eu/subscribers", None),
     ];
     for (method, path, body) in &admin_only {
         let reply = request(

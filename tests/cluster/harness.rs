@@ -1163,6 +1163,22 @@ impl Client {
             .unwrap_or_else(|error| panic!("{label}: subscribing to {topic}: {error}"))
     }
 
+    /// Subscribes as `client_id`, asserting the ack.
+    pub async fn subscribe_as(&mut self, topic: &str, client_id: &str) {
+        let label = self.label.clone();
+        self.subscribe_with(topic, json!({ "client_id": client_id }))
+            .await
+            .unwrap_or_else(|error| panic!("{label}: subscribing to {topic}: {error}"));
+    }
+
+    /// Unsubscribes, asserting the ack.
+    pub async fn unsubscribe(&mut self, topic: &str) {
+        let reply = self
+            .request(json!({ "type": "unsubscribe", "topic": topic }))
+            .await;
+        assert_ack(&reply, topic, &self.label);
+    }
+
     /// Sends a ping and returns the frames that arrive before its pong.
     async fn frames_until_pong(&mut self) -> Vec<Value> {
         let request_id = self.request_id();

@@ -11,6 +11,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod presence;
 
 use std::time::Duration;
 

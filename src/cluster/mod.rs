@@ -26,6 +26,9 @@
 //!   every node reports the same one, a restart keeps it, and a topic or a
 //!   stream created again changes it. See [`Broker::settle_history`] for
 //!   how a node knows which events it may have lost.
+//! - **Presence.** `GET /subscriptions` and `GET /topics/{name}/subscribers`
+//!   gather every node's rows over core NATS; a key-value bucket lists the
+//!   live nodes, so a node that does not answer is named (see [`presence`]).
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
@@ -44,6 +47,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
 use crate::protocol::Message;
+
+mod presence;
 
 /// The stream holding every topic's events.
 const EVENT_STREAM: &str = "RINGCAST";
@@ -83,6 +88,8 @@ pub enum BackplaneState {
 struct Backplane {
     events: stream::Stream,
     registry: kv::Store,
+    /// The live nodes, one key each (see [`presence`]).
+    nodes: kv::Store,
     /// Names the streams' lifetime: their creation times, in hex.
     history_id: String,
 }
@@ -96,6 +103,10 @@ impl Backplane {
 
 pub struct Cluster {
     client: async_nats::Client,
+    /// Names this node in presence answers; random per process.
+    node_id: Arc<str>,
+    /// `CLUSTER_PRESENCE_TIMEOUT`.
+    presence_timeout: Duration,
     jetstream: jetstream::Context,
     ring_capacity: usize,
     /// `CLUSTER_PURGE_DELAY`.
@@ -135,6 +146,7 @@ impl Cluster {
         url: &str,
         ring_capacity: usize,
         purge_delay: Duration,
+        presence_timeout: Duration,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -153,8 +165,12 @@ impl Cluster {
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
             .build(client.clone());
+        let node_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..12].into();
+        tracing::info!(node = %node_id, "cluster node id");
         Ok(Arc::new(Self {
             client,
+            node_id,
+            presence_timeout,
             jetstream,
             ring_capacity,
             purge_delay,
@@ -350,6 +366,8 @@ impl Cluster {
             };
             let (purges, owed) = mpsc::unbounded_channel();
             tokio::join!(
+                self.answer_presence(&broker),
+                self.stay_listed(&backplane.nodes),
                 self.follow_registry(&broker, backplane, &purges),
                 async {
                     self.await_registry_snapshot().await;
@@ -384,24 +402,23 @@ impl Cluster {
         if events.cached_info().config.max_messages_per_subject != per_subject {
             self.jetstream.update_stream(config).await?;
         }
-        // The bucket's stream is created by hand as the crate would: its
-        // own bucket creation fails against nats-server 2.9.
         let registry_stream = self
             .jetstream
-            .get_or_create_stream(stream::Config {
-                name: registry_stream_name(),
-                subjects: vec![format!("$KV.{REGISTRY_BUCKET}.>")],
-                max_messages_per_subject: 1,
-                storage: stream::StorageType::File,
-                discard: stream::DiscardPolicy::New,
-                allow_rollup: true,
-                deny_delete: true,
-                allow_direct: true,
-                duplicate_window: DUPLICATE_WINDOW,
-                ..Default::default()
-            })
+            .get_or_create_stream(bucket_stream(REGISTRY_BUCKET))
             .await?;
         let registry = self.jetstream.get_key_value(REGISTRY_BUCKET).await?;
+        // Heartbeats need not survive a NATS restart: nodes put them again.
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                max_age: presence::NODE_TTL,
+                // JetStream wants it no longer than `max_age`; puts carry
+                // no message id anyway.
+                duplicate_window: presence::NODE_TTL,
+                storage: stream::StorageType::Memory,
+                ..bucket_stream(presence::NODES_BUCKET)
+            })
+            .await?;
+        let nodes = self.jetstream.get_key_value(presence::NODES_BUCKET).await?;
         let history_id = format!(
             "{:x}{:x}",
             events.cached_info().created.unix_timestamp_nanos(),
@@ -410,6 +427,7 @@ impl Cluster {
         Ok(Backplane {
             events,
             registry,
+            nodes,
             history_id,
         })
     }
@@ -755,9 +773,32 @@ fn unavailable(err: impl std::fmt::Display) -> BrokerError {
     BrokerError::BackplaneUnavailable(err.to_string())
 }
 
-/// The stream behind the registry bucket, named as JetStream names it.
+/// The stream behind the registry bucket.
 fn registry_stream_name() -> String {
-    format!("KV_{REGISTRY_BUCKET}")
+    bucket_stream_name(REGISTRY_BUCKET)
+}
+
+/// The stream behind a key-value bucket, named as JetStream names it.
+fn bucket_stream_name(bucket: &str) -> String {
+    format!("KV_{bucket}")
+}
+
+/// The stream behind key-value bucket `bucket`, one value per key, created
+/// by hand as the crate would: its own bucket creation fails against
+/// nats-server 2.9.
+fn bucket_stream(bucket: &str) -> stream::Config {
+    stream::Config {
+        name: bucket_stream_name(bucket),
+        subjects: vec![format!("$KV.{bucket}.>")],
+        max_messages_per_subject: 1,
+        storage: stream::StorageType::File,
+        discard: stream::DiscardPolicy::New,
+        allow_rollup: true,
+        deny_delete: true,
+        allow_direct: true,
+        duplicate_window: DUPLICATE_WINDOW,
+        ..Default::default()
+    }
 }
 
 fn event_subject(topic: &str, incarnation: u64) -> String {
