@@ -111,7 +111,12 @@ fn bench_encode_event(c: &mut Criterion) {
 fn bench_deflate_event(c: &mut Criterion) {
     let mut group = c.benchmark_group("deflate_event");
     for (label, payload_len) in COMPRESSION_PAYLOADS {
-        let frame = protocol::event(TOPIC, &order_message(&order_payload(payload_len)), 1, Timestamp::now());
+        let frame = protocol::event(
+            TOPIC,
+            &order_message(&order_payload(payload_len)),
+            1,
+            Timestamp::now(),
+        );
         let json = protocol::frame_json(&frame);
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(label, |b| {
