@@ -4,9 +4,10 @@
 //! subscriber that negotiated compression, ring replays included. An event
 //! no compressed subscriber receives is never deflated; REST history reads
 //! the plain frame. The deflate runs under the topic's lock, like the rest
-//! of the fan-out, once per event; a replay's events are deflated before
-//! the topic's lock is taken (`broker::Topic::subscribe`). A subscriber's
-//! queue bounds count the bytes of the frame it was given.
+//! of the fan-out, once per event; a replay's events are deflated off the
+//! topic's lock, which is held only to copy their plain frames and to hand
+//! the results back (`broker::Topic::subscribe`). A subscriber's queue
+//! bounds count the bytes of the frame it was given.
 
 use std::sync::{Arc, OnceLock};
 
