@@ -22,12 +22,15 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use flate2::write::DeflateEncoder;
-use ringcast::broker::{Broker, Replay};
+use ringcast::broker::Broker;
 use ringcast::config::SlowConsumerPolicy;
 use ringcast::metrics::Metrics;
-use ringcast::protocol::{self, ClientFrame, Message, Request, Timestamp};
 use ringcast::send::{FrameWriter, Outbox, Pending, QueueLimits, Queued};
-use ringcast::ws::deflate;
+use ringcast::wire::deflate;
+use ringcast::wire::frame::payload_of;
+use ringcast::wire::reply;
+use ringcast::wire::request::{parse_client_frame, ClientFrame, Message, Replay, Request};
+use ringcast::wire::timestamp::Timestamp;
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;
@@ -66,7 +69,7 @@ fn bench_parse_publish(c: &mut Criterion) {
         let frame = publish_frame(&order_payload(payload_len));
         assert!(
             matches!(
-                protocol::parse_client_frame(&mut frame.clone()),
+                parse_client_frame(&mut frame.clone()),
                 Ok(ClientFrame {
                     request: Request::Publish { .. },
                     ..
@@ -82,7 +85,7 @@ fn bench_parse_publish(c: &mut Criterion) {
                 // frame into the same buffer. The memcpy is timed too, but
                 // keeps the input cache-hot like a connection's read buffer.
                 scratch.copy_from_slice(&frame);
-                protocol::parse_client_frame(&mut scratch).is_ok()
+                parse_client_frame(&mut scratch).is_ok()
             })
         });
     }
@@ -99,7 +102,7 @@ fn bench_encode_event(c: &mut Criterion) {
         group.bench_function(label, |b| {
             b.iter(|| {
                 seq += 1;
-                protocol::event(TOPIC, &message, seq, Timestamp::now())
+                reply::event(TOPIC, &message, seq, Timestamp::now())
             })
         });
     }
@@ -111,13 +114,13 @@ fn bench_encode_event(c: &mut Criterion) {
 fn bench_deflate_event(c: &mut Criterion) {
     let mut group = c.benchmark_group("deflate_event");
     for (label, payload_len) in COMPRESSION_PAYLOADS {
-        let frame = protocol::event(
+        let frame = reply::event(
             TOPIC,
             &order_message(&order_payload(payload_len)),
             1,
             Timestamp::now(),
         );
-        let json = protocol::frame_json(&frame);
+        let json = payload_of(&frame);
         group.throughput(Throughput::Bytes(json.len() as u64));
         group.bench_function(label, |b| {
             b.iter(|| deflate::deflate_text_frame(black_box(json)).expect("JSON shrinks"))
@@ -192,7 +195,7 @@ fn parse_and_publish(broker: &Broker, frame: &mut [u8]) -> u64 {
     let Ok(ClientFrame {
         request: Request::Publish { topic, message },
         ..
-    }) = protocol::parse_client_frame(frame)
+    }) = parse_client_frame(frame)
     else {
         panic!("the benchmark frame must parse as a publish")
     };
@@ -332,7 +335,7 @@ fn event_frames(count: u64, payload_len: usize) -> Vec<Bytes> {
     let payload = order_payload(payload_len);
     let message = order_message(&payload);
     (1..=count)
-        .map(|seq| protocol::event(TOPIC, &message, seq, Timestamp::now()))
+        .map(|seq| reply::event(TOPIC, &message, seq, Timestamp::now()))
         .collect()
 }
 

@@ -30,9 +30,12 @@ use bytes::Bytes;
 use dashmap::DashMap;
 
 use crate::metrics::{FanOut, Metrics};
-use crate::protocol::{self, Message, Timestamp};
-use crate::send::event::deflated;
-use crate::send::{Deflate, Delivery, EventFrame, LaggingWriters, Outbox, QueueBound};
+use crate::send::event::{deflated, Deflate, EventFrame};
+use crate::send::outbox::{Delivery, LaggingWriters, Outbox, QueueBound};
+use crate::wire::history::History;
+use crate::wire::reply;
+use crate::wire::request::{Message, Replay};
+use crate::wire::timestamp::Timestamp;
 
 /// Longest topic name accepted.
 pub const MAX_TOPIC_NAME_LEN: usize = 255;
@@ -149,27 +152,6 @@ struct Log {
     /// Highest `seq` evicted from the ring; `lost_up_to` is at least this.
     evicted_up_to: u64,
     deleted: bool,
-}
-
-/// Where a new subscriber's replay starts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Replay<'a> {
-    /// Up to this many most recent events (`last_n`; 0: none).
-    Last(usize),
-    /// Every retained event after `seq`, if the topic's epoch is `epoch`
-    /// (when given): recovery after a reconnect.
-    Since { seq: u64, epoch: Option<&'a str> },
-}
-
-/// A window of a topic's history, as `GET /topics/{name}/messages` shows it.
-pub struct History {
-    pub epoch: Arc<str>,
-    /// The topic's latest `seq`.
-    pub seq: u64,
-    /// With `since_seq`: whether every event after it was still retained.
-    pub recovered: Option<bool>,
-    /// The events' frames with their `seq`, oldest first.
-    pub events: Vec<(u64, Bytes)>,
 }
 
 /// Where an event's `seq` and `ts` come from.
@@ -320,7 +302,7 @@ impl Broker {
             topic.subscribers.swap(Arc::default())
         };
         self.metrics.subscriptions_ended(subscribers.len());
-        let notice = protocol::info(Some(name), "topic_deleted");
+        let notice = reply::info(Some(name), "topic_deleted");
         for subscriber in subscribers.iter() {
             subscriber.outbox.push_reply(notice.clone());
         }
@@ -386,7 +368,7 @@ impl Broker {
             }
         };
         log.seq = seq;
-        let event = EventFrame::new(protocol::event(&topic.name, message, seq, ts));
+        let event = EventFrame::new(reply::event(&topic.name, message, seq, ts));
         if log.ring.len() == self.ring_capacity {
             let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
             log.evicted_up_to = evicted;
@@ -555,7 +537,7 @@ impl Topic {
             return false;
         }
         let (skip, recovered) = log.replay_start(replay, &self.epoch);
-        outbox.push_reply(protocol::subscribe_ack(
+        outbox.push_reply(reply::subscribe_ack(
             request_id,
             &self.name,
             log.seq,
@@ -741,8 +723,8 @@ mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
     use crate::send::{Pending, QueueLimits, Queued};
-    use crate::ws::permessage_deflate::Agreed;
-    use crate::ws::CloseReason;
+    use crate::wire::close::CloseReason;
+    use crate::wire::permessage_deflate::Agreed;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use serde::Serialize;
 
 use crate::broker::{Broker, Presence};
-use crate::protocol::{self, Timestamp};
+use crate::wire::reply::write_json;
+use crate::wire::timestamp::Timestamp;
 
 /// What a presence request asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,7 +58,7 @@ fn write_subscription_row(buf: &mut Vec<u8>, topic: &str, presence: &Presence, n
     buf.extend_from_slice(br#"","client_id":"#);
     write_client_id(buf, presence);
     buf.extend_from_slice(br#","connection":"#);
-    protocol::write_json(buf, &presence.connection);
+    write_json(buf, &presence.connection);
     write_since_and_node(buf, presence, node);
 }
 
@@ -72,10 +73,10 @@ fn write_subscriber_row(buf: &mut Vec<u8>, presence: &Presence, node: Option<&st
 /// connection's id.
 fn write_client_id(buf: &mut Vec<u8>, presence: &Presence) {
     match &presence.client_id {
-        Some(client_id) => protocol::write_json(buf, &**client_id),
+        Some(client_id) => write_json(buf, &**client_id),
         None => {
             buf.push(b'"');
-            protocol::write_json(buf, &presence.connection);
+            write_json(buf, &presence.connection);
             buf.push(b'"');
         }
     }

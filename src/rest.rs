@@ -20,9 +20,10 @@ use crate::cluster::BackplaneState;
 use crate::metrics::{Snapshot, Transport};
 use crate::pages::{self, Page};
 use crate::presence::{self, Answer, Query};
-use crate::protocol;
 use crate::rate_limit::{LimitKey, RateLimited};
 use crate::state::AppState;
+use crate::wire::history::history_json;
+use crate::wire::request::{parse_message_body, parse_topic_body};
 use crate::{api_docs, prometheus};
 
 /// Every response body: small and fully buffered.
@@ -636,7 +637,7 @@ async fn presence(state: &AppState, query: Query) -> Reply {
 
 async fn create_topic(state: &AppState, request: Request<Incoming>) -> Reply {
     let mut body = read_body(state, request).await?;
-    let name = protocol::parse_topic_body(&mut body).map_err(Failure::bad_request)?;
+    let name = parse_topic_body(&mut body).map_err(Failure::bad_request)?;
     state.create_topic(&name).await?;
     Ok(json_response(
         StatusCode::CREATED,
@@ -674,7 +675,7 @@ async fn publish(
             .map_err(|refused| rate_limited(state, refused))?;
     }
     let mut body = read_body(state, request).await?;
-    let message = protocol::parse_message_body(&mut body).map_err(Failure::bad_request)?;
+    let message = parse_message_body(&mut body).map_err(Failure::bad_request)?;
     let seq = state.publish(name, &message).await?.acknowledged().await?;
     Ok(json_response(
         StatusCode::OK,
@@ -696,7 +697,7 @@ async fn history(state: &AppState, name: &str, query: Option<&str>) -> Reply {
     let history = topic.history(query.since_seq, query.limit);
     Ok(raw_json_response(
         StatusCode::OK,
-        protocol::history_json(name, &history),
+        history_json(name, &history),
     ))
 }
 

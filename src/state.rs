@@ -19,8 +19,8 @@ use crate::config::Config;
 use crate::cors::CorsOrigins;
 use crate::metrics::Metrics;
 use crate::prometheus::Exposition;
-use crate::protocol::Message;
 use crate::rate_limit::{Limit, RestLimits};
+use crate::wire::request::Message;
 
 pub struct AppState {
     pub config: Config,

@@ -9,11 +9,12 @@ use std::cell::Cell;
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use ringcast::broker::{Broker, Replay};
+use ringcast::broker::Broker;
 use ringcast::config::SlowConsumerPolicy;
 use ringcast::metrics::Metrics;
-use ringcast::protocol::{self, ClientFrame, Request};
 use ringcast::send::{Outbox, Pending, QueueLimits};
+use ringcast::wire::reply;
+use ringcast::wire::request::{parse_client_frame, ClientFrame, Replay, Request};
 
 struct CountingAllocator;
 
@@ -95,7 +96,7 @@ fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
             let Ok(ClientFrame {
                 request_id,
                 request: Request::Publish { topic, message },
-            }) = protocol::parse_client_frame(&mut input)
+            }) = parse_client_frame(&mut input)
             else {
                 panic!("not a publish")
             };
@@ -103,7 +104,7 @@ fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
             request = Some((request_id, topic));
         });
         let (request_id, topic) = request.expect("parsed");
-        counted.1 += allocations_in(|| drop(protocol::ack(request_id, topic)));
+        counted.1 += allocations_in(|| drop(reply::ack(request_id, topic)));
         // The subscriber's writer takes the event and, once written, drops it.
         outbox.settle(&Pending::default(), &mut batch, usize::MAX);
         let mut written = Pending::default();

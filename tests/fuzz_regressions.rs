@@ -9,7 +9,7 @@
 //! brings the `inflate` check's counting allocator, which becomes this test
 //! binary's global allocator, so the seeds' memory bound is checked here too.
 
-use ringcast::protocol::{parse_client_frame, parse_message_body, Request};
+use ringcast::wire::request::{parse_client_frame, parse_message_body, Request};
 
 #[path = "../fuzz/src/lib.rs"]
 #[allow(dead_code)]

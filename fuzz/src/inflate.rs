@@ -30,11 +30,11 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use flate2::{Compress, Compression, FlushCompress};
-use ringcast::frame_reader::{FrameDecoder, Incoming};
 use ringcast::metrics::Metrics;
-use ringcast::protocol;
-use ringcast::ws::deflate::{self, InflateError};
-use ringcast::ws::CloseReason;
+use ringcast::wire::close::CloseReason;
+use ringcast::wire::deflate::{self, InflateError};
+use ringcast::wire::frame::payload_of;
+use ringcast::ws::frame_reader::{FrameDecoder, Incoming};
 
 use super::split::frames_from_records;
 
@@ -200,7 +200,7 @@ fn check_round_trips(plan: &Plan) {
             frame.len() < plain_head + plan.data.len(),
             "deflating did not shrink the frame"
         );
-        let payload = protocol::frame_json(&frame);
+        let payload = payload_of(&frame);
         assert_eq!(
             deflate::inflate(payload, plan.limit).as_deref(),
             expected,

@@ -38,8 +38,10 @@ use std::fmt;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Number;
 
-use ringcast::broker;
-use ringcast::protocol::{self, Request};
+use ringcast::wire::error::ErrorCode;
+use ringcast::wire::reply;
+use ringcast::wire::request::{self, Request};
+use ringcast::wire::timestamp::Timestamp;
 
 /// A JSON document as the oracle sees it: objects keep every member, in
 /// order, duplicates included.
@@ -376,7 +378,7 @@ pub fn oracle_topic_name(name: &str) -> bool {
     (1..=255).contains(&name.chars().count()) && name.chars().all(allowed)
 }
 
-fn ringcast_message(message: &protocol::Message<'_>) -> Msg {
+fn ringcast_message(message: &request::Message<'_>) -> Msg {
     Msg {
         id: message.id.to_owned(),
         payload: serde_json::from_slice(message.payload).map_err(|err| err.to_string()),
@@ -386,7 +388,7 @@ fn ringcast_message(message: &protocol::Message<'_>) -> Msg {
 /// ringcast's verdict on a WebSocket client frame, in the oracle's terms.
 pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
     let mut scratch = bytes.to_vec();
-    let frame = match protocol::parse_client_frame(&mut scratch) {
+    let frame = match request::parse_client_frame(&mut scratch) {
         Ok(frame) => frame,
         Err(rejection) => {
             return Outcome::Reject {
@@ -404,8 +406,8 @@ pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
             topic: topic.to_owned(),
             client_id: owned(client_id),
             replay: match replay {
-                broker::Replay::Last(n) => Replay::Last(n as u64),
-                broker::Replay::Since { seq, epoch } => Replay::Since {
+                request::Replay::Last(n) => Replay::Last(n as u64),
+                request::Replay::Since { seq, epoch } => Replay::Since {
                     seq,
                     epoch: owned(epoch),
                 },
@@ -436,7 +438,7 @@ pub fn ringcast_client_frame(bytes: &[u8]) -> Outcome<Frame> {
 /// ringcast's verdict on a REST publish body.
 pub fn ringcast_message_body(bytes: &[u8]) -> Outcome<Msg> {
     let mut scratch = bytes.to_vec();
-    match protocol::parse_message_body(&mut scratch) {
+    match request::parse_message_body(&mut scratch) {
         Ok(message) => {
             check_verbatim(bytes, message.payload);
             Outcome::Accept(ringcast_message(&message))
@@ -447,7 +449,7 @@ pub fn ringcast_message_body(bytes: &[u8]) -> Outcome<Msg> {
 
 /// ringcast's verdict on a REST create-topic body.
 pub fn ringcast_topic_body(bytes: &[u8]) -> Outcome<String> {
-    match protocol::parse_topic_body(&mut bytes.to_vec()) {
+    match request::parse_topic_body(&mut bytes.to_vec()) {
         Ok(name) => Outcome::Accept(name),
         Err(_) => Outcome::Reject { request_id: None },
     }
@@ -514,12 +516,12 @@ fn check_replies(input: &[u8]) {
         );
     };
     let mut scratch = input.to_vec();
-    match protocol::parse_client_frame(&mut scratch) {
+    match request::parse_client_frame(&mut scratch) {
         Err(rejection) => {
             let request_id = rejection.request_id.as_deref();
-            let reply = reply_json(&protocol::error(
+            let reply = reply_json(&reply::error(
                 request_id,
-                protocol::ErrorCode::BadRequest,
+                ErrorCode::BadRequest,
                 &rejection.reason,
             ));
             echoed(&reply, request_id);
@@ -532,16 +534,16 @@ fn check_replies(input: &[u8]) {
                 Request::Subscribe { topic, .. }
                 | Request::Unsubscribe { topic, .. }
                 | Request::Publish { topic, .. } => {
-                    (protocol::ack(frame.request_id, topic), Some(*topic))
+                    (reply::ack(frame.request_id, topic), Some(*topic))
                 }
-                Request::Ping => (protocol::pong(frame.request_id), None),
-                Request::Auth { .. } => (protocol::auth_ack(frame.request_id), None),
+                Request::Ping => (reply::pong(frame.request_id), None),
+                Request::Auth { .. } => (reply::auth_ack(frame.request_id), None),
             };
             let reply = reply_json(&reply);
             echoed(&reply, frame.request_id);
             assert_eq!(reply.get("topic").and_then(|t| t.as_str()), topic);
             if let Request::Publish { topic, message } = &frame.request {
-                let event = protocol::event(topic, message, 7, protocol::Timestamp::now());
+                let event = reply::event(topic, message, 7, Timestamp::now());
                 let event: Json = serde_json::from_slice(&event[header_len(&event)..])
                     .unwrap_or_else(|err| panic!("event {event:?} is not JSON: {err}"));
                 let sent = event.member("message");

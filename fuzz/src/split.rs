@@ -20,9 +20,9 @@
 //! mask, opcode 3 or opcode 0xB. Payload bytes are given in clear and
 //! masked by the generator, so the fuzzer can write JSON into them.
 
-use ringcast::frame_reader::{FrameDecoder, Incoming};
-use ringcast::protocol;
-use ringcast::ws::CloseReason;
+use ringcast::wire::close::CloseReason;
+use ringcast::wire::request::parse_client_frame;
+use ringcast::ws::frame_reader::{FrameDecoder, Incoming};
 
 /// The input split into its parts.
 pub struct Plan<'a> {
@@ -208,7 +208,7 @@ pub fn decode_split(plan: &Plan) -> Decoded {
 /// What `parse_client_frame` made of one message, reason text and payload
 /// bytes included.
 fn parse(message: &[u8]) -> String {
-    format!("{:?}", protocol::parse_client_frame(&mut message.to_vec()))
+    format!("{:?}", parse_client_frame(&mut message.to_vec()))
 }
 
 /// The whole check.

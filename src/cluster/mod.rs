@@ -46,7 +46,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::{is_valid_topic_name, Broker, BrokerError, Stamp, Topic};
-use crate::protocol::Message;
+use crate::wire::request::Message;
 
 mod presence;
 

@@ -14,9 +14,9 @@ use std::sync::{Arc, OnceLock};
 use bytes::Bytes;
 
 use crate::metrics::Metrics;
-use crate::protocol;
-use crate::ws::deflate;
-use crate::ws::permessage_deflate::Agreed;
+use crate::wire::deflate;
+use crate::wire::frame::payload_of;
+use crate::wire::permessage_deflate::Agreed;
 
 /// What a connection agreed to: its window and the configured size under
 /// which events go out uncompressed; and where deflating is counted.
@@ -71,7 +71,7 @@ impl EventFrame {
     }
 
     fn worth_deflating(&self, deflate: &Deflate) -> bool {
-        let json = protocol::frame_json(&self.plain).len();
+        let json = payload_of(&self.plain).len();
         json >= deflate.min_bytes && deflate.agreed.fits_window(json)
     }
 }
@@ -79,7 +79,7 @@ impl EventFrame {
 /// `plain` as a compressed frame, counted; `None` if compressing does not
 /// make it smaller.
 pub fn deflated(plain: &Bytes, deflate: &Deflate) -> Option<Bytes> {
-    let json = protocol::frame_json(plain);
+    let json = payload_of(plain);
     let deflated = deflate::deflate_text_frame(json);
     let sent = deflated.as_ref().unwrap_or(plain);
     deflate.metrics.record_deflate(json.len(), sent.len());

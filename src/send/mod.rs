@@ -13,7 +13,7 @@
 //!   applies `SLOW_CONSUMER_POLICY`: `disconnect` cuts it (`SLOW_CONSUMER`,
 //!   close 1008); `drop_oldest` drops its oldest queued events until the new
 //!   one fits (events already handed to the socket writer, at most
-//!   [`writer::MAX_FRAMES_PER_WRITE`], are not dropped; if those alone fill
+//!   [`batch::MAX_FRAMES_PER_WRITE`], are not dropped; if those alone fill
 //!   the bound the new event is dropped instead). So pending events never
 //!   exceed the bound: with the frames in the writer's hands, a subscriber
 //!   holds at most `SUBSCRIBER_QUEUE_SIZE` events and
@@ -38,7 +38,7 @@
 //! - **Batching.** A push that turns the queue non-empty wakes the writer;
 //!   everything queued by the time it runs (what a publisher's read cycle,
 //!   or the other tasks of that scheduler tick, produced) goes out in one
-//!   `writev` of up to [`writer::MAX_FRAMES_PER_WRITE`] frames and 64 KiB,
+//!   `writev` of up to [`batch::MAX_FRAMES_PER_WRITE`] frames and 64 KiB,
 //!   and while the socket takes bytes the writer keeps writing whatever
 //!   gathered meanwhile. A frame never waits for wall-clock time while the
 //!   socket could take it, unless the opt-in `COALESCE_WINDOW` asks for it
@@ -48,36 +48,15 @@
 //!   socket, above all) or holds a write's worth: the replies to the frames
 //!   of one read wake the writer once and leave in one write.
 
+pub mod batch;
 pub mod event;
+pub mod liveness;
 pub mod outbox;
 pub mod writer;
 
 pub use event::{Deflate, EventFrame};
-pub use outbox::{Delivery, FrameKind, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled};
+pub use liveness::Liveness;
+pub use outbox::{
+    Delivery, FrameKind, LaggingWriters, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled,
+};
 pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
-
-use std::sync::Arc;
-
-/// Subscribers whose writers fell behind during a fan-out; the publisher
-/// waits for them before it publishes more. Empty (and unallocated) in the
-/// common case.
-#[derive(Default)]
-pub struct LaggingWriters(Vec<Arc<Outbox>>);
-
-impl LaggingWriters {
-    pub fn push(&mut self, outbox: &Arc<Outbox>) {
-        self.0.push(outbox.clone());
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Resolves once each of them has caught up, found its socket full
-    /// (then its own bound decides) or closed.
-    pub async fn wait(self) {
-        for outbox in &self.0 {
-            outbox.writer_caught_up().await;
-        }
-    }
-}

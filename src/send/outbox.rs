@@ -10,16 +10,16 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::event::{Deflate, EventFrame};
-use super::writer::MAX_FRAMES_PER_WRITE;
 use crate::config::SlowConsumerPolicy;
-use crate::ws::CloseReason;
+use crate::send::batch::MAX_FRAMES_PER_WRITE;
+use crate::send::event::{Deflate, EventFrame};
+use crate::wire::close::CloseReason;
 
 /// The two bounds on a subscriber's pending events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -559,6 +559,30 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.0.lock().waiters -= 1;
+    }
+}
+
+/// Subscribers whose writers fell behind during a fan-out; the publisher
+/// waits for them before it publishes more. Empty (and unallocated) in the
+/// common case.
+#[derive(Default)]
+pub struct LaggingWriters(Vec<Arc<Outbox>>);
+
+impl LaggingWriters {
+    pub fn push(&mut self, outbox: &Arc<Outbox>) {
+        self.0.push(outbox.clone());
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Resolves once each of them has caught up, found its socket full
+    /// (then its own bound decides) or closed.
+    pub async fn wait(self) {
+        for outbox in &self.0 {
+            outbox.writer_caught_up().await;
+        }
     }
 }
 

@@ -15,16 +15,13 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{FrameKind, Outbox, Pending, Queued};
 use crate::metrics::Metrics;
-use crate::protocol;
-use crate::ws::{CloseReason, Liveness};
-
-/// Most frames handed to one `writev`, and so most frames the writer takes
-/// from the queue at a time (the rest stay where `drop_oldest` can reach).
-pub const MAX_FRAMES_PER_WRITE: usize = 64;
-/// Most bytes handed to one `writev`.
-const MAX_BYTES_PER_WRITE: usize = 64 * 1024;
+use crate::send::batch::{MAX_BYTES_PER_WRITE, MAX_FRAMES_PER_WRITE};
+use crate::send::liveness::Liveness;
+use crate::send::outbox::{FrameKind, Outbox, Pending, Queued};
+use crate::wire::close::CloseReason;
+use crate::wire::frame::{close_frame, ping_frame};
+use crate::wire::reply;
 /// How long the last frames (an error, the close frame) may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -219,8 +216,8 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     let peer_alive_after_heartbeat = || {
         let alive = liveness.silent_for() < 2 * heartbeat;
         if alive {
-            outbox.push_reply(protocol::info(None, "ping"));
-            outbox.push_reply(protocol::ping_frame());
+            outbox.push_reply(reply::info(None, "ping"));
+            outbox.push_reply(ping_frame());
         }
         alive
     };
@@ -284,9 +281,9 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             writer.abandon_unstarted();
         }
         if let Some((code, why)) = reason.closing_error() {
-            writer.push_last(protocol::error(None, code, why));
+            writer.push_last(reply::error(None, code, why));
         }
-        writer.push_last(protocol::close_frame(code, reason.close_text()));
+        writer.push_last(close_frame(code, reason.close_text()));
         let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
     }
     reason

@@ -15,15 +15,21 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Sleep;
 
-use super::{CloseReason, Liveness};
 use crate::auth::{AuthError, Grant, Permissions};
-use crate::broker::{BrokerError, ConnectionId, Replay, Topic};
-use crate::frame_reader::{self, FrameDecoder, Incoming};
+use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::metrics::{Metrics, Transport};
-use crate::protocol::{self, ClientFrame, ErrorCode, Message, Request as ClientRequest};
 use crate::rate_limit::{Bucket, RateLimited};
-use crate::send::{LaggingWriters, Outbox};
+use crate::send::liveness::Liveness;
+use crate::send::outbox::{LaggingWriters, Outbox};
 use crate::state::{AppState, Publication};
+use crate::wire::close::CloseReason;
+use crate::wire::error::ErrorCode;
+use crate::wire::frame::pong_frame;
+use crate::wire::reply;
+use crate::wire::request::{
+    parse_client_frame, ClientFrame, Message, Replay, Request as ClientRequest,
+};
+use crate::ws::frame_reader::{self, FrameDecoder, Incoming};
 
 /// Why a client request was refused.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +72,7 @@ impl RequestError {
 
     /// The `error` frame answering the request.
     fn reply(&self, request_id: Option<&str>) -> Bytes {
-        protocol::error(request_id, self.code(), &self.to_string())
+        reply::error(request_id, self.code(), &self.to_string())
     }
 }
 
@@ -75,7 +81,7 @@ impl RequestError {
 const MAX_PENDING_PUBLISHES: usize = 256;
 
 /// The reader's side of a connection: its subscriptions and request handling.
-pub(super) struct Session {
+pub struct Session {
     id: ConnectionId,
     outbox: Arc<Outbox>,
     subscriptions: HashMap<Box<str>, Arc<Topic>>,
@@ -95,7 +101,7 @@ pub(super) struct Session {
 }
 
 impl Session {
-    pub(super) fn new(state: Arc<AppState>, outbox: Arc<Outbox>, grant: Grant) -> Self {
+    pub fn new(state: Arc<AppState>, outbox: Arc<Outbox>, grant: Grant) -> Self {
         let mut session = Self {
             id: state.next_connection_id(),
             outbox,
@@ -123,14 +129,14 @@ impl Session {
         });
     }
 
-    pub(super) fn id(&self) -> ConnectionId {
+    pub fn id(&self) -> ConnectionId {
         self.id
     }
 
     /// Reads frames until the connection should close, and says why. The
     /// replies to the frames of one read are held and go to the writer
     /// together once the reader has to wait (see `Outbox::holding_replies`).
-    pub(super) async fn read_loop(
+    pub async fn read_loop(
         &mut self,
         reader: &OwnedReadHalf,
         decoder: FrameDecoder,
@@ -173,9 +179,7 @@ impl Session {
             liveness.heard_from_peer();
             match incoming {
                 Incoming::Message(mut message) => self.handle_message(&mut message).await,
-                Incoming::Ping(payload) => {
-                    self.outbox.push_held_reply(protocol::pong_frame(&payload))
-                }
+                Incoming::Ping(payload) => self.outbox.push_held_reply(pong_frame(&payload)),
                 Incoming::Pong => {}
             }
             if !self.lagging.is_empty() {
@@ -191,7 +195,7 @@ impl Session {
     /// backplane's deadline), so every publish read is answered before the
     /// close frame; unless the queue is abandoned and nothing reaches the
     /// client any more.
-    pub(super) async fn answer_pending_publishes(&mut self) {
+    pub async fn answer_pending_publishes(&mut self) {
         if self
             .outbox
             .close_reason()
@@ -205,9 +209,9 @@ impl Session {
     }
 
     async fn handle_message(&mut self, bytes: &mut [u8]) {
-        match protocol::parse_client_frame(bytes) {
+        match parse_client_frame(bytes) {
             Ok(frame) => self.dispatch(frame).await,
-            Err(rejection) => self.outbox.push_held_reply(protocol::error(
+            Err(rejection) => self.outbox.push_held_reply(reply::error(
                 rejection.request_id.as_deref(),
                 ErrorCode::BadRequest,
                 &rejection.reason,
@@ -232,7 +236,7 @@ impl Session {
             ClientRequest::Publish { topic, message } => {
                 self.publish(topic, &message, request_id).await
             }
-            ClientRequest::Ping => Ok(Some(protocol::pong(request_id))),
+            ClientRequest::Ping => Ok(Some(reply::pong(request_id))),
             ClientRequest::Auth { token } => self.reauthenticate(token, request_id),
         };
         match reply {
@@ -259,7 +263,7 @@ impl Session {
         match publication {
             Publication::Done(published) => {
                 self.lagging = published.lagging;
-                Ok(Some(protocol::ack(request_id, name)))
+                Ok(Some(reply::ack(request_id, name)))
             }
             Publication::Pending(stored) => {
                 let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
@@ -267,7 +271,7 @@ impl Session {
                 self.pending_publishes.push_back(
                     stored
                         .map(move |stored| match stored {
-                            Ok(_) => protocol::ack(request_id.as_deref(), &name),
+                            Ok(_) => reply::ack(request_id.as_deref(), &name),
                             Err(err) => RequestError::from(err)
                                 .counted_as_publish_error(&metrics)
                                 .reply(request_id.as_deref()),
@@ -324,11 +328,11 @@ impl Session {
             let allowed = permissions.may_subscribe(name);
             if !allowed {
                 topic.unsubscribe(id);
-                outbox.push_held_reply(protocol::info(Some(name), "permission_revoked"));
+                outbox.push_held_reply(reply::info(Some(name), "permission_revoked"));
             }
             allowed
         });
-        Ok(Some(protocol::auth_ack(request_id)))
+        Ok(Some(reply::auth_ack(request_id)))
     }
 
     /// The topic queues the ack itself, ahead of the replay.
@@ -377,7 +381,7 @@ impl Session {
         let topic = self.state.topic(name).await?;
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);
-        Ok(Some(protocol::ack(request_id, name)))
+        Ok(Some(reply::ack(request_id, name)))
     }
 }
 

@@ -10,13 +10,13 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode, Version};
 
-use super::permessage_deflate;
 use crate::auth;
 use crate::config::Compression;
 use crate::metrics::UpgradeRefusal;
 use crate::rest::{self, error_response, Body};
 use crate::send::Deflate;
 use crate::state::AppState;
+use crate::wire::permessage_deflate;
 
 /// The one subprotocol ringcast speaks, selected when a client offers it.
 /// An offer without it is answered with no subprotocol, which the RFC lets
@@ -92,7 +92,9 @@ pub fn upgrade(
         .spawn_connection("websocket connection", async move {
             let _slot = slot;
             match upgrading.await {
-                Ok(socket) => super::run(socket.into_inner(), state, peer, grant, deflate).await,
+                Ok(socket) => {
+                    super::connection::run(socket.into_inner(), state, peer, grant, deflate).await
+                }
                 Err(err) => tracing::debug!(error = %err, "upgrade failed"),
             }
         });

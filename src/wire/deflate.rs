@@ -14,15 +14,14 @@
 use std::cell::RefCell;
 
 use bytes::{Bytes, BytesMut};
-use fastwebsockets::{Frame, OpCode, Payload};
+use fastwebsockets::OpCode;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+use crate::wire::frame::{self, MAX_HEADER_LEN, RSV1};
 
 /// What ends a sync-flushed deflate stream, removed from the wire (§7.2.1)
 /// and put back before inflating (§7.2.2).
 const SYNC_FLUSH_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
-/// RSV1 marks the first frame of a compressed message (§6).
-const RSV1: u8 = 0x40;
-const MAX_HEADER_LEN: usize = 10;
 /// How much the inflate output grows at a time, up to the limit.
 const INFLATE_STEP: usize = 16 * 1024;
 
@@ -64,31 +63,14 @@ pub fn deflate_text_frame(message: &[u8]) -> Option<Bytes> {
     debug_assert!(buf.ends_with(&SYNC_FLUSH_TAIL));
     buf.truncate(buf.len() - SYNC_FLUSH_TAIL.len());
     let payload_len = buf.len() - MAX_HEADER_LEN;
-    let mut head = [0; MAX_HEADER_LEN];
-    let head_len = Frame::new(
-        true,
-        OpCode::Text,
-        None,
-        Payload::Borrowed(&buf[MAX_HEADER_LEN..]),
-    )
-    .fmt_head(&mut head);
-    if head_len + payload_len >= plain_frame_len(message.len()) {
+    let (mut head, head_len) = frame::server_header(OpCode::Text, payload_len);
+    if head_len + payload_len >= frame::server_frame_len(message.len()) {
         return None;
     }
     head[0] |= RSV1;
     let start = MAX_HEADER_LEN - head_len;
     buf[start..MAX_HEADER_LEN].copy_from_slice(&head[..head_len]);
     Some(Bytes::from(buf).slice(start..))
-}
-
-/// The size of an uncompressed server frame carrying `len` bytes.
-fn plain_frame_len(len: usize) -> usize {
-    let head = match len {
-        0..=125 => 2,
-        126..=0xFFFF => 4,
-        _ => 10,
-    };
-    head + len
 }
 
 /// Inflates one compressed message into at most `limit` bytes: a message
@@ -174,16 +156,7 @@ mod tests {
             let message = json(len);
             let frame = deflate_text_frame(&message).expect("JSON compresses");
             assert_eq!(frame[0], 0xC1, "FIN, RSV1, text");
-            let (head_len, payload_len) = match frame[1] {
-                126 => (4, usize::from(u16::from_be_bytes([frame[2], frame[3]]))),
-                127 => (
-                    10,
-                    u64::from_be_bytes(frame[2..10].try_into().unwrap()) as usize,
-                ),
-                len => (2, usize::from(len)),
-            };
-            assert_eq!(frame.len(), head_len + payload_len);
-            let inflated = inflate(&frame[head_len..], len).unwrap();
+            let inflated = inflate(frame::payload_of(&frame), len).unwrap();
             assert_eq!(&inflated[..], &message[..]);
         }
     }

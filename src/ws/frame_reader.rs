@@ -22,16 +22,15 @@ use fastwebsockets::OpCode;
 use tokio::net::tcp::OwnedReadHalf;
 
 use crate::metrics::Metrics;
-use crate::ws::deflate::{self, InflateError};
-use crate::ws::CloseReason;
+use crate::wire::close::CloseReason;
+use crate::wire::deflate::{self, InflateError};
+use crate::wire::frame::{read_client_header, ClientHeader};
 
 /// Bytes reserved for a read: the smallest size, used while reads are
 /// small, doubled while reads fill what was reserved (a busy publisher),
 /// up to the largest.
 const MIN_READ_CHUNK: usize = 4096;
 const MAX_READ_CHUNK: usize = 64 * 1024;
-/// Longest control frame payload (RFC 6455 §5.5).
-const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// What a client sent, once a whole message or control frame is in.
 #[derive(Debug, PartialEq, Eq)]
@@ -59,15 +58,6 @@ struct Fragments {
     is_text: bool,
     compressed: bool,
     data: BytesMut,
-}
-
-struct Header {
-    fin: bool,
-    compressed: bool,
-    opcode: OpCode,
-    mask: [u8; 4],
-    header_len: usize,
-    payload_len: usize,
 }
 
 impl FrameDecoder {
@@ -137,72 +127,20 @@ impl FrameDecoder {
         }
     }
 
-    fn parse_header(&self) -> Result<Option<Header>, CloseReason> {
-        let [first, second, ..] = self.buffer[..] else {
-            return Ok(None);
-        };
-        let reserved = if self.inflating.is_some() { 0x30 } else { 0x70 };
-        if first & reserved != 0 {
-            return Err(CloseReason::ProtocolError);
-        }
-        let opcode = match first & 0x0F {
-            0x0 => OpCode::Continuation,
-            0x1 => OpCode::Text,
-            0x2 => OpCode::Binary,
-            0x8 => OpCode::Close,
-            0x9 => OpCode::Ping,
-            0xA => OpCode::Pong,
-            _ => return Err(CloseReason::ProtocolError),
-        };
-        let fin = first & 0x80 != 0;
-        if second & 0x80 == 0 {
-            return Err(CloseReason::ProtocolError);
-        }
-        let length_bytes = match second & 0x7F {
-            126 => 2,
-            127 => 8,
-            _ => 0,
-        };
-        let header_len = 2 + length_bytes + 4;
-        if self.buffer.len() < header_len {
-            return Ok(None);
-        }
-        let payload_len = match length_bytes {
-            0 => u64::from(second & 0x7F),
-            2 => u64::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
-            _ => u64::from_be_bytes(self.buffer[2..10].try_into().expect("8 bytes")),
-        };
-        // RFC 6455 §5.2: the most significant bit of a 64-bit length is 0.
-        if payload_len >> 63 != 0 {
-            return Err(CloseReason::ProtocolError);
-        }
-        let is_control = matches!(opcode, OpCode::Close | OpCode::Ping | OpCode::Pong);
-        if is_control && (!fin || payload_len > MAX_CONTROL_PAYLOAD as u64) {
-            return Err(CloseReason::ProtocolError);
-        }
-        // Refused before any of it is buffered.
-        if payload_len > self.max_message_size as u64 {
-            return Err(CloseReason::MessageTooBig);
-        }
-        let mask_at = header_len - 4;
-        Ok(Some(Header {
-            fin,
-            compressed: first & 0x40 != 0,
-            opcode,
-            mask: self.buffer[mask_at..header_len]
-                .try_into()
-                .expect("4 bytes"),
-            header_len,
-            payload_len: payload_len as usize,
-        }))
+    fn parse_header(&self) -> Result<Option<ClientHeader>, CloseReason> {
+        read_client_header(
+            &self.buffer,
+            self.inflating.is_some(),
+            self.max_message_size,
+        )
     }
 
     fn accept_frame(
         &mut self,
-        header: &Header,
+        header: &ClientHeader,
         payload: BytesMut,
     ) -> Result<Option<Incoming>, CloseReason> {
-        let Header {
+        let ClientHeader {
             fin,
             compressed,
             opcode,

@@ -1,0 +1,134 @@
+//! One WebSocket connection's life after the upgrade: its reader (the
+//! session) and its writer run side by side and meet only at the outbox;
+//! whichever ends first closes the outbox, which stops the other.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use hyper_util::rt::TokioIo;
+use tokio::io::AsyncReadExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+use crate::auth::Grant;
+use crate::send::event::Deflate;
+use crate::send::liveness::Liveness;
+use crate::send::outbox::{Outbox, QueueLimits};
+use crate::send::writer::{write_loop, FrameWriter, WriterTiming};
+use crate::state::AppState;
+use crate::wire::close::CloseReason;
+use crate::ws::frame_reader::FrameDecoder;
+use crate::ws::session::Session;
+
+/// After the server's close frame, unread input is read and dropped until
+/// the peer closes, falls quiet for `LINGER_QUIET`, or `LINGER` or
+/// `LINGER_BYTES` is reached: a socket closed with unread input answers
+/// with a reset, which fails the peer's writes and can discard the close
+/// frame before the peer reads it.
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_QUIET: Duration = Duration::from_millis(500);
+const LINGER_BYTES: usize = 4 << 20;
+
+pub(super) async fn run(
+    io: TokioIo<hyper::upgrade::Upgraded>,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    grant: Grant,
+    deflate: Option<Deflate>,
+) {
+    // Owned halves of the TCP stream instead of a locked split; bytes hyper
+    // read past the upgrade request are decoded first.
+    match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let (reader, writer) = parts.io.into_inner().into_split();
+            let mut decoder =
+                FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
+            if deflate.is_some() {
+                decoder = decoder.inflating(state.metrics.clone());
+            }
+            // The leftover bytes share hyper's whole read buffer: let it go.
+            drop(parts.read_buf);
+            serve(reader, decoder, writer, state, peer, grant, deflate).await;
+        }
+        Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
+    }
+}
+
+/// Runs one connection until it closes.
+async fn serve(
+    mut reader: OwnedReadHalf,
+    decoder: FrameDecoder,
+    writer: OwnedWriteHalf,
+    state: Arc<AppState>,
+    peer: SocketAddr,
+    grant: Grant,
+    deflate: Option<Deflate>,
+) {
+    let config = &state.config;
+    let outbox = Arc::new(
+        Outbox::new(
+            QueueLimits {
+                events: config.subscriber_queue_size as usize,
+                bytes: config.subscriber_queue_bytes.0,
+            },
+            config.slow_consumer_policy,
+        )
+        .deflating(deflate),
+    );
+    let liveness = Arc::new(Liveness::default());
+    let writer = write_loop(
+        FrameWriter::new(writer, state.metrics.clone()),
+        outbox.clone(),
+        liveness.clone(),
+        WriterTiming {
+            heartbeat: config.heartbeat_interval,
+            write_timeout: config.write_timeout,
+            coalesce_window: config.coalesce_window,
+        },
+        state.draining.clone(),
+    );
+    let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
+        let outbox = outbox.clone();
+        // The reader must stop too, or the connection would linger
+        // half-alive.
+        move |reason| {
+            reason.unwrap_or_else(|| {
+                outbox.close(CloseReason::ConnectionLost);
+                CloseReason::ConnectionLost
+            })
+        }
+    }));
+    let mut session = Session::new(state.clone(), outbox.clone(), grant);
+    let id = session.id();
+    tracing::info!(conn = id, %peer, "connection opened");
+    tokio::select! {
+        reason = session.read_loop(&reader, decoder, &liveness) => outbox.close(reason),
+        _ = outbox.closed() => {}
+    }
+    session.answer_pending_publishes().await;
+    drop(session);
+    let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
+    if reason.code().is_some() {
+        linger(&mut reader).await;
+    }
+    if let Some(why) = reason.slow_consumer_message() {
+        tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
+    }
+    tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
+}
+
+/// Reads and drops the peer's input within the `LINGER` bounds.
+async fn linger(reader: &mut OwnedReadHalf) {
+    let deadline = tokio::time::Instant::now() + LINGER;
+    let mut scratch = vec![0; 16 * 1024];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let quiet_until = deadline.min(tokio::time::Instant::now() + LINGER_QUIET);
+        match tokio::time::timeout_at(quiet_until, reader.read(&mut scratch)).await {
+            Ok(Ok(read)) if read > 0 => left = left.saturating_sub(read),
+            _ => return,
+        }
+    }
+}
