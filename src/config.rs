@@ -3,11 +3,10 @@
 //! file fills in the variables the environment lacks.
 
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-
-use crate::rate_limit::Rate;
 
 /// What the broker does when a subscriber's queue is full.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -308,6 +307,33 @@ fn parse_positive_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
+/// A rate such as `1000/s`, `600/m`, `3600/h` or `5/10s`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub period: Duration,
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = || format!("'{text}' is not a rate such as 1000/s or 600/m");
+        let (count, period) = text.trim().split_once('/').ok_or_else(usage)?;
+        let count: u32 = count.trim().parse().map_err(|_| usage())?;
+        let period = match period.trim() {
+            "s" => Duration::from_secs(1),
+            "m" => Duration::from_secs(60),
+            "h" => Duration::from_secs(3600),
+            other => humantime::parse_duration(other).map_err(|_| usage())?,
+        };
+        if count == 0 || period.is_zero() {
+            return Err("a rate must be greater than zero".into());
+        }
+        Ok(Self { count, period })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,4 +417,23 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn rates_parse() {
+        for (text, count, secs) in [("1000/s", 1000, 1), ("600/m", 600, 60), ("5/10s", 5, 10)] {
+            let rate: Rate = text.parse().unwrap();
+            assert_eq!(
+                rate,
+                Rate {
+                    count,
+                    period: Duration::from_secs(secs)
+                },
+                "{text}"
+            );
+        }
+        for bad in ["0/s", "10", "x/s", "10/fortnight", "-1/s", "10/0s"] {
+            assert!(bad.parse::<Rate>().is_err(), "{bad}");
+        }
+    }
+
 }

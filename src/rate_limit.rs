@@ -7,7 +7,6 @@
 //! token is a compare-and-swap, with no lock and no allocation.
 
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -22,33 +21,6 @@ const MAX_TRACKED: usize = 65_536;
 /// A full map is swept at most this often, so a flood of new peers cannot
 /// make every request pay for a sweep.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-
-/// A rate such as `1000/s`, `600/m`, `3600/h` or `5/10s`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub period: Duration,
-}
-
-impl FromStr for Rate {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        let usage = || format!("'{text}' is not a rate such as 1000/s or 600/m");
-        let (count, period) = text.trim().split_once('/').ok_or_else(usage)?;
-        let count: u32 = count.trim().parse().map_err(|_| usage())?;
-        let period = match period.trim() {
-            "s" => Duration::from_secs(1),
-            "m" => Duration::from_secs(60),
-            "h" => Duration::from_secs(3600),
-            other => humantime::parse_duration(other).map_err(|_| usage())?,
-        };
-        if count == 0 || period.is_zero() {
-            return Err("a rate must be greater than zero".into());
-        }
-        Ok(Self { count, period })
-    }
-}
 
 /// A configured limit: one publish per `interval`, up to `burst` at once.
 #[derive(Clone, Copy, Debug)]
@@ -202,24 +174,6 @@ mod tests {
             args.extend(["--publish-burst", burst]);
         }
         Limit::from_config(&Config::from_args(args).unwrap()).unwrap()
-    }
-
-    #[test]
-    fn rates_parse() {
-        for (text, count, secs) in [("1000/s", 1000, 1), ("600/m", 600, 60), ("5/10s", 5, 10)] {
-            let rate: Rate = text.parse().unwrap();
-            assert_eq!(
-                rate,
-                Rate {
-                    count,
-                    period: Duration::from_secs(secs)
-                },
-                "{text}"
-            );
-        }
-        for bad in ["0/s", "10", "x/s", "10/fortnight", "-1/s", "10/0s"] {
-            assert!(bad.parse::<Rate>().is_err(), "{bad}");
-        }
     }
 
     #[test]
