@@ -656,10 +656,6 @@ impl Topic {
         self.incarnation
     }
 
-    pub fn epoch(&self) -> &str {
-        &self.epoch
-    }
-
     /// Whether the topic has been deleted (a later topic may reuse its name).
     pub fn is_deleted(&self) -> bool {
         lock(&self.log).deleted

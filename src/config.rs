@@ -435,5 +435,4 @@ mod tests {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
     }
-
 }

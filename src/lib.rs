@@ -1,64 +1,66 @@
 //! ringcast: an in-memory WebSocket + REST publish/subscribe broker built
 //! for fan-out throughput.
 //!
-//! Module map, from the wire inwards:
+//! The data path, and the modules it runs through:
 //!
-//! - [`server`]: the listener, one hyper service for REST and the upgrade,
-//!   graceful shutdown.
-//! - [`rest`]: REST handlers (topics, publish over HTTP, a topic's history,
-//!   health, stats, metrics, the API documents) and the table of routes.
-//! - [`cors`]: CORS headers for REST (`CORS_ALLOWED_ORIGINS`).
-//! - [`api_docs`]: the OpenAPI and AsyncAPI documents, embedded.
-//! - [`pages`]: the `/docs` and `/dashboard` browser pages, embedded.
-//! - [`ws`]: a WebSocket connection's life: the upgrade, the reader (client
-//!   frames to broker calls), how the connection closes.
-//! - [`frame_reader`]: client frames decoded with no buffer held while
-//!   idle.
-//! - [`send`]: the send path: each connection's bounded outbox, wake-ups,
-//!   batching, the slow-consumer rule and the writer task (vectored writes,
-//!   `WRITE_TIMEOUT`, heartbeat).
-//! - [`auth`]: API keys (`X-API-Key` or `Authorization: Bearer`),
-//!   compared in constant time; access tokens (JWT) and the permissions
-//!   they grant; allowed origins.
-//! - [`rate_limit`]: publish rate limits, a lock-free token bucket per
-//!   WebSocket connection and per REST credential.
-//! - [`protocol`]: client frame parsing and server frame encoding.
-//! - [`raw_json`]: client JSON validated, and the members the protocol
-//!   reads located, in one scan.
-//! - [`broker`]: topics in a sharded map, replay rings, the fan-out, and
-//!   recovery (each topic's epoch and what its ring may have lost).
-//! - [`presence`]: who is subscribed to what (`GET /subscriptions`,
-//!   `GET /topics/{name}/subscribers`), written off the runtime.
+//! ```text
+//! socket ─ ws::frame_reader ─ ws::session ─┐
+//! REST ─ http::service ─ http::handlers ───┼─ node ─ broker ─ send::outbox ─ send::writer ─ socket
+//! NATS backplane ─ cluster ─ Broker::deliver ┘
+//! ```
+//!
+//! From the listener inwards; each module imports only those below it, and
+//! the leaves (`config`, `metrics`, `shutdown`, `auth`, `rate_limit`,
+//! `error`) import no module that imports them back:
+//!
+//! - [`server`]: the listener, one hyper service for REST and the upgrade
+//!   on one port, and the shutdown sequence.
+//! - [`http`]: REST: routes and permissions, handlers, responses, CORS,
+//!   the API documents, `GET /metrics`, the browser pages.
+//! - [`ws`]: a WebSocket connection: the upgrade, the frame reader, the
+//!   session (client requests to node calls), the connection's life.
+//! - [`error`]: every way a request fails, and the one map to its
+//!   [`wire::error::ErrorCode`], for REST, WebSocket and metrics alike.
+//! - [`node`]: the broker as the transports see it: the one place where a
+//!   single node and a cluster differ.
 //! - [`cluster`]: cluster mode: topics and events shared through NATS
-//!   JetStream, fed into the same fan-out; presence gathered from every
-//!   node.
+//!   JetStream and fed into the same fan-out; presence from every node.
+//! - [`presence`]: who is subscribed to what, written off the runtime.
+//! - [`broker`]: topics in a sharded map, each topic's log (sequence
+//!   numbers, replay ring, recovery) and the fan-out; `Broker::deliver` is
+//!   the one entry point for an event, local or from the backplane.
+//! - [`send`]: the send path: an event's shared frames, each connection's
+//!   bounded outbox, the writer task (vectored writes, `WRITE_TIMEOUT`,
+//!   heartbeat); the whole backpressure rule is stated in its module doc.
+//! - [`wire`]: bytes on the wire, no I/O: the JSON scan, client requests,
+//!   server frames, WebSocket frame headers, timestamps, close reasons,
+//!   the deflate codec and its negotiation, error codes.
+//! - [`auth`], [`rate_limit`]: API keys, access tokens and the permissions
+//!   they grant, allowed origins; publish rate limits.
 //! - [`metrics`]: process-wide counters and lock-free histograms.
-//! - [`prometheus`]: those counters as `GET /metrics` (Prometheus text).
-//! - [`state`]: the shared state, in one `Arc`.
+//! - [`shutdown`]: the `Shutdown` handle every task listens to.
 //! - [`config`]: flags with environment fallbacks.
-//! - [`token_command`]: `ringcast token`, which mints an access token.
-//! - [`client_command`]: `ringcast client`, an interactive client: command
-//!   lines in, server frames out as JSON lines.
+//! - [`token_command`], [`client_command`]: the `ringcast token` and
+//!   `ringcast client` subcommands.
 
-pub mod api_docs;
 pub mod auth;
 pub mod broker;
 pub mod client_command;
 pub mod cluster;
 pub mod config;
-pub mod cors;
+pub mod error;
+pub mod http;
 pub mod metrics;
-pub mod pages;
+pub mod node;
 pub mod presence;
-pub mod prometheus;
 pub mod rate_limit;
-pub mod rest;
 pub mod send;
 pub mod server;
-pub mod state;
+pub mod shutdown;
 pub mod token_command;
 pub mod wire;
 pub mod ws;
 
 pub use config::Config;
 pub use server::Server;
+pub use shutdown::Shutdown;

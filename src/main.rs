@@ -2,7 +2,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use ringcast::config::Command;
-use ringcast::{client_command, server, token_command, Config, Server};
+use ringcast::{client_command, shutdown, token_command, Config, Server};
 use tracing_subscriber::EnvFilter;
 
 #[global_allocator]
@@ -57,10 +57,10 @@ async fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let shutdown = server.shutdown_token();
+    let stop = server.shutdown();
     tokio::spawn(async move {
-        server::shutdown_signal().await;
-        shutdown.cancel();
+        shutdown::signal().await;
+        stop.begin();
     });
     server.run().await;
     ExitCode::SUCCESS

@@ -1,5 +1,5 @@
 //! Process-wide counters, reported by `GET /health`, `GET /stats` and
-//! `GET /metrics` (rendered by [`crate::prometheus`]).
+//! `GET /metrics` (rendered by [`crate::http::prometheus`]).
 //!
 //! The fan-out adds its counts once per publish, not once per delivery, and
 //! a connection's writer once per `writev`; each hot counter sits on its own
@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use crossbeam_utils::CachePadded;
 use serde::Serialize;
+
+use crate::wire::error::ErrorCode;
 
 pub struct Metrics {
     connections_open: CachePadded<AtomicU64>,
@@ -31,8 +33,8 @@ pub struct Metrics {
     connections_refused: [AtomicU64; 2],
     /// Upgrades refused, indexed by `UpgradeRefusal`.
     upgrades_refused: [AtomicU64; UpgradeRefusal::ALL.len()],
-    /// Publishes refused, indexed like `PUBLISH_ERROR_CODES`.
-    publish_errors: [AtomicU64; PUBLISH_ERROR_CODES.len()],
+    /// Publishes refused, indexed by `ErrorCode`.
+    publish_errors: [AtomicU64; ErrorCode::ALL.len()],
     auth_failures: AtomicU64,
     /// Publishes refused by `PUBLISH_RATE_LIMIT`, indexed by `Transport`.
     rate_limited: [AtomicU64; Transport::ALL.len()],
@@ -73,22 +75,6 @@ pub const FAN_OUT_NANOS_BOUNDS: [u64; 11] = [
     10_000_000,
     50_000_000,
     100_000_000,
-];
-
-/// Error codes a publish is refused with, over REST and WebSocket; any
-/// other code is counted as the last, `OTHER`.
-pub const PUBLISH_ERROR_CODES: [&str; 11] = [
-    "BAD_REQUEST",
-    "TOPIC_NOT_FOUND",
-    "INTERNAL",
-    "SHUTTING_DOWN",
-    "UNAUTHORIZED",
-    "FORBIDDEN",
-    "RATE_LIMITED",
-    "PAYLOAD_TOO_LARGE",
-    "UNSUPPORTED_MEDIA_TYPE",
-    "REQUEST_TIMEOUT",
-    "OTHER",
 ];
 
 /// Where a request came in, for the limits' and permissions' counters.
@@ -316,8 +302,8 @@ pub struct Breakdown {
     pub slow_consumer_causes: [u64; SlowConsumerCause::ALL.len()],
     /// Per `UpgradeRefusal::ALL`.
     pub upgrades_refused: [u64; UpgradeRefusal::ALL.len()],
-    /// Per `PUBLISH_ERROR_CODES`.
-    pub publish_errors: [u64; PUBLISH_ERROR_CODES.len()],
+    /// Per `ErrorCode::ALL`.
+    pub publish_errors: [u64; ErrorCode::ALL.len()],
     /// HTTP connections refused because `MAX_HTTP_CONNECTIONS` were open.
     pub http_connections_refused: u64,
     /// Per `Transport::ALL`.
@@ -449,12 +435,8 @@ impl Metrics {
     }
 
     /// A publish refused with the error `code` (REST or WebSocket).
-    pub fn record_publish_error(&self, code: &str) {
-        let index = PUBLISH_ERROR_CODES
-            .iter()
-            .position(|known| *known == code)
-            .unwrap_or(PUBLISH_ERROR_CODES.len() - 1);
-        self.publish_errors[index].fetch_add(1, Ordering::Relaxed);
+    pub fn record_publish_error(&self, code: ErrorCode) {
+        self.publish_errors[code as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn subscription_started(&self) {
@@ -633,8 +615,8 @@ mod tests {
         metrics.record_write_timeout();
         metrics.record_missed_events(1, 1);
         metrics.record_upgrade_refused(UpgradeRefusal::ForbiddenOrigin);
-        metrics.record_publish_error("TOPIC_NOT_FOUND");
-        metrics.record_publish_error("SOMETHING_NEW");
+        metrics.record_publish_error(ErrorCode::TopicNotFound);
+        metrics.record_publish_error(ErrorCode::ShuttingDown);
         let _http = metrics.try_open_http_connection(1).unwrap();
         assert!(metrics.try_open_http_connection(1).is_none());
         for (frames, bytes) in [(1, 100), (3, 300), (64, 6400), (0, 10)] {
@@ -645,7 +627,10 @@ mod tests {
         assert_eq!(breakdown.slow_consumer_causes, [0, 2, 1, 1]);
         assert_eq!(metrics.snapshot().slow_consumer_disconnects, 4);
         assert_eq!(breakdown.upgrades_refused, [0, 1, 0, 0, 0, 0]);
-        assert_eq!(breakdown.publish_errors, [0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        for code in ErrorCode::ALL {
+            let expected = matches!(code, ErrorCode::TopicNotFound | ErrorCode::ShuttingDown);
+            assert_eq!(breakdown.publish_errors[code as usize], u64::from(expected));
+        }
         assert_eq!(breakdown.http_connections_refused, 1);
         assert_eq!(breakdown.bytes_written, 6810);
         let writes = &breakdown.frames_per_write;

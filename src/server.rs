@@ -14,14 +14,15 @@ use hyper::service::service_fn;
 use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 
-use crate::auth::Authenticator;
-use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::error::Error;
+use crate::http::response::error_response;
+use crate::http::service::Rest;
 use crate::metrics::ConnectionGuard;
-use crate::state::AppState;
-use crate::{rest, ws};
+use crate::node::Node;
+use crate::shutdown::Shutdown;
+use crate::ws;
 
 /// Pause after a failed accept (e.g. out of file descriptors) before retrying.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
@@ -29,7 +30,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 /// A bound, not yet running, broker.
 pub struct Server {
     listener: TcpListener,
-    state: Arc<AppState>,
+    node: Arc<Node>,
+    rest: Arc<Rest>,
 }
 
 impl Server {
@@ -37,30 +39,12 @@ impl Server {
     /// In cluster mode the node starts connecting to NATS too, without
     /// waiting for it.
     pub async fn bind(config: Config) -> io::Result<Self> {
-        let auth = Authenticator::new(&config)
-            .map_err(|err| io::Error::new(io::ErrorKind::InvalidInput, err))?;
         let listener = TcpListener::bind((config.host.as_str(), config.port)).await?;
-        let cluster = match &config.cluster_nats_url {
-            Some(url) => Some(
-                Cluster::connect(
-                    url,
-                    config.ring_buffer_size as usize,
-                    config.cluster_purge_delay,
-                    config.cluster_presence_timeout,
-                )
-                .await
-                .map_err(|err| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("CLUSTER_NATS_URL: {err}"),
-                    )
-                })?,
-            ),
-            None => None,
-        };
+        let node = Arc::new(Node::start(config).await?);
         Ok(Self {
             listener,
-            state: Arc::new(AppState::new(config, cluster, auth)),
+            rest: Arc::new(Rest::new(node.clone())),
+            node,
         })
     }
 
@@ -68,17 +52,21 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Cancelling this token shuts the server down gracefully.
-    pub fn shutdown_token(&self) -> CancellationToken {
-        self.state.shutdown.clone()
+    /// `begin` on this handle shuts the server down gracefully.
+    pub fn shutdown(&self) -> Shutdown {
+        self.node.shutdown().clone()
     }
 
     /// Serves until the shutdown token is cancelled, then stops accepting
     /// connections and publishes, lets every connection flush its queue and
     /// close with 1001 within `SHUTDOWN_TIMEOUT`, and returns.
     pub async fn run(self) {
-        let Self { listener, state } = self;
-        let config = &state.config;
+        let Self {
+            listener,
+            node,
+            rest,
+        } = self;
+        let config = node.config();
         tracing::info!(
             addr = %listener.local_addr().map_or_else(|err| err.to_string(), |addr| addr.to_string()),
             subscriber_queue_size = config.subscriber_queue_size,
@@ -87,65 +75,36 @@ impl Server {
             heartbeat_interval = ?config.heartbeat_interval,
             max_message_size = config.max_message_size,
             shutdown_timeout = ?config.shutdown_timeout,
-            auth = state.auth.enabled(),
+            auth = node.auth().enabled(),
             publish_rate_limit = ?config.publish_rate_limit,
             cluster = config.cluster_nats_url.as_deref().unwrap_or("off"),
             "ringcast listening"
         );
-        if let Some(cluster) = &state.cluster {
-            let follow = cluster
-                .clone()
-                .follow(state.broker.clone(), state.draining.clone());
-            tokio::spawn(state.contain_panic("cluster follower", follow));
-        }
+        node.follow_backplane();
+        let max = u64::from(config.max_http_connections);
         loop {
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let max = u64::from(config.max_http_connections);
-                        match state.metrics.try_open_http_connection(max) {
-                            Some(slot) => state.spawn_connection(
-                                "http connection",
-                                serve_http(stream, peer, slot, state.clone()),
-                            ),
-                            None => {
-                                tracing::warn!(%peer, max, "HTTP connection limit reached; connection refused");
-                                state.spawn_connection("refused connection", refuse_http(stream));
-                            }
+                    Ok((stream, peer)) => match node.metrics().try_open_http_connection(max) {
+                        Some(slot) => node.spawn_connection(
+                            "http connection",
+                            serve_http(stream, peer, slot, node.clone(), rest.clone()),
+                        ),
+                        None => {
+                            tracing::warn!(%peer, max, "HTTP connection limit reached; connection refused");
+                            node.spawn_connection("refused connection", refuse_http(stream));
                         }
-                    }
+                    },
                     Err(err) => {
                         tracing::warn!(error = %err, "accept failed");
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                     }
                 },
-                _ = state.shutdown.cancelled() => break,
+                _ = node.shutdown().begun() => break,
             }
         }
         drop(listener);
-        // Publishes stop before connections drain, so every publish that
-        // was acknowledged is in the queues being flushed.
-        state.broker.stop_publishes();
-        state.draining.cancel();
-        state.tasks.close();
-        tracing::info!(
-            connections = state.metrics.snapshot().connections,
-            "shutting down"
-        );
-        // Off the node list at once, so that presence stops expecting this
-        // node's answers, while the connections drain.
-        let leave = async {
-            if let Some(cluster) = &state.cluster {
-                cluster.leave().await;
-            }
-        };
-        let drained = tokio::time::timeout(config.shutdown_timeout, state.tasks.wait());
-        if tokio::join!(leave, drained).1.is_err() {
-            tracing::warn!(
-                connections = state.metrics.snapshot().connections,
-                "shutdown timeout reached; dropping remaining connections"
-            );
-        }
+        node.drain().await;
         tracing::info!("shutdown complete");
     }
 }
@@ -156,31 +115,32 @@ async fn serve_http(
     stream: TcpStream,
     peer: SocketAddr,
     _slot: ConnectionGuard,
-    state: Arc<AppState>,
+    node: Arc<Node>,
+    rest: Arc<Rest>,
 ) {
     // Small event frames must not wait for Nagle's algorithm.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
     }
     let service = service_fn(|request: Request<Incoming>| {
-        let state = state.clone();
+        let (node, rest) = (node.clone(), rest.clone());
         async move {
             Ok::<_, Infallible>(if request.uri().path() == "/ws" {
-                ws::upgrade(state, request, peer)
+                ws::upgrade(node, request, peer)
             } else {
-                rest::handle(&state, request, peer).await
+                rest.handle(request, peer).await
             })
         }
     });
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(state.config.upgrade_timeout)
+        .header_read_timeout(node.config().upgrade_timeout)
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        _ = state.shutdown.cancelled() => {
+        _ = node.shutdown().begun() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -200,9 +160,9 @@ const REFUSED_REQUEST_TIMEOUT: Duration = Duration::from_secs(1);
 /// refused connections cannot pile up.
 async fn refuse_http(stream: TcpStream) {
     let service = service_fn(|_request: Request<Incoming>| async {
-        let mut response = rest::too_many_connections(
-            "this node holds its maximum of HTTP connections (MAX_HTTP_CONNECTIONS)",
-        );
+        let mut response = error_response(&Error::TooManyConnections(
+            "this node holds its maximum of HTTP connections (MAX_HTTP_CONNECTIONS)".into(),
+        ));
         response
             .headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
@@ -216,21 +176,4 @@ async fn refuse_http(stream: TcpStream) {
     if let Err(err) = connection.await {
         tracing::debug!(error = %err, "refused http connection error");
     }
-}
-
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing the SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
 }

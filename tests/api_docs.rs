@@ -1,6 +1,6 @@
 //! `GET /openapi.json` and `GET /asyncapi.json`, checked against the live
 //! server so neither can drift from what it answers: the OpenAPI document
-//! lists exactly `rest::ROUTES`, the server answers each documented
+//! lists exactly `http::routes::ROUTES`, the server answers each documented
 //! operation with a documented status, and every AsyncAPI client example,
 //! sent over a real WebSocket, gets the documented server frames.
 
@@ -9,7 +9,7 @@ mod common;
 use std::collections::BTreeSet;
 
 use common::*;
-use ringcast::rest::ROUTES;
+use ringcast::http::routes::ROUTES;
 use serde_json::{json, Value};
 
 /// The methods an OpenAPI path item may hold operations under.

@@ -1273,7 +1273,7 @@ async fn shutdown_under_load(rng: &mut Rng, attempt: usize) {
         ..
     } = server;
     let shutdown_started = Instant::now();
-    shutdown.cancel();
+    shutdown.begin();
     shutting_down.cancel();
     let finished = timeout(SHUTDOWN_TIMEOUT + Duration::from_secs(5), task).await;
     let took = shutdown_started.elapsed();

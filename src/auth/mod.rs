@@ -1,11 +1,14 @@
-//! Who may connect and what they may do: API keys ([`keys`]) and access
-//! tokens ([`tokens`]) for REST requests and the WebSocket upgrade, the
-//! [`Permissions`] they grant, and the origins browsers may upgrade from.
+//! Who may connect and what they may do: API keys (`keys`) and access
+//! tokens (`tokens`) for REST requests and the WebSocket upgrade, the
+//! [`Permissions`] they grant, and the [`Origins`] browsers may use the
+//! broker from.
 
 mod keys;
+mod origins;
 mod permissions;
 mod tokens;
 
+pub use origins::Origins;
 pub use permissions::Permissions;
 pub use tokens::{mint_hs256, Claims, TokenError};
 
@@ -13,7 +16,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use hyper::header::{AUTHORIZATION, ORIGIN};
+use hyper::header::AUTHORIZATION;
 use hyper::Request;
 
 use crate::config::Config;
@@ -194,49 +197,6 @@ fn header_credential<B>(request: &Request<B>) -> Option<HeaderCredential<'_>> {
         .map(HeaderCredential::Bearer)
 }
 
-/// The origins browsers may open a WebSocket from; empty allows all.
-#[derive(Clone, Debug, Default)]
-pub struct AllowedOrigins(Vec<String>);
-
-impl AllowedOrigins {
-    pub fn new<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Self {
-        Self(normalize_origins(origins))
-    }
-
-    /// Whether a request (REST or the upgrade) may proceed. Browsers send
-    /// `Origin` on every upgrade and on every cross-site or non-GET
-    /// request, and any origin not listed is refused, `null` included. A
-    /// request without one is not a browser's cross-site request (service
-    /// and mobile clients), and such a client could send any origin anyway,
-    /// so the list does not apply to it.
-    pub fn allows<B>(&self, request: &Request<B>) -> bool {
-        if self.0.is_empty() {
-            return true;
-        }
-        match request.headers().get(ORIGIN) {
-            None => true,
-            Some(origin) => origin
-                .to_str()
-                .is_ok_and(|origin| self.0.contains(&normalize_origin(origin))),
-        }
-    }
-}
-
-/// A configured list of origins, normalized, without empty entries.
-pub fn normalize_origins<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Vec<String> {
-    origins
-        .into_iter()
-        .map(|origin| normalize_origin(origin.as_ref()))
-        .filter(|origin| !origin.is_empty())
-        .collect()
-}
-
-/// Origins compare case-insensitively (scheme and host are) and without a
-/// trailing slash.
-pub fn normalize_origin(origin: &str) -> String {
-    origin.trim().trim_end_matches('/').to_ascii_lowercase()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,36 +266,5 @@ mod tests {
             .body(())
             .unwrap();
         assert!(auth.rest(&both).is_err(), "X-API-Key, when sent, decides");
-    }
-
-    #[test]
-    fn origins_are_matched_exactly_but_case_and_slash_insensitively() {
-        let upgrade = |origin: Option<&str>| {
-            let mut builder = Request::builder().uri("/ws");
-            if let Some(origin) = origin {
-                builder = builder.header(ORIGIN, origin);
-            }
-            builder.body(()).unwrap()
-        };
-        let open = AllowedOrigins::new(Vec::<String>::new());
-        assert!(open.allows(&upgrade(Some("https://evil.example"))));
-        let origins = AllowedOrigins::new(["https://App.example.com/", "http://localhost:3000"]);
-        for allowed in [
-            "https://app.example.com",
-            "HTTPS://APP.EXAMPLE.COM/",
-            "http://localhost:3000",
-        ] {
-            assert!(origins.allows(&upgrade(Some(allowed))), "{allowed}");
-        }
-        for refused in [
-            "https://app.example.com.evil.example",
-            "http://app.example.com",
-            "http://localhost:3001",
-            "null",
-            "",
-        ] {
-            assert!(!origins.allows(&upgrade(Some(refused))), "{refused}");
-        }
-        assert!(origins.allows(&upgrade(None)), "not a browser");
     }
 }

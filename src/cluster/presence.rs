@@ -22,25 +22,26 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_nats::jetstream::kv;
+use async_nats::jetstream::{kv, stream};
 use async_nats::HeaderMap;
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::time::Instant;
 
-use super::{unavailable, Cluster, RETRY_DELAY};
 use crate::broker::{Broker, BrokerError};
+use crate::cluster::names::bucket_stream;
+use crate::cluster::{unavailable, Cluster, RETRY_DELAY};
 use crate::presence::{self, Answer, Query};
 
 /// Where presence requests go; every node listens.
 const PRESENCE_SUBJECT: &str = "ringcast.presence";
 /// The live nodes' key-value bucket: one key per node id.
-pub(super) const NODES_BUCKET: &str = "ringcast-nodes";
+const NODES_BUCKET: &str = "ringcast-nodes";
 /// How often a node puts its key.
 const NODE_HEARTBEAT: Duration = Duration::from_secs(5);
 /// How long a node's key outlives its last put: a node that stops putting
 /// it is no longer expected to answer after this long.
-pub(super) const NODE_TTL: Duration = Duration::from_secs(15);
+const NODE_TTL: Duration = Duration::from_secs(15);
 /// On a request: the asking node's id, which does not answer itself.
 const ASKER_HEADER: &str = "Ringcast-Asker";
 /// On an answer's pieces: the answering node's id.
@@ -58,20 +59,27 @@ struct NodeAnswer {
 }
 
 impl Cluster {
-    /// This node's id: random per process, logged at start, named in each
-    /// of its presence rows.
-    pub fn node_id(&self) -> &str {
-        &self.node_id
+    /// The live nodes' bucket, created if need be. It is kept in memory:
+    /// heartbeats need not survive a NATS restart, nodes put them again.
+    pub(super) async fn node_list(&self) -> Result<kv::Store, async_nats::Error> {
+        self.jetstream
+            .get_or_create_stream(stream::Config {
+                max_age: NODE_TTL,
+                // JetStream wants it no longer than `max_age`; puts carry
+                // no message id anyway.
+                duplicate_window: NODE_TTL,
+                storage: stream::StorageType::Memory,
+                ..bucket_stream(NODES_BUCKET)
+            })
+            .await?;
+        Ok(self.jetstream.get_key_value(NODES_BUCKET).await?)
     }
 
     /// Every node's rows for `query`: this node's, and those of every
     /// other node that answers within `CLUSTER_PRESENCE_TIMEOUT`, with the
     /// listed nodes that did not.
-    pub async fn presence(
-        &self,
-        broker: &Arc<Broker>,
-        query: &Query,
-    ) -> Result<Answer, BrokerError> {
+    pub async fn presence(&self, query: &Query) -> Result<Answer, BrokerError> {
+        let broker = &self.broker;
         let backplane = self.available()?;
         let deadline = Instant::now() + self.presence_timeout;
         let inbox = self.client.new_inbox();

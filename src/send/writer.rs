@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
-use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::send::batch::{MAX_BYTES_PER_WRITE, MAX_FRAMES_PER_WRITE};
 use crate::send::liveness::Liveness;
 use crate::send::outbox::{FrameKind, Outbox, Pending, Queued};
+use crate::shutdown::Shutdown;
 use crate::wire::close::CloseReason;
 use crate::wire::frame::{close_frame, ping_frame};
 use crate::wire::reply;
@@ -202,7 +202,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     outbox: Arc<Outbox>,
     liveness: Arc<Liveness>,
     timing: WriterTiming,
-    draining: CancellationToken,
+    shutdown: Shutdown,
 ) -> CloseReason {
     let WriterTiming {
         heartbeat,
@@ -248,14 +248,14 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                         tokio::select! {
                             _ = tokio::time::sleep_until(until) => {}
                             _ = outbox.wait_for_frames() => {}
-                            _ = draining.cancelled() => {}
+                            _ = shutdown.draining() => {}
                         }
                     }
                 }
                 _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                     break CloseReason::HeartbeatTimeout;
                 },
-                _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+                _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             }
             continue;
         }
@@ -269,7 +269,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                 Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
             },
             _ = outbox.closed(), if closing.is_none() => {}
-            _ = draining.cancelled(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
+            _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             _ = ticker.tick() => if !peer_alive_after_heartbeat() {
                 break CloseReason::HeartbeatTimeout;
             },

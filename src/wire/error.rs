@@ -31,13 +31,13 @@ pub enum ErrorCode {
     TooManyConnections,
 }
 
-/// How one code is answered: its name, its HTTP status, and the code a
-/// WebSocket `error` frame carries for it (`None`: never sent over a
-/// WebSocket, the failure is HTTP-only).
+/// How one code is answered: its name, the HTTP status of a REST answer
+/// (`None`: REST never answers it) and the code a WebSocket `error` frame
+/// carries for it (`None`: a WebSocket never gets it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Columns {
     pub name: &'static str,
-    pub status: StatusCode,
+    pub rest: Option<StatusCode>,
     pub websocket: Option<ErrorCode>,
 }
 
@@ -64,57 +64,73 @@ impl ErrorCode {
 
     /// The whole map. Over a WebSocket, a code outside the contract's six
     /// (`BAD_REQUEST`, `TOPIC_NOT_FOUND`, `SLOW_CONSUMER`, `UNAUTHORIZED`,
-    /// `RATE_LIMITED`, `INTERNAL`) is sent as the nearest of them: a topic
-    /// that exists or a full topic table is the client's mistake
-    /// (`BAD_REQUEST`); shutting down is the server's (`INTERNAL`).
+    /// `RATE_LIMITED`, `INTERNAL`) is sent as the nearest of them: a token
+    /// that does not permit the request is `UNAUTHORIZED`, and shutting
+    /// down is the server's trouble (`INTERNAL`).
     pub const fn columns(self) -> Columns {
         use ErrorCode::*;
-        let (name, status, websocket) = match self {
-            BadRequest => ("BAD_REQUEST", StatusCode::BAD_REQUEST, Some(BadRequest)),
+        let (name, rest, websocket) = match self {
+            BadRequest => (
+                "BAD_REQUEST",
+                Some(StatusCode::BAD_REQUEST),
+                Some(BadRequest),
+            ),
             TopicNotFound => (
                 "TOPIC_NOT_FOUND",
-                StatusCode::NOT_FOUND,
+                Some(StatusCode::NOT_FOUND),
                 Some(TopicNotFound),
             ),
-            TopicExists => ("TOPIC_EXISTS", StatusCode::CONFLICT, Some(BadRequest)),
-            TopicLimit => ("TOPIC_LIMIT", StatusCode::BAD_REQUEST, Some(BadRequest)),
-            SlowConsumer => (
-                "SLOW_CONSUMER",
-                StatusCode::SERVICE_UNAVAILABLE,
-                Some(SlowConsumer),
+            TopicExists => ("TOPIC_EXISTS", Some(StatusCode::CONFLICT), None),
+            TopicLimit => ("TOPIC_LIMIT", Some(StatusCode::BAD_REQUEST), None),
+            SlowConsumer => ("SLOW_CONSUMER", None, Some(SlowConsumer)),
+            Unauthorized => (
+                "UNAUTHORIZED",
+                Some(StatusCode::UNAUTHORIZED),
+                Some(Unauthorized),
             ),
-            Unauthorized => ("UNAUTHORIZED", StatusCode::UNAUTHORIZED, Some(Unauthorized)),
-            Forbidden => ("FORBIDDEN", StatusCode::FORBIDDEN, Some(Unauthorized)),
-            ForbiddenOrigin => ("FORBIDDEN_ORIGIN", StatusCode::FORBIDDEN, None),
+            Forbidden => ("FORBIDDEN", Some(StatusCode::FORBIDDEN), Some(Unauthorized)),
+            ForbiddenOrigin => ("FORBIDDEN_ORIGIN", Some(StatusCode::FORBIDDEN), None),
             RateLimited => (
                 "RATE_LIMITED",
-                StatusCode::TOO_MANY_REQUESTS,
+                Some(StatusCode::TOO_MANY_REQUESTS),
                 Some(RateLimited),
             ),
             ShuttingDown => (
                 "SHUTTING_DOWN",
-                StatusCode::SERVICE_UNAVAILABLE,
+                Some(StatusCode::SERVICE_UNAVAILABLE),
                 Some(Internal),
             ),
-            Internal => ("INTERNAL", StatusCode::SERVICE_UNAVAILABLE, Some(Internal)),
-            NotFound => ("NOT_FOUND", StatusCode::NOT_FOUND, None),
-            MethodNotAllowed => ("METHOD_NOT_ALLOWED", StatusCode::METHOD_NOT_ALLOWED, None),
-            PayloadTooLarge => ("PAYLOAD_TOO_LARGE", StatusCode::PAYLOAD_TOO_LARGE, None),
-            UnsupportedMediaType => (
-                "UNSUPPORTED_MEDIA_TYPE",
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Internal => (
+                "INTERNAL",
+                Some(StatusCode::SERVICE_UNAVAILABLE),
+                Some(Internal),
+            ),
+            NotFound => ("NOT_FOUND", Some(StatusCode::NOT_FOUND), None),
+            MethodNotAllowed => (
+                "METHOD_NOT_ALLOWED",
+                Some(StatusCode::METHOD_NOT_ALLOWED),
                 None,
             ),
-            RequestTimeout => ("REQUEST_TIMEOUT", StatusCode::REQUEST_TIMEOUT, None),
+            PayloadTooLarge => (
+                "PAYLOAD_TOO_LARGE",
+                Some(StatusCode::PAYLOAD_TOO_LARGE),
+                None,
+            ),
+            UnsupportedMediaType => (
+                "UNSUPPORTED_MEDIA_TYPE",
+                Some(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+                None,
+            ),
+            RequestTimeout => ("REQUEST_TIMEOUT", Some(StatusCode::REQUEST_TIMEOUT), None),
             TooManyConnections => (
                 "TOO_MANY_CONNECTIONS",
-                StatusCode::SERVICE_UNAVAILABLE,
+                Some(StatusCode::SERVICE_UNAVAILABLE),
                 None,
             ),
         };
         Columns {
             name,
-            status,
+            rest,
             websocket,
         }
     }
@@ -124,12 +140,16 @@ impl ErrorCode {
         self.columns().name
     }
 
-    /// The HTTP status a REST answer with this code carries.
-    pub const fn status(self) -> StatusCode {
-        self.columns().status
+    /// The HTTP status a REST answer with this code carries (500 for the
+    /// one code REST never answers).
+    pub fn status(self) -> StatusCode {
+        self.columns()
+            .rest
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
     }
 
-    /// The code a WebSocket `error` frame carries for this failure.
+    /// The code a WebSocket `error` frame carries for this failure
+    /// (`BAD_REQUEST` for the codes a WebSocket never gets).
     pub fn on_websocket(self) -> Self {
         self.columns().websocket.unwrap_or(Self::BadRequest)
     }

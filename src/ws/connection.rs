@@ -13,11 +13,11 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 use crate::auth::Grant;
+use crate::node::Node;
 use crate::send::event::Deflate;
 use crate::send::liveness::Liveness;
 use crate::send::outbox::{Outbox, QueueLimits};
 use crate::send::writer::{write_loop, FrameWriter, WriterTiming};
-use crate::state::AppState;
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
 use crate::ws::session::Session;
@@ -33,7 +33,7 @@ const LINGER_BYTES: usize = 4 << 20;
 
 pub(super) async fn run(
     io: TokioIo<hyper::upgrade::Upgraded>,
-    state: Arc<AppState>,
+    node: Arc<Node>,
     peer: SocketAddr,
     grant: Grant,
     deflate: Option<Deflate>,
@@ -44,13 +44,13 @@ pub(super) async fn run(
         Ok(parts) => {
             let (reader, writer) = parts.io.into_inner().into_split();
             let mut decoder =
-                FrameDecoder::new(&parts.read_buf, state.config.max_message_size as usize);
+                FrameDecoder::new(&parts.read_buf, node.config().max_message_size as usize);
             if deflate.is_some() {
-                decoder = decoder.inflating(state.metrics.clone());
+                decoder = decoder.inflating(node.metrics().clone());
             }
             // The leftover bytes share hyper's whole read buffer: let it go.
             drop(parts.read_buf);
-            serve(reader, decoder, writer, state, peer, grant, deflate).await;
+            serve(reader, decoder, writer, node, peer, grant, deflate).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
@@ -61,12 +61,12 @@ async fn serve(
     mut reader: OwnedReadHalf,
     decoder: FrameDecoder,
     writer: OwnedWriteHalf,
-    state: Arc<AppState>,
+    node: Arc<Node>,
     peer: SocketAddr,
     grant: Grant,
     deflate: Option<Deflate>,
 ) {
-    let config = &state.config;
+    let config = node.config();
     let outbox = Arc::new(
         Outbox::new(
             QueueLimits {
@@ -79,7 +79,7 @@ async fn serve(
     );
     let liveness = Arc::new(Liveness::default());
     let writer = write_loop(
-        FrameWriter::new(writer, state.metrics.clone()),
+        FrameWriter::new(writer, node.metrics().clone()),
         outbox.clone(),
         liveness.clone(),
         WriterTiming {
@@ -87,9 +87,9 @@ async fn serve(
             write_timeout: config.write_timeout,
             coalesce_window: config.coalesce_window,
         },
-        state.draining.clone(),
+        node.shutdown().clone(),
     );
-    let writer = tokio::spawn(state.contain_panic("connection writer", writer).map({
+    let writer = tokio::spawn(node.contain_panic("connection writer", writer).map({
         let outbox = outbox.clone();
         // The reader must stop too, or the connection would linger
         // half-alive.
@@ -100,7 +100,7 @@ async fn serve(
             })
         }
     }));
-    let mut session = Session::new(state.clone(), outbox.clone(), grant);
+    let mut session = Session::new(node.clone(), outbox.clone(), grant);
     let id = session.id();
     tracing::info!(conn = id, %peer, "connection opened");
     tokio::select! {

@@ -15,13 +15,14 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Sleep;
 
-use crate::auth::{AuthError, Grant, Permissions};
+use crate::auth::{Grant, Permissions};
 use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
-use crate::rate_limit::{Bucket, RateLimited};
+use crate::node::{Node, Publication};
+use crate::rate_limit::{Bucket, Limit};
 use crate::send::liveness::Liveness;
 use crate::send::outbox::{LaggingWriters, Outbox};
-use crate::state::{AppState, Publication};
 use crate::wire::close::CloseReason;
 use crate::wire::error::ErrorCode;
 use crate::wire::frame::pong_frame;
@@ -31,49 +32,16 @@ use crate::wire::request::{
 };
 use crate::ws::frame_reader::{self, FrameDecoder, Incoming};
 
-/// Why a client request was refused.
-#[derive(Debug, thiserror::Error)]
-enum RequestError {
-    #[error(transparent)]
-    Broker(#[from] BrokerError),
-    #[error("subscription limit reached: a connection may hold at most {0} subscriptions")]
-    TooManySubscriptions(usize),
-    #[error("this connection's token does not permit {action} '{topic}'")]
-    NotPermitted { action: &'static str, topic: String },
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    RateLimited(#[from] RateLimited),
+/// Counts a refused publish by its code.
+fn counted_as_publish_error(error: impl Into<Error>, metrics: &Metrics) -> Error {
+    let error = error.into();
+    metrics.record_publish_error(error.code());
+    error
 }
 
-impl RequestError {
-    fn code(&self) -> ErrorCode {
-        match self {
-            Self::Broker(BrokerError::TopicNotFound(_)) => ErrorCode::TopicNotFound,
-            Self::Broker(BrokerError::ShuttingDown | BrokerError::BackplaneUnavailable(_)) => {
-                ErrorCode::Internal
-            }
-            Self::Broker(
-                BrokerError::InvalidTopicName
-                | BrokerError::TopicExists(_)
-                | BrokerError::TopicLimit(_),
-            )
-            | Self::TooManySubscriptions(_) => ErrorCode::BadRequest,
-            Self::NotPermitted { .. } | Self::Auth(_) => ErrorCode::Unauthorized,
-            Self::RateLimited(_) => ErrorCode::RateLimited,
-        }
-    }
-
-    /// Counts a refused publish by its code.
-    fn counted_as_publish_error(self, metrics: &Metrics) -> Self {
-        metrics.record_publish_error(self.code().as_str());
-        self
-    }
-
-    /// The `error` frame answering the request.
-    fn reply(&self, request_id: Option<&str>) -> Bytes {
-        reply::error(request_id, self.code(), &self.to_string())
-    }
+/// The `error` frame answering a refused request.
+fn error_reply(request_id: Option<&str>, error: &Error) -> Bytes {
+    reply::error(request_id, error.code(), &error.to_string())
 }
 
 /// Cluster mode: publishes one connection may have waiting for the
@@ -95,23 +63,24 @@ pub struct Session {
     permissions: Arc<Permissions>,
     /// Fires when the token in force expires; none for an API key.
     expiry: Option<Pin<Box<Sleep>>>,
-    /// This connection's `PUBLISH_RATE_LIMIT` bucket, when one is set.
-    publish_bucket: Option<Bucket>,
-    state: Arc<AppState>,
+    /// `PUBLISH_RATE_LIMIT`, when set, and this connection's bucket.
+    publish_limit: Option<(Limit, Bucket)>,
+    node: Arc<Node>,
 }
 
 impl Session {
-    pub fn new(state: Arc<AppState>, outbox: Arc<Outbox>, grant: Grant) -> Self {
+    pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, grant: Grant) -> Self {
         let mut session = Self {
-            id: state.next_connection_id(),
+            id: node.next_connection_id(),
             outbox,
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
             lagging: LaggingWriters::default(),
             permissions: grant.permissions,
             expiry: None,
-            publish_bucket: state.publish_limit.map(|_| Bucket::default()),
-            state,
+            publish_limit: Limit::from_config(node.config())
+                .map(|limit| (limit, Bucket::default())),
+            node,
         };
         session.arm_expiry(grant.expires_at);
         session
@@ -124,7 +93,7 @@ impl Session {
             let left = at
                 .duration_since(SystemTime::now())
                 .unwrap_or_default()
-                .saturating_add(self.state.config.jwt_leeway);
+                .saturating_add(self.node.config().jwt_leeway);
             Box::pin(tokio::time::sleep(left))
         });
     }
@@ -156,7 +125,7 @@ impl Session {
     ) -> CloseReason {
         // A connection that never completes a frame would otherwise hold a
         // slot until the heartbeat gives up on it.
-        let mut first_frame_deadline = Some(self.state.config.first_frame_timeout);
+        let mut first_frame_deadline = Some(self.node.config().first_frame_timeout);
         loop {
             let room_for_publishes = self.pending_publishes.len() < MAX_PENDING_PUBLISHES;
             let read = tokio::select! {
@@ -166,7 +135,7 @@ impl Session {
                     continue;
                 }
                 () = expired(&mut self.expiry) => {
-                    self.state.metrics.record_token_expired();
+                    self.node.metrics().record_token_expired();
                     return CloseReason::TokenExpired;
                 }
                 // Cancel-safe: a frame read in part stays in the decoder.
@@ -183,7 +152,7 @@ impl Session {
                 Incoming::Pong => {}
             }
             if !self.lagging.is_empty() {
-                self.state.metrics.record_publisher_pause();
+                self.node.metrics().record_publisher_pause();
                 std::mem::take(&mut self.lagging).wait().await;
             }
             self.outbox.wait_for_reader_room().await;
@@ -242,7 +211,7 @@ impl Session {
         match reply {
             Ok(Some(frame)) => self.outbox.push_held_reply(frame),
             Ok(None) => {}
-            Err(err) => self.outbox.push_held_reply(err.reply(request_id)),
+            Err(err) => self.outbox.push_held_reply(error_reply(request_id, &err)),
         }
     }
 
@@ -253,13 +222,14 @@ impl Session {
         name: &str,
         message: &Message<'_>,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, RequestError> {
+    ) -> Result<Option<Bytes>, Error> {
         self.check_publish(name)
-            .map_err(|err| err.counted_as_publish_error(&self.state.metrics))?;
-        let publication =
-            self.state.publish(name, message).await.map_err(|err| {
-                RequestError::from(err).counted_as_publish_error(&self.state.metrics)
-            })?;
+            .map_err(|err| counted_as_publish_error(err, self.node.metrics()))?;
+        let publication = self
+            .node
+            .publish(name, message)
+            .await
+            .map_err(|err| counted_as_publish_error(err, self.node.metrics()))?;
         match publication {
             Publication::Done(published) => {
                 self.lagging = published.lagging;
@@ -267,14 +237,15 @@ impl Session {
             }
             Publication::Pending(stored) => {
                 let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
-                let metrics = self.state.metrics.clone();
+                let metrics = self.node.metrics().clone();
                 self.pending_publishes.push_back(
                     stored
                         .map(move |stored| match stored {
                             Ok(_) => reply::ack(request_id.as_deref(), &name),
-                            Err(err) => RequestError::from(err)
-                                .counted_as_publish_error(&metrics)
-                                .reply(request_id.as_deref()),
+                            Err(err) => error_reply(
+                                request_id.as_deref(),
+                                &counted_as_publish_error(err, &metrics),
+                            ),
                         })
                         .boxed(),
                 );
@@ -285,23 +256,25 @@ impl Session {
 
     /// The token's permission, then the rate limit: a refused publish
     /// takes nothing from the bucket.
-    fn check_publish(&self, name: &str) -> Result<(), RequestError> {
+    fn check_publish(&self, name: &str) -> Result<(), Error> {
         if !self.permissions.may_publish(name) {
             return Err(self.not_permitted("publishing to", name));
         }
-        if let (Some(limit), Some(bucket)) = (&self.state.publish_limit, &self.publish_bucket) {
+        if let Some((limit, bucket)) = &self.publish_limit {
             limit.acquire(bucket).inspect_err(|_| {
-                self.state.metrics.record_rate_limited(Transport::WebSocket);
+                self.node
+                    .metrics()
+                    .record_rate_limited(Transport::WebSocket);
             })?;
         }
         Ok(())
     }
 
-    fn not_permitted(&self, action: &'static str, topic: &str) -> RequestError {
-        self.state
-            .metrics
+    fn not_permitted(&self, action: &'static str, topic: &str) -> Error {
+        self.node
+            .metrics()
             .record_permission_denied(Transport::WebSocket);
-        RequestError::NotPermitted {
+        Error::NotPermitted {
             action,
             topic: topic.to_owned(),
         }
@@ -315,9 +288,9 @@ impl Session {
         &mut self,
         token: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, RequestError> {
-        let grant = self.state.auth.token(token).inspect_err(|why| {
-            self.state.metrics.record_auth_failure();
+    ) -> Result<Option<Bytes>, Error> {
+        let grant = self.node.auth().token(token).inspect_err(|why| {
+            self.node.metrics().record_auth_failure();
             tracing::debug!(conn = self.id, %why, "token refresh refused");
         })?;
         self.permissions = grant.permissions;
@@ -342,11 +315,11 @@ impl Session {
         client_id: Option<&str>,
         replay: Replay<'_>,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, RequestError> {
+    ) -> Result<Option<Bytes>, Error> {
         if !self.permissions.may_subscribe(name) {
             return Err(self.not_permitted("subscribing to", name));
         }
-        let topic = self.state.topic(name).await?;
+        let topic = self.node.topic(name).await?;
         self.check_subscription_limit(name)?;
         if !topic.subscribe(self.id, &self.outbox, client_id, request_id, replay) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
@@ -361,8 +334,8 @@ impl Session {
 
     /// A new subscription must fit `MAX_SUBSCRIPTIONS_PER_CONNECTION`;
     /// subscriptions to since-deleted topics do not count.
-    fn check_subscription_limit(&mut self, name: &str) -> Result<(), RequestError> {
-        let limit = self.state.config.max_subscriptions_per_connection as usize;
+    fn check_subscription_limit(&mut self, name: &str) -> Result<(), Error> {
+        let limit = self.node.config().max_subscriptions_per_connection as usize;
         if self.subscriptions.len() < limit || self.subscriptions.contains_key(name) {
             return Ok(());
         }
@@ -370,15 +343,15 @@ impl Session {
         if self.subscriptions.len() < limit {
             return Ok(());
         }
-        Err(RequestError::TooManySubscriptions(limit))
+        Err(Error::TooManySubscriptions(limit))
     }
 
     async fn unsubscribe(
         &mut self,
         name: &str,
         request_id: Option<&str>,
-    ) -> Result<Option<Bytes>, RequestError> {
-        let topic = self.state.topic(name).await?;
+    ) -> Result<Option<Bytes>, Error> {
+        let topic = self.node.topic(name).await?;
         topic.unsubscribe(self.id);
         self.subscriptions.remove(name);
         Ok(Some(reply::ack(request_id, name)))

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, Stream, StreamExt};
-use ringcast::{Config, Server};
+use ringcast::{Config, Server, Shutdown};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
@@ -15,7 +15,6 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-use tokio_util::sync::CancellationToken;
 
 /// How long a test waits for a frame it expects before failing.
 pub const RECV_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,7 +29,7 @@ pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 pub struct TestServer {
     pub addr: SocketAddr,
-    pub shutdown: CancellationToken,
+    pub shutdown: Shutdown,
     pub task: JoinHandle<()>,
     pub http: reqwest::Client,
 }
@@ -50,7 +49,7 @@ impl TestServer {
             .unwrap_or_else(|err| panic!("invalid test flags {args:?}: {err}"));
         let server = Server::bind(config).await.expect("bind");
         let addr = server.local_addr().unwrap();
-        let shutdown = server.shutdown_token();
+        let shutdown = server.shutdown();
         let task = tokio::spawn(server.run());
         Self {
             addr,
@@ -214,7 +213,7 @@ impl TestServer {
 
     /// Cancels the server and waits for it to finish shutting down.
     pub async fn stop(self) {
-        self.shutdown.cancel();
+        self.shutdown.begin();
         tokio::time::timeout(Duration::from_secs(30), self.task)
             .await
             .expect("shutdown in time")

@@ -18,7 +18,7 @@ use hyper::header::{
 };
 use hyper::{Response, StatusCode};
 
-use crate::rest::Body;
+use crate::http::response::Body;
 
 /// One file served at a fixed path.
 pub struct Page {
@@ -71,43 +71,47 @@ const fn asset(path: &'static str, content_type: &'static str, body: &'static [u
 }
 
 static PAGES: [Page; 9] = [
-    page("/docs", include_bytes!("../pages/docs.html"), DOCS_POLICY),
+    page(
+        "/docs",
+        include_bytes!("../../pages/docs.html"),
+        DOCS_POLICY,
+    ),
     page(
         "/dashboard",
-        include_bytes!("../pages/dashboard.html"),
+        include_bytes!("../../pages/dashboard.html"),
         DASHBOARD_POLICY,
     ),
-    asset("/assets/docs.js", JS, include_bytes!("../pages/docs.js")),
+    asset("/assets/docs.js", JS, include_bytes!("../../pages/docs.js")),
     asset(
         "/assets/dashboard.js",
         JS,
-        include_bytes!("../pages/dashboard.js"),
+        include_bytes!("../../pages/dashboard.js"),
     ),
     asset(
         "/assets/session-key.js",
         JS,
-        include_bytes!("../pages/session-key.js"),
+        include_bytes!("../../pages/session-key.js"),
     ),
     asset(
         "/assets/pages.css",
         CSS,
-        include_bytes!("../pages/pages.css"),
+        include_bytes!("../../pages/pages.css"),
     ),
     asset(
         "/assets/swagger-ui/swagger-ui-bundle.js",
         JS,
-        include_bytes!("../pages/vendor/swagger-ui/swagger-ui-bundle.js"),
+        include_bytes!("../../pages/vendor/swagger-ui/swagger-ui-bundle.js"),
     ),
     // The bundle's header points here for its licenses.
     asset(
         "/assets/swagger-ui/swagger-ui-bundle.js.LICENSE.txt",
         "text/plain; charset=utf-8",
-        include_bytes!("../pages/vendor/swagger-ui/swagger-ui-bundle.js.LICENSE.txt"),
+        include_bytes!("../../pages/vendor/swagger-ui/swagger-ui-bundle.js.LICENSE.txt"),
     ),
     asset(
         "/assets/swagger-ui/swagger-ui.css",
         CSS,
-        include_bytes!("../pages/vendor/swagger-ui/swagger-ui.css"),
+        include_bytes!("../../pages/vendor/swagger-ui/swagger-ui.css"),
     ),
 ];
 

@@ -10,16 +10,12 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, StatusCode};
 
-use crate::auth::{normalize_origin, normalize_origins};
+use crate::auth::Origins;
 
 /// The request headers a page may send: a JSON body and either credential.
 const ALLOWED_HEADERS: &str = "Content-Type, X-API-Key, Authorization";
 /// How long a browser may cache a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
-
-/// The origins whose pages get CORS headers; empty sends none.
-#[derive(Clone, Debug, Default)]
-pub struct CorsOrigins(Vec<String>);
 
 /// What a request means for CORS, read before the request is consumed.
 pub struct CorsRequest {
@@ -29,38 +25,25 @@ pub struct CorsRequest {
     preflight: bool,
 }
 
-impl CorsOrigins {
-    pub fn new<S: AsRef<str>>(origins: impl IntoIterator<Item = S>) -> Self {
-        Self(normalize_origins(origins))
+/// Reads what CORS needs from `request` before it is consumed; `None` when
+/// no origins are configured.
+pub fn inspect<B>(origins: &Origins, request: &Request<B>) -> Option<CorsRequest> {
+    if origins.is_empty() {
+        return None;
     }
-
-    pub fn enabled(&self) -> bool {
-        !self.0.is_empty()
-    }
-
-    /// Reads what CORS needs from `request`; `None` when CORS is off.
-    pub fn inspect<B>(&self, request: &Request<B>) -> Option<CorsRequest> {
-        if !self.enabled() {
-            return None;
-        }
-        let allowed_origin = request
+    let allowed_origin = request
+        .headers()
+        .get(ORIGIN)
+        .filter(|origin| origins.lists(origin))
+        .cloned();
+    let preflight = request.method() == Method::OPTIONS
+        && request
             .headers()
-            .get(ORIGIN)
-            .filter(|origin| {
-                origin
-                    .to_str()
-                    .is_ok_and(|origin| self.0.contains(&normalize_origin(origin)))
-            })
-            .cloned();
-        let preflight = request.method() == Method::OPTIONS
-            && request
-                .headers()
-                .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
-        Some(CorsRequest {
-            allowed_origin,
-            preflight,
-        })
-    }
+            .contains_key(ACCESS_CONTROL_REQUEST_METHOD);
+    Some(CorsRequest {
+        allowed_origin,
+        preflight,
+    })
 }
 
 impl CorsRequest {

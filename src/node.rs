@@ -1,0 +1,313 @@
+//! `Node`: this server's broker as its transports see it, and the one place
+//! where a single node and a cluster differ. On a single node a topic
+//! change or a publish goes straight to the [`Broker`]; in cluster mode it
+//! goes through the [`Cluster`] backplane, which every node's broker
+//! follows. WebSocket sessions and REST handlers call only these methods.
+//!
+//! The node also owns what every connection shares: the configuration,
+//! the counters, credentials and allowed origins, connection ids, and the
+//! [`Shutdown`] that every connection task is tracked by.
+
+use std::any::Any;
+use std::future::Future;
+use std::io;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::FutureExt;
+use hyper::Request;
+
+use crate::auth::{Authenticator, Origins};
+use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic, TopicSummary};
+use crate::cluster::{BackplaneState, Cluster, PendingPublish};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::presence::{self, Answer, Query};
+use crate::shutdown::Shutdown;
+use crate::wire::request::Message;
+
+pub struct Node {
+    config: Config,
+    broker: Arc<Broker>,
+    /// Set in cluster mode: topic changes and publishes go through it.
+    cluster: Option<Arc<Cluster>>,
+    metrics: Arc<Metrics>,
+    auth: Authenticator,
+    /// `ALLOWED_ORIGINS`, for REST and the upgrade alike.
+    allowed_origins: Origins,
+    started: Instant,
+    next_connection_id: AtomicU64,
+    shutdown: Shutdown,
+}
+
+/// A publish that was accepted.
+pub enum Publication {
+    /// Fanned out on this node.
+    Done(Published),
+    /// Sent to the cluster backplane, in order; resolves once stored.
+    Pending(PendingPublish),
+}
+
+impl Publication {
+    /// The publish's `seq`, once it is acknowledged and any subscriber
+    /// writer it found behind has caught up (the publisher's pushback).
+    pub async fn acknowledged(self) -> Result<u64, BrokerError> {
+        match self {
+            Self::Done(published) => {
+                published.lagging.wait().await;
+                Ok(published.seq)
+            }
+            Self::Pending(stored) => stored.await,
+        }
+    }
+}
+
+impl Node {
+    /// A node for `config`. In cluster mode it starts connecting to NATS
+    /// without waiting for it; a malformed address or bad credentials
+    /// settings fail here.
+    pub async fn start(config: Config) -> io::Result<Self> {
+        let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
+        let auth = Authenticator::new(&config).map_err(|err| invalid(err.to_string()))?;
+        let metrics = Arc::new(Metrics::default());
+        let broker = Arc::new(Broker::new(
+            config.ring_buffer_size as usize,
+            config.max_topics as usize,
+            metrics.clone(),
+        ));
+        let cluster = match &config.cluster_nats_url {
+            Some(url) => Some(
+                Cluster::connect(
+                    url,
+                    broker.clone(),
+                    config.ring_buffer_size as usize,
+                    config.cluster_purge_delay,
+                    config.cluster_presence_timeout,
+                )
+                .await
+                .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            allowed_origins: Origins::new(&config.allowed_origins),
+            config,
+            broker,
+            cluster,
+            metrics,
+            auth,
+            started: Instant::now(),
+            next_connection_id: AtomicU64::new(1),
+            shutdown: Shutdown::default(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    pub fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Whether `ALLOWED_ORIGINS` lets this request (REST or the upgrade)
+    /// proceed.
+    pub fn origin_allowed<B>(&self, request: &Request<B>) -> bool {
+        self.allowed_origins.admit(request)
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// A topic, by name; in cluster mode one created on another node a
+    /// moment ago is found too.
+    pub async fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.topic(name).await,
+            None => self.broker.topic(name),
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.create_topic(name).await,
+            None => self.broker.create_topic(name),
+        }
+    }
+
+    pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.delete_topic(name).await,
+            None => self.broker.delete_topic(name),
+        }
+    }
+
+    /// Publishes to topic `name`: on a single node at once; in cluster mode
+    /// by sending it to the backplane, which every node fans out from.
+    pub async fn publish(
+        &self,
+        name: &str,
+        message: &Message<'_>,
+    ) -> Result<Publication, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => {
+                self.broker.check_accepting_publishes()?;
+                let topic = cluster.topic(name).await?;
+                Ok(Publication::Pending(
+                    cluster.publish(&topic, message).await?,
+                ))
+            }
+            None => self.broker.publish(name, message).map(Publication::Done),
+        }
+    }
+
+    /// Who is subscribed to what: this node's rows, or in cluster mode
+    /// every node's.
+    pub async fn presence(&self, query: &Query) -> Result<Answer, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => cluster.presence(query).await,
+            None => Ok(Answer {
+                rows: presence::local_rows(self.broker.clone(), query.clone(), None, usize::MAX)
+                    .await,
+                missing_nodes: Vec::new(),
+            }),
+        }
+    }
+
+    /// Topics that exist (in cluster mode, those this node mirrors: all).
+    pub fn topic_count(&self) -> usize {
+        self.broker.topic_count()
+    }
+
+    /// Every topic's name, subscribers on this node and events published.
+    pub fn summaries(&self) -> Vec<TopicSummary> {
+        self.broker.summaries()
+    }
+
+    /// In cluster mode, the backplane's state; `None` on a single node.
+    pub fn backplane(&self) -> Option<BackplaneState> {
+        self.cluster.as_ref().map(|cluster| cluster.state())
+    }
+
+    /// In cluster mode, how far this node's follower is: the events it
+    /// has applied and those stored after them.
+    pub fn follower_progress(&self) -> Option<(u64, u64)> {
+        self.cluster
+            .as_ref()
+            .map(|cluster| (cluster.events_applied(), cluster.follower_lag()))
+    }
+
+    pub fn next_connection_id(&self) -> ConnectionId {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// In cluster mode, starts following the backplane until the drain.
+    pub fn follow_backplane(self: &Arc<Self>) {
+        if let Some(cluster) = &self.cluster {
+            let node = self.clone();
+            let follow = cluster.clone().follow(async move {
+                node.shutdown.draining().await;
+            });
+            tokio::spawn(self.contain_panic("cluster follower", follow));
+        }
+    }
+
+    /// Spawns a connection task that the drain waits for, with any panic
+    /// in it contained.
+    pub fn spawn_connection(
+        self: &Arc<Self>,
+        what: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) {
+        self.shutdown
+            .track(self.contain_panic(what, task).map(drop));
+    }
+
+    /// Runs `task`; a panic in it is logged and counted instead of taking
+    /// anything else down, and gives `None`. A combinator rather than an
+    /// async block, so the task is stored once, not twice, in every
+    /// connection's future.
+    pub fn contain_panic<F: Future>(
+        self: &Arc<Self>,
+        what: &'static str,
+        task: F,
+    ) -> impl Future<Output = Option<F::Output>> {
+        let metrics = self.metrics.clone();
+        AssertUnwindSafe(task)
+            .catch_unwind()
+            .map(move |outcome| match outcome {
+                Ok(output) => Some(output),
+                Err(panic) => {
+                    metrics.record_panic();
+                    tracing::error!(
+                        task = what,
+                        panic = panic_message(&*panic),
+                        "task panicked; contained"
+                    );
+                    None
+                }
+            })
+    }
+
+    /// The second half of a shutdown, once the listener has stopped:
+    /// publishes stop before connections drain, so every publish that was
+    /// acknowledged is in the queues being flushed; the node leaves the
+    /// cluster's node list at once, so presence stops expecting its
+    /// answers, while the connections flush and close within
+    /// `SHUTDOWN_TIMEOUT`.
+    pub async fn drain(&self) {
+        self.broker.stop_publishes();
+        tracing::info!(
+            connections = self.metrics.snapshot().connections,
+            "shutting down"
+        );
+        let leave = async {
+            if let Some(cluster) = &self.cluster {
+                cluster.leave().await;
+            }
+        };
+        let drained = self.shutdown.drain(self.config.shutdown_timeout);
+        if !tokio::join!(leave, drained).1 {
+            tracing::warn!(
+                connections = self.metrics.snapshot().connections,
+                "shutdown timeout reached; dropping remaining connections"
+            );
+        }
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-string panic payload")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_task_is_contained_and_counted() {
+        let config = Config::from_args(Vec::<String>::new()).unwrap();
+        let node = Arc::new(Node::start(config).await.unwrap());
+        let panicked: Option<()> = node.contain_panic("test", async { panic!("boom") }).await;
+        assert_eq!(panicked, None);
+        assert_eq!(node.contain_panic("test", async { 7 }).await, Some(7));
+        node.spawn_connection("test", async { panic!("{}", String::from("boom")) });
+        assert!(node.shutdown.drain(Duration::from_secs(5)).await);
+        assert_eq!(node.metrics.snapshot().panics, 2);
+    }
+}
