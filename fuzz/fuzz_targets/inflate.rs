@@ -1,5 +1,5 @@
 //! The inflate path of compressed client messages (`permessage-deflate`):
-//! `ws::deflate::inflate` on arbitrary bytes and limits never panics,
+//! `wire::deflate::inflate` on arbitrary bytes and limits never panics,
 //! never holds more memory than its limit and keeps the limit exactly;
 //! messages compressed by a client or by the server inflate back; and the
 //! frame reader, given the bytes as a compressed message, agrees.

@@ -1,4 +1,4 @@
-//! The `inflate` check: `ws::deflate::inflate`, which every compressed
+//! The `inflate` check: `wire::deflate::inflate`, which every compressed
 //! client message goes through, and the frame reader that calls it.
 //!
 //! Input layout:

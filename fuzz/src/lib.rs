@@ -3,7 +3,7 @@
 //! oracle), and the checks that compare ringcast against it.
 //!
 //! The oracle implements the contract's rules (`/work/shared/CONTRACT.md`)
-//! as ringcast applies them in `src/protocol.rs`:
+//! as ringcast applies them in `src/wire/request.rs`:
 //!
 //! - a frame is a JSON object; of duplicate members the FIRST counts (the
 //!   oracle keeps every member in order and looks up the first, so it does
