@@ -39,6 +39,7 @@
 //!   they grant, allowed origins; publish rate limits.
 //! - [`metrics`]: process-wide counters and lock-free histograms.
 //! - [`shutdown`]: the `Shutdown` handle every task listens to.
+//! - [`sync`]: the one way ringcast takes a lock.
 //! - [`config`]: flags with environment fallbacks.
 //! - [`token_command`], [`client_command`]: the `ringcast token` and
 //!   `ringcast client` subcommands.
@@ -57,6 +58,7 @@ pub mod rate_limit;
 pub mod send;
 pub mod server;
 pub mod shutdown;
+pub mod sync;
 pub mod token_command;
 pub mod wire;
 pub mod ws;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SlowConsumerPolicy;
 use crate::send::batch::MAX_FRAMES_PER_WRITE;
 use crate::send::event::{Deflate, EventFrame};
+use crate::sync::lock;
 use crate::wire::close::CloseReason;
 
 /// The two bounds on a subscriber's pending events.
@@ -537,11 +538,8 @@ impl Outbox {
         self.lock().pending
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        // A panic while holding this lock leaves a consistent queue behind.
-        self.state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
     }
 }
 

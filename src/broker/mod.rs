@@ -18,23 +18,27 @@
 //! client that reconnects with the last `seq` it saw learns whether the
 //! replay it gets is complete.
 
+mod topic;
+
+pub use topic::{ConnectionId, Presence, Topic, TopicSummary};
+
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
 use dashmap::DashMap;
 
+use crate::broker::topic::{Log, Subscriber};
 use crate::metrics::{FanOut, Metrics};
-use crate::send::event::{deflated, Deflate, EventFrame};
-use crate::send::outbox::{Delivery, LaggingWriters, Outbox, QueueBound};
-use crate::wire::history::History;
+use crate::send::event::EventFrame;
+use crate::send::outbox::{Delivery, LaggingWriters, QueueBound};
+use crate::sync::lock;
 use crate::wire::reply;
-use crate::wire::request::{Message, Replay};
+use crate::wire::request::Message;
 use crate::wire::timestamp::Timestamp;
 
 /// Longest topic name accepted.
@@ -68,33 +72,6 @@ pub fn is_valid_topic_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
-/// Identifies one connection's subscription in a topic.
-pub type ConnectionId = u64;
-
-type Subscribers = Vec<Subscriber>;
-
-/// One entry of a topic's subscriber list: the fan-out reads the first
-/// two fields, presence the others.
-#[derive(Clone)]
-struct Subscriber {
-    id: ConnectionId,
-    outbox: Arc<Outbox>,
-    /// The `client_id` the subscribe named, if any.
-    client_id: Option<Arc<str>>,
-    since: SystemTime,
-}
-
-/// Who is subscribed to a topic: read from the topic's lock-free list
-/// snapshot, without taking any lock.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Presence {
-    pub connection: ConnectionId,
-    /// The `client_id` the subscribe named; `None` means the connection's id.
-    pub client_id: Option<Arc<str>>,
-    /// When the subscription joined.
-    pub since: SystemTime,
-}
-
 pub struct Broker {
     topics: DashMap<Arc<str>, Arc<Topic>>,
     /// Single node: random per process, so epochs change with a restart
@@ -109,49 +86,6 @@ pub struct Broker {
     ring_capacity: usize,
     accepting_publishes: AtomicBool,
     metrics: Arc<Metrics>,
-}
-
-pub struct Topic {
-    name: Arc<str>,
-    /// In cluster mode the registry revision that created this topic, so a
-    /// topic deleted and created again is told apart from its predecessor;
-    /// 0 on a single node.
-    incarnation: u64,
-    /// Names this incarnation of the topic's history: from `Broker`'s
-    /// `boot_nonce` on a single node, from the registry revision and the
-    /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
-    epoch: Arc<str>,
-    log: Mutex<Log>,
-    /// Read by every publish without a lock; replaced whole on change.
-    subscribers: ArcSwap<Subscribers>,
-    /// Serialises changes to `subscribers`.
-    membership: Mutex<()>,
-    /// Events published so far; readable without the topic lock.
-    messages: AtomicU64,
-    /// Where subscriptions are counted as they come and go, so `/health`
-    /// need not visit every topic.
-    metrics: Arc<Metrics>,
-}
-
-/// What publishes serialise on: the event numbering and the replay ring.
-#[derive(Default)]
-struct Log {
-    seq: u64,
-    /// Each event's `seq` beside its frame: recovery compares them, and
-    /// the frame alone would have to be parsed.
-    ring: VecDeque<(u64, EventFrame)>,
-    /// Every event of this topic with a `seq` above this is in the ring.
-    /// It rises to the `seq` of each event evicted from the ring, and in
-    /// cluster mode to just below an event read after events this node may
-    /// never have been handed (see `Broker::history_may_be_incomplete`).
-    /// Recovery after `since_seq` is complete iff `since_seq >= lost_up_to`:
-    /// an event missing from the ring has `seq <= lost_up_to <= since_seq`,
-    /// so it is not one the client lacks. It never decreases except where
-    /// `Broker::settle_history` proves a tighter bound.
-    lost_up_to: u64,
-    /// Highest `seq` evicted from the ring; `lost_up_to` is at least this.
-    evicted_up_to: u64,
-    deleted: bool,
 }
 
 /// Where an event's `seq` and `ts` come from.
@@ -174,14 +108,6 @@ pub struct Published {
     pub seq: u64,
     /// Subscribers whose writers were behind (see `crate::send`).
     pub lagging: LaggingWriters,
-}
-
-/// One row of `GET /topics` and `GET /stats`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopicSummary {
-    pub name: Arc<str>,
-    pub subscribers: usize,
-    pub messages: u64,
 }
 
 impl Broker {
@@ -513,211 +439,13 @@ impl Broker {
     }
 }
 
-impl Topic {
-    /// Subscribes a connection: queues the ack (stamped with the topic's
-    /// latest `seq` and epoch, and with `since_seq` whether the replay is
-    /// complete), then the replay oldest first, then joins the live stream,
-    /// all under the log lock so no publish can fall between replay and
-    /// live. The one place a subscriber joins a topic's history and its
-    /// live stream. Returns false if the topic was deleted meanwhile;
-    /// subscribing twice is a no-op but for the ack.
-    pub fn subscribe(
-        &self,
-        id: ConnectionId,
-        outbox: &Arc<Outbox>,
-        client_id: Option<&str>,
-        request_id: Option<&str>,
-        replay: Replay<'_>,
-    ) -> bool {
-        if let Some(deflate) = outbox.deflate() {
-            self.deflate_replay(deflate, replay);
-        }
-        let log = lock(&self.log);
-        if log.deleted {
-            return false;
-        }
-        let (skip, recovered) = log.replay_start(replay, &self.epoch);
-        outbox.push_reply(reply::subscribe_ack(
-            request_id,
-            &self.name,
-            log.seq,
-            &self.epoch,
-            recovered,
-        ));
-        let _membership = lock(&self.membership);
-        let current = self.subscribers.load();
-        if current.iter().any(|subscriber| subscriber.id == id) {
-            return true;
-        }
-        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| event));
-        let mut subscribers = Subscribers::clone(&current);
-        subscribers.push(Subscriber {
-            id,
-            outbox: outbox.clone(),
-            client_id: client_id.map(Arc::from),
-            since: SystemTime::now(),
-        });
-        self.subscribers.store(Arc::new(subscribers));
-        self.metrics.subscription_started();
-        true
-    }
-
-    /// Deflates the events a compressed subscriber's replay will take
-    /// while holding the topic's lock only to copy their plain frames and
-    /// then to keep the results, so that `subscribe` queues frames already
-    /// made (but for events published in between, which the fan-out
-    /// deflated if any compressed subscriber got them).
-    fn deflate_replay(&self, deflate: &Deflate, replay: Replay<'_>) {
-        if replay == Replay::Last(0) {
-            return;
-        }
-        let awaiting: Vec<(u64, Bytes)> = {
-            let log = lock(&self.log);
-            let (skip, _) = log.replay_start(replay, &self.epoch);
-            log.ring
-                .iter()
-                .skip(skip)
-                .filter_map(|(seq, event)| Some((*seq, event.awaiting_deflate(deflate)?.clone())))
-                .collect()
-        };
-        if awaiting.is_empty() {
-            return;
-        }
-        let made: Vec<(u64, Option<Bytes>)> = awaiting
-            .into_iter()
-            .map(|(seq, plain)| (seq, deflated(&plain, deflate)))
-            .collect();
-        let log = lock(&self.log);
-        for (seq, frame) in made {
-            if let Ok(at) = log.ring.binary_search_by_key(&seq, |(kept, _)| *kept) {
-                log.ring[at].1.share_deflated(frame);
-            }
-        }
-    }
-
-    /// Up to `limit` events: the first after `since` (with whether none
-    /// was lost, as for a subscribe), or else the latest.
-    pub fn history(&self, since: Option<u64>, limit: usize) -> History {
-        let log = lock(&self.log);
-        let (skip, recovered) = match since {
-            None => (log.ring.len().saturating_sub(limit), None),
-            Some(since) => match log.recovery_after(since) {
-                Some(skip) => (skip, Some(since >= log.lost_up_to)),
-                None => (log.ring.len(), Some(false)),
-            },
-        };
-        History {
-            epoch: self.epoch.clone(),
-            seq: log.seq,
-            recovered,
-            events: log
-                .ring
-                .iter()
-                .skip(skip)
-                .take(limit)
-                .map(|(seq, event)| (*seq, event.plain().clone()))
-                .collect(),
-        }
-    }
-
-    /// Removes a connection's subscription, if it has one. Returns once no
-    /// fan-out can still push to it, so nothing follows the caller's ack.
-    pub fn unsubscribe(&self, id: ConnectionId) {
-        self.remove_subscribers(&[id]);
-        // A publish that read the old list holds the log lock until its
-        // fan-out is done; a publish waits on this no longer than it takes
-        // to lock and unlock.
-        drop(lock(&self.log));
-    }
-
-    fn remove_subscribers(&self, ids: &[ConnectionId]) {
-        let _membership = lock(&self.membership);
-        let current = self.subscribers.load();
-        if current
-            .iter()
-            .any(|subscriber| ids.contains(&subscriber.id))
-        {
-            let remaining: Subscribers = current
-                .iter()
-                .filter(|subscriber| !ids.contains(&subscriber.id))
-                .cloned()
-                .collect();
-            self.metrics
-                .subscriptions_ended(current.len() - remaining.len());
-            self.subscribers.store(Arc::new(remaining));
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    pub fn incarnation(&self) -> u64 {
-        self.incarnation
-    }
-
-    /// Whether the topic has been deleted (a later topic may reuse its name).
-    pub fn is_deleted(&self) -> bool {
-        lock(&self.log).deleted
-    }
-
-    /// This topic's subscriptions in the order they joined, from the
-    /// list's current snapshot (no lock is taken).
-    pub fn presence(&self) -> Vec<Presence> {
-        self.subscribers
-            .load()
-            .iter()
-            .map(|subscriber| Presence {
-                connection: subscriber.id,
-                client_id: subscriber.client_id.clone(),
-                since: subscriber.since,
-            })
-            .collect()
-    }
-
-    pub fn summary(&self) -> TopicSummary {
-        TopicSummary {
-            name: self.name.clone(),
-            subscribers: self.subscribers.load().len(),
-            messages: self.messages.load(Ordering::Relaxed),
-        }
-    }
-}
-
-impl Log {
-    /// How many ring events a replay skips, and for a recovery whether
-    /// none was lost.
-    fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {
-        match replay {
-            Replay::Last(n) => (self.ring.len().saturating_sub(n), None),
-            Replay::Since { seq, epoch: asked } => match self.recovery_after(seq) {
-                Some(skip) if asked.is_none_or(|asked| asked == epoch) => {
-                    (skip, Some(seq >= self.lost_up_to))
-                }
-                _ => (self.ring.len(), Some(false)),
-            },
-        }
-    }
-
-    /// How many ring events a client that has seen up to `since` already
-    /// has; `None` when `since` is ahead of this topic (another history).
-    fn recovery_after(&self, since: u64) -> Option<usize> {
-        (since <= self.seq).then(|| self.ring.partition_point(|&(seq, _)| seq <= since))
-    }
-}
-
-/// Every critical section leaves its state consistent, so a panic elsewhere
-/// must not wedge the topic.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::SlowConsumerPolicy;
+    use crate::send::event::Deflate;
+    use crate::send::outbox::Outbox;
+    use crate::wire::request::Replay;
     use crate::send::{Pending, QueueLimits, Queued};
     use crate::wire::close::CloseReason;
     use crate::wire::permessage_deflate::Agreed;

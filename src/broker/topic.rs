@@ -1,0 +1,291 @@
+//! A topic: its log (the event numbering, the replay ring and what it may
+//! have lost) under one short lock, and its copy-on-write subscriber list.
+//! Subscribing, replay and recovery, history and presence are here; the
+//! fan-out that appends to the log is [`Broker::deliver`](super::Broker::deliver).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+
+use crate::metrics::Metrics;
+use crate::send::event::{deflated, Deflate, EventFrame};
+use crate::send::outbox::Outbox;
+use crate::sync::lock;
+use crate::wire::history::History;
+use crate::wire::reply;
+use crate::wire::request::Replay;
+
+/// Identifies one connection's subscription in a topic.
+pub type ConnectionId = u64;
+
+pub(super) type Subscribers = Vec<Subscriber>;
+
+/// One entry of a topic's subscriber list: the fan-out reads the first
+/// two fields, presence the others.
+#[derive(Clone)]
+pub(super) struct Subscriber {
+    pub(super) id: ConnectionId,
+    pub(super) outbox: Arc<Outbox>,
+    /// The `client_id` the subscribe named, if any.
+    pub(super) client_id: Option<Arc<str>>,
+    pub(super) since: SystemTime,
+}
+
+/// Who is subscribed to a topic: read from the topic's lock-free list
+/// snapshot, without taking any lock.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Presence {
+    pub connection: ConnectionId,
+    /// The `client_id` the subscribe named; `None` means the connection's id.
+    pub client_id: Option<Arc<str>>,
+    /// When the subscription joined.
+    pub since: SystemTime,
+}
+
+pub struct Topic {
+    pub(super) name: Arc<str>,
+    /// In cluster mode the registry revision that created this topic, so a
+    /// topic deleted and created again is told apart from its predecessor;
+    /// 0 on a single node.
+    pub(super) incarnation: u64,
+    /// Names this incarnation of the topic's history: from `Broker`'s
+    /// `boot_nonce` on a single node, from the registry revision and the
+    /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
+    pub(super) epoch: Arc<str>,
+    pub(super) log: Mutex<Log>,
+    /// Read by every publish without a lock; replaced whole on change.
+    pub(super) subscribers: ArcSwap<Subscribers>,
+    /// Serialises changes to `subscribers`.
+    pub(super) membership: Mutex<()>,
+    /// Events published so far; readable without the topic lock.
+    pub(super) messages: AtomicU64,
+    /// Where subscriptions are counted as they come and go, so `/health`
+    /// need not visit every topic.
+    pub(super) metrics: Arc<Metrics>,
+}
+
+/// What publishes serialise on: the event numbering and the replay ring.
+#[derive(Default)]
+pub(super) struct Log {
+    pub(super) seq: u64,
+    /// Each event's `seq` beside its frame: recovery compares them, and
+    /// the frame alone would have to be parsed.
+    pub(super) ring: VecDeque<(u64, EventFrame)>,
+    /// Every event of this topic with a `seq` above this is in the ring.
+    /// It rises to the `seq` of each event evicted from the ring, and in
+    /// cluster mode to just below an event read after events this node may
+    /// never have been handed (see `Broker::history_may_be_incomplete`).
+    /// Recovery after `since_seq` is complete iff `since_seq >= lost_up_to`:
+    /// an event missing from the ring has `seq <= lost_up_to <= since_seq`,
+    /// so it is not one the client lacks. It never decreases except where
+    /// `Broker::settle_history` proves a tighter bound.
+    pub(super) lost_up_to: u64,
+    /// Highest `seq` evicted from the ring; `lost_up_to` is at least this.
+    pub(super) evicted_up_to: u64,
+    pub(super) deleted: bool,
+}
+
+/// One row of `GET /topics` and `GET /stats`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TopicSummary {
+    pub name: Arc<str>,
+    pub subscribers: usize,
+    pub messages: u64,
+}
+
+impl Topic {
+    /// Subscribes a connection: queues the ack (stamped with the topic's
+    /// latest `seq` and epoch, and with `since_seq` whether the replay is
+    /// complete), then the replay oldest first, then joins the live stream,
+    /// all under the log lock so no publish can fall between replay and
+    /// live. The one place a subscriber joins a topic's history and its
+    /// live stream. Returns false if the topic was deleted meanwhile;
+    /// subscribing twice is a no-op but for the ack.
+    pub fn subscribe(
+        &self,
+        id: ConnectionId,
+        outbox: &Arc<Outbox>,
+        client_id: Option<&str>,
+        request_id: Option<&str>,
+        replay: Replay<'_>,
+    ) -> bool {
+        if let Some(deflate) = outbox.deflate() {
+            self.deflate_replay(deflate, replay);
+        }
+        let log = lock(&self.log);
+        if log.deleted {
+            return false;
+        }
+        let (skip, recovered) = log.replay_start(replay, &self.epoch);
+        outbox.push_reply(reply::subscribe_ack(
+            request_id,
+            &self.name,
+            log.seq,
+            &self.epoch,
+            recovered,
+        ));
+        let _membership = lock(&self.membership);
+        let current = self.subscribers.load();
+        if current.iter().any(|subscriber| subscriber.id == id) {
+            return true;
+        }
+        outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| event));
+        let mut subscribers = Subscribers::clone(&current);
+        subscribers.push(Subscriber {
+            id,
+            outbox: outbox.clone(),
+            client_id: client_id.map(Arc::from),
+            since: SystemTime::now(),
+        });
+        self.subscribers.store(Arc::new(subscribers));
+        self.metrics.subscription_started();
+        true
+    }
+
+    /// Deflates the events a compressed subscriber's replay will take
+    /// while holding the topic's lock only to copy their plain frames and
+    /// then to keep the results, so that `subscribe` queues frames already
+    /// made (but for events published in between, which the fan-out
+    /// deflated if any compressed subscriber got them).
+    pub(super) fn deflate_replay(&self, deflate: &Deflate, replay: Replay<'_>) {
+        if replay == Replay::Last(0) {
+            return;
+        }
+        let awaiting: Vec<(u64, Bytes)> = {
+            let log = lock(&self.log);
+            let (skip, _) = log.replay_start(replay, &self.epoch);
+            log.ring
+                .iter()
+                .skip(skip)
+                .filter_map(|(seq, event)| Some((*seq, event.awaiting_deflate(deflate)?.clone())))
+                .collect()
+        };
+        if awaiting.is_empty() {
+            return;
+        }
+        let made: Vec<(u64, Option<Bytes>)> = awaiting
+            .into_iter()
+            .map(|(seq, plain)| (seq, deflated(&plain, deflate)))
+            .collect();
+        let log = lock(&self.log);
+        for (seq, frame) in made {
+            if let Ok(at) = log.ring.binary_search_by_key(&seq, |(kept, _)| *kept) {
+                log.ring[at].1.share_deflated(frame);
+            }
+        }
+    }
+
+    /// Up to `limit` events: the first after `since` (with whether none
+    /// was lost, as for a subscribe), or else the latest.
+    pub fn history(&self, since: Option<u64>, limit: usize) -> History {
+        let log = lock(&self.log);
+        let (skip, recovered) = match since {
+            None => (log.ring.len().saturating_sub(limit), None),
+            Some(since) => match log.recovery_after(since) {
+                Some(skip) => (skip, Some(since >= log.lost_up_to)),
+                None => (log.ring.len(), Some(false)),
+            },
+        };
+        History {
+            epoch: self.epoch.clone(),
+            seq: log.seq,
+            recovered,
+            events: log
+                .ring
+                .iter()
+                .skip(skip)
+                .take(limit)
+                .map(|(seq, event)| (*seq, event.plain().clone()))
+                .collect(),
+        }
+    }
+
+    /// Removes a connection's subscription, if it has one. Returns once no
+    /// fan-out can still push to it, so nothing follows the caller's ack.
+    pub fn unsubscribe(&self, id: ConnectionId) {
+        self.remove_subscribers(&[id]);
+        // A publish that read the old list holds the log lock until its
+        // fan-out is done; a publish waits on this no longer than it takes
+        // to lock and unlock.
+        drop(lock(&self.log));
+    }
+
+    pub(super) fn remove_subscribers(&self, ids: &[ConnectionId]) {
+        let _membership = lock(&self.membership);
+        let current = self.subscribers.load();
+        if current
+            .iter()
+            .any(|subscriber| ids.contains(&subscriber.id))
+        {
+            let remaining: Subscribers = current
+                .iter()
+                .filter(|subscriber| !ids.contains(&subscriber.id))
+                .cloned()
+                .collect();
+            self.metrics
+                .subscriptions_ended(current.len() - remaining.len());
+            self.subscribers.store(Arc::new(remaining));
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn incarnation(&self) -> u64 {
+        self.incarnation
+    }
+
+    /// Whether the topic has been deleted (a later topic may reuse its name).
+    pub fn is_deleted(&self) -> bool {
+        lock(&self.log).deleted
+    }
+
+    /// This topic's subscriptions in the order they joined, from the
+    /// list's current snapshot (no lock is taken).
+    pub fn presence(&self) -> Vec<Presence> {
+        self.subscribers
+            .load()
+            .iter()
+            .map(|subscriber| Presence {
+                connection: subscriber.id,
+                client_id: subscriber.client_id.clone(),
+                since: subscriber.since,
+            })
+            .collect()
+    }
+
+    pub fn summary(&self) -> TopicSummary {
+        TopicSummary {
+            name: self.name.clone(),
+            subscribers: self.subscribers.load().len(),
+            messages: self.messages.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Log {
+    /// How many ring events a replay skips, and for a recovery whether
+    /// none was lost.
+    pub(super) fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {
+        match replay {
+            Replay::Last(n) => (self.ring.len().saturating_sub(n), None),
+            Replay::Since { seq, epoch: asked } => match self.recovery_after(seq) {
+                Some(skip) if asked.is_none_or(|asked| asked == epoch) => {
+                    (skip, Some(seq >= self.lost_up_to))
+                }
+                _ => (self.ring.len(), Some(false)),
+            },
+        }
+    }
+
+    /// How many ring events a client that has seen up to `since` already
+    /// has; `None` when `since` is ahead of this topic (another history).
+    pub(super) fn recovery_after(&self, since: u64) -> Option<usize> {
+        (since <= self.seq).then(|| self.ring.partition_point(|&(seq, _)| seq <= since))
+    }
+}
