@@ -5,7 +5,9 @@
 //!
 //! One test binary per area, so a build links the crate a few times rather
 //! than once per file: each module here was a test binary of its own
-//! (`tests/<module>.rs`), and its tests are unchanged.
+//! (`tests/<module>.rs`), and its tests are unchanged. `backpressure` is
+//! here rather than beside `send_path`, which stays a binary of its own
+//! (see its module doc) that no other test may run beside.
 
 #[path = "../common/mod.rs"]
 mod common;
