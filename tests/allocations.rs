@@ -3,6 +3,11 @@
 //! parsed, published, fanned out to one subscriber's outbox and written
 //! (taken from the outbox and dropped, as the subscriber's writer does),
 //! and the publisher's ack encoded. Counts, not timings: deterministic.
+//!
+//! A test binary of its own, not a module of an area's binary like most
+//! tests: a `#[global_allocator]` is the allocator of every test in its
+//! binary, and a binary has only one (`tests/tools` already brings the fuzz
+//! oracle's). Alone, the counter sees no test but these.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;

@@ -10,6 +10,13 @@
 //!
 //! Randomised choices come from a seed printed at the start of each test
 //! (`RACES_SEED=<n>` replays one).
+//!
+//! A test binary of its own, not a module of an area's binary like most
+//! tests: its runtimes have 4 and 12 worker threads on purpose, and it
+//! holds a shutdown under full publish load to `SHUTDOWN_TIMEOUT`. In a
+//! shared binary, tests of other modules would run beside these (the
+//! harness runs as many tests at once as the machine has cores), each
+//! timed under the other's load.
 
 mod common;
 

@@ -14,6 +14,11 @@
 //!
 //! A "stalled" reader is a raw client with a 4 KiB receive buffer that
 //! subscribes and then never reads.
+//!
+//! A test binary of its own, not a module of an area's binary like most
+//! tests: these take turns (`ONE_AT_A_TIME`) so that only one of them runs
+//! in the process at a time, as each measures whether readers keep up. In
+//! a shared binary, tests of other modules would run beside them.
 
 mod common;
 

@@ -445,10 +445,10 @@ mod tests {
     use crate::config::SlowConsumerPolicy;
     use crate::send::event::Deflate;
     use crate::send::outbox::Outbox;
-    use crate::wire::request::Replay;
     use crate::send::{Pending, QueueLimits, Queued};
     use crate::wire::close::CloseReason;
     use crate::wire::permessage_deflate::Agreed;
+    use crate::wire::request::Replay;
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 

@@ -2,12 +2,10 @@
 //! process, commands piped into it, its output lines read as JSON, against
 //! a real server.
 
-mod common;
-
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, Command};

@@ -3,11 +3,9 @@
 //! breakdowns by cause, code and reason, the histograms, `METRICS_PER_TOPIC`
 //! and the key.
 
-mod common;
-
 use std::collections::HashMap;
 
-use common::*;
+use crate::common::*;
 use serde_json::json;
 
 const OP_TEXT: u8 = 0x1;

@@ -2,11 +2,9 @@
 //! subscribe, `seq`/`epoch`/`recovered` in its ack, and
 //! `GET /topics/{name}/messages`; over real sockets.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// Subscribes with extra fields (`since_seq`, `epoch`, ...) and returns the ack.

@@ -6,11 +6,9 @@
 //! polled: the server's writes first fill the kernel socket buffers, then the
 //! subscriber's queue.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::Value;
 use tokio::task::JoinHandle;

@@ -1,9 +1,7 @@
 //! REST API over real HTTP: topic management, listing, health, stats,
 //! publishing over HTTP, routing errors and body limits.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -2,9 +2,7 @@
 //! and reason, and the server's own close frame reaches a client that is
 //! still sending when the server closes.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpSocket;
 use tokio_tungstenite::tungstenite::Message;

@@ -11,7 +11,7 @@
 
 use ringcast::wire::request::{parse_client_frame, parse_message_body, Request};
 
-#[path = "../fuzz/src/lib.rs"]
+#[path = "../../fuzz/src/lib.rs"]
 #[allow(dead_code)]
 mod oracle;
 

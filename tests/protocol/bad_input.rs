@@ -3,9 +3,7 @@
 //! UTF-8 text with 1007 (the latter sent by a raw socket client, since
 //! tungstenite refuses to send invalid UTF-8).
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;

@@ -1,9 +1,7 @@
 //! API-key authentication: REST requests need `X-API-Key`, the WebSocket
 //! upgrade takes the header or `?api_key=`, and no keys means no auth.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;

@@ -2,11 +2,9 @@
 //! their claims as permissions on both transports, refresh over the
 //! WebSocket, expiry, and `ringcast token`.
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::Method;

@@ -3,12 +3,10 @@
 //! (status and code, or the `error` frame's code) must be the table's row.
 //! A row with no case here names the test that causes it instead.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::*;
+use crate::common::*;
 use ringcast::auth::{mint_hs256, Claims};
 use ringcast::wire::error::ErrorCode;
 use serde_json::{json, Value};

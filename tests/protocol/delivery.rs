@@ -1,9 +1,7 @@
 //! Delivery guarantees over real sockets: fan-out, isolation, ordering with
 //! concurrent publishers, replay, unsubscribe, topic deletion and ping.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use serde_json::{json, Value};
 use tokio::sync::{watch, Barrier};

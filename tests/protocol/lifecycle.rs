@@ -1,11 +1,9 @@
 //! Connection lifecycle: graceful shutdown, heartbeats and silent peers,
 //! and client-initiated close.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;

@@ -2,9 +2,7 @@
 //! listed origin only, preflights answered without a key, and how it meets
 //! `ALLOWED_ORIGINS` and `API_KEY`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, Response};
 
 const APP: &str = "https://app.example.com";

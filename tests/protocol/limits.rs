@@ -1,11 +1,9 @@
 //! Abuse limits: each refuses with a clear error, is configurable, and
 //! leaves every other client untouched.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

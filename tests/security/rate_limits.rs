@@ -2,11 +2,9 @@
 //! credential (per peer address without auth) over REST; refused publishes
 //! are not published.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 

@@ -1,9 +1,7 @@
 //! The WebSocket handshake (RFC 6455 §4): what is refused before the
 //! upgrade and with which headers, and the `ringcast.v1` subprotocol.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

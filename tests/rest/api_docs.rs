@@ -4,11 +4,9 @@
 //! operation with a documented status, and every AsyncAPI client example,
 //! sent over a real WebSocket, gets the documented server frames.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use ringcast::http::routes::ROUTES;
 use serde_json::{json, Value};
 

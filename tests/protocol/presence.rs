@@ -1,9 +1,7 @@
 //! Presence: `GET /subscriptions` and `GET /topics/{name}/subscribers`
 //! follow subscribes, unsubscribes, disconnects and topic deletions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 
 /// `(topic, client_id)` of every row of `GET /subscriptions`, checking
