@@ -4,7 +4,7 @@
 //! `{"t":<scheduled ns>,"p":<publisher>,"n":<counter>,…,"msg":"…"}`. `t` is
 //! the *scheduled* send time, so a subscriber's latency includes any delay in
 //! sending (no coordinated omission). What follows the stamp is an order
-//! event as an application would send it (see [`write`]), so that
+//! event as an application would send it (see [`write()`]), so that
 //! `permessage-deflate` shrinks it as much as it would shrink real events.
 
 use std::sync::LazyLock;

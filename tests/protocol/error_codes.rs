@@ -83,6 +83,27 @@ fn the_readme_table_is_the_servers_map() {
     assert_eq!(table.len(), ErrorCode::ALL.len(), "no other rows");
 }
 
+#[test]
+fn the_openapi_document_lists_every_rest_code() {
+    let document: Value = serde_json::from_slice(ringcast::http::api_docs::OPENAPI).unwrap();
+    let documented: Vec<&str> = document["components"]["schemas"]["Error"]["properties"]["error"]
+        ["properties"]["code"]["enum"]
+        .as_array()
+        .expect("the Error schema's code enum")
+        .iter()
+        .map(|code| code.as_str().unwrap())
+        .collect();
+    let mut answered: Vec<&str> = ErrorCode::ALL
+        .into_iter()
+        .filter(|code| code.columns().rest.is_some())
+        .map(ErrorCode::as_str)
+        .collect();
+    let mut documented_sorted = documented.clone();
+    documented_sorted.sort_unstable();
+    answered.sort_unstable();
+    assert_eq!(documented_sorted, answered);
+}
+
 fn token(claims: Claims) -> String {
     mint_hs256(SECRET, &claims)
 }
