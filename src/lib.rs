@@ -13,19 +13,19 @@
 //! the leaves (`config`, `metrics`, `shutdown`, `auth`, `rate_limit`,
 //! `error`) import no module that imports them back:
 //!
-//! - [`server`]: the listener, one hyper service for REST and the upgrade
+//! - `server`: the listener, one hyper service for REST and the upgrade
 //!   on one port, and the shutdown sequence.
 //! - [`http`]: REST: routes and permissions, handlers, responses, CORS,
 //!   the API documents, `GET /metrics`, the browser pages.
 //! - [`ws`]: a WebSocket connection: the upgrade, the frame reader, the
 //!   session (client requests to node calls), the connection's life.
-//! - [`error`]: every way a request fails, and the one map to its
+//! - `error`: every way a request fails, and the one map to its
 //!   [`wire::error::ErrorCode`], for REST, WebSocket and metrics alike.
-//! - [`node`]: the broker as the transports see it: the one place where a
+//! - `node`: the broker as the transports see it: the one place where a
 //!   single node and a cluster differ.
-//! - [`cluster`]: cluster mode: topics and events shared through NATS
+//! - `cluster`: cluster mode: topics and events shared through NATS
 //!   JetStream and fed into the same fan-out; presence from every node.
-//! - [`presence`]: who is subscribed to what, written off the runtime.
+//! - `presence`: who is subscribed to what, written off the runtime.
 //! - [`broker`]: topics in a sharded map, each topic's log (sequence
 //!   numbers, replay ring, recovery) and the fan-out; `Broker::deliver` is
 //!   the one entry point for an event, local or from the backplane.
@@ -35,11 +35,11 @@
 //! - [`wire`]: bytes on the wire, no I/O: the JSON scan, client requests,
 //!   server frames, WebSocket frame headers, timestamps, close reasons,
 //!   the deflate codec and its negotiation, error codes.
-//! - [`auth`], [`rate_limit`]: API keys, access tokens and the permissions
+//! - [`auth`], `rate_limit`: API keys, access tokens and the permissions
 //!   they grant, allowed origins; publish rate limits.
 //! - [`metrics`]: process-wide counters and lock-free histograms.
-//! - [`shutdown`]: the `Shutdown` handle every task listens to.
-//! - [`sync`]: the one way ringcast takes a lock.
+//! - `shutdown`: the `Shutdown` handle every task listens to.
+//! - `sync`: the one way ringcast takes a lock.
 //! - [`config`]: flags with environment fallbacks.
 //! - [`token_command`], [`client_command`]: the `ringcast token` and
 //!   `ringcast client` subcommands.
@@ -47,18 +47,18 @@
 pub mod auth;
 pub mod broker;
 pub mod client_command;
-pub mod cluster;
+mod cluster;
 pub mod config;
-pub mod error;
+mod error;
 pub mod http;
 pub mod metrics;
-pub mod node;
-pub mod presence;
-pub mod rate_limit;
+mod node;
+mod presence;
+mod rate_limit;
 pub mod send;
-pub mod server;
+mod server;
 pub mod shutdown;
-pub mod sync;
+mod sync;
 pub mod token_command;
 pub mod wire;
 pub mod ws;

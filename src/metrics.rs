@@ -1,5 +1,5 @@
 //! Process-wide counters, reported by `GET /health`, `GET /stats` and
-//! `GET /metrics` (rendered by [`crate::http::prometheus`]).
+//! `GET /metrics` (rendered by `http::prometheus`).
 //!
 //! The fan-out adds its counts once per publish, not once per delivery, and
 //! a connection's writer once per `writev`; each hot counter sits on its own
