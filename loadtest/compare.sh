@@ -14,7 +14,9 @@
 # subset of: fanout-1m fanout topics ingress ingress-frame idle chat-10k
 # chat-50k chat-overload chat-step burst ingress-1 compress-128-off
 # compress-128-on compress-1k-off compress-1k-on compress-4k-off
-# compress-4k-on), COMPRESS_RATE_128, COMPRESS_RATE_1K, COMPRESS_RATE_4K
+# compress-4k-on), TARGETS (space-separated subset of: ringcast nats; both
+# unless set, e.g. TARGETS=ringcast to compare two ringcast builds through
+# RINGCAST), COMPRESS_RATE_128, COMPRESS_RATE_1K, COMPRESS_RATE_4K
 # (events/s of the compression rows), RINGCAST_PORT, NATS_PORT, NATS_WS_PORT
 # (loopback ports, 18080, 4222, 4223), RINGCAST (the server binary,
 # default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
@@ -158,8 +160,9 @@ args_of() { # scenario
     esac
 }
 
+TARGETS=${TARGETS:-ringcast nats}
 for scenario in $SCENARIOS; do
-    for target in ringcast nats; do
+    for target in $TARGETS; do
         echo "== $scenario: $target"
         start_server "$target" "$scenario"
         # shellcheck disable=SC2046

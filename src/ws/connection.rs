@@ -31,6 +31,8 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_QUIET: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 4 << 20;
 
+/// Runs an upgraded connection until it closes, on the owned halves of its
+/// TCP stream.
 pub(super) async fn run(
     io: TokioIo<hyper::upgrade::Upgraded>,
     node: Arc<Node>,
