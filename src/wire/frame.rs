@@ -88,15 +88,7 @@ pub fn read_client_header(
     if first & reserved != 0 {
         return Err(CloseReason::ProtocolError);
     }
-    let opcode = match first & 0x0F {
-        0x0 => OpCode::Continuation,
-        0x1 => OpCode::Text,
-        0x2 => OpCode::Binary,
-        0x8 => OpCode::Close,
-        0x9 => OpCode::Ping,
-        0xA => OpCode::Pong,
-        _ => return Err(CloseReason::ProtocolError),
-    };
+    let opcode = OpCode::try_from(first & 0x0F).map_err(|_| CloseReason::ProtocolError)?;
     let fin = first & FIN != 0;
     if second & MASKED == 0 {
         return Err(CloseReason::ProtocolError);
