@@ -59,4 +59,6 @@ pub use liveness::Liveness;
 pub use outbox::{
     Delivery, FrameKind, LaggingWriters, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled,
 };
-pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
+pub use writer::{
+    take_frames, write_loop, FrameWriter, Transport, WebSocketTransport, WriteError, WriterTiming,
+};

@@ -17,7 +17,7 @@ use crate::node::Node;
 use crate::send::event::Deflate;
 use crate::send::liveness::Liveness;
 use crate::send::outbox::{Outbox, QueueLimits};
-use crate::send::writer::{write_loop, FrameWriter, WriterTiming};
+use crate::send::writer::{write_loop, FrameWriter, WebSocketTransport, WriterTiming};
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
 use crate::ws::session::Session;
@@ -81,9 +81,12 @@ async fn serve(
     );
     let liveness = Arc::new(Liveness::default());
     let writer = write_loop(
-        FrameWriter::new(writer, node.metrics().clone()),
+        WebSocketTransport::new(
+            FrameWriter::new(writer, node.metrics().clone()),
+            liveness.clone(),
+            config.heartbeat_interval,
+        ),
         outbox.clone(),
-        liveness.clone(),
         WriterTiming {
             heartbeat: config.heartbeat_interval,
             write_timeout: config.write_timeout,

@@ -16,7 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
-use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::broker::{BrokerError, ConnectionId, Joined, Topic};
 use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
 use crate::node::{Node, Publication};
@@ -308,7 +308,8 @@ impl Session {
         Ok(Some(reply::auth_ack(request_id)))
     }
 
-    /// The topic queues the ack itself, ahead of the replay.
+    /// The ack is queued as the topic says where the subscription joined,
+    /// ahead of the replay.
     async fn subscribe(
         &mut self,
         name: &str,
@@ -321,7 +322,17 @@ impl Session {
         }
         let topic = self.node.topic(name).await?;
         self.check_subscription_limit(name)?;
-        if !topic.subscribe(self.id, &self.outbox, client_id, request_id, replay) {
+        let outbox = &self.outbox;
+        let acked = |joined: Joined<'_>| {
+            outbox.push_reply(reply::subscribe_ack(
+                request_id,
+                joined.topic,
+                joined.seq,
+                joined.epoch,
+                joined.recovered,
+            ))
+        };
+        if !topic.subscribe(self.id, outbox, client_id, replay, acked) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
