@@ -2,8 +2,9 @@
 //! sends back as `Last-Event-ID`. Opaque to clients; here it is each topic
 //! of the stream as `<topic>.<epoch>.<seq>`, joined by `,`: the topic's
 //! epoch and the last `seq` of it the stream delivered (or, before any,
-//! where its subscription started). Topic names have no `,`, epochs and
-//! sequence numbers no `.`, so it parses from the right; it names the
+//! where its subscription started). Topic names have no `,`, epochs
+//! (letters, digits and `-`) and sequence numbers no `.`, so it parses
+//! from the right; it names the
 //! epoch, so it resumes on any node of a cluster, and after a restart it
 //! is told apart from the new history.
 
@@ -42,7 +43,8 @@ impl Cursor {
                 return Err(malformed());
             };
             let seq = seq.parse::<u64>().map_err(|_| malformed())?;
-            if epoch.is_empty() || !is_valid_topic_name(topic) {
+            let epoch_chars = |byte: u8| byte.is_ascii_alphanumeric() || byte == b'-';
+            if epoch.is_empty() || !epoch.bytes().all(epoch_chars) || !is_valid_topic_name(topic) {
                 return Err(malformed());
             }
             positions.push(Position {

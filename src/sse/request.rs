@@ -25,8 +25,9 @@ pub struct SseRequest {
 impl SseRequest {
     /// Parses the query and the `Last-Event-ID` header, which wins over
     /// `?last_event_id=` (a browser's reconnect sends its original URL and
-    /// the newer cursor in the header). Credentials (`api_key`, `token`)
-    /// and unknown parameters (a cache-buster) are left alone.
+    /// the newer cursor in the header); an empty one is none, as an
+    /// `EventSource` that got no id would send. Credentials (`api_key`,
+    /// `token`) and unknown parameters (a cache-buster) are left alone.
     pub fn parse(query: &str, last_event_id: Option<&HeaderValue>) -> Result<Self, Error> {
         let mut topics: Vec<String> = Vec::new();
         let (mut last_n, mut client_id, mut cursor_param) = (None, None, None);
@@ -63,12 +64,19 @@ impl SseRequest {
                 "a stream takes at most {MAX_TOPICS} topics"
             )));
         }
-        let cursor = match last_event_id {
-            Some(header) => Some(Cursor::parse(header.to_str().map_err(|_| {
-                Error::BadRequest("Last-Event-ID is not a ringcast cursor".into())
-            })?)?),
-            None => cursor_param.as_deref().map(Cursor::parse).transpose()?,
-        };
+        let header = last_event_id
+            .map(|header| {
+                header
+                    .to_str()
+                    .map_err(|_| Error::BadRequest("Last-Event-ID is not a ringcast cursor".into()))
+            })
+            .transpose()?;
+        let cursor = [header, cursor_param.as_deref()]
+            .into_iter()
+            .flatten()
+            .find(|text| !text.is_empty())
+            .map(Cursor::parse)
+            .transpose()?;
         Ok(Self {
             topics,
             last_n: last_n.unwrap_or(0),
