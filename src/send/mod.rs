@@ -49,6 +49,7 @@
 //!   of one read wake the writer once and leave in one write.
 
 pub mod batch;
+pub mod deadline;
 pub mod event;
 pub mod liveness;
 pub mod outbox;

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use crate::auth::Grant;
 use crate::node::Node;
+use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
 use crate::send::liveness::Liveness;
 use crate::send::outbox::{Outbox, QueueLimits};
@@ -42,9 +43,12 @@ pub(super) async fn run(
 ) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
-    match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+    match io
+        .into_inner()
+        .downcast::<TokioIo<WriteDeadline<TcpStream>>>()
+    {
         Ok(parts) => {
-            let (reader, writer) = parts.io.into_inner().into_split();
+            let (reader, writer) = parts.io.into_inner().into_inner().into_split();
             let mut decoder =
                 FrameDecoder::new(&parts.read_buf, node.config().max_message_size as usize);
             if deflate.is_some() {

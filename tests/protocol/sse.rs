@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
 /// One SSE event as a client parses it.
@@ -502,6 +502,8 @@ async fn the_heartbeat_is_a_comment_line() {
     server.stop().await;
 }
 
+/// A stream that stops reading is cut; its socket is closed once it has
+/// taken nothing for `WRITE_TIMEOUT`; another stream is not held back.
 #[test]
 fn a_client_that_never_reads_is_cut_as_a_slow_consumer() {
     on_both_runtimes(|| async {
@@ -510,6 +512,8 @@ fn a_client_that_never_reads_is_cut_as_a_slow_consumer() {
             "8",
             "--max-message-size",
             "4194304",
+            "--write-timeout",
+            "300ms",
         ])
         .await;
         server.create_topic("a").await;
@@ -545,7 +549,16 @@ fn a_client_that_never_reads_is_cut_as_a_slow_consumer() {
             }
         })
         .await;
-        drop(stalled);
+        // Its socket still held what hyper had taken; past WRITE_TIMEOUT
+        // the server gives up on it rather than keep the connection.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        let mut unread = Vec::new();
+        let read = tokio::time::timeout(RECV_TIMEOUT, stalled.read_to_end(&mut unread)).await;
+        assert!(read.is_ok(), "the server closed the stalled connection");
+        assert!(
+            !unread.ends_with(b"0\r\n\r\n"),
+            "the response was cut, not finished"
+        );
         server.stop().await;
     });
 }
