@@ -38,6 +38,7 @@ use crate::metrics::Transport as MetricsTransport;
 use crate::node::Node;
 use crate::send::outbox::{Outbox, QueueLimits};
 use crate::send::writer::{write_loop, WriterTiming};
+use crate::wire::close::CloseReason;
 
 pub use framing::Chunk;
 pub use request::SseRequest;
@@ -47,10 +48,12 @@ use framing::Subscribed;
 use transport::SseTransport;
 
 /// Opens a stream for `request`: every topic must exist and be one the
-/// grant may subscribe to, and the stream must fit `MAX_CONNECTIONS`;
-/// then it subscribes to each (resuming from the cursor where it covers
-/// the topic) and starts the task that writes the stream. Fails before
-/// anything is sent.
+/// grant may subscribe to, and the stream must fit `MAX_CONNECTIONS` and
+/// `MAX_SUBSCRIPTIONS_PER_CONNECTION`; then it subscribes to each
+/// (resuming from the cursor where it covers the topic) and starts the
+/// task that writes the stream, which ends it (after `error`
+/// `UNAUTHORIZED`) when the grant's token expires, as a WebSocket is
+/// closed. Fails before anything is sent.
 pub async fn open(
     node: &Arc<Node>,
     request: SseRequest,
@@ -66,6 +69,10 @@ pub async fn open(
             .record_permission_denied(MetricsTransport::Rest);
         tracing::debug!(%peer, topic = name.as_str(), "stream refused: not permitted");
         return Err(Error::Forbidden);
+    }
+    let max_subscriptions = node.config().max_subscriptions_per_connection as usize;
+    if request.topics.len() > max_subscriptions {
+        return Err(Error::TooManySubscriptions(max_subscriptions));
     }
     let mut topics = Vec::with_capacity(request.topics.len());
     for name in &request.topics {
@@ -120,17 +127,31 @@ pub async fn open(
         coalesce_window: config.coalesce_window,
     };
     let writer = write_loop(transport, outbox.clone(), timing, node.shutdown().clone());
+    let expiry = grant.expires_in(config.jwt_leeway);
+    let metrics = node.metrics().clone();
+    let body = SseBody::new(receiver, outbox.clone());
     let id = subscriptions.id;
     tracing::info!(conn = id, %peer, topics = joined.len(), "event stream opened");
     node.spawn_connection("event stream", async move {
-        let reason = writer.await;
+        let mut writer = std::pin::pin!(writer);
+        let reason = match expiry {
+            Some(left) => tokio::select! {
+                reason = &mut writer => reason,
+                () = tokio::time::sleep(left) => {
+                    metrics.record_token_expired();
+                    outbox.close(CloseReason::TokenExpired);
+                    writer.await
+                }
+            },
+            None => writer.await,
+        };
         drop((subscriptions, slot));
         if let Some(why) = reason.slow_consumer_message() {
             tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
         }
         tracing::info!(conn = id, %peer, reason = reason.describe(), "event stream closed");
     });
-    Ok(SseBody::new(receiver, outbox))
+    Ok(body)
 }
 
 /// A stream's subscriptions, left however the stream ends.

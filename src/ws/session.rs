@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -76,26 +76,22 @@ impl Session {
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
             lagging: LaggingWriters::default(),
-            permissions: grant.permissions,
+            permissions: grant.permissions.clone(),
             expiry: None,
             publish_limit: Limit::from_config(node.config())
                 .map(|limit| (limit, Bucket::default())),
             node,
         };
-        session.arm_expiry(grant.expires_at);
+        session.arm_expiry(&grant);
         session
     }
 
     /// A timer for the token's expiry (plus `JWT_LEEWAY`, as verification
     /// allows), rather than a check per message.
-    fn arm_expiry(&mut self, expires_at: Option<SystemTime>) {
-        self.expiry = expires_at.map(|at| {
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .saturating_add(self.node.config().jwt_leeway);
-            Box::pin(tokio::time::sleep(left))
-        });
+    fn arm_expiry(&mut self, grant: &Grant) {
+        self.expiry = grant
+            .expires_in(self.node.config().jwt_leeway)
+            .map(|left| Box::pin(tokio::time::sleep(left)));
     }
 
     pub fn id(&self) -> ConnectionId {
@@ -293,8 +289,8 @@ impl Session {
             self.node.metrics().record_auth_failure();
             tracing::debug!(conn = self.id, %why, "token refresh refused");
         })?;
+        self.arm_expiry(&grant);
         self.permissions = grant.permissions;
-        self.arm_expiry(grant.expires_at);
         let id = self.id;
         let (permissions, outbox) = (&self.permissions, &self.outbox);
         self.subscriptions.retain(|name, topic| {

@@ -358,9 +358,26 @@ async fn bad_input_is_refused_before_the_stream_starts() {
     server.stop().await;
 }
 
+const SECRET: &str = "sse-secret-sse-secret-sse-secret";
+
+/// An HS256 token signed with `secret` that may subscribe to `topics`,
+/// expiring in `seconds`.
+fn token(secret: &str, topics: Value, seconds: u64) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + seconds;
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({ "exp": exp, "subscribe": topics }),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
 #[tokio::test]
 async fn credentials_come_in_a_header_or_the_query_and_tokens_need_subscribe() {
-    const SECRET: &str = "sse-secret-sse-secret-sse-secret";
     let server = TestServer::start(&[
         "--api-key",
         "key",
@@ -383,25 +400,12 @@ async fn credentials_come_in_a_header_or_the_query_and_tokens_need_subscribe() {
         .await
         .subscribed()
         .await;
-    let token = |topics: Value| {
-        let exp = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs()
-            + 300;
-        jsonwebtoken::encode(
-            &Header::new(Algorithm::HS256),
-            &json!({ "exp": exp, "subscribe": topics }),
-            &EncodingKey::from_secret(SECRET.as_bytes()),
-        )
-        .unwrap()
-    };
-    let allowed = token(json!(["a"]));
+    let allowed = token(SECRET, json!(["a"]), 300);
     SseClient::open(&server, &format!("topic=a&token={allowed}"), &[])
         .await
         .subscribed()
         .await;
-    let other = token(json!(["b*"]));
+    let other = token(SECRET, json!(["b*"]), 300);
     let reply = json_reply(request(&server, &format!("topic=a&token={other}"), &[]).await).await;
     assert_error_reply(
         &reply,
@@ -428,10 +432,38 @@ async fn credentials_come_in_a_header_or_the_query_and_tokens_need_subscribe() {
 }
 
 #[tokio::test]
-async fn a_stream_counts_as_a_connection_with_its_subscriptions() {
-    let server = TestServer::start(&["--max-connections", "1"]).await;
+async fn a_stream_ends_when_its_token_expires() {
+    let server = TestServer::start(&["--jwt-secret", SECRET, "--api-key", "key"]).await;
+    server.create_topic_with_key("a", "key").await;
+    let short = token(SECRET, json!(["a"]), 1);
+    let mut stream = SseClient::open(&server, &format!("topic=a&token={short}"), &[]).await;
+    stream.subscribed().await;
+    let last = stream.expect_next().await;
+    assert_eq!(last.event.as_deref(), Some("error"), "{last:?}");
+    assert_eq!(last.json()["error"]["code"], "UNAUTHORIZED");
+    assert!(stream.next().await.is_none(), "the stream ends");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_counts_as_a_connection_with_its_subscriptions_and_limits() {
+    let server = TestServer::start(&[
+        "--max-connections",
+        "1",
+        "--max-subscriptions-per-connection",
+        "2",
+    ])
+    .await;
     server.create_topic("a").await;
     server.create_topic("b").await;
+    server.create_topic("c").await;
+    let reply = json_reply(request(&server, "topic=a&topic=b&topic=c", &[]).await).await;
+    assert_error_reply(
+        &reply,
+        400,
+        "BAD_REQUEST",
+        "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    );
     let mut stream = SseClient::open(&server, "topic=a&topic=b&client_id=dash", &[]).await;
     stream.subscribed().await;
     let (_, health) = server.get_json("/health").await;
