@@ -47,6 +47,12 @@
 //!   with the rest of the queue, until it has to wait for anything (the
 //!   socket, above all) or holds a write's worth: the replies to the frames
 //!   of one read wake the writer once and leave in one write.
+//! - **Event streams.** An SSE stream (`crate::sse`) has the same outbox
+//!   and write loop; its "socket" is the response body hyper writes, and a
+//!   frame counts as written once the body has taken it. hyper buffers a
+//!   few chunks (at most 16 of them, about 400 KiB) before it waits for
+//!   the socket, so up to that much may sit past the bound; the stream
+//!   has no reader, so the reader's rules do not apply.
 
 pub mod batch;
 pub mod deadline;

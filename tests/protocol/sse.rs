@@ -117,6 +117,18 @@ async fn request(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> 
     request.send().await.unwrap()
 }
 
+/// Waits until `/health` reports `count` for `field`.
+async fn wait_for_health(server: &TestServer, field: &str, count: u64) {
+    wait_until(&format!("/health {field} {count}"), || async {
+        let (_, health) = server.get_json("/health").await;
+        match health[field] == count {
+            true => Ok(()),
+            false => Err(health.to_string()),
+        }
+    })
+    .await;
+}
+
 async fn publish_rest(server: &TestServer, topic: &str, payload: Value) -> u64 {
     let (status, body) = server
         .post_json(&format!("/topics/{topic}/messages"), &message_body(payload))
@@ -486,14 +498,7 @@ async fn a_stream_counts_as_a_connection_with_its_subscriptions_and_limits() {
         "MAX_CONNECTIONS is full",
     );
     drop(stream);
-    wait_until("the dropped stream's subscriptions end", || async {
-        let (_, health) = server.get_json("/health").await;
-        match health["subscribers"] == 0 {
-            true => Ok(()),
-            false => Err(health.to_string()),
-        }
-    })
-    .await;
+    wait_for_health(&server, "subscribers", 0).await;
     assert_eq!(server.get_json("/health").await.1["connections"], 0);
     server.stop().await;
 }
@@ -573,14 +578,7 @@ fn a_client_that_never_reads_is_cut_as_a_slow_consumer() {
             );
         }
         server.wait_for_subscribers("a", 1).await;
-        wait_until("the cut stream's connection ends", || async {
-            let (_, health) = server.get_json("/health").await;
-            match health["connections"] == 1 {
-                true => Ok(()),
-                false => Err(health.to_string()),
-            }
-        })
-        .await;
+        wait_for_health(&server, "connections", 1).await;
         // Its socket still held what hyper had taken; past WRITE_TIMEOUT
         // the server gives up on it rather than keep the connection.
         tokio::time::sleep(Duration::from_millis(600)).await;
