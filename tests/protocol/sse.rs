@@ -6,107 +6,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::common::sse::SseClient;
 use crate::common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;
 
-/// One SSE event as a client parses it.
-#[derive(Debug, Default)]
-struct SseEvent {
-    event: Option<String>,
-    id: Option<String>,
-    data: String,
-}
-
-impl SseEvent {
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.data).unwrap_or_else(|err| panic!("{err}: {self:?}"))
-    }
-}
-
-/// A stream read as `EventSource` reads it: events split at blank lines,
-/// `data:` lines joined, comment lines kept apart.
-struct SseClient {
-    response: reqwest::Response,
-    buffered: String,
-    comments: Vec<String>,
-}
-
-impl SseClient {
-    /// Opens `/sse?<query>` with `headers`, expecting the stream.
-    async fn open(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> Self {
-        let response = request(server, query, headers).await;
-        assert_eq!(response.status(), 200, "{query}");
-        assert_eq!(response.headers()["content-type"], "text/event-stream");
-        assert_eq!(response.headers()["cache-control"], "no-store");
-        Self {
-            response,
-            buffered: String::new(),
-            comments: Vec::new(),
-        }
-    }
-
-    /// The next event; `None` once the stream has ended.
-    async fn next(&mut self) -> Option<SseEvent> {
-        loop {
-            if let Some(end) = self.buffered.find("\n\n") {
-                let block: String = self.buffered.drain(..end + 2).collect();
-                let mut event = SseEvent::default();
-                let mut data = Vec::new();
-                for line in block.lines() {
-                    match line.split_once(": ") {
-                        Some(("", comment)) => self.comments.push(comment.to_owned()),
-                        Some(("event", name)) => event.event = Some(name.to_owned()),
-                        Some(("id", id)) => event.id = Some(id.to_owned()),
-                        Some(("data", line)) => data.push(line),
-                        _ => assert!(line.is_empty(), "not an SSE line: {line:?}"),
-                    }
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                event.data = data.join("\n");
-                return Some(event);
-            }
-            let chunk = tokio::time::timeout(RECV_TIMEOUT, self.response.chunk())
-                .await
-                .expect("an event in time")
-                .expect("the stream reads");
-            self.buffered
-                .push_str(std::str::from_utf8(&chunk?).expect("UTF-8"));
-        }
-    }
-
-    async fn expect_next(&mut self) -> SseEvent {
-        self.next().await.expect("an event before the stream ends")
-    }
-
-    /// The `subscribed` event's topics, by name.
-    async fn subscribed(&mut self) -> BTreeMap<String, Value> {
-        let first = self.expect_next().await;
-        assert_eq!(first.event.as_deref(), Some("subscribed"), "{first:?}");
-        let json = first.json();
-        assert_eq!(json["type"], "subscribed");
-        assert_ts(&json);
-        json["topics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|topic| (topic["topic"].as_str().unwrap().to_owned(), topic.clone()))
-            .collect()
-    }
-
-    /// The next topic event, checked to be one: JSON with an id, no name.
-    async fn event(&mut self) -> (String, Value) {
-        let event = self.expect_next().await;
-        assert_eq!(event.event, None, "{event:?}");
-        let id = event.id.clone().expect("an event carries its cursor");
-        let json = event.json();
-        assert_eq!(json["type"], "event", "{json}");
-        (id, json)
-    }
+async fn open(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> SseClient {
+    SseClient::open(request(server, query, headers).await).await
 }
 
 async fn request(server: &TestServer, query: &str, headers: &[(&str, &str)]) -> reqwest::Response {
@@ -160,7 +68,7 @@ fn events_arrive_in_order_as_the_json_websocket_subscribers_get() {
         publish_rest(&server, "orders", json!({"before": true})).await;
         let mut ws = server.ws().await;
         let ack = subscribe(&mut ws, "orders", 0).await;
-        let mut stream = SseClient::open(&server, "topic=orders&client_id=sse-1", &[]).await;
+        let mut stream = open(&server, "topic=orders&client_id=sse-1", &[]).await;
         let subscribed = stream.subscribed().await;
         assert_eq!(subscribed["orders"]["seq"], 1);
         assert_eq!(subscribed["orders"]["epoch"], ack["epoch"]);
@@ -199,7 +107,7 @@ async fn last_n_replays_before_the_live_events() {
     for n in 1..=5 {
         publish_rest(&server, "a", json!(n)).await;
     }
-    let mut stream = SseClient::open(&server, "topic=a&last_n=2", &[]).await;
+    let mut stream = open(&server, "topic=a&last_n=2", &[]).await;
     assert_eq!(stream.subscribed().await["a"]["seq"], 5);
     publish_rest(&server, "a", json!(6)).await;
     for seq in 4..=6 {
@@ -250,7 +158,7 @@ fn last_event_id_resumes_every_topic_with_no_gap_and_no_duplicate() {
                 .map(|id| ("Last-Event-ID", id))
                 .into_iter()
                 .collect();
-            let mut stream = SseClient::open(&server, query, &headers).await;
+            let mut stream = open(&server, query, &headers).await;
             let subscribed = stream.subscribed().await;
             if cursor.is_some() {
                 reconnects += 1;
@@ -283,7 +191,7 @@ fn last_event_id_resumes_every_topic_with_no_gap_and_no_duplicate() {
 async fn the_query_cursor_resumes_too_and_the_header_wins() {
     let server = TestServer::start(&[]).await;
     server.create_topic("a").await;
-    let mut stream = SseClient::open(&server, "topic=a", &[]).await;
+    let mut stream = open(&server, "topic=a", &[]).await;
     stream.subscribed().await;
     let mut ids = Vec::new();
     for n in 1..=3 {
@@ -292,7 +200,7 @@ async fn the_query_cursor_resumes_too_and_the_header_wins() {
     }
     drop(stream);
     let encoded = |id: &str| form_encode(id);
-    let mut resumed = SseClient::open(
+    let mut resumed = open(
         &server,
         &format!("topic=a&last_event_id={}", encoded(&ids[0])),
         &[],
@@ -300,7 +208,7 @@ async fn the_query_cursor_resumes_too_and_the_header_wins() {
     .await;
     assert_eq!(resumed.subscribed().await["a"]["recovered"], true);
     assert_eq!(resumed.event().await.1["seq"], 2);
-    let mut resumed = SseClient::open(
+    let mut resumed = open(
         &server,
         &format!("topic=a&last_n=10&last_event_id={}", encoded(&ids[0])),
         &[("Last-Event-ID", &ids[1])],
@@ -323,7 +231,7 @@ fn form_encode(text: &str) -> String {
 async fn after_a_restart_on_the_same_port_the_cursor_is_not_recovered() {
     let server = TestServer::start(&[]).await;
     server.create_topic("a").await;
-    let mut stream = SseClient::open(&server, "topic=a", &[]).await;
+    let mut stream = open(&server, "topic=a", &[]).await;
     let before = stream.subscribed().await;
     publish_rest(&server, "a", json!(1)).await;
     let (id, _) = stream.event().await;
@@ -333,7 +241,7 @@ async fn after_a_restart_on_the_same_port_the_cursor_is_not_recovered() {
     let server = TestServer::start_on(port, &[]).await;
     server.create_topic("a").await;
     publish_rest(&server, "a", json!("after")).await;
-    let mut stream = SseClient::open(&server, "topic=a", &[("Last-Event-ID", &id)]).await;
+    let mut stream = open(&server, "topic=a", &[("Last-Event-ID", &id)]).await;
     let after = stream.subscribed().await;
     assert_eq!(after["a"]["recovered"], false, "{after:?}");
     assert_ne!(after["a"]["epoch"], before["a"]["epoch"]);
@@ -404,16 +312,16 @@ async fn credentials_come_in_a_header_or_the_query_and_tokens_need_subscribe() {
     assert_error_reply(&reply, 401, "UNAUTHORIZED", "no credential");
     let reply = json_reply(request(&server, "topic=a&api_key=wrong", &[]).await).await;
     assert_error_reply(&reply, 401, "UNAUTHORIZED", "a wrong key");
-    SseClient::open(&server, "topic=a&api_key=key", &[])
+    open(&server, "topic=a&api_key=key", &[])
         .await
         .subscribed()
         .await;
-    SseClient::open(&server, "topic=a", &[("X-API-Key", "key")])
+    open(&server, "topic=a", &[("X-API-Key", "key")])
         .await
         .subscribed()
         .await;
     let allowed = token(SECRET, json!(["a"]), 300);
-    SseClient::open(&server, &format!("topic=a&token={allowed}"), &[])
+    open(&server, &format!("topic=a&token={allowed}"), &[])
         .await
         .subscribed()
         .await;
@@ -448,7 +356,7 @@ async fn a_stream_ends_when_its_token_expires() {
     let server = TestServer::start(&["--jwt-secret", SECRET, "--api-key", "key"]).await;
     server.create_topic_with_key("a", "key").await;
     let short = token(SECRET, json!(["a"]), 1);
-    let mut stream = SseClient::open(&server, &format!("topic=a&token={short}"), &[]).await;
+    let mut stream = open(&server, &format!("topic=a&token={short}"), &[]).await;
     stream.subscribed().await;
     let last = stream.expect_next().await;
     assert_eq!(last.event.as_deref(), Some("error"), "{last:?}");
@@ -476,7 +384,7 @@ async fn a_stream_counts_as_a_connection_with_its_subscriptions_and_limits() {
         "BAD_REQUEST",
         "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     );
-    let mut stream = SseClient::open(&server, "topic=a&topic=b&client_id=dash", &[]).await;
+    let mut stream = open(&server, "topic=a&topic=b&client_id=dash", &[]).await;
     stream.subscribed().await;
     let (_, health) = server.get_json("/health").await;
     assert_eq!(
@@ -508,7 +416,7 @@ fn shutdown_ends_the_stream_after_server_shutdown() {
     on_both_runtimes(|| async {
         let server = TestServer::start(&[]).await;
         server.create_topic("a").await;
-        let mut stream = SseClient::open(&server, "topic=a", &[]).await;
+        let mut stream = open(&server, "topic=a", &[]).await;
         stream.subscribed().await;
         publish_rest(&server, "a", json!(1)).await;
         let stopping = tokio::spawn(server.stop());
@@ -529,7 +437,7 @@ fn shutdown_ends_the_stream_after_server_shutdown() {
 async fn the_heartbeat_is_a_comment_line() {
     let server = TestServer::start(&["--heartbeat-interval", "100ms"]).await;
     server.create_topic("a").await;
-    let mut stream = SseClient::open(&server, "topic=a", &[]).await;
+    let mut stream = open(&server, "topic=a", &[]).await;
     stream.subscribed().await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     publish_rest(&server, "a", json!(1)).await;
@@ -562,7 +470,7 @@ fn a_client_that_never_reads_is_cut_as_a_slow_consumer() {
             .await
             .unwrap();
         server.wait_for_subscribers("a", 1).await;
-        let mut reader = SseClient::open(&server, "topic=a", &[]).await;
+        let mut reader = open(&server, "topic=a", &[]).await;
         reader.subscribed().await;
         let payload = json!("x".repeat(64 * 1024));
         let mut published = 0;
