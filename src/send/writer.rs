@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::send::batch::{MAX_BYTES_PER_WRITE, MAX_FRAMES_PER_WRITE};
 use crate::send::liveness::Liveness;
@@ -310,6 +311,17 @@ pub struct WriterTiming {
     /// less than this long ago lets frames gather for the rest of the window
     /// before writing again, unless its pending events reach the pause mark.
     pub coalesce_window: Duration,
+}
+
+impl WriterTiming {
+    /// `HEARTBEAT_INTERVAL`, `WRITE_TIMEOUT` and `COALESCE_WINDOW`.
+    pub fn configured(config: &Config) -> Self {
+        Self {
+            heartbeat: config.heartbeat_interval,
+            write_timeout: config.write_timeout,
+            coalesce_window: config.coalesce_window,
+        }
+    }
 }
 
 /// The writer task: writes whatever is pending as soon as the socket takes

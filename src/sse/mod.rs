@@ -36,7 +36,7 @@ use crate::broker::{BrokerError, ConnectionId, Topic};
 use crate::error::Error;
 use crate::metrics::Transport as MetricsTransport;
 use crate::node::Node;
-use crate::send::outbox::{Outbox, QueueLimits};
+use crate::send::outbox::Outbox;
 use crate::send::writer::{write_loop, WriterTiming};
 use crate::wire::close::CloseReason;
 
@@ -91,13 +91,7 @@ pub async fn open(
                 "this node holds its maximum of {max_connections} connections (MAX_CONNECTIONS)"
             ))
         })?;
-    let outbox = Arc::new(Outbox::new(
-        QueueLimits {
-            events: config.subscriber_queue_size as usize,
-            bytes: config.subscriber_queue_bytes.0,
-        },
-        config.slow_consumer_policy,
-    ));
+    let outbox = Arc::new(Outbox::configured(config));
     let mut subscriptions = Subscriptions {
         id: node.next_connection_id(),
         topics: Vec::with_capacity(topics.len()),
@@ -121,11 +115,7 @@ pub async fn open(
     outbox.reader_finished();
     let (chunks, receiver) = mpsc::channel(1);
     let transport = SseTransport::new(chunks, node.metrics().clone(), &joined);
-    let timing = WriterTiming {
-        heartbeat: config.heartbeat_interval,
-        write_timeout: config.write_timeout,
-        coalesce_window: config.coalesce_window,
-    };
+    let timing = WriterTiming::configured(config);
     let writer = write_loop(transport, outbox.clone(), timing, node.shutdown().clone());
     let expiry = grant.expires_in(config.jwt_leeway);
     let metrics = node.metrics().clone();

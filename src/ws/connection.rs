@@ -17,7 +17,7 @@ use crate::node::Node;
 use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
 use crate::send::liveness::Liveness;
-use crate::send::outbox::{Outbox, QueueLimits};
+use crate::send::outbox::Outbox;
 use crate::send::writer::{write_loop, FrameWriter, WebSocketTransport, WriterTiming};
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
@@ -73,16 +73,7 @@ async fn serve(
     deflate: Option<Deflate>,
 ) {
     let config = node.config();
-    let outbox = Arc::new(
-        Outbox::new(
-            QueueLimits {
-                events: config.subscriber_queue_size as usize,
-                bytes: config.subscriber_queue_bytes.0,
-            },
-            config.slow_consumer_policy,
-        )
-        .deflating(deflate),
-    );
+    let outbox = Arc::new(Outbox::configured(config).deflating(deflate));
     let liveness = Arc::new(Liveness::default());
     let writer = write_loop(
         WebSocketTransport::new(
@@ -91,11 +82,7 @@ async fn serve(
             config.heartbeat_interval,
         ),
         outbox.clone(),
-        WriterTiming {
-            heartbeat: config.heartbeat_interval,
-            write_timeout: config.write_timeout,
-            coalesce_window: config.coalesce_window,
-        },
+        WriterTiming::configured(config),
         node.shutdown().clone(),
     );
     let writer = tokio::spawn(node.contain_panic("connection writer", writer).map({
