@@ -254,6 +254,37 @@ async fn after_a_restart_on_the_same_port_the_cursor_is_not_recovered() {
     server.stop().await;
 }
 
+/// The largest stream: 100 topics with long names, whose cursor (some 25
+/// KiB) still comes back as a header.
+#[tokio::test]
+async fn a_hundred_topics_resume_from_one_cursor() {
+    let server = TestServer::start(&[]).await;
+    let names: Vec<String> = (0..100)
+        .map(|n| format!("{n:03}{}", "t".repeat(250)))
+        .collect();
+    for name in &names {
+        server.create_topic(name).await;
+    }
+    let query: Vec<String> = names.iter().map(|name| format!("topic={name}")).collect();
+    let query = query.join("&");
+    let mut stream = open(&server, &query, &[]).await;
+    assert_eq!(stream.subscribed().await.len(), 100);
+    publish_rest(&server, &names[99], json!(1)).await;
+    let (id, _) = stream.event().await;
+    assert!(id.len() > 25_000, "{}", id.len());
+    drop(stream);
+    publish_rest(&server, &names[0], json!(2)).await;
+    let mut resumed = open(&server, &query, &[("Last-Event-ID", &id)]).await;
+    let subscribed = resumed.subscribed().await;
+    assert!(subscribed.values().all(|topic| topic["recovered"] == true));
+    let (_, event) = resumed.event().await;
+    assert_eq!(
+        (&event["topic"], &event["seq"]),
+        (&json!(names[0]), &json!(1))
+    );
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bad_input_is_refused_before_the_stream_starts() {
     let server = TestServer::start(&[]).await;
