@@ -312,7 +312,7 @@ fn subscribe_outboxes(broker: &Broker, count: u64) -> Vec<Arc<Outbox>> {
                 },
                 SlowConsumerPolicy::Disconnect,
             ));
-            assert!(topic.subscribe(id, &outbox, None, None, Replay::Last(0)));
+            assert!(topic.subscribe(id, &outbox, None, Replay::Last(0), |_| {}));
             outbox
         })
         .collect()

@@ -14,10 +14,12 @@
 # subset of: fanout-1m fanout topics ingress ingress-frame idle chat-10k
 # chat-50k chat-overload chat-step burst ingress-1 compress-128-off
 # compress-128-on compress-1k-off compress-1k-on compress-4k-off
-# compress-4k-on), TARGETS (space-separated subset of: ringcast nats; both
+# compress-4k-on fanout-ws-1k fanout-sse-1k; the last two run on ringcast
+# only: its WebSocket against its server-sent events), TARGETS (space-separated subset of: ringcast nats; both
 # unless set, e.g. TARGETS=ringcast to compare two ringcast builds through
 # RINGCAST), COMPRESS_RATE_128, COMPRESS_RATE_1K, COMPRESS_RATE_4K
-# (events/s of the compression rows), RINGCAST_PORT, NATS_PORT, NATS_WS_PORT
+# (events/s of the compression rows), SSE_RATE (events/s of the
+# fanout-ws-1k and fanout-sse-1k rows, default 100), RINGCAST_PORT, NATS_PORT, NATS_WS_PORT
 # (loopback ports, 18080, 4222, 4223), RINGCAST (the server binary,
 # default $CARGO_TARGET_DIR/release/ringcast, target/ when unset), LOAD (the
 # generator, likewise). Other variables reach ringcast (SUBSCRIBER_QUEUE_SIZE,
@@ -38,7 +40,7 @@ else
     WARMUP=${WARMUP:-2s}
     DURATION=10s
 fi
-SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame idle chat-10k chat-50k chat-overload chat-step burst ingress-1 compress-128-off compress-128-on compress-1k-off compress-1k-on compress-4k-off compress-4k-on}
+SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame idle chat-10k chat-50k chat-overload chat-step burst ingress-1 compress-128-off compress-128-on compress-1k-off compress-1k-on compress-4k-off compress-4k-on fanout-ws-1k fanout-sse-1k}
 # The compression rows' payload sizes and publish rates (events/s, x 1000
 # subscribers), by the name's size.
 declare -A COMPRESS_PAYLOAD=([128]=128 [1k]=1024 [4k]=4096)
@@ -153,6 +155,12 @@ args_of() { # scenario
             "--rate ${COMPRESS_RATE[$size]} --duration $DURATION --warmup $WARMUP" \
             "$([[ $1 == *-on ]] && echo --compression)"
         ;;
+    # 1 topic x 1000 subscribers at one rate, over WebSocket or over
+    # server-sent events (ringcast only).
+    fanout-ws-1k | fanout-sse-1k)
+        echo "--scenario fanout --subscribers-per-topic 1000 --rate ${SSE_RATE:-100}" \
+            "--duration $DURATION --warmup $WARMUP $([[ $1 == *-sse-* ]] && echo --sse)"
+        ;;
     *)
         echo "unknown scenario $1" >&2
         exit 1
@@ -163,6 +171,9 @@ args_of() { # scenario
 TARGETS=${TARGETS:-ringcast nats}
 for scenario in $SCENARIOS; do
     for target in $TARGETS; do
+        if [[ $scenario == fanout-*-1k && $target != ringcast ]]; then
+            continue
+        fi
         echo "== $scenario: $target"
         start_server "$target" "$scenario"
         # shellcheck disable=SC2046
@@ -246,6 +257,16 @@ rc, nats = step(load("ingress-1", "ringcast")), step(load("ingress-1", "nats"))
 if rc and nats:
     row("(g) ingress, 1 connection: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
 
+sse = []
+ws, events = step(load("fanout-ws-1k", "ringcast")), step(load("fanout-sse-1k", "ringcast"))
+if ws and events:
+    for what, key, spec in [("delivered/s", "delivered_per_sec", ",.0f"), ("loss", "loss", ","),
+                            ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"),
+                            ("server CPU ns/delivery", "server_cpu_ns_per_delivery", ",.0f"),
+                            ("bytes read per delivery", "wire_bytes_per_delivery", ",.0f"),
+                            ("subscribers cut", "subscribers_cut", ",")]:
+        sse.append([what, fmt(ws.get(key, 0), spec), fmt(events.get(key, 0), spec)])
+
 def table(header, aligns, rows, intro=()):
     """A markdown table, after a blank line and `intro` lines when given."""
     if intro:
@@ -284,6 +305,11 @@ if compression:
           ["Compression: 1 topic x 1000 subscribers, permessage-deflate off or on (nats-server with",
            "`compression: true` for the on rows). Bytes are what subscribers read per delivery;",
            "CPU ringcast/nats below 1.00x means ringcast spends less."])
+
+if sse:
+    table(["metric", "WebSocket", "server-sent events"], [0, 1, 1], sse,
+          ["ringcast, 1 topic x 1000 subscribers at the same rate, over WebSocket and over",
+           "server-sent events (GET /sse):"])
 
 split = []
 for scenario, label in [("fanout-1m", "(a) wide fan-out, 1M/s"), ("ingress", "(c) ingress, per publish"),

@@ -4,9 +4,9 @@
 //! The data path, and the modules it runs through:
 //!
 //! ```text
-//! socket ─ ws::frame_reader ─ ws::session ─┐
-//! REST ─ http::service ─ http::handlers ───┼─ node ─ broker ─ send::outbox ─ send::writer ─ socket
-//! NATS backplane ─ cluster ─ Broker::deliver ┘
+//! socket ─ ws::frame_reader ─ ws::session ──────┐
+//! REST ─ http::service ─ http::handlers, sse ────┼─ node ─ broker ─ send::outbox ─ send::writer ─ socket
+//! NATS backplane ─ cluster ─ Broker::deliver ────┘
 //! ```
 //!
 //! From the listener inwards; each module imports only those below it, and
@@ -19,6 +19,9 @@
 //!   the API documents, `GET /metrics`, the browser pages.
 //! - [`ws`]: a WebSocket connection: the upgrade, the frame reader, the
 //!   session (client requests to node calls), the connection's life.
+//! - [`sse`]: a server-sent event stream (`GET /sse`): its query and
+//!   cursor, the SSE framing around shared event frames, its transport
+//!   for the send path's write loop, and the response body.
 //! - `error`: every way a request fails, and the one map to its
 //!   [`wire::error::ErrorCode`], for REST, WebSocket and metrics alike.
 //! - `node`: the broker as the transports see it: the one place where a
@@ -58,6 +61,7 @@ mod rate_limit;
 pub mod send;
 mod server;
 pub mod shutdown;
+pub mod sse;
 mod sync;
 pub mod token_command;
 pub mod wire;

@@ -21,6 +21,7 @@ use crate::http::response::error_response;
 use crate::http::service::Rest;
 use crate::metrics::ConnectionGuard;
 use crate::node::Node;
+use crate::send::deadline::WriteDeadline;
 use crate::shutdown::Shutdown;
 use crate::ws;
 
@@ -132,6 +133,9 @@ async fn serve_http(
             })
         }
     });
+    // A peer that stops reading cannot hold a response (an event stream
+    // above all) for ever.
+    let stream = WriteDeadline::new(stream, node.config().write_timeout);
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(node.config().upgrade_timeout)

@@ -90,7 +90,7 @@ fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
         SlowConsumerPolicy::Disconnect,
     ));
     let topic = broker.topic(TOPIC).expect("topic exists");
-    assert!(topic.subscribe(1, &outbox, None, None, Replay::Last(0)));
+    assert!(topic.subscribe(1, &outbox, None, Replay::Last(0), |_| {}));
     let frame = publish_frame(payload_size);
     let mut input = frame.clone();
     let mut batch = VecDeque::new();

@@ -156,6 +156,10 @@ pub struct RunArgs {
     /// if the server declines.
     #[arg(long)]
     pub compression: bool,
+    /// Subscribers read server-sent events (`GET /sse`) instead of a
+    /// WebSocket (ringcast only); publishers are unchanged.
+    #[arg(long)]
+    pub sse: bool,
     /// NATS publishers send each PUB in a WebSocket frame of its own, as
     /// ringcast's publishers always do, instead of a write's PUBs in one
     /// frame (chat always does).

@@ -17,6 +17,7 @@ mod runner;
 mod scenario;
 mod schedule;
 mod soak;
+mod sse;
 mod stats;
 mod subscriber;
 mod ws;

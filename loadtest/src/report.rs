@@ -22,6 +22,9 @@ pub struct RunReport {
     /// Every connection negotiated `permessage-deflate` (`--compression`).
     #[serde(default)]
     pub compression: bool,
+    /// Subscribers read server-sent events (`--sse`).
+    #[serde(default)]
+    pub sse: bool,
     /// The burst scenario's bursts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<BurstReport>,
@@ -150,6 +153,9 @@ impl RunReport {
         }
         if self.compression {
             out.push_str("permessage-deflate negotiated on every connection\n");
+        }
+        if self.sse {
+            out.push_str("subscribers read server-sent events (GET /sse)\n");
         }
         if !self.steps.is_empty() {
             out.push_str(&table_row(COLUMNS.map(|(title, _)| title.to_string())));

@@ -52,6 +52,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         payload_bytes: plan.payload_bytes,
         one_publish_per_frame: plan.one_publish_per_frame,
         compression: plan.compression,
+        sse: plan.sse,
         burst: plan.bursts.map(|bursts| BurstReport {
             events: bursts.events,
             interval_ms: bursts.interval.as_secs_f64() * 1000.0,
@@ -110,6 +111,7 @@ async fn connect_subscribers(plan: &Plan, topics: &[String], stats: &Arc<Stats>)
             topic: topics[topic].clone(),
             counter_stride: plan.counter_stride(topic),
             compression: plan.compression,
+            sse: plan.sse,
         };
         tokio::spawn(subscriber::run(
             subscription,

@@ -30,6 +30,8 @@ pub struct Plan {
     pub one_publish_per_frame: bool,
     /// Every connection offers `permessage-deflate` (`--compression`).
     pub compression: bool,
+    /// Subscribers read `GET /sse` instead of `/ws` (`--sse`).
+    pub sse: bool,
     /// Publishers' schedules are rounded up to this (see `pacer`): zero for
     /// chat, where each event goes out alone at its own time, else 1 ms.
     pub pacing_quantum: Duration,
@@ -146,6 +148,7 @@ impl Plan {
             one_publish_per_frame: args.one_publish_per_frame
                 || args.scenario == ScenarioKind::Chat,
             compression: args.compression,
+            sse: args.sse,
             pacing_quantum: if args.scenario == ScenarioKind::Chat {
                 Duration::ZERO
             } else {
@@ -169,6 +172,9 @@ impl Plan {
     fn validate(&self) -> Result<()> {
         if self.topics == 0 || self.subscribers_per_topic == 0 {
             bail!("--topics and --subscribers-per-topic must be at least 1");
+        }
+        if self.sse && (self.target != Target::Ringcast || self.compression) {
+            bail!("--sse is for ringcast, without --compression");
         }
         if self.is_idle() {
             if self.step.is_some() {
@@ -327,6 +333,14 @@ mod tests {
             (compressed.subscribers_per_topic, compressed.payload_bytes),
             (1000, 4096)
         );
+    }
+
+    #[test]
+    fn event_streams_are_for_ringcast_without_compression() {
+        assert!(!plan(&[]).sse);
+        assert!(plan(&["--sse", "--subscribers-per-topic", "1000"]).sse);
+        assert!(try_plan(&["--sse", "--target", "nats"]).is_err());
+        assert!(try_plan(&["--sse", "--compression"]).is_err());
     }
 
     #[test]

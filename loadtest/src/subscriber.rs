@@ -1,5 +1,6 @@
-//! One subscribed connection: connect, subscribe, then count deliveries and
-//! record their latency until the connection ends.
+//! One subscribed connection: connect, subscribe (a WebSocket, or a
+//! server-sent event stream with `--sse`), then count deliveries and record
+//! their latency until the connection ends.
 
 use std::sync::Arc;
 
@@ -7,6 +8,7 @@ use anyhow::Result;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::cli::Target;
+use crate::sse::{self, SseReader};
 use crate::stats::{Shard, Stats};
 use crate::ws::{self, OpCode, WsReader, WsWriter};
 use crate::{nats, payload, ringcast, runner};
@@ -20,6 +22,14 @@ pub struct Subscription {
     pub counter_stride: u64,
     /// Offer `permessage-deflate`.
     pub compression: bool,
+    /// Read `GET /sse` instead of a WebSocket (ringcast only).
+    pub sse: bool,
+}
+
+/// A subscriber's connection once set up.
+enum Connection {
+    WebSocket(WsReader, WsWriter, Decoder),
+    EventStream(SseReader, Sequences),
 }
 
 /// Per-connection decoding state: all that a subscriber keeps besides its buffers.
@@ -98,15 +108,35 @@ pub async fn run(
         let _slot = connect_slots.acquire().await.expect("semaphore open");
         set_up(&subscription).await
     };
-    let Some((reader, writer, decoder)) = runner::report_setup(setup, &setup_done) else {
+    let Some(connection) = runner::report_setup(setup, &setup_done) else {
         return;
     };
-    if let Err(err) = receive(reader, writer, decoder, &stats).await {
+    let received = match connection {
+        Connection::WebSocket(reader, writer, decoder) => {
+            receive(reader, writer, decoder, &stats).await
+        }
+        Connection::EventStream(reader, sequences) => {
+            receive_events(reader, sequences, &stats).await
+        }
+    };
+    if let Err(err) = received {
         stats.subscriber_cut(&format!("subscriber: {err:#}"));
     }
 }
 
-async fn set_up(subscription: &Subscription) -> Result<(WsReader, WsWriter, Decoder)> {
+async fn set_up(subscription: &Subscription) -> Result<Connection> {
+    if subscription.sse {
+        let reader = sse::connect(
+            &subscription.url,
+            subscription.api_key.as_deref(),
+            &subscription.topic,
+        )
+        .await?;
+        return Ok(Connection::EventStream(
+            reader,
+            Sequences::new(subscription.counter_stride),
+        ));
+    }
     let (mut reader, mut writer) = ws::connect_offering(
         &subscription.url,
         subscription.api_key.as_deref(),
@@ -125,7 +155,24 @@ async fn set_up(subscription: &Subscription) -> Result<(WsReader, WsWriter, Deco
             Decoder::Nats(parser)
         }
     };
-    Ok((reader, writer, decoder))
+    Ok(Connection::WebSocket(reader, writer, decoder))
+}
+
+/// An event stream's hot path, as [`receive`]'s: each event's JSON is what
+/// a WebSocket subscriber's frame carries.
+async fn receive_events(
+    mut reader: SseReader,
+    mut sequences: Sequences,
+    stats: &Stats,
+) -> Result<()> {
+    loop {
+        let read = reader.fill().await?;
+        let received_ns = payload::now_ns();
+        stats.with_shard(|shard| {
+            shard.wire_bytes += read as u64;
+            reader.drain(|json| sequences.on_frame(json, received_ns, shard))
+        })?;
+    }
 }
 
 /// The hot path: one clock reading and one shard lock per socket read, no

@@ -14,7 +14,7 @@ pub use tokens::{mint_hs256, Claims, TokenError};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use hyper::header::AUTHORIZATION;
 use hyper::Request;
@@ -50,6 +50,18 @@ pub struct Grant {
     pub expires_at: Option<SystemTime>,
     /// `None` without authentication.
     pub credential: Option<CredentialId>,
+}
+
+impl Grant {
+    /// How long the token stays in force, with `leeway` past its expiry
+    /// as verification allows; `None` for an API key or without auth.
+    pub fn expires_in(&self, leeway: Duration) -> Option<Duration> {
+        self.expires_at.map(|at| {
+            at.duration_since(SystemTime::now())
+                .unwrap_or_default()
+                .saturating_add(leeway)
+        })
+    }
 }
 
 /// Why a credential was refused.

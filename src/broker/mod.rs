@@ -20,7 +20,7 @@
 
 mod topic;
 
-pub use topic::{ConnectionId, Presence, Topic, TopicSummary};
+pub use topic::{ConnectionId, Joined, Presence, Topic, TopicSummary};
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
@@ -452,6 +452,19 @@ mod tests {
 
     const ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
+    /// Queues the `subscribe` ack, as a WebSocket session does.
+    fn ack(outbox: &Arc<Outbox>) -> impl FnOnce(Joined<'_>) + '_ {
+        |joined| {
+            outbox.push_reply(reply::subscribe_ack(
+                None,
+                joined.topic,
+                joined.seq,
+                joined.epoch,
+                joined.recovered,
+            ))
+        }
+    }
+
     fn broker(ring: usize) -> Broker {
         Broker::new(ring, 2, Arc::new(Metrics::default()))
     }
@@ -533,7 +546,7 @@ mod tests {
         broker.adopt_topic("t", 5, "e5");
         let first = broker.topic("t").unwrap();
         let subscriber = outbox(8);
-        assert!(first.subscribe(1, &subscriber, None, None, Replay::Last(0)));
+        assert!(first.subscribe(1, &subscriber, None, Replay::Last(0), ack(&subscriber)));
         broker.retire_topic("t", 4);
         assert!(
             !first.is_deleted(),
@@ -572,8 +585,8 @@ mod tests {
         let topic = broker.topic("t").unwrap();
         let strict = outbox(8);
         let lenient = Arc::new(Outbox::new(limits(8), SlowConsumerPolicy::DropOldest));
-        assert!(topic.subscribe(1, &strict, None, None, Replay::Last(0)));
-        assert!(topic.subscribe(2, &lenient, None, None, Replay::Last(0)));
+        assert!(topic.subscribe(1, &strict, None, Replay::Last(0), ack(&strict)));
+        assert!(topic.subscribe(2, &lenient, None, Replay::Last(0), ack(&lenient)));
         broker.subscribers_missed_events(3);
         assert_eq!(strict.close_reason(), Some(CloseReason::SlowConsumer));
         assert_eq!(lenient.close_reason(), None);
@@ -601,7 +614,7 @@ mod tests {
             Ok(42)
         );
         let subscriber = outbox(8);
-        assert!(topic.subscribe(1, &subscriber, None, None, Replay::Last(1)));
+        assert!(topic.subscribe(1, &subscriber, None, Replay::Last(1), ack(&subscriber)));
         let mut replayed = VecDeque::new();
         take_all(&subscriber, &mut replayed);
         let event = String::from_utf8_lossy(&replayed[1].frame).into_owned();
@@ -703,7 +716,7 @@ mod tests {
             Arc::new(Outbox::new(limits(16), SlowConsumerPolicy::Disconnect).deflating(deflate))
         });
         for (id, outbox) in (1..).zip(&outboxes) {
-            assert!(topic.subscribe(id, outbox, None, None, Replay::Last(2)));
+            assert!(topic.subscribe(id, outbox, None, Replay::Last(2), ack(outbox)));
         }
         assert_eq!(
             metrics.breakdown().events_deflated,
@@ -737,7 +750,7 @@ mod tests {
         }
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        assert!(topic.subscribe(1, &outbox, None, None, Replay::Last(10)));
+        assert!(topic.subscribe(1, &outbox, None, Replay::Last(10), ack(&outbox)));
         assert_eq!(
             broker
                 .publish("t", &message())
@@ -772,9 +785,9 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
-        topic.subscribe(1, &outbox, None, None, Replay::Last(0));
+        topic.subscribe(1, &outbox, None, Replay::Last(0), ack(&outbox));
         broker.delete_topic("t").unwrap();
-        assert!(!topic.subscribe(2, &outbox, None, None, Replay::Last(0)));
+        assert!(!topic.subscribe(2, &outbox, None, Replay::Last(0), ack(&outbox)));
         let mut batch = VecDeque::new();
         take_all(&outbox, &mut batch);
         assert_eq!(batch.len(), 2);
@@ -793,8 +806,8 @@ mod tests {
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
         let (slow, fast) = (outbox(1), outbox(100));
-        topic.subscribe(1, &slow, None, None, Replay::Last(0));
-        topic.subscribe(2, &fast, None, None, Replay::Last(0));
+        topic.subscribe(1, &slow, None, Replay::Last(0), ack(&slow));
+        topic.subscribe(2, &fast, None, Replay::Last(0), ack(&fast));
         let mut batch = VecDeque::new();
         take_all(&slow, &mut batch);
         for _ in 0..3 {
@@ -818,7 +831,7 @@ mod tests {
         let broker = broker(0);
         broker.create_topic("t").unwrap();
         let topic = broker.topic("t").unwrap();
-        topic.subscribe(1, &outbox(4), None, None, Replay::Last(0));
+        topic.subscribe(1, &outbox(4), None, Replay::Last(0), |_| {});
         let unsubscribed = AtomicBool::new(false);
         std::thread::scope(|scope| {
             // Holding the log stands for a publish that read the old list.

@@ -16,7 +16,6 @@ use crate::send::event::{deflated, Deflate, EventFrame};
 use crate::send::outbox::Outbox;
 use crate::sync::lock;
 use crate::wire::history::History;
-use crate::wire::reply;
 use crate::wire::request::Replay;
 
 /// Identifies one connection's subscription in a topic.
@@ -97,21 +96,38 @@ pub struct TopicSummary {
     pub messages: u64,
 }
 
+/// Where a subscription joined its topic's history, as the subscriber is
+/// told before its replay: the transport turns it into a `subscribe` ack
+/// or an SSE `subscribed` event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Joined<'a> {
+    pub topic: &'a str,
+    /// The topic's latest `seq` at join; 0 if none yet.
+    pub seq: u64,
+    pub epoch: &'a str,
+    /// For a resume (`since_seq`), whether no event after it was lost.
+    pub recovered: Option<bool>,
+    /// The `seq` after which this subscriber's events start: just before
+    /// its first replayed event, or `seq` without a replay.
+    pub delivers_after: u64,
+}
+
 impl Topic {
-    /// Subscribes a connection: queues the ack (stamped with the topic's
+    /// Subscribes a connection: tells `joined` where it joins (the topic's
     /// latest `seq` and epoch, and with `since_seq` whether the replay is
-    /// complete), then the replay oldest first, then joins the live stream,
-    /// all under the log lock so no publish can fall between replay and
-    /// live. The one place a subscriber joins a topic's history and its
-    /// live stream. Returns false if the topic was deleted meanwhile;
-    /// subscribing twice is a no-op but for the ack.
+    /// complete) for the transport to queue its notice, then queues the
+    /// replay oldest first and joins the live stream, all under the log
+    /// lock so no publish can fall between replay and live. The one place
+    /// a subscriber joins a topic's history and its live stream. Returns
+    /// false if the topic was deleted meanwhile; subscribing twice is a
+    /// no-op but for the notice.
     pub fn subscribe(
         &self,
         id: ConnectionId,
         outbox: &Arc<Outbox>,
         client_id: Option<&str>,
-        request_id: Option<&str>,
         replay: Replay<'_>,
+        joined: impl FnOnce(Joined<'_>),
     ) -> bool {
         if let Some(deflate) = outbox.deflate() {
             self.deflate_replay(deflate, replay);
@@ -121,13 +137,13 @@ impl Topic {
             return false;
         }
         let (skip, recovered) = log.replay_start(replay, &self.epoch);
-        outbox.push_reply(reply::subscribe_ack(
-            request_id,
-            &self.name,
-            log.seq,
-            &self.epoch,
+        joined(Joined {
+            topic: &self.name,
+            seq: log.seq,
+            epoch: &self.epoch,
             recovered,
-        ));
+            delivers_after: log.ring.get(skip).map_or(log.seq, |(seq, _)| seq - 1),
+        });
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
         if current.iter().any(|subscriber| subscriber.id == id) {

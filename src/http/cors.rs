@@ -12,8 +12,10 @@ use hyper::{Method, Request, Response, StatusCode};
 
 use crate::auth::Origins;
 
-/// The request headers a page may send: a JSON body and either credential.
-const ALLOWED_HEADERS: &str = "Content-Type, X-API-Key, Authorization";
+/// The request headers a page may send: a JSON body, either credential,
+/// and the cursor an `EventSource` resumes an event stream from (not
+/// CORS-safelisted, so its reconnect may need a preflight).
+const ALLOWED_HEADERS: &str = "Content-Type, X-API-Key, Authorization, Last-Event-ID";
 /// How long a browser may cache a preflight's answer, in seconds.
 const PREFLIGHT_MAX_AGE: &str = "600";
 

@@ -3,13 +3,16 @@
 //! of the request, and answers a response or an [`Error`].
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderName, HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
+use crate::auth::Grant;
 use crate::broker::{is_valid_topic_name, BrokerError};
 use crate::cluster::BackplaneState;
 use crate::config::Config;
@@ -19,7 +22,11 @@ use crate::metrics::{Snapshot, Transport};
 use crate::node::Node;
 use crate::presence::{self, Query};
 use crate::rate_limit::{LimitKey, RestLimits};
+use crate::sse::{self, SseRequest};
 use crate::wire::history::history_json;
+
+/// The header a reconnecting `EventSource` sends its last event's id in.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 use crate::wire::request::{parse_message_body, parse_topic_body};
 
 /// What a handler answers: a response, or a failure rendered as the
@@ -248,6 +255,31 @@ pub async fn publish(
 
 /// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
 /// must be one a topic could have.
+/// `GET /sse`: an event stream of the query's topics, or the reason there
+/// is none before it starts.
+pub async fn event_stream(
+    node: &Arc<Node>,
+    request: &Request<Incoming>,
+    grant: &Grant,
+    peer: SocketAddr,
+) -> Reply {
+    let asked = SseRequest::parse(
+        request.uri().query().unwrap_or_default(),
+        request.headers().get(LAST_EVENT_ID),
+    )?;
+    let stream = sse::open(node, asked, grant, peer).await?;
+    let mut response = Response::new(Body::Stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    // Proxies that buffer responses (nginx) would hold events back.
+    headers.insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}
+
 /// `GET /topics/{name}/messages`: a window of the topic's replay ring.
 pub async fn history(node: &Node, name: &str, query: Option<&str>) -> Reply {
     check_name(name)?;

@@ -11,7 +11,6 @@
 use std::sync::OnceLock;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{
     HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, ETAG,
     IF_NONE_MATCH, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
@@ -138,7 +137,7 @@ impl Page {
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             response
         } else {
-            Response::new(Full::new(Bytes::from_static(self.body)))
+            Response::new(Body::new(Bytes::from_static(self.body)))
         };
         let headers = response.headers_mut();
         headers.insert(ETAG, etag.clone());

@@ -2,8 +2,14 @@
 //! its [`Error`] as the contract's `{"error": {"code", "message"}}` with
 //! the status and headers its code calls for.
 
-use bytes::Bytes;
+use std::convert::Infallible;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
 use http_body_util::Full;
+use hyper::body::{Frame, SizeHint};
 use hyper::header::{
     HeaderValue, ALLOW, CONNECTION, CONTENT_TYPE, RETRY_AFTER, SEC_WEBSOCKET_VERSION, UPGRADE,
     WWW_AUTHENTICATE,
@@ -13,10 +19,95 @@ use serde::Serialize;
 
 use crate::auth;
 use crate::error::Error;
+use crate::sse::{Chunk, SseBody};
 use crate::wire::error::ErrorBody;
 
-/// Every response body: small and fully buffered.
-pub type Body = Full<Bytes>;
+/// Every response body: small and fully buffered, or an event stream.
+pub enum Body {
+    Full(Full<Bytes>),
+    Stream(SseBody),
+}
+
+impl Body {
+    pub fn new(bytes: Bytes) -> Self {
+        Self::Full(Full::new(bytes))
+    }
+}
+
+impl Default for Body {
+    fn default() -> Self {
+        Self::new(Bytes::new())
+    }
+}
+
+impl hyper::body::Body for Body {
+    type Data = BodyData;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<BodyData>, Infallible>>> {
+        match self.get_mut() {
+            Self::Full(full) => Pin::new(full)
+                .poll_frame(cx)
+                .map(|frame| frame.map(|frame| frame.map(|frame| frame.map_data(BodyData::Full)))),
+            Self::Stream(stream) => Pin::new(stream).poll_frame(cx).map(|frame| {
+                frame.map(|frame| frame.map(|frame| frame.map_data(BodyData::Stream)))
+            }),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Full(full) => full.is_end_stream(),
+            Self::Stream(stream) => stream.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Full(full) => full.size_hint(),
+            Self::Stream(stream) => stream.size_hint(),
+        }
+    }
+}
+
+/// A piece of a body: one buffer, or an event stream's chunk of many.
+pub enum BodyData {
+    Full(Bytes),
+    Stream(Chunk),
+}
+
+impl Buf for BodyData {
+    fn remaining(&self) -> usize {
+        match self {
+            Self::Full(bytes) => bytes.remaining(),
+            Self::Stream(chunk) => chunk.remaining(),
+        }
+    }
+
+    fn chunk(&self) -> &[u8] {
+        match self {
+            Self::Full(bytes) => bytes.chunk(),
+            Self::Stream(chunk) => chunk.chunk(),
+        }
+    }
+
+    fn advance(&mut self, count: usize) {
+        match self {
+            Self::Full(bytes) => bytes.advance(count),
+            Self::Stream(chunk) => chunk.advance(count),
+        }
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
+        match self {
+            Self::Full(bytes) => bytes.chunks_vectored(slices),
+            Self::Stream(chunk) => chunk.chunks_vectored(slices),
+        }
+    }
+}
 
 #[derive(Serialize)]
 struct ErrorEnvelope<'a> {
@@ -81,7 +172,7 @@ pub fn json_response(status: StatusCode, body: &impl Serialize) -> Response<Body
 
 /// A response whose body is JSON already.
 pub fn raw_json_response(status: StatusCode, json: Vec<u8>) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from(json)));
+    let mut response = Response::new(Body::new(Bytes::from(json)));
     *response.status_mut() = status;
     response
         .headers_mut()

@@ -58,11 +58,15 @@ const SUBSCRIPTIONS: RouteSpec = RouteSpec {
     path: "/subscriptions",
     methods: &["GET"],
 };
+const SSE: RouteSpec = RouteSpec {
+    path: "/sse",
+    methods: &["GET"],
+};
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
 /// is in the AsyncAPI document instead). The REST tests check the
 /// OpenAPI document lists exactly these, and the server answers each.
-pub const ROUTES: [RouteSpec; 10] = [
+pub const ROUTES: [RouteSpec; 11] = [
     HEALTH,
     STATS,
     METRICS,
@@ -73,6 +77,7 @@ pub const ROUTES: [RouteSpec; 10] = [
     TOPIC_MESSAGES,
     TOPIC_SUBSCRIBERS,
     SUBSCRIPTIONS,
+    SSE,
 ];
 
 impl RouteSpec {
@@ -103,6 +108,8 @@ pub enum Route {
     TopicMessages(String),
     TopicSubscribers(String),
     Subscriptions,
+    /// The event stream, which answers with a stream rather than a body.
+    Sse,
     Page(&'static Page),
 }
 
@@ -130,6 +137,7 @@ impl Route {
                 Self::TopicSubscribers(name.to_string())
             }
             [subscriptions] if subscriptions == "subscriptions" => Self::Subscriptions,
+            [sse] if sse == "sse" => Self::Sse,
             _ => match pages::find(path) {
                 Some(page) => Self::Page(page),
                 None => return Err(Error::NoRoute(path.to_owned())),
@@ -150,6 +158,7 @@ impl Route {
             Self::TopicMessages(_) => TOPIC_MESSAGES,
             Self::TopicSubscribers(_) => TOPIC_SUBSCRIBERS,
             Self::Subscriptions => SUBSCRIPTIONS,
+            Self::Sse => SSE,
             Self::Page(page) => RouteSpec {
                 path: page.path(),
                 methods: &["GET"],
@@ -174,10 +183,12 @@ impl Route {
     /// need `admin`; publishing needs the topic in `publish`, reading its
     /// messages the topic in `subscribe`; the API documents and the pages
     /// need only a valid credential (the dashboard's data comes from
-    /// `/stats` and `/topics`, which need `admin`).
+    /// `/stats` and `/topics`, which need `admin`). A stream needs each
+    /// of its topics in `subscribe`, which only its query names (see
+    /// `sse::open`).
     pub fn permits(&self, method: &Method, permissions: &Permissions) -> bool {
         match self {
-            Self::Health | Self::OpenApi | Self::AsyncApi | Self::Page(_) => true,
+            Self::Health | Self::OpenApi | Self::AsyncApi | Self::Page(_) | Self::Sse => true,
             Self::Stats
             | Self::Metrics
             | Self::Topics

@@ -118,14 +118,18 @@ impl Rest {
             (Route::Subscriptions, method) if is_read(&method) => {
                 handlers::presence(node, Query::Subscriptions).await
             }
+            (Route::Sse, method) if is_read(&method) => {
+                let grant = grant.expect("a stream is never public");
+                handlers::event_stream(&self.node, &request, &grant, peer).await
+            }
             (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
             (route, _) => Err(Error::MethodNotAllowed(route.spec().allow())),
         }
     }
 
     /// The request's credential. A page is opened from the address bar,
-    /// which cannot send a header: it takes the credential in the query
-    /// too, as the upgrade does.
+    /// and `EventSource` opens a stream, neither able to send a header:
+    /// both take the credential in the query too, as the upgrade does.
     fn authenticate(
         &self,
         request: &Request<Incoming>,
@@ -138,6 +142,7 @@ impl Rest {
                 node.auth().upgrade(request),
                 ": open the page as ?api_key=<key>",
             ),
+            Some(Route::Sse) => (node.auth().upgrade(request), ""),
             _ => (node.auth().rest(request), ""),
         };
         authenticated.map_err(|why| {

@@ -47,8 +47,15 @@
 //!   with the rest of the queue, until it has to wait for anything (the
 //!   socket, above all) or holds a write's worth: the replies to the frames
 //!   of one read wake the writer once and leave in one write.
+//! - **Event streams.** An SSE stream (`crate::sse`) has the same outbox
+//!   and write loop; its "socket" is the response body hyper writes, and a
+//!   frame counts as written once the body has taken it. hyper buffers a
+//!   few chunks (at most 16 of them, about 400 KiB) before it waits for
+//!   the socket, so up to that much may sit past the bound; the stream
+//!   has no reader, so the reader's rules do not apply.
 
 pub mod batch;
+pub mod deadline;
 pub mod event;
 pub mod liveness;
 pub mod outbox;
@@ -59,4 +66,6 @@ pub use liveness::Liveness;
 pub use outbox::{
     Delivery, FrameKind, LaggingWriters, Outbox, Pending, QueueBound, QueueLimits, Queued, Settled,
 };
-pub use writer::{write_loop, FrameWriter, WriteError, WriterTiming};
+pub use writer::{
+    take_frames, write_loop, FrameWriter, Transport, WebSocketTransport, WriteError, WriterTiming,
+};

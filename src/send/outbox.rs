@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::SlowConsumerPolicy;
+use crate::config::{Config, SlowConsumerPolicy};
 use crate::send::batch::MAX_FRAMES_PER_WRITE;
 use crate::send::event::{Deflate, EventFrame};
 use crate::sync::lock;
@@ -196,6 +196,19 @@ impl Outbox {
             reader_done: AtomicBool::new(false),
             deflate: None,
         }
+    }
+
+    /// An empty outbox with the configured bounds and policy
+    /// (`SUBSCRIBER_QUEUE_SIZE`, `SUBSCRIBER_QUEUE_BYTES`,
+    /// `SLOW_CONSUMER_POLICY`), as every subscriber has.
+    pub fn configured(config: &Config) -> Self {
+        Self::new(
+            QueueLimits {
+                events: config.subscriber_queue_size as usize,
+                bytes: config.subscriber_queue_bytes.0,
+            },
+            config.slow_consumer_policy,
+        )
     }
 
     /// Events go out compressed as the connection agreed.

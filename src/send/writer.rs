@@ -2,8 +2,14 @@
 //! kernel many per `writev`, resumes partial writes exactly, watches the
 //! socket's progress (`WRITE_TIMEOUT`), sends heartbeats, and writes the
 //! last frames when the connection closes.
+//!
+//! The loop ([`write_loop`]) is the same for every transport; what differs
+//! (how frames reach the peer, what a heartbeat and the last frames are)
+//! is a [`Transport`]: [`WebSocketTransport`] here, the SSE stream's in
+//! `crate::sse`.
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -14,6 +20,7 @@ use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::send::batch::{MAX_BYTES_PER_WRITE, MAX_FRAMES_PER_WRITE};
 use crate::send::liveness::Liveness;
@@ -22,6 +29,7 @@ use crate::shutdown::Shutdown;
 use crate::wire::close::CloseReason;
 use crate::wire::frame::{close_frame, ping_frame};
 use crate::wire::reply;
+
 /// How long the last frames (an error, the close frame) may take to go out.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
@@ -139,11 +147,7 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     /// reports whether the connection is closing. After a write, samples
     /// the queue depth (once per write, never per event).
     pub fn settle(&mut self, outbox: &Outbox, written: &Pending) -> Option<CloseReason> {
-        let settled = outbox.settle(written, &mut self.batch, MAX_FRAMES_PER_WRITE);
-        if !written.is_empty() {
-            self.metrics.record_queue_depth(settled.pending_events);
-        }
-        settled.close
+        take_frames(outbox, &self.metrics, &mut self.batch, written)
     }
 
     /// Drops every frame not yet started; a half-written one must finish
@@ -179,9 +183,126 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
     }
 }
 
+/// Counts what the last write finished and tops `batch` up from `outbox`;
+/// reports whether the connection is closing. After a write, samples the
+/// queue depth (once per write, never per event).
+pub fn take_frames(
+    outbox: &Outbox,
+    metrics: &Metrics,
+    batch: &mut VecDeque<Queued>,
+    written: &Pending,
+) -> Option<CloseReason> {
+    let settled = outbox.settle(written, batch, MAX_FRAMES_PER_WRITE);
+    if !written.is_empty() {
+        metrics.record_queue_depth(settled.pending_events);
+    }
+    settled.close
+}
+
+/// How the write loop reaches one kind of peer: the frames it has taken,
+/// how they are written, what a heartbeat is, and what the last frames
+/// of a closing connection are.
+pub trait Transport {
+    /// Counts what the last write finished and takes more from `outbox`;
+    /// reports whether the connection is closing.
+    fn settle(&mut self, outbox: &Outbox, written: &Pending) -> Option<CloseReason>;
+
+    /// Whether anything taken is waiting to be written.
+    fn has_pending(&self) -> bool;
+
+    /// Writes some of what is pending; returns what it finished. Gives up
+    /// once the peer has taken nothing for `write_timeout` (telling
+    /// `outbox` when it first finds the peer full). Cancel-safe.
+    fn write_some(
+        &mut self,
+        outbox: &Outbox,
+        write_timeout: Duration,
+    ) -> impl Future<Output = Result<Pending, WriteError>> + Send;
+
+    /// A heartbeat period has passed: queues the heartbeat, or says the
+    /// peer is gone (false).
+    fn heartbeat(&mut self, outbox: &Outbox) -> bool;
+
+    /// Queues the last frames a connection closing for `reason` writes
+    /// (after dropping what it had not started, when the reason abandons
+    /// the queue); false when nothing more is to be written.
+    fn push_last(&mut self, reason: &CloseReason) -> bool;
+
+    /// Writes everything pending and ends the stream; callers bound it.
+    fn finish(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+}
+
+/// A WebSocket's writer: its frames go out as they are, the heartbeat is
+/// an `info` ping and a ping frame, and a peer silent for two heartbeat
+/// periods is given up on.
+pub struct WebSocketTransport<W> {
+    frames: FrameWriter<W>,
+    liveness: Arc<Liveness>,
+    heartbeat: Duration,
+}
+
+impl<W> WebSocketTransport<W> {
+    pub fn new(frames: FrameWriter<W>, liveness: Arc<Liveness>, heartbeat: Duration) -> Self {
+        Self {
+            frames,
+            liveness,
+            heartbeat,
+        }
+    }
+}
+
+impl<W: AsyncWrite + Unpin + Send> Transport for WebSocketTransport<W> {
+    fn settle(&mut self, outbox: &Outbox, written: &Pending) -> Option<CloseReason> {
+        self.frames.settle(outbox, written)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.frames.has_pending()
+    }
+
+    async fn write_some(
+        &mut self,
+        outbox: &Outbox,
+        write_timeout: Duration,
+    ) -> Result<Pending, WriteError> {
+        self.frames.write_some(outbox, write_timeout).await
+    }
+
+    /// Also bounds a flush on close: a peer that stopped reading and
+    /// sending is given up on after two intervals, whatever the close was
+    /// for.
+    fn heartbeat(&mut self, outbox: &Outbox) -> bool {
+        let alive = self.liveness.silent_for() < 2 * self.heartbeat;
+        if alive {
+            outbox.push_reply(reply::info(None, "ping"));
+            outbox.push_reply(ping_frame());
+        }
+        alive
+    }
+
+    fn push_last(&mut self, reason: &CloseReason) -> bool {
+        let Some(code) = reason.code() else {
+            return false;
+        };
+        if reason.abandons_queue() {
+            self.frames.abandon_unstarted();
+        }
+        if let Some((code, why)) = reason.closing_error() {
+            self.frames.push_last(reply::error(None, code, why));
+        }
+        self.frames
+            .push_last(close_frame(code, reason.close_text()));
+        true
+    }
+
+    async fn finish(&mut self) -> io::Result<()> {
+        self.frames.finish().await
+    }
+}
+
 /// When a connection's writer gives up on its peer.
 pub struct WriterTiming {
-    /// Period of the heartbeat; a peer silent for two periods is closed.
+    /// Period of the heartbeat.
     pub heartbeat: Duration,
     /// `WRITE_TIMEOUT`: frames waiting and no byte accepted for this long
     /// cuts the connection as a slow consumer.
@@ -192,15 +313,25 @@ pub struct WriterTiming {
     pub coalesce_window: Duration,
 }
 
+impl WriterTiming {
+    /// `HEARTBEAT_INTERVAL`, `WRITE_TIMEOUT` and `COALESCE_WINDOW`.
+    pub fn configured(config: &Config) -> Self {
+        Self {
+            heartbeat: config.heartbeat_interval,
+            write_timeout: config.write_timeout,
+            coalesce_window: config.coalesce_window,
+        }
+    }
+}
+
 /// The writer task: writes whatever is pending as soon as the socket takes
 /// it — frames that gathered while the writer waited to be scheduled or for
 /// the socket go out together; no frame waits for a timer unless
 /// `COALESCE_WINDOW` asks for it — sends heartbeats, and on close sends the
 /// last frames. Returns why the connection closed.
-pub async fn write_loop<W: AsyncWrite + Unpin>(
-    mut writer: FrameWriter<W>,
+pub async fn write_loop<T: Transport>(
+    mut writer: T,
     outbox: Arc<Outbox>,
-    liveness: Arc<Liveness>,
     timing: WriterTiming,
     shutdown: Shutdown,
 ) -> CloseReason {
@@ -211,16 +342,6 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
     } = timing;
     let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    // Also bounds a flush on close: a peer that stopped reading and sending
-    // is given up on after two intervals, whatever the close was for.
-    let peer_alive_after_heartbeat = || {
-        let alive = liveness.silent_for() < 2 * heartbeat;
-        if alive {
-            outbox.push_reply(reply::info(None, "ping"));
-            outbox.push_reply(ping_frame());
-        }
-        alive
-    };
     let mut written = Pending::default();
     // With a coalescing window: until when frames may gather.
     let mut gather_until: Option<Instant> = None;
@@ -252,7 +373,7 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
                         }
                     }
                 }
-                _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+                _ = ticker.tick() => if !writer.heartbeat(&outbox) {
                     break CloseReason::HeartbeatTimeout;
                 },
                 _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
@@ -270,20 +391,13 @@ pub async fn write_loop<W: AsyncWrite + Unpin>(
             },
             _ = outbox.closed(), if closing.is_none() => {}
             _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
-            _ = ticker.tick() => if !peer_alive_after_heartbeat() {
+            _ = ticker.tick() => if !writer.heartbeat(&outbox) {
                 break CloseReason::HeartbeatTimeout;
             },
         }
     };
     outbox.close(reason.clone());
-    if let Some(code) = reason.code() {
-        if reason.abandons_queue() {
-            writer.abandon_unstarted();
-        }
-        if let Some((code, why)) = reason.closing_error() {
-            writer.push_last(reply::error(None, code, why));
-        }
-        writer.push_last(close_frame(code, reason.close_text()));
+    if writer.push_last(&reason) {
         let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
     }
     reason

@@ -151,7 +151,7 @@ pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
 /// frame into the event's own allocation.
 pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Bytes {
     with_scratch(|around| {
-        around.extend_from_slice(br#"{"type":"event","topic":"#);
+        around.extend_from_slice(EVENT_START);
         write_json(around, topic);
         around.extend_from_slice(br#","message":{"id":"#);
         write_json(around, message.id);
@@ -165,6 +165,35 @@ pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Byt
         let (before, after) = around.split_at(payload_at);
         frame_of(OpCode::Text, &[before, message.payload, after])
     })
+}
+
+/// How an `event` frame's JSON starts.
+const EVENT_START: &[u8] = br#"{"type":"event","topic":"#;
+
+/// The topic and `seq` of an `event` frame's JSON, read where [`event`]
+/// writes them: the topic first (a topic name needs no escaping), the
+/// `seq` after the payload, so found from the end; `None` for any other
+/// frame.
+pub fn event_position(json: &[u8]) -> Option<(&str, u64)> {
+    let after_start = json.strip_prefix(EVENT_START)?.strip_prefix(b"\"")?;
+    let topic = &after_start[..memchr::memchr(b'"', after_start)?];
+    const SEQ: &[u8] = br#","seq":"#;
+    let seq_at = memchr::memmem::rfind(json, SEQ)? + SEQ.len();
+    let digits = json[seq_at..]
+        .iter()
+        .take_while(|byte| byte.is_ascii_digit())
+        .count();
+    let seq = std::str::from_utf8(&json[seq_at..seq_at + digits])
+        .ok()?
+        .parse()
+        .ok()?;
+    Some((std::str::from_utf8(topic).ok()?, seq))
+}
+
+/// A server frame's `type`, which every frame has first.
+pub fn frame_type(json: &[u8]) -> Option<&str> {
+    let rest = json.strip_prefix(br#"{"type":""#)?;
+    std::str::from_utf8(&rest[..memchr::memchr(b'"', rest)?]).ok()
 }
 
 /// Appends `value` as JSON.
@@ -207,6 +236,20 @@ mod tests {
         );
         let json = json_of(&subscribe_ack(None, "t", 0, "e-1", None));
         assert!(json.get("recovered").is_none(), "{json}");
+    }
+
+    #[test]
+    fn an_event_names_its_topic_and_seq() {
+        let message = Message {
+            id: "6f1c",
+            payload: br#"{"seq":1,"x":",\"seq\":2"}"#,
+        };
+        let frame = event("a.b", &message, 42, Timestamp::now());
+        assert_eq!(event_position(payload_of(&frame)), Some(("a.b", 42)));
+        assert_eq!(frame_type(payload_of(&frame)), Some("event"));
+        let info = info(Some("a"), "topic_deleted");
+        assert_eq!(event_position(payload_of(&info)), None);
+        assert_eq!(frame_type(payload_of(&info)), Some("info"));
     }
 
     #[test]

@@ -14,10 +14,11 @@ use tokio::net::TcpStream;
 
 use crate::auth::Grant;
 use crate::node::Node;
+use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
 use crate::send::liveness::Liveness;
-use crate::send::outbox::{Outbox, QueueLimits};
-use crate::send::writer::{write_loop, FrameWriter, WriterTiming};
+use crate::send::outbox::Outbox;
+use crate::send::writer::{write_loop, FrameWriter, WebSocketTransport, WriterTiming};
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
 use crate::ws::session::Session;
@@ -42,9 +43,12 @@ pub(super) async fn run(
 ) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
-    match io.into_inner().downcast::<TokioIo<TcpStream>>() {
+    match io
+        .into_inner()
+        .downcast::<TokioIo<WriteDeadline<TcpStream>>>()
+    {
         Ok(parts) => {
-            let (reader, writer) = parts.io.into_inner().into_split();
+            let (reader, writer) = parts.io.into_inner().into_inner().into_split();
             let mut decoder =
                 FrameDecoder::new(&parts.read_buf, node.config().max_message_size as usize);
             if deflate.is_some() {
@@ -69,26 +73,16 @@ async fn serve(
     deflate: Option<Deflate>,
 ) {
     let config = node.config();
-    let outbox = Arc::new(
-        Outbox::new(
-            QueueLimits {
-                events: config.subscriber_queue_size as usize,
-                bytes: config.subscriber_queue_bytes.0,
-            },
-            config.slow_consumer_policy,
-        )
-        .deflating(deflate),
-    );
+    let outbox = Arc::new(Outbox::configured(config).deflating(deflate));
     let liveness = Arc::new(Liveness::default());
     let writer = write_loop(
-        FrameWriter::new(writer, node.metrics().clone()),
+        WebSocketTransport::new(
+            FrameWriter::new(writer, node.metrics().clone()),
+            liveness.clone(),
+            config.heartbeat_interval,
+        ),
         outbox.clone(),
-        liveness.clone(),
-        WriterTiming {
-            heartbeat: config.heartbeat_interval,
-            write_timeout: config.write_timeout,
-            coalesce_window: config.coalesce_window,
-        },
+        WriterTiming::configured(config),
         node.shutdown().clone(),
     );
     let writer = tokio::spawn(node.contain_panic("connection writer", writer).map({

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -16,7 +16,7 @@ use tokio::net::tcp::OwnedReadHalf;
 use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
-use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::broker::{BrokerError, ConnectionId, Joined, Topic};
 use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
 use crate::node::{Node, Publication};
@@ -76,26 +76,22 @@ impl Session {
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
             lagging: LaggingWriters::default(),
-            permissions: grant.permissions,
+            permissions: grant.permissions.clone(),
             expiry: None,
             publish_limit: Limit::from_config(node.config())
                 .map(|limit| (limit, Bucket::default())),
             node,
         };
-        session.arm_expiry(grant.expires_at);
+        session.arm_expiry(&grant);
         session
     }
 
     /// A timer for the token's expiry (plus `JWT_LEEWAY`, as verification
     /// allows), rather than a check per message.
-    fn arm_expiry(&mut self, expires_at: Option<SystemTime>) {
-        self.expiry = expires_at.map(|at| {
-            let left = at
-                .duration_since(SystemTime::now())
-                .unwrap_or_default()
-                .saturating_add(self.node.config().jwt_leeway);
-            Box::pin(tokio::time::sleep(left))
-        });
+    fn arm_expiry(&mut self, grant: &Grant) {
+        self.expiry = grant
+            .expires_in(self.node.config().jwt_leeway)
+            .map(|left| Box::pin(tokio::time::sleep(left)));
     }
 
     pub fn id(&self) -> ConnectionId {
@@ -293,8 +289,8 @@ impl Session {
             self.node.metrics().record_auth_failure();
             tracing::debug!(conn = self.id, %why, "token refresh refused");
         })?;
+        self.arm_expiry(&grant);
         self.permissions = grant.permissions;
-        self.arm_expiry(grant.expires_at);
         let id = self.id;
         let (permissions, outbox) = (&self.permissions, &self.outbox);
         self.subscriptions.retain(|name, topic| {
@@ -308,7 +304,8 @@ impl Session {
         Ok(Some(reply::auth_ack(request_id)))
     }
 
-    /// The topic queues the ack itself, ahead of the replay.
+    /// The ack is queued as the topic says where the subscription joined,
+    /// ahead of the replay.
     async fn subscribe(
         &mut self,
         name: &str,
@@ -321,7 +318,17 @@ impl Session {
         }
         let topic = self.node.topic(name).await?;
         self.check_subscription_limit(name)?;
-        if !topic.subscribe(self.id, &self.outbox, client_id, request_id, replay) {
+        let outbox = &self.outbox;
+        let acked = |joined: Joined<'_>| {
+            outbox.push_reply(reply::subscribe_ack(
+                request_id,
+                joined.topic,
+                joined.seq,
+                joined.epoch,
+                joined.recovered,
+            ))
+        };
+        if !topic.subscribe(self.id, outbox, client_id, replay, acked) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
         if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {

@@ -586,6 +586,15 @@ impl Endpoint {
             .await
     }
 
+    /// Opens `GET /sse?<query>`, resuming from `last_event_id` if given.
+    pub async fn sse(&self, query: &str, last_event_id: Option<&str>) -> reqwest::Response {
+        let mut request = self.http.get(self.url(&format!("/sse?{query}")));
+        if let Some(cursor) = last_event_id {
+            request = request.header("Last-Event-ID", cursor);
+        }
+        request.send().await.expect("GET /sse")
+    }
+
     pub async fn health(&self) -> (u16, Value) {
         self.get_json("/health").await
     }

@@ -2,6 +2,8 @@
 //! real WebSocket and HTTP clients talking to it over loopback sockets.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod sse;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;

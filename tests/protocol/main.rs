@@ -1,7 +1,8 @@
 //! The WebSocket protocol over real sockets, against a server in this
 //! process: the handshake, closing, bad input, delivery, abuse limits,
 //! recovery after a reconnect, presence, the connection lifecycle,
-//! backpressure, and the error codes of both transports.
+//! backpressure, the error codes of both transports, and server-sent
+//! events.
 //!
 //! One test binary per area, so a build links the crate a few times rather
 //! than once per file: each module here was a test binary of its own
@@ -22,3 +23,4 @@ mod lifecycle;
 mod limits;
 mod presence;
 mod recovery;
+mod sse;

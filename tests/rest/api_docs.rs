@@ -41,8 +41,12 @@ fn documented_operations(openapi: &Value) -> BTreeSet<(String, String)> {
 }
 
 /// A request the operation succeeds with, against a server where topic
-/// `orders` exists.
+/// `orders` exists. The event stream is left once its headers arrive.
 fn example_request(server: &TestServer, method: &str, path: &str) -> reqwest::RequestBuilder {
+    let path = match path {
+        "/sse" => "/sse?topic=orders",
+        _ => path,
+    };
     let url = server.url(&path.replace("{name}", "orders"));
     let request = server.http.request(method.parse().unwrap(), url);
     match (method, path) {

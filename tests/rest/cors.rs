@@ -72,7 +72,7 @@ async fn listed_origins_get_cors_headers_and_preflights_without_a_key() {
     );
     assert_eq!(
         header(&response, "access-control-allow-headers"),
-        Some("Content-Type, X-API-Key, Authorization")
+        Some("Content-Type, X-API-Key, Authorization, Last-Event-ID")
     );
     assert_eq!(header(&response, "access-control-max-age"), Some("600"));
     assert_eq!(header(&response, "vary"), Some("Origin"));
