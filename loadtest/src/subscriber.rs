@@ -167,12 +167,20 @@ async fn receive_events(
 ) -> Result<()> {
     loop {
         let read = reader.fill().await?;
-        let received_ns = payload::now_ns();
-        stats.with_shard(|shard| {
-            shard.wire_bytes += read as u64;
+        counted(stats, read, |received_ns, shard| {
             reader.drain(|json| sequences.on_frame(json, received_ns, shard))
         })?;
     }
+}
+
+/// Counts a read's bytes and lets `drain` take what it completed, with one
+/// clock reading and one shard lock for the whole read.
+fn counted<T>(stats: &Stats, read: usize, drain: impl FnOnce(u64, &mut Shard) -> T) -> T {
+    let received_ns = payload::now_ns();
+    stats.with_shard(|shard| {
+        shard.wire_bytes += read as u64;
+        drain(received_ns, shard)
+    })
 }
 
 /// The hot path: one clock reading and one shard lock per socket read, no
@@ -185,9 +193,7 @@ async fn receive(
 ) -> Result<()> {
     loop {
         let read = reader.fill().await?;
-        let received_ns = payload::now_ns();
-        stats.with_shard(|shard| {
-            shard.wire_bytes += read as u64;
+        counted(stats, read, |received_ns, shard| {
             reader.drain(|message| decoder.on_message(message, received_ns, shard, &mut writer))
         })?;
         ws::answer_ping(&mut reader, &mut writer);
