@@ -372,10 +372,13 @@ pub fn oracle_topic_body(bytes: &[u8]) -> Verdict<String> {
 }
 
 /// The contract's topic-name rule, written independently of ringcast's:
-/// 1 to 255 characters, each from `A-Z a-z 0-9 _ - . :`.
+/// 1 to 255 characters, each from `A-Z a-z 0-9 _ - . :`, and not `.` or `..`.
 pub fn oracle_topic_name(name: &str) -> bool {
     let allowed = |c: char| c.is_ascii_alphanumeric() || "_-.:".contains(c);
-    (1..=255).contains(&name.chars().count()) && name.chars().all(allowed)
+    // `.` and `..` are path segments to every HTTP client, so no request
+    // could name such a topic (README, "REST API").
+    let path_segment = name == "." || name == "..";
+    (1..=255).contains(&name.chars().count()) && name.chars().all(allowed) && !path_segment
 }
 
 fn ringcast_message(message: &request::Message<'_>) -> Msg {
