@@ -158,7 +158,7 @@ impl Cluster {
             .event_callback(|event| async move {
                 tracing::info!(%event, "cluster backplane");
             })
-            .connect(url)
+            .connect(server_list(url))
             .await?;
         let jetstream = jetstream::ContextBuilder::new()
             .timeout(REQUEST_TIMEOUT)
@@ -300,6 +300,16 @@ async fn wait_until_applied(
     tokio::time::timeout(timeout, applied.wait_for(|applied| *applied >= target))
         .await
         .is_ok_and(|waited| waited.is_ok())
+}
+
+/// `CLUSTER_NATS_URL` as the client takes it: one address, or several
+/// separated by commas (the client tries them in turn and reconnects to
+/// any of them).
+fn server_list(urls: &str) -> Vec<&str> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .collect()
 }
 
 fn unavailable(err: impl std::fmt::Display) -> BrokerError {

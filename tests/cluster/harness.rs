@@ -732,6 +732,8 @@ pub struct ClusterSpec {
     haproxy: bool,
     /// Nodes that reach nats-server through a `NatsLink`.
     linked: Vec<usize>,
+    /// `CLUSTER_NATS_URL` lists an address where nothing listens first.
+    dead_server_first: bool,
 }
 
 impl ClusterSpec {
@@ -750,6 +752,13 @@ impl ClusterSpec {
     /// `Cluster::cut_nats_link` can cut it off alone.
     pub fn nats_link(mut self, index: usize) -> Self {
         self.linked.push(index);
+        self
+    }
+
+    /// Every node's `CLUSTER_NATS_URL` is a comma-separated list whose first
+    /// address has no server behind it, as after losing one of several.
+    pub fn dead_server_first(mut self) -> Self {
+        self.dead_server_first = true;
         self
     }
 
@@ -776,7 +785,10 @@ impl ClusterSpec {
             .iter()
             .zip(&nats_links)
             .map(|(label, link)| {
-                let nats_url = link.as_ref().map_or_else(|| nats.url(), NatsLink::url);
+                let mut nats_url = link.as_ref().map_or_else(|| nats.url(), NatsLink::url);
+                if self.dead_server_first {
+                    nats_url = format!("nats://127.0.0.1:{},{nats_url}", free_port());
+                }
                 let mut env: Vec<(String, String)> = [
                     ("HOST", "127.0.0.1"),
                     ("CLUSTER_NATS_URL", &nats_url),

@@ -52,6 +52,29 @@ async fn fan_out_delivers_every_event_once_in_one_order_on_every_node() {
     assert_same_stream(&subscribers, &acked);
 }
 
+/// `CLUSTER_NATS_URL` takes a comma-separated list, as the README and
+/// `--help` say: every node is given an address where nothing listens
+/// first and the live server second, joins, and fans out as usual (the
+/// whole string once went to the client as one address, and no node
+/// started).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_comma_separated_nats_url_list_is_tried_in_turn() {
+    let Some(cluster) = Cluster::spec().dead_server_first().start().await else {
+        return;
+    };
+    let topic = "listed";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let load = Load {
+        ws_bursts: 1,
+        burst_len: 5,
+        rest: 5,
+    };
+    let acked = publish_from(cluster.nodes(), topic, load).await;
+    expect_events_everywhere(&mut subscribers, topic, acked.len()).await;
+    assert_same_stream(&subscribers, &acked);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn topics_created_on_one_node_are_usable_at_once_on_the_others() {
     // Many at once, so that the other nodes' registry followers lag and the
