@@ -25,6 +25,7 @@ use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::presence::{self, Answer, Query};
+use crate::rate_limit::Limit;
 use crate::shutdown::Shutdown;
 use crate::wire::request::Message;
 
@@ -37,6 +38,9 @@ pub struct Node {
     auth: Authenticator,
     /// `ALLOWED_ORIGINS`, for REST and the upgrade alike.
     allowed_origins: Origins,
+    /// `PUBLISH_RATE_LIMIT` and `PUBLISH_BURST`, when set: every
+    /// connection's and every REST credential's bucket is held to it.
+    publish_limit: Option<Limit>,
     started: Instant,
     next_connection_id: AtomicU64,
     shutdown: Shutdown,
@@ -93,6 +97,7 @@ impl Node {
         };
         Ok(Self {
             allowed_origins: Origins::new(&config.allowed_origins),
+            publish_limit: Limit::from_config(&config),
             config,
             broker,
             cluster,
@@ -124,6 +129,10 @@ impl Node {
     /// proceed.
     pub fn origin_allowed<B>(&self, request: &Request<B>) -> bool {
         self.allowed_origins.admit(request)
+    }
+
+    pub fn publish_limit(&self) -> Option<Limit> {
+        self.publish_limit
     }
 
     pub fn uptime(&self) -> Duration {

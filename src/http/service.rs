@@ -19,7 +19,7 @@ use crate::http::{api_docs, cors};
 use crate::metrics::Transport;
 use crate::node::Node;
 use crate::presence::Query;
-use crate::rate_limit::{Limit, LimitKey, RestLimits};
+use crate::rate_limit::{LimitKey, RestLimits};
 use crate::wire::error::ErrorCode;
 
 pub struct Rest {
@@ -37,7 +37,7 @@ impl Rest {
         let config = node.config();
         Self {
             cors: Origins::new(&config.cors_allowed_origins),
-            publish_limits: Limit::from_config(config).map(RestLimits::new),
+            publish_limits: node.publish_limit().map(RestLimits::new),
             exposition: Exposition::new(node.clone()),
             node,
         }

@@ -78,8 +78,7 @@ impl Session {
             lagging: LaggingWriters::default(),
             permissions: grant.permissions.clone(),
             expiry: None,
-            publish_limit: Limit::from_config(node.config())
-                .map(|limit| (limit, Bucket::default())),
+            publish_limit: node.publish_limit().map(|limit| (limit, Bucket::default())),
             node,
         };
         session.arm_expiry(&grant);
