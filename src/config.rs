@@ -194,6 +194,13 @@ pub struct Config {
     #[arg(long, env = "CLUSTER_PRESENCE_TIMEOUT", default_value = "1s", value_parser = parse_positive_duration)]
     pub cluster_presence_timeout: Duration,
 
+    /// Cluster mode: JetStream replicas of every stream ringcast creates (events, topic
+    /// registry, node list), 1 to 5. More than the NATS cluster can place stops the node at
+    /// start; a stream found with fewer replicas is raised to this many.
+    #[arg(long, env = "CLUSTER_STREAM_REPLICAS", default_value_t = 1,
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    pub cluster_stream_replicas: u8,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -360,6 +367,7 @@ mod tests {
         assert_eq!(config.cluster_nats_url, None);
         assert_eq!(config.cluster_purge_delay, Duration::from_secs(60));
         assert_eq!(config.cluster_presence_timeout, Duration::from_secs(1));
+        assert_eq!(config.cluster_stream_replicas, 1);
         assert_eq!(config.subscriber_queue_bytes, ByteSize(16 << 20));
         assert_eq!(config.write_timeout, Duration::from_secs(10));
         assert_eq!(config.coalesce_window, Duration::ZERO);
@@ -401,6 +409,10 @@ mod tests {
             );
         }
         assert!(Config::from_args(["--heartbeat-interval", "0s"]).is_err());
+        for (replicas, valid) in [("0", false), ("3", true), ("5", true), ("6", false)] {
+            let parsed = Config::from_args(["--cluster-stream-replicas", replicas]);
+            assert_eq!(parsed.is_ok(), valid, "{replicas}");
+        }
         assert!(Config::from_args(["--subscriber-queue-size", "0"]).is_err());
         for (text, bytes) in [
             ("1048576", 1 << 20),

@@ -58,10 +58,14 @@ async fn serve(config: Config) -> ExitCode {
         }
     };
     let stop = server.shutdown();
+    let failure = server.startup_failure();
     tokio::spawn(async move {
         shutdown::signal().await;
         stop.begin();
     });
     server.run().await;
-    ExitCode::SUCCESS
+    match failure.get() {
+        Some(_) => ExitCode::FAILURE,
+        None => ExitCode::SUCCESS,
+    }
 }

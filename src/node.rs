@@ -13,7 +13,7 @@ use std::future::Future;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
@@ -44,6 +44,19 @@ pub struct Node {
     started: Instant,
     next_connection_id: AtomicU64,
     shutdown: Shutdown,
+    /// Set when the node had to stop because it could not start.
+    startup_failure: StartupFailure,
+}
+
+/// Why the node stopped on its own at start, if it did: then the process
+/// exits non-zero.
+#[derive(Clone, Debug, Default)]
+pub struct StartupFailure(Arc<OnceLock<String>>);
+
+impl StartupFailure {
+    pub fn get(&self) -> Option<&str> {
+        self.0.get().map(String::as_str)
+    }
 }
 
 /// A publish that was accepted.
@@ -89,6 +102,7 @@ impl Node {
                     config.ring_buffer_size as usize,
                     config.cluster_purge_delay,
                     config.cluster_presence_timeout,
+                    config.cluster_stream_replicas.into(),
                 )
                 .await
                 .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
@@ -106,6 +120,7 @@ impl Node {
             started: Instant::now(),
             next_connection_id: AtomicU64::new(1),
             shutdown: Shutdown::default(),
+            startup_failure: StartupFailure::default(),
         })
     }
 
@@ -123,6 +138,10 @@ impl Node {
 
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown
+    }
+
+    pub fn startup_failure(&self) -> &StartupFailure {
+        &self.startup_failure
     }
 
     /// Whether `ALLOWED_ORIGINS` lets this request (REST or the upgrade)
@@ -221,13 +240,23 @@ impl Node {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// In cluster mode, starts following the backplane until the drain.
+    /// In cluster mode, starts following the backplane until the drain. A
+    /// backplane that cannot be set up as configured shuts the node down,
+    /// recording why.
     pub fn follow_backplane(self: &Arc<Self>) {
         if let Some(cluster) = &self.cluster {
-            let node = self.clone();
-            let follow = cluster.clone().follow(async move {
-                node.shutdown.draining().await;
-            });
+            let (node, cluster) = (self.clone(), cluster.clone());
+            let follow = async move {
+                let draining = node.shutdown.clone();
+                let outcome = cluster
+                    .follow(async move { draining.draining().await })
+                    .await;
+                if let Err(err) = outcome {
+                    tracing::error!(error = %err, "cannot join the cluster; stopping");
+                    let _ = node.startup_failure.0.set(err.to_string());
+                    node.shutdown.begin();
+                }
+            };
             tokio::spawn(self.contain_panic("cluster follower", follow));
         }
     }

@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::http::response::error_response;
 use crate::http::service::Rest;
 use crate::metrics::ConnectionGuard;
-use crate::node::Node;
+use crate::node::{Node, StartupFailure};
 use crate::send::deadline::WriteDeadline;
 use crate::shutdown::Shutdown;
 use crate::ws;
@@ -51,6 +51,12 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Set if the node stopped on its own because it could not start (in
+    /// cluster mode, a backplane it cannot set up as configured).
+    pub fn startup_failure(&self) -> StartupFailure {
+        self.node.startup_failure().clone()
     }
 
     /// `begin` on this handle shuts the server down gracefully.

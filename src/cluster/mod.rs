@@ -53,6 +53,11 @@ mod names;
 mod presence;
 mod purge;
 mod registry;
+mod replicas;
+mod set_up_error;
+
+pub use set_up_error::ReplicasUnplaceable;
+use set_up_error::SetUpError;
 
 /// Deadline of every JetStream request, publish acknowledgements included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
@@ -108,6 +113,8 @@ pub struct Cluster {
     ring_capacity: usize,
     /// `CLUSTER_PURGE_DELAY`.
     purge_delay: Duration,
+    /// `CLUSTER_STREAM_REPLICAS`.
+    replicas: usize,
     backplane: OnceLock<Backplane>,
     /// Set once this node has replayed the registry and the stream.
     caught_up: AtomicBool,
@@ -145,6 +152,7 @@ impl Cluster {
         ring_capacity: usize,
         purge_delay: Duration,
         presence_timeout: Duration,
+        replicas: usize,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -173,6 +181,7 @@ impl Cluster {
             jetstream,
             ring_capacity,
             purge_delay,
+            replicas,
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -220,14 +229,19 @@ impl Cluster {
 
     /// Sets up the JetStream objects, then mirrors the registry, fans out
     /// the stream and purges deleted topics' events until `stop` is
-    /// cancelled. Retries whatever fails.
-    pub async fn follow(self: Arc<Self>, stop: impl std::future::Future<Output = ()>) {
+    /// cancelled. Retries whatever fails, except a replica count NATS
+    /// cannot place, which ends it with the error.
+    pub async fn follow(
+        self: Arc<Self>,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Result<(), ReplicasUnplaceable> {
         let broker = self.broker.clone();
         let work = async {
             let backplane = loop {
                 match self.set_up().await {
                     Ok(backplane) => break self.backplane.get_or_init(|| backplane),
-                    Err(err) => {
+                    Err(SetUpError::Fatal(err)) => return Err(err),
+                    Err(SetUpError::Transient(err)) => {
                         tracing::warn!(error = %err, "cluster backplane not ready; retrying");
                         tokio::time::sleep(RETRY_DELAY).await;
                     }
@@ -247,14 +261,15 @@ impl Cluster {
                 },
                 self.run_purges(&backplane.events, owed),
             );
+            Ok(())
         };
         tokio::select! {
-            () = work => {}
-            () = stop => {}
+            outcome = work => outcome,
+            () = stop => Ok(()),
         }
     }
 
-    async fn set_up(&self) -> Result<Backplane, async_nats::Error> {
+    async fn set_up(&self) -> Result<Backplane, SetUpError> {
         let config = stream::Config {
             name: EVENT_STREAM.into(),
             subjects: vec![format!("{EVENT_SUBJECT_PREFIX}>")],
@@ -264,18 +279,15 @@ impl Cluster {
             duplicate_window: DUPLICATE_WINDOW,
             ..Default::default()
         };
-        let per_subject = config.max_messages_per_subject;
-        let events = self.jetstream.get_or_create_stream(config.clone()).await?;
-        // Updated only when the ring size changed: nats-server 2.9.10 can
-        // crash when several nodes update one stream at the same moment.
-        if events.cached_info().config.max_messages_per_subject != per_subject {
-            self.jetstream.update_stream(config).await?;
-        }
+        let events = self.replicated_stream(config).await?;
         let registry_stream = self
-            .jetstream
-            .get_or_create_stream(bucket_stream(REGISTRY_BUCKET))
+            .replicated_stream(bucket_stream(REGISTRY_BUCKET))
             .await?;
-        let registry = self.jetstream.get_key_value(REGISTRY_BUCKET).await?;
+        let registry = self
+            .jetstream
+            .get_key_value(REGISTRY_BUCKET)
+            .await
+            .map_err(async_nats::Error::from)?;
         let nodes = self.node_list().await?;
         let history_id = format!(
             "{:x}{:x}",

@@ -30,6 +30,7 @@ use tokio::time::Instant;
 
 use crate::broker::{Broker, BrokerError};
 use crate::cluster::names::bucket_stream;
+use crate::cluster::set_up_error::SetUpError;
 use crate::cluster::{unavailable, Cluster, RETRY_DELAY};
 use crate::presence::{self, Answer, Query};
 
@@ -61,18 +62,18 @@ struct NodeAnswer {
 impl Cluster {
     /// The live nodes' bucket, created if need be. It is kept in memory:
     /// heartbeats need not survive a NATS restart, nodes put them again.
-    pub(super) async fn node_list(&self) -> Result<kv::Store, async_nats::Error> {
-        self.jetstream
-            .get_or_create_stream(stream::Config {
-                max_age: NODE_TTL,
-                // JetStream wants it no longer than `max_age`; puts carry
-                // no message id anyway.
-                duplicate_window: NODE_TTL,
-                storage: stream::StorageType::Memory,
-                ..bucket_stream(NODES_BUCKET)
-            })
-            .await?;
-        Ok(self.jetstream.get_key_value(NODES_BUCKET).await?)
+    pub(super) async fn node_list(&self) -> Result<kv::Store, SetUpError> {
+        self.replicated_stream(stream::Config {
+            max_age: NODE_TTL,
+            // JetStream wants it no longer than `max_age`; puts carry
+            // no message id anyway.
+            duplicate_window: NODE_TTL,
+            storage: stream::StorageType::Memory,
+            ..bucket_stream(NODES_BUCKET)
+        })
+        .await?;
+        let nodes = self.jetstream.get_key_value(NODES_BUCKET).await;
+        Ok(nodes.map_err(async_nats::Error::from)?)
     }
 
     /// Every node's rows for `query`: this node's, and those of every

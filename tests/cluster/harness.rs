@@ -789,15 +789,7 @@ impl ClusterSpec {
                 if self.dead_server_first {
                     nats_url = format!("nats://127.0.0.1:{},{nats_url}", free_port());
                 }
-                let mut env: Vec<(String, String)> = [
-                    ("HOST", "127.0.0.1"),
-                    ("CLUSTER_NATS_URL", &nats_url),
-                    ("RUST_LOG", "warn,ringcast=info"),
-                ]
-                .into_iter()
-                .map(|(key, value)| (key.to_owned(), value.to_owned()))
-                .collect();
-                env.extend(self.node_env.iter().cloned());
+                let env = node_environment(&nats_url, &self.node_env);
                 Node::spawn(label, binary, env, &dir.0)
             })
             .collect();
@@ -816,6 +808,45 @@ impl ClusterSpec {
             _dir: dir,
         })
     }
+}
+
+/// A node's environment: `CLUSTER_NATS_URL`, then `extra`.
+fn node_environment(nats_url: &str, extra: &[(String, String)]) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = [
+        ("HOST", "127.0.0.1"),
+        ("CLUSTER_NATS_URL", nats_url),
+        ("RUST_LOG", "warn,ringcast=info"),
+    ]
+    .into_iter()
+    .map(|(key, value)| (key.to_owned(), value.to_owned()))
+    .collect();
+    env.extend(extra.iter().cloned());
+    env
+}
+
+/// Starts one nats-server and one node with the extra environment `env`,
+/// and waits for the node to exit by itself: its exit status and log. None
+/// when nats-server is missing and the test is skipped.
+pub async fn lone_node_exit(env: &[(&str, &str)]) -> Option<(ExitStatus, String)> {
+    let paths = find_tools(&["nats-server"])?;
+    let dir = ScratchDir::new();
+    let nats = NatsServer::start(&paths[0], &dir.0).await;
+    let binary = Path::new(env!("CARGO_BIN_EXE_ringcast"));
+    let extra: Vec<(String, String)> = env
+        .iter()
+        .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+        .collect();
+    let env = node_environment(&nats.url(), &extra);
+    let mut node = Node::spawn(NODE_LABELS[0], binary, env, &dir.0);
+    let status = node.process.wait_for_exit(NODE_READY_DEADLINE).await;
+    let log = node.process.log_text();
+    let status = status.unwrap_or_else(|| {
+        panic!(
+            "{} still running after {NODE_READY_DEADLINE:?}; log:\n{log}",
+            node.api.label
+        )
+    });
+    Some((status, log))
 }
 
 /// One test's cluster. Dropping it kills every process (nodes first, the

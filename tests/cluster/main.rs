@@ -10,6 +10,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod durability;
 mod harness;
 mod presence;
 mod sse;
