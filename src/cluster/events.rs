@@ -83,12 +83,23 @@ impl Cluster {
             };
             match messages {
                 Ok(mut messages) => {
+                    let stalled = self.follower_stalled();
+                    tokio::pin!(stalled);
                     // Errors here (missed heartbeats, a reconnect) are
-                    // recovered by the ordered consumer itself.
-                    while let Some(message) = messages.next().await {
+                    // recovered by the ordered consumer itself, unless it
+                    // stalls (see `watchdog`).
+                    loop {
+                        let message = tokio::select! {
+                            message = messages.next() => message,
+                            () = &mut stalled => {
+                                tracing::warn!("event follower stalled behind the stream; following again with a new consumer");
+                                break;
+                            }
+                        };
                         match message {
-                            Ok(message) => self.apply_event(broker, events, &message).await,
-                            Err(err) => tracing::debug!(error = %err, "event stream"),
+                            Some(Ok(message)) => self.apply_event(broker, events, &message).await,
+                            Some(Err(err)) => tracing::debug!(error = %err, "event stream"),
+                            None => break,
                         }
                     }
                 }

@@ -55,6 +55,7 @@ mod purge;
 mod registry;
 mod replicas;
 mod set_up_error;
+mod watchdog;
 
 pub use set_up_error::ReplicasUnplaceable;
 use set_up_error::SetUpError;

@@ -1,7 +1,16 @@
-//! Cluster durability (`CLUSTER_STREAM_REPLICAS`): a replica count NATS
-//! cannot place stops a node at start.
+//! Cluster durability (`CLUSTER_STREAM_REPLICAS`, contract section
+//! "Cluster durability"): a replica count NATS cannot place stops a node at
+//! start; with three clustered nats-servers and three replicas, losing a
+//! NATS server or a ringcast node loses no acknowledged event.
+
+use serde_json::json;
 
 use crate::harness::*;
+
+/// Every stream ringcast creates.
+const STREAMS: [&str; 3] = ["RINGCAST", "KV_ringcast-topics", "KV_ringcast-nodes"];
+/// Deep enough that every node's replay holds a test's whole history.
+const RING: &str = "1000";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_replicas_than_nats_can_place_stop_the_node_at_start() {
@@ -17,4 +26,126 @@ async fn more_replicas_than_nats_can_place_stop_the_node_at_start() {
         error.contains("CLUSTER_STREAM_REPLICAS=3") && error.contains("cannot place"),
         "the error names neither the setting nor the cause: {error}"
     );
+}
+
+/// Three ringcast nodes on three clustered nats-servers, every stream with
+/// three replicas (asserted).
+async fn replicated_cluster() -> Option<Cluster> {
+    let cluster = Cluster::spec()
+        .nats_cluster()
+        .node_env("CLUSTER_STREAM_REPLICAS", "3")
+        .node_env("RING_BUFFER_SIZE", RING)
+        .start()
+        .await?;
+    let jetstream = cluster.jetstream().await;
+    for stream in STREAMS {
+        let info = jetstream.get_stream(stream).await.expect("stream info");
+        assert_eq!(info.cached_info().config.num_replicas, 3, "{stream}");
+    }
+    Some(cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_nats_server_leading_the_stream_loses_no_acknowledged_event() {
+    let Some(mut cluster) = replicated_cluster().await else {
+        return;
+    };
+    let topic = "through-a-crash";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on([cluster.node(B)], topic, 1).await;
+    let mut publisher = PublisherTask::start(cluster.node(A), "pub", topic).await;
+    publisher.await_more_acks(20).await;
+
+    let leader = cluster.stream_leader("RINGCAST").await;
+    cluster.kill_nats_server(leader).await;
+    // Publishing goes on once a new leader is elected.
+    publisher.await_more_acks(30).await;
+    let log = publisher.stop().await;
+
+    expect_events_everywhere(&mut subscribers, topic, log.acked.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &log.acked);
+    assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_resumes_on_another_node_after_its_node_is_killed() {
+    let Some(mut cluster) = replicated_cluster().await else {
+        return;
+    };
+    let topic = "node-crash";
+    cluster.node(A).create_topic(topic).await;
+    // Connected to A throughout: what a subscriber that never left saw.
+    let mut reference = subscribe_on([cluster.node(A)], topic, 1).await;
+    let mut away = Client::connect(cluster.node(C), "away").await;
+    let (ack, _) = away.resume(topic, 0, None).await;
+    let epoch = ack["epoch"].clone();
+    let mut publisher = PublisherTask::start(cluster.node(A), "pub", topic).await;
+    publisher.await_more_acks(10).await;
+    away.expect_events(topic, 5).await;
+    let last_seen = away.received.last().expect("events").seq;
+
+    cluster.kill_node(C).await;
+    drop(away);
+    // A goes on acknowledging while C is dead and before the resume.
+    publisher.await_more_acks(20).await;
+    let mut resumed = Client::connect(cluster.node(B), "resumed").await;
+    let (ack, _) = resumed.resume(topic, last_seen, Some(&epoch)).await;
+    assert_eq!(
+        (&ack["recovered"], &ack["epoch"]),
+        (&json!(true), &epoch),
+        "{ack}"
+    );
+    publisher.await_more_acks(10).await;
+    let log = publisher.stop().await;
+
+    expect_events_everywhere(&mut reference, topic, log.acked.len()).await;
+    assert_same_stream(&reference, &log.acked);
+    let after_last_seen: Vec<Event> = (reference[0].received.iter())
+        .filter(|event| event.seq > last_seen)
+        .cloned()
+        .collect();
+    let still_to_come = after_last_seen.len() - resumed.received.len();
+    resumed.expect_events(topic, still_to_come).await;
+    assert_nothing_more(std::slice::from_mut(&mut resumed)).await;
+    assert_events_eq("resumed on B", &resumed.received, &after_last_seen);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
+    let Some(mut cluster) = replicated_cluster().await else {
+        return;
+    };
+    let topic = "through-a-restart";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on([cluster.node(B), cluster.node(C)], topic, 1).await;
+    let mut publisher = PublisherTask::start(cluster.node(A), "pub", topic).await;
+    publisher.await_more_acks(20).await;
+
+    let restarted = cluster.stream_leader("RINGCAST").await;
+    cluster.kill_nats_server(restarted).await;
+    publisher.await_more_acks(20).await;
+    cluster.restart_nats_server(restarted).await;
+    cluster.await_replicas_current("RINGCAST").await;
+    publisher.await_more_acks(20).await;
+    // With another server down, the restarted one is needed for every
+    // write: publishing resumes only if it rejoined with the data.
+    let other = (0..3).find(|&i| i != restarted).expect("three servers");
+    cluster.kill_nats_server(other).await;
+    publisher.await_more_acks(20).await;
+    let log = publisher.stop().await;
+
+    expect_events_everywhere(&mut subscribers, topic, log.acked.len()).await;
+    assert_nothing_more(&mut subscribers).await;
+    assert_same_stream(&subscribers, &log.acked);
+    assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
+}
+
+/// Asserts every node replays `history`, all of the topic's events.
+async fn assert_replayed_everywhere(cluster: &Cluster, topic: &str, history: &[Event]) {
+    for node in cluster.nodes() {
+        let replayed = replay_on(node, topic, RING.parse().expect("a number")).await;
+        let context = format!("replay on {}", node.label);
+        assert_events_eq(&context, &replayed, history);
+    }
 }

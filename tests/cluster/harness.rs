@@ -52,6 +52,14 @@ const SETTLE_TIME: Duration = Duration::from_millis(300);
 /// Lines of a process log printed when a test fails.
 const LOG_TAIL_LINES: usize = 40;
 
+/// Contract, "Cluster durability": a node fails publishes for at most 12 s
+/// in all when one NATS server of three dies.
+const PUBLISH_OUTAGE_LIMIT: Duration = Duration::from_secs(12);
+/// How long a client waits before sending a refused publish again.
+const RETRY_PAUSE: Duration = Duration::from_millis(100);
+/// How long a `PublisherTask` may take to get the acks awaited.
+const ACKS_DEADLINE: Duration = Duration::from_secs(30);
+
 /// Set to `require` (CI does) to fail instead of skipping without the tools.
 const REQUIRE_VAR: &str = "RINGCAST_CLUSTER_TESTS";
 
@@ -353,18 +361,69 @@ struct NatsServer {
     port: u16,
 }
 
+/// The JetStream cluster's name, and its servers' name prefix.
+const NATS_CLUSTER_NAME: &str = "ringcast-test";
+
 impl NatsServer {
     async fn start(binary: &Path, dir: &Path) -> Self {
         let port = free_port();
-        let store = dir.join("nats-store");
-        let args = ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
+        let mut process = Process::start(
+            "nats-server",
+            binary,
+            Self::args(port, &dir.join("nats-store")),
+            Vec::new(),
+            dir,
+        );
+        wait_for_listener(&mut process, port).await;
+        Self { process, port }
+    }
+
+    /// Starts `count` servers forming one JetStream cluster over loopback
+    /// routes, each with its own store; server `i` is named `nats-<i>`.
+    async fn start_cluster(binary: &Path, dir: &Path, count: usize) -> Vec<Self> {
+        let ports: Vec<(u16, u16)> = (0..count).map(|_| (free_port(), free_port())).collect();
+        let route = |cluster_port: u16| format!("nats://127.0.0.1:{cluster_port}");
+        let mut servers = Vec::new();
+        for (i, &(port, cluster_port)) in ports.iter().enumerate() {
+            let name = Self::name(i);
+            let routes: Vec<String> = (ports.iter())
+                .filter(|(_, other)| *other != cluster_port)
+                .map(|&(_, other)| route(other))
+                .collect();
+            let mut args = Self::args(port, &dir.join(format!("{name}-store")));
+            args.extend(
+                [
+                    "--server_name",
+                    &name,
+                    "--cluster_name",
+                    NATS_CLUSTER_NAME,
+                    "--cluster",
+                    &route(cluster_port),
+                    "--routes",
+                    &routes.join(","),
+                ]
+                .map(str::to_owned),
+            );
+            let process = Process::start(&name, binary, args, Vec::new(), dir);
+            servers.push(Self { process, port });
+        }
+        for server in &mut servers {
+            wait_for_listener(&mut server.process, server.port).await;
+        }
+        servers
+    }
+
+    fn args(port: u16, store: &Path) -> Vec<String> {
+        ["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"]
             .into_iter()
             .map(str::to_owned)
             .chain([store.display().to_string()])
-            .collect();
-        let mut process = Process::start("nats-server", binary, args, Vec::new(), dir);
-        wait_for_listener(&mut process, port).await;
-        Self { process, port }
+            .collect()
+    }
+
+    /// The name of clustered server `index`.
+    fn name(index: usize) -> String {
+        format!("nats-{index}")
     }
 
     fn url(&self) -> String {
@@ -734,6 +793,8 @@ pub struct ClusterSpec {
     linked: Vec<usize>,
     /// `CLUSTER_NATS_URL` lists an address where nothing listens first.
     dead_server_first: bool,
+    /// Three clustered nats-servers instead of one.
+    nats_cluster: bool,
 }
 
 impl ClusterSpec {
@@ -762,6 +823,14 @@ impl ClusterSpec {
         self
     }
 
+    /// Three nats-servers in one JetStream cluster; every node is given all
+    /// three URLs. Nodes start once the cluster can place a stream with
+    /// three replicas.
+    pub fn nats_cluster(mut self) -> Self {
+        self.nats_cluster = true;
+        self
+    }
+
     /// Starts everything and waits until it is healthy; None when the tools
     /// are missing and the test is skipped.
     pub async fn start(self) -> Option<Cluster> {
@@ -772,20 +841,29 @@ impl ClusterSpec {
         };
         let paths = find_tools(&tools)?;
         let dir = ScratchDir::new();
-        let nats = NatsServer::start(&paths[0], &dir.0).await;
+        let nats = match self.nats_cluster {
+            true => {
+                let servers = NatsServer::start_cluster(&paths[0], &dir.0, NATS_CLUSTER_SIZE).await;
+                await_replicated_placement(&servers).await;
+                servers
+            }
+            false => vec![NatsServer::start(&paths[0], &dir.0).await],
+        };
         let binary = Path::new(env!("CARGO_BIN_EXE_ringcast"));
         let nats_links: Vec<Option<NatsLink>> = (0..NODE_LABELS.len())
             .map(|index| {
                 self.linked
                     .contains(&index)
-                    .then(|| NatsLink::start(nats.port))
+                    .then(|| NatsLink::start(nats[0].port))
             })
             .collect();
         let mut nodes: Vec<Node> = NODE_LABELS
             .iter()
             .zip(&nats_links)
             .map(|(label, link)| {
-                let mut nats_url = link.as_ref().map_or_else(|| nats.url(), NatsLink::url);
+                let mut nats_url = link
+                    .as_ref()
+                    .map_or_else(|| nats_urls(&nats), NatsLink::url);
                 if self.dead_server_first {
                     nats_url = format!("nats://127.0.0.1:{},{nats_url}", free_port());
                 }
@@ -808,6 +886,56 @@ impl ClusterSpec {
             _dir: dir,
         })
     }
+}
+
+/// Servers in `ClusterSpec::nats_cluster`: as many as the replicas.
+const NATS_CLUSTER_SIZE: usize = 3;
+
+/// Every server's URL, comma-separated, as `CLUSTER_NATS_URL` takes them.
+fn nats_urls(servers: &[NatsServer]) -> String {
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    urls.join(",")
+}
+
+/// A JetStream client of `servers`: it connects to any of them.
+async fn jetstream_of(servers: &[NatsServer]) -> async_nats::jetstream::Context {
+    let urls: Vec<String> = servers.iter().map(NatsServer::url).collect();
+    let client = async_nats::connect(urls)
+        .await
+        .expect("connecting to nats-server");
+    async_nats::jetstream::new(client)
+}
+
+/// Waits until the JetStream cluster of `servers` has elected its leader
+/// and knows every server: it places (then deletes) a stream with a
+/// replica on each.
+async fn await_replicated_placement(servers: &[NatsServer]) {
+    let jetstream = jetstream_of(servers).await;
+    let probe = async_nats::jetstream::stream::Config {
+        name: "HARNESS_PLACEMENT_PROBE".into(),
+        subjects: vec!["harness.placement.probe".into()],
+        num_replicas: NATS_CLUSTER_SIZE,
+        ..Default::default()
+    };
+    poll_until(
+        "the NATS cluster to place a stream on every server",
+        NODE_READY_DEADLINE,
+        || {
+            let (jetstream, probe) = (jetstream.clone(), probe.clone());
+            async move {
+                jetstream
+                    .create_stream(probe)
+                    .await
+                    .map(drop)
+                    .map_err(|err| err.to_string())
+            }
+        },
+    )
+    .await;
+    jetstream
+        .delete_stream("HARNESS_PLACEMENT_PROBE")
+        .await
+        .expect("deleting the placement probe");
 }
 
 /// A node's environment: `CLUSTER_NATS_URL`, then `extra`.
@@ -856,7 +984,8 @@ pub struct Cluster {
     /// Per node, the proxy it reaches nats-server through, if any.
     nats_links: Vec<Option<NatsLink>>,
     proxy: Option<HaProxy>,
-    nats: NatsServer,
+    /// One server, or `NATS_CLUSTER_SIZE` in one JetStream cluster.
+    nats: Vec<NatsServer>,
     _dir: ScratchDir,
 }
 
@@ -921,34 +1050,101 @@ impl Cluster {
 
     /// Stops nats-server gracefully (SIGTERM) and waits for it to exit.
     pub async fn stop_nats(&mut self) {
-        self.nats.process.terminate().await;
+        self.nats[0].process.terminate().await;
     }
 
     /// SIGSTOP nats-server: the nodes' connections stay up and requests
     /// (publish acks among them) go unanswered until `resume_nats`.
     pub fn pause_nats(&mut self) {
-        self.nats.process.signal("STOP");
+        self.nats[0].process.signal("STOP");
     }
 
     /// SIGCONT after `pause_nats`.
     pub fn resume_nats(&mut self) {
-        self.nats.process.signal("CONT");
+        self.nats[0].process.signal("CONT");
     }
 
     /// Starts nats-server again on the same port with the same store.
     pub async fn restart_nats(&mut self) {
-        self.nats.process.spawn();
-        wait_for_listener(&mut self.nats.process, self.nats.port).await;
+        self.restart_nats_server(0).await;
     }
 
-    /// A JetStream client of the cluster's nats-server, as any NATS client
-    /// could have: to look into the stream, or write to it behind the
-    /// nodes' backs.
+    /// SIGKILL of clustered nats-server `index`, like a crash.
+    pub async fn kill_nats_server(&mut self, index: usize) {
+        self.nats[index].process.kill().await;
+    }
+
+    /// Starts nats-server `index` again on the same ports with the same
+    /// store.
+    pub async fn restart_nats_server(&mut self, index: usize) {
+        let server = &mut self.nats[index];
+        server.process.spawn();
+        wait_for_listener(&mut server.process, server.port).await;
+    }
+
+    /// The index of the clustered nats-server leading `stream`, as
+    /// `$JS.API.STREAM.INFO` reports it (polled through an election).
+    pub async fn stream_leader(&self, stream: &str) -> usize {
+        let jetstream = self.jetstream().await;
+        let give_up = Instant::now() + NODE_READY_DEADLINE;
+        loop {
+            let leader = match jetstream.get_stream(stream).await {
+                Ok(info) => {
+                    (info.cached_info().cluster.as_ref()).and_then(|cluster| cluster.leader.clone())
+                }
+                Err(_) => None,
+            };
+            let index = (0..self.nats.len()).find(|&i| leader == Some(NatsServer::name(i)));
+            if let Some(index) = index {
+                return index;
+            }
+            assert!(
+                Instant::now() < give_up,
+                "{stream} without a leader after {NODE_READY_DEADLINE:?}: {leader:?}"
+            );
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Waits until every replica of `stream` is current: a server that was
+    /// restarted has caught up.
+    pub async fn await_replicas_current(&self, stream: &str) {
+        let jetstream = self.jetstream().await;
+        poll_until(
+            &format!("every replica of {stream} to be current"),
+            NODE_READY_DEADLINE,
+            || {
+                let jetstream = jetstream.clone();
+                async move {
+                    let info = jetstream
+                        .get_stream(stream)
+                        .await
+                        .map_err(|err| err.to_string())?;
+                    let cluster = info
+                        .cached_info()
+                        .cluster
+                        .clone()
+                        .ok_or("no cluster info")?;
+                    let current = cluster
+                        .replicas
+                        .iter()
+                        .filter(|replica| replica.current && !replica.offline)
+                        .count();
+                    match cluster.leader.is_some() && current + 1 == NATS_CLUSTER_SIZE {
+                        true => Ok(()),
+                        false => Err(format!("{cluster:?}")),
+                    }
+                }
+            },
+        )
+        .await;
+    }
+
+    /// A JetStream client of the cluster's nats-server(s), as any NATS
+    /// client could have: to look into the stream, or write to it behind
+    /// the nodes' backs.
     pub async fn jetstream(&self) -> async_nats::jetstream::Context {
-        let client = async_nats::connect(self.nats.url())
-            .await
-            .expect("connecting to nats-server");
-        async_nats::jetstream::new(client)
+        jetstream_of(&self.nats).await
     }
 
     /// Cuts node `index` (started with `nats_link(index)`) off nats-server:
@@ -1255,6 +1451,33 @@ impl Client {
         self.send_message(topic, id, payload).await
     }
 
+    /// Publishes one event until it is acknowledged, sending it again with
+    /// the same id after each error reply, as a client retries (the id
+    /// makes JetStream store it once). Every reply must come within
+    /// REPLY_DEADLINE, every refusal be `INTERNAL`, and the refusals stop
+    /// within PUBLISH_OUTAGE_LIMIT. The ack, and when each refusal came.
+    pub async fn publish_until_acked(&mut self, topic: &str) -> (Acked, Vec<Instant>) {
+        let (id, payload) = next_message(&self.label, &mut self.published);
+        let mut refused_at: Vec<Instant> = Vec::new();
+        loop {
+            match self.send_message(topic, id.clone(), payload.clone()).await {
+                Ok(acked) => return (acked, refused_at),
+                Err(refusal) => {
+                    assert_error_frame(&refusal, "INTERNAL", &self.label);
+                    let now = Instant::now();
+                    let first = *refused_at.first().unwrap_or(&now);
+                    assert!(
+                        now - first <= PUBLISH_OUTAGE_LIMIT,
+                        "{}: publishes refused for more than {PUBLISH_OUTAGE_LIMIT:?}: {refusal}",
+                        self.label
+                    );
+                    refused_at.push(now);
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+            }
+        }
+    }
+
     /// Publishes `earlier`'s message again: same id, same payload.
     pub async fn republish(&mut self, topic: &str, earlier: &Acked) -> Result<Acked, Value> {
         let (id, payload) = (earlier.id.clone(), earlier.payload.clone());
@@ -1472,6 +1695,70 @@ impl RestPublisher {
             payload,
             seq: Some(seq),
         })
+    }
+}
+
+/// A WebSocket publisher in a task of its own, as a real client would be,
+/// publishing one event after another (each until acknowledged, see
+/// `Client::publish_until_acked`) until stopped.
+pub struct PublisherTask {
+    acked: watch::Receiver<usize>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<PublisherLog>,
+}
+
+/// What a `PublisherTask` published.
+#[derive(Debug)]
+pub struct PublisherLog {
+    /// In publish order.
+    pub acked: Vec<Acked>,
+    /// When each refused attempt was answered.
+    pub refused_at: Vec<Instant>,
+}
+
+impl PublisherTask {
+    pub async fn start(endpoint: &Endpoint, name: &str, topic: &str) -> Self {
+        let mut client = Client::connect(endpoint, name).await;
+        let (acked_count, acked) = watch::channel(0);
+        let (stop, mut stopped) = watch::channel(false);
+        let topic = topic.to_owned();
+        let task = tokio::spawn(async move {
+            let mut log = PublisherLog {
+                acked: Vec::new(),
+                refused_at: Vec::new(),
+            };
+            while !*stopped.borrow_and_update() {
+                let (acked, refused_at) = client.publish_until_acked(&topic).await;
+                log.acked.push(acked);
+                log.refused_at.extend(refused_at);
+                acked_count.send_replace(log.acked.len());
+            }
+            log
+        });
+        Self { acked, stop, task }
+    }
+
+    /// Waits until `count` more publishes than so far are acknowledged.
+    pub async fn await_more_acks(&mut self, count: usize) {
+        let target = *self.acked.borrow() + count;
+        let reached = self.acked.wait_for(|acked| *acked >= target);
+        let outcome = tokio::time::timeout(ACKS_DEADLINE, reached)
+            .await
+            .map(|waited| waited.is_ok());
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => panic!("the publisher task ended: {:?}", (&mut self.task).await),
+            Err(_) => {
+                let acked = *self.acked.borrow();
+                panic!("{acked} acks after {ACKS_DEADLINE:?}, waiting for {target}")
+            }
+        }
+    }
+
+    /// Stops after the publish under way: everything it published.
+    pub async fn stop(self) -> PublisherLog {
+        self.stop.send_replace(true);
+        self.task.await.expect("the publisher task failed")
     }
 }
 
