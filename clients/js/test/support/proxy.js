@@ -11,6 +11,8 @@ export class Proxy {
     this.accepted = [];
     this.listener = null;
     this.port = 0;
+    /** While true, connections are dropped as soon as they are accepted. */
+    this.refusing = false;
   }
 
   get ws() {
@@ -25,6 +27,10 @@ export class Proxy {
   }
 
   #accept(client) {
+    if (this.refusing) {
+      client.destroy();
+      return;
+    }
     this.accepted.push(performance.now());
     const upstream = net.connect(this.upstreamPort, "127.0.0.1");
     // dropReplies: set to a callback once the pair is to be cut on the server's next bytes.
