@@ -88,6 +88,12 @@ pub struct Config {
     #[arg(long, env = "RING_BUFFER_SIZE", default_value_t = 100)]
     pub ring_buffer_size: u32,
 
+    /// A publish whose message id was already published to the same topic within this window
+    /// is answered with the original's `seq` and `"duplicate":true`, and not delivered again
+    /// (in cluster mode across nodes). `0s` turns it off.
+    #[arg(long, env = "DEDUP_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
+    pub dedup_window: Duration,
+
     /// Period of the `info` heartbeat and WebSocket ping; peers silent for two periods are closed.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
     pub heartbeat_interval: Duration,
@@ -355,6 +361,7 @@ mod tests {
         assert_eq!(config.compression, Compression::On);
         assert_eq!(config.compression_min_bytes, 256);
         assert_eq!(config.ring_buffer_size, 100);
+        assert_eq!(config.dedup_window, Duration::from_secs(120));
         assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 1_048_576);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));

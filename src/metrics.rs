@@ -29,6 +29,8 @@ pub struct Metrics {
     slow_consumer_causes: [AtomicU64; SlowConsumerCause::ALL.len()],
     write_timeouts: AtomicU64,
     publisher_pauses: AtomicU64,
+    /// Publishes answered as duplicates within `DEDUP_WINDOW`.
+    duplicates: AtomicU64,
     /// Connections refused for a full limit, indexed by `ConnectionKind`.
     connections_refused: [AtomicU64; 2],
     /// Upgrades refused, indexed by `UpgradeRefusal`.
@@ -274,6 +276,7 @@ impl Default for Metrics {
             slow_consumer_causes: Default::default(),
             write_timeouts: AtomicU64::default(),
             publisher_pauses: AtomicU64::default(),
+            duplicates: AtomicU64::default(),
             connections_refused: Default::default(),
             upgrades_refused: Default::default(),
             publish_errors: Default::default(),
@@ -311,6 +314,8 @@ pub struct Breakdown {
     /// Per `Transport::ALL`.
     pub permission_denials: [u64; Transport::ALL.len()],
     pub token_expiries: u64,
+    /// Publishes answered as duplicates within `DEDUP_WINDOW`.
+    pub duplicates: u64,
     /// `permessage-deflate`: events deflated (each at most once), the JSON
     /// bytes they had and the frame bytes their compressed subscribers get.
     pub events_deflated: u64,
@@ -456,6 +461,11 @@ impl Metrics {
         self.record_slow_consumers(SlowConsumerCause::WriteTimeout, 1);
     }
 
+    /// A publish answered as a duplicate of one within `DEDUP_WINDOW`.
+    pub fn record_duplicate(&self) {
+        self.duplicates.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A publisher waited for lagging subscriber writers.
     pub fn record_publisher_pause(&self) {
         self.publisher_pauses.fetch_add(1, Ordering::Relaxed);
@@ -503,6 +513,7 @@ impl Metrics {
             rate_limited: self.rate_limited.each_ref().map(load),
             permission_denials: self.permission_denials.each_ref().map(load),
             token_expiries: load(&self.token_expiries),
+            duplicates: load(&self.duplicates),
             events_deflated: load(&self.events_deflated),
             deflate_in_bytes: load(&self.deflate_in_bytes),
             deflate_out_bytes: load(&self.deflate_out_bytes),

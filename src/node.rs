@@ -20,7 +20,7 @@ use futures_util::FutureExt;
 use hyper::Request;
 
 use crate::auth::{Authenticator, Origins};
-use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic, TopicSummary};
+use crate::broker::{Broker, BrokerError, ConnectionId, Published, Receipt, Topic, TopicSummary};
 use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -68,13 +68,15 @@ pub enum Publication {
 }
 
 impl Publication {
-    /// The publish's `seq`, once it is acknowledged and any subscriber
-    /// writer it found behind has caught up (the publisher's pushback).
-    pub async fn acknowledged(self) -> Result<u64, BrokerError> {
+    /// The publish's `seq` (the original's for a duplicate), once it is
+    /// acknowledged and any subscriber writer it found behind has caught up
+    /// (the publisher's pushback).
+    pub async fn acknowledged(self) -> Result<Receipt, BrokerError> {
         match self {
             Self::Done(published) => {
+                let receipt = published.receipt();
                 published.lagging.wait().await;
-                Ok(published.seq)
+                Ok(receipt)
             }
             Self::Pending(stored) => stored.await,
         }
@@ -89,11 +91,16 @@ impl Node {
         let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidInput, why);
         let auth = Authenticator::new(&config).map_err(|err| invalid(err.to_string()))?;
         let metrics = Arc::new(Metrics::default());
-        let broker = Arc::new(Broker::new(
+        let broker = Broker::new(
             config.ring_buffer_size as usize,
             config.max_topics as usize,
             metrics.clone(),
-        ));
+        );
+        // In cluster mode the backplane deduplicates, across nodes.
+        let broker = Arc::new(match config.cluster_nats_url {
+            Some(_) => broker,
+            None => broker.with_dedup_window(config.dedup_window),
+        });
         let cluster = match &config.cluster_nats_url {
             Some(url) => Some(
                 Cluster::connect(

@@ -109,7 +109,7 @@ fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
             request = Some((request_id, topic));
         });
         let (request_id, topic) = request.expect("parsed");
-        counted.1 += allocations_in(|| drop(reply::ack(request_id, topic)));
+        counted.1 += allocations_in(|| drop(reply::publish_ack(request_id, topic, 1, false)));
         // The subscriber's writer takes the event and, once written, drops it.
         outbox.settle(&Pending::default(), &mut batch, usize::MAX);
         let mut written = Pending::default();

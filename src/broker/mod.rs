@@ -18,6 +18,7 @@
 //! client that reconnects with the last `seq` it saw learns whether the
 //! replay it gets is complete.
 
+mod dedup;
 mod topic;
 
 pub use topic::{ConnectionId, Joined, Presence, Topic, TopicSummary};
@@ -26,12 +27,13 @@ use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
 
+use crate::broker::dedup::DedupWindow;
 use crate::broker::topic::{Log, Subscriber};
 use crate::metrics::{FanOut, Metrics};
 use crate::send::event::EventFrame;
@@ -84,6 +86,9 @@ pub struct Broker {
     topic_count: AtomicUsize,
     max_topics: usize,
     ring_capacity: usize,
+    /// `DEDUP_WINDOW` on a single node; `None` when off, and in cluster
+    /// mode, where the backplane deduplicates.
+    dedup_window: Option<Duration>,
     accepting_publishes: AtomicBool,
     metrics: Arc<Metrics>,
 }
@@ -103,11 +108,39 @@ pub enum Stamp {
     },
 }
 
-/// An event that went into the fan-out.
+/// An event that went into the fan-out, or a duplicate of one.
 pub struct Published {
     pub seq: u64,
     /// Subscribers whose writers were behind (see `crate::send`).
     pub lagging: LaggingWriters,
+    /// The message id was published to this topic within `DEDUP_WINDOW`:
+    /// `seq` is the original's, and nothing was delivered.
+    pub duplicate: bool,
+}
+
+/// What a publisher is told: its event's `seq`, or the original's for a
+/// duplicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+impl Published {
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            seq: self.seq,
+            duplicate: self.duplicate,
+        }
+    }
+
+    fn duplicate(seq: u64) -> Self {
+        Self {
+            seq,
+            lagging: LaggingWriters::default(),
+            duplicate: true,
+        }
+    }
 }
 
 impl Broker {
@@ -121,9 +154,17 @@ impl Broker {
             topic_count: AtomicUsize::new(0),
             max_topics,
             ring_capacity,
+            dedup_window: None,
             accepting_publishes: AtomicBool::new(true),
             metrics,
         }
+    }
+
+    /// Answers a local publish whose message id was published to the same
+    /// topic within `window` with the original's `seq` (zero: never).
+    pub fn with_dedup_window(mut self, window: Duration) -> Self {
+        self.dedup_window = (!window.is_zero()).then_some(window);
+        self
     }
 
     pub fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
@@ -175,6 +216,7 @@ impl Broker {
             epoch: epoch.into(),
             log: Mutex::new(Log {
                 ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
+                dedup: self.dedup_window.map(DedupWindow::new),
                 ..Log::default()
             }),
             subscribers: ArcSwap::default(),
@@ -269,15 +311,71 @@ impl Broker {
         message: &Message<'_>,
         stamp: Stamp,
     ) -> Result<Published, BrokerError> {
-        let now = Timestamp::now();
-        let mut log = lock(&topic.log);
-        // Both checks under the topic's lock: `delete_topic` and
-        // `stop_publishes` take it after flipping their flag, so a publish
-        // either completes its fan-out before them or is refused.
+        let mut log = self.open_log(topic)?;
+        let mut gone = Vec::new();
+        let (published, counts) = self.append(topic, &mut log, message, stamp, &mut gone);
+        drop(log);
+        self.settle_fan_out(topic, &gone, &[counts]);
+        Ok(published)
+    }
+
+    /// Publishes `messages` to a topic in order, all under one hold of its
+    /// log: either every one is published (or answered as a duplicate) or,
+    /// the topic being gone or the server shutting down, none is.
+    pub fn publish_batch(
+        &self,
+        topic: &str,
+        messages: &[Message<'_>],
+    ) -> Result<Vec<Published>, BrokerError> {
+        let topic = self.topic(topic)?;
+        let mut log = self.open_log(&topic)?;
+        let mut gone = Vec::new();
+        let (published, counts): (Vec<_>, Vec<_>) = messages
+            .iter()
+            .map(|message| self.append(&topic, &mut log, message, Stamp::Local, &mut gone))
+            .unzip();
+        drop(log);
+        self.settle_fan_out(&topic, &gone, &counts);
+        Ok(published)
+    }
+
+    /// The topic's log, locked, if it may take a publish. Both checks are
+    /// made under the lock: `delete_topic` and `stop_publishes` take it
+    /// after flipping their flag, so a publish either completes its
+    /// fan-out before them or is refused.
+    fn open_log<'t>(&self, topic: &'t Topic) -> Result<MutexGuard<'t, Log>, BrokerError> {
+        let log = lock(&topic.log);
         if log.deleted {
             return Err(BrokerError::TopicNotFound(topic.name.to_string()));
         }
         self.check_accepting_publishes()?;
+        Ok(log)
+    }
+
+    /// Numbers one event, keeps it in the ring and queues it for every
+    /// subscriber; a local publish whose id is in the topic's dedup window
+    /// is answered with the original's `seq` instead, and no fan-out
+    /// (`None`). Subscribers found closed or overflowing are added to `gone`.
+    fn append(
+        &self,
+        topic: &Topic,
+        log: &mut Log,
+        message: &Message<'_>,
+        stamp: Stamp,
+        gone: &mut Vec<ConnectionId>,
+    ) -> (Published, Option<FanOut>) {
+        let now = Timestamp::now();
+        let published_at = Instant::now();
+        let mut dedup = match (stamp, log.dedup.as_mut()) {
+            (Stamp::Local, Some(dedup)) => Some(dedup),
+            _ => None,
+        };
+        if let Some(seq) = dedup
+            .as_mut()
+            .and_then(|dedup| dedup.original(message.id, published_at))
+        {
+            return (Published::duplicate(seq), None);
+        }
         let (seq, ts) = match stamp {
             Stamp::Local => (log.seq + 1, now),
             Stamp::Backplane {
@@ -293,6 +391,9 @@ impl Broker {
                 (seq, Timestamp::at(stored_at))
             }
         };
+        if let Some(dedup) = dedup {
+            dedup.record(message.id, seq, published_at);
+        }
         log.seq = seq;
         let event = EventFrame::new(reply::event(&topic.name, message, seq, ts));
         if log.ring.len() == self.ring_capacity {
@@ -312,7 +413,6 @@ impl Broker {
         };
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
-        let mut gone = Vec::new();
         let mut lagging = LaggingWriters::default();
         for Subscriber { id, outbox, .. } in topic.subscribers.load().iter() {
             match outbox.push_event(event) {
@@ -337,13 +437,30 @@ impl Broker {
             }
         }
         counts.elapsed = fan_out_started.elapsed();
-        drop(log);
+        let published = Published {
+            seq,
+            lagging,
+            duplicate: false,
+        };
+        (published, Some(counts))
+    }
+
+    /// Once the log is released: drops the subscribers the fan-out found
+    /// gone, and counts what each append did (a duplicate is counted as
+    /// such, not as a publish).
+    fn settle_fan_out(&self, topic: &Topic, gone: &[ConnectionId], appended: &[Option<FanOut>]) {
         if !gone.is_empty() {
-            topic.remove_subscribers(&gone);
+            topic.remove_subscribers(gone);
         }
-        topic.messages.fetch_add(1, Ordering::Relaxed);
-        self.metrics.record_publish(&counts);
-        Ok(Published { seq, lagging })
+        for fan_out in appended {
+            match fan_out {
+                Some(counts) => {
+                    topic.messages.fetch_add(1, Ordering::Relaxed);
+                    self.metrics.record_publish(counts);
+                }
+                None => self.metrics.record_duplicate(),
+            }
+        }
     }
 
     /// Stops accepting publishes (graceful shutdown). When this returns,

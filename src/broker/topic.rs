@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::broker::dedup::DedupWindow;
 use crate::metrics::Metrics;
 use crate::send::event::{deflated, Deflate, EventFrame};
 use crate::send::outbox::Outbox;
@@ -86,6 +87,8 @@ pub(super) struct Log {
     /// Highest `seq` evicted from the ring; `lost_up_to` is at least this.
     pub(super) evicted_up_to: u64,
     pub(super) deleted: bool,
+    /// Recent message ids, when `DEDUP_WINDOW` applies (a single node).
+    pub(super) dedup: Option<DedupWindow>,
 }
 
 /// One row of `GET /topics` and `GET /stats`.

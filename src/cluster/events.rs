@@ -10,7 +10,7 @@ use async_nats::jetstream::{self, consumer, stream};
 use bytes::Bytes;
 use futures_util::{FutureExt, StreamExt};
 
-use crate::broker::{Broker, BrokerError, Stamp, Topic};
+use crate::broker::{Broker, BrokerError, Receipt, Stamp, Topic};
 use crate::cluster::names::{
     client_message_id, event_subject, parse_event_subject, scoped_message_id,
 };
@@ -44,10 +44,14 @@ impl Cluster {
             .map_err(unavailable)?;
         let cluster = self.clone();
         Ok(async move {
-            let seq = stored.await.map_err(unavailable)?.sequence;
+            let stored = stored.await.map_err(unavailable)?;
+            let seq = stored.sequence;
             let fanned_out = cluster.events_applied.subscribe();
             let _ = wait_until_applied(fanned_out, seq, LOCAL_FAN_OUT_WAIT).await;
-            Ok(seq)
+            Ok(Receipt {
+                seq,
+                duplicate: stored.duplicate,
+            })
         }
         .boxed())
     }

@@ -43,7 +43,7 @@ use futures_util::future::BoxFuture;
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, Receipt};
 use crate::cluster::names::{
     bucket_stream, DUPLICATE_WINDOW, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET,
 };
@@ -131,8 +131,9 @@ pub struct Cluster {
     follower_lag: AtomicU64,
 }
 
-/// A publish sent to JetStream: resolves to its `seq` once stored.
-pub type PendingPublish = BoxFuture<'static, Result<u64, BrokerError>>;
+/// A publish sent to JetStream: resolves to its `seq` once stored (the
+/// original's, for a duplicate).
+pub type PendingPublish = BoxFuture<'static, Result<Receipt, BrokerError>>;
 
 /// A deleted topic incarnation's events, to purge from the stream once
 /// `due`: `CLUSTER_PURGE_DELAY` after the delete, when every node has surely

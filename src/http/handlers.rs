@@ -44,6 +44,9 @@ struct Published<'a> {
     status: &'static str,
     topic: &'a str,
     seq: u64,
+    /// Present (true) only for a duplicate within `DEDUP_WINDOW`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    duplicate: bool,
 }
 
 #[derive(Serialize)]
@@ -242,13 +245,14 @@ pub async fn publish(
     }
     let mut body = read_body(node.config(), request).await?;
     let message = parse_message_body(&mut body).map_err(Error::BadRequest)?;
-    let seq = node.publish(name, &message).await?.acknowledged().await?;
+    let receipt = node.publish(name, &message).await?.acknowledged().await?;
     Ok(json_response(
         StatusCode::OK,
         &Published {
             status: "published",
             topic: name,
-            seq,
+            seq: receipt.seq,
+            duplicate: receipt.duplicate,
         },
     ))
 }

@@ -183,6 +183,11 @@ const FAMILIES: &[Family] = &[
         },
     ),
     family(
+        "publishes_deduplicated",
+        "Publishes answered with the original's seq because their message id was published to the topic within DEDUP_WINDOW (on the node that took the publish).",
+        Counter(|s| s.breakdown.duplicates),
+    ),
+    family(
         "publisher_pauses",
         "Times a publisher waited for subscriber writers that were behind.",
         Counter(|s| s.totals.publisher_pauses),

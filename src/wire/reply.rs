@@ -50,11 +50,26 @@ impl ServerFrame<'_> {
     }
 }
 
-/// `ack` for unsubscribe and publish. Written by hand, like `event`,
+/// `ack` for unsubscribe. Written by hand, like `event`,
 /// because every publish pays for one.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
     encode_frame(OpCode::Text, |buf| {
         write_ack(buf, request_id, topic, |_| {})
+    })
+}
+
+/// `ack` for publish: the event's `seq`, and `"duplicate":true` when the
+/// message id was published within `DEDUP_WINDOW` (`seq` is then the
+/// original's).
+pub fn publish_ack(request_id: Option<&str>, topic: &str, seq: u64, duplicate: bool) -> Bytes {
+    encode_frame(OpCode::Text, |buf| {
+        write_ack(buf, request_id, topic, |buf| {
+            buf.extend_from_slice(br#","seq":"#);
+            write_json(buf, &seq);
+            if duplicate {
+                buf.extend_from_slice(br#","duplicate":true"#);
+            }
+        })
     })
 }
 

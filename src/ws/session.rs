@@ -227,8 +227,9 @@ impl Session {
             .map_err(|err| counted_as_publish_error(err, self.node.metrics()))?;
         match publication {
             Publication::Done(published) => {
+                let ack = reply::publish_ack(request_id, name, published.seq, published.duplicate);
                 self.lagging = published.lagging;
-                Ok(Some(reply::ack(request_id, name)))
+                Ok(Some(ack))
             }
             Publication::Pending(stored) => {
                 let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
@@ -236,7 +237,12 @@ impl Session {
                 self.pending_publishes.push_back(
                     stored
                         .map(move |stored| match stored {
-                            Ok(_) => reply::ack(request_id.as_deref(), &name),
+                            Ok(receipt) => reply::publish_ack(
+                                request_id.as_deref(),
+                                &name,
+                                receipt.seq,
+                                receipt.duplicate,
+                            ),
                             Err(err) => error_reply(
                                 request_id.as_deref(),
                                 &counted_as_publish_error(err, &metrics),

@@ -16,6 +16,7 @@ mod common;
 mod backpressure;
 mod bad_input;
 mod close;
+mod dedup;
 mod delivery;
 mod error_codes;
 mod handshake;
