@@ -3,6 +3,8 @@
 //! start; with three clustered nats-servers and three replicas, losing a
 //! NATS server or a ringcast node loses no acknowledged event.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::harness::*;
@@ -11,6 +13,9 @@ use crate::harness::*;
 const STREAMS: [&str; 3] = ["RINGCAST", "KV_ringcast-topics", "KV_ringcast-nodes"];
 /// Deep enough that every node's replay holds a test's whole history.
 const RING: &str = "1000";
+/// How long a node's follower may take to catch up after a NATS server
+/// died: the watchdog's few seconds, with room for a busy machine.
+const FOLLOWER_RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_replicas_than_nats_can_place_stop_the_node_at_start() {
@@ -141,10 +146,21 @@ async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
     assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
 }
 
-/// Asserts every node replays `history`, all of the topic's events.
+/// Asserts every node replays `history`, all of the topic's events, once
+/// it has read them all: a node whose follower stalled when the stream's
+/// leader died gets there only after its watchdog fired.
 async fn assert_replayed_everywhere(cluster: &Cluster, topic: &str, history: &[Event]) {
+    let ring = RING.parse().expect("a number");
     for node in cluster.nodes() {
-        let replayed = replay_on(node, topic, RING.parse().expect("a number")).await;
+        let what = format!("{} to replay {} events", node.label, history.len());
+        poll_until(&what, FOLLOWER_RECOVERY_DEADLINE, || async {
+            match replay_on(node, topic, ring).await.len() {
+                replayed if replayed >= history.len() => Ok(()),
+                replayed => Err(format!("{replayed} events")),
+            }
+        })
+        .await;
+        let replayed = replay_on(node, topic, ring).await;
         let context = format!("replay on {}", node.label);
         assert_events_eq(&context, &replayed, history);
     }
