@@ -42,12 +42,47 @@ async fn replicated_cluster() -> Option<Cluster> {
         .node_env("RING_BUFFER_SIZE", RING)
         .start()
         .await?;
+    assert_replicas(&cluster, 3).await;
+    Some(cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_found_with_fewer_replicas_are_raised_and_never_lowered() {
+    let Some(mut cluster) = Cluster::spec().nats_cluster().start().await else {
+        return;
+    };
+    assert_replicas(&cluster, 1).await;
+    cluster.stop_node(A).await;
+    cluster.set_node_env(A, "CLUSTER_STREAM_REPLICAS", "3");
+    cluster.restart_node(A).await;
+    assert_replicas(&cluster, 3).await;
+    // B still asks for one replica: it leaves three.
+    cluster.stop_node(B).await;
+    cluster.restart_node(B).await;
+    assert_replicas(&cluster, 3).await;
+    let topic = "raised";
+    // Moments after the raise, JetStream may still be moving the streams.
+    poll_until("the topic to be created", FOLLOWER_RECOVERY_DEADLINE, || async {
+        match cluster.node(B).try_create_topic(topic).await {
+            (201, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let mut subscribers = subscribe_on([cluster.node(A)], topic, 1).await;
+    let mut publisher = RestPublisher::new(cluster.node(B), "rest");
+    let acked = vec![publisher.publish(topic).await.expect("publish on B")];
+    expect_events_everywhere(&mut subscribers, topic, 1).await;
+    assert_same_stream(&subscribers, &acked);
+}
+
+/// Asserts every stream ringcast created has `replicas` replicas.
+async fn assert_replicas(cluster: &Cluster, replicas: usize) {
     let jetstream = cluster.jetstream().await;
     for stream in STREAMS {
         let info = jetstream.get_stream(stream).await.expect("stream info");
-        assert_eq!(info.cached_info().config.num_replicas, 3, "{stream}");
+        assert_eq!(info.cached_info().config.num_replicas, replicas, "{stream}");
     }
-    Some(cluster)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
