@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::FutureExt;
 use hyper::Request;
+use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Origins};
 use crate::broker::{Broker, BrokerError, ConnectionId, Published, Receipt, Topic, TopicSummary};
@@ -46,7 +47,16 @@ pub struct Node {
     shutdown: Shutdown,
     /// Set when the node had to stop because it could not start.
     startup_failure: StartupFailure,
+    /// Cancelled partway into the drain: publishes still waiting on the
+    /// backplane then get an error, in time to be written before the
+    /// connections close (see `drain`).
+    stop_waiting_on_backplane: CancellationToken,
 }
+
+/// The share of `SHUTDOWN_TIMEOUT` after which a publish still waiting on
+/// the backplane is answered with an error: the rest is for writing the
+/// answers and closing.
+const BACKPLANE_WAIT_SHARE: u32 = 2;
 
 /// Why the node stopped on its own at start, if it did: then the process
 /// exits non-zero.
@@ -128,6 +138,7 @@ impl Node {
             next_connection_id: AtomicU64::new(1),
             shutdown: Shutdown::default(),
             startup_failure: StartupFailure::default(),
+            stop_waiting_on_backplane: CancellationToken::new(),
         })
     }
 
@@ -199,8 +210,18 @@ impl Node {
             Some(cluster) => {
                 self.broker.check_accepting_publishes()?;
                 let topic = cluster.topic(name).await?;
+                let stored = cluster.publish(&topic, message).await?;
+                let stop_waiting = self.stop_waiting_on_backplane.clone();
                 Ok(Publication::Pending(
-                    cluster.publish(&topic, message).await?,
+                    async move {
+                        tokio::select! {
+                            stored = stored => stored,
+                            () = stop_waiting.cancelled() => Err(BrokerError::BackplaneUnavailable(
+                                "this node shut down before NATS answered; the publish may have been stored: send it again with the same id".into(),
+                            )),
+                        }
+                    }
+                    .boxed(),
                 ))
             }
             None => self.broker.publish(name, message).map(Publication::Done),
@@ -310,19 +331,39 @@ impl Node {
     /// acknowledged is in the queues being flushed; the node leaves the
     /// cluster's node list at once, so presence stops expecting its
     /// answers, while the connections flush and close within
-    /// `SHUTDOWN_TIMEOUT`.
+    /// `SHUTDOWN_TIMEOUT`. Publishes still waiting on the backplane half
+    /// way through get an error, so that even a short `SHUTDOWN_TIMEOUT`
+    /// (shorter than the backplane's own deadlines) answers every one.
     pub async fn drain(&self) {
         self.broker.stop_publishes();
         tracing::info!(
             connections = self.metrics.snapshot().connections,
             "shutting down"
         );
+        let timeout = self.config.shutdown_timeout;
+        // Within `SHUTDOWN_TIMEOUT` too: a NATS that does not answer must
+        // not hold the node past it.
         let leave = async {
             if let Some(cluster) = &self.cluster {
-                cluster.leave().await;
+                if tokio::time::timeout(timeout, cluster.leave())
+                    .await
+                    .is_err()
+                {
+                    tracing::warn!("cannot leave the node list within the shutdown timeout");
+                }
             }
         };
-        let drained = self.shutdown.drain(self.config.shutdown_timeout);
+        let drained = async {
+            let drained = self.shutdown.drain(timeout);
+            tokio::pin!(drained);
+            tokio::select! {
+                drained = &mut drained => drained,
+                () = tokio::time::sleep(timeout / BACKPLANE_WAIT_SHARE) => {
+                    self.stop_waiting_on_backplane.cancel();
+                    drained.await
+                }
+            }
+        };
         if !tokio::join!(leave, drained).1 {
             tracing::warn!(
                 connections = self.metrics.snapshot().connections,

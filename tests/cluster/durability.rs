@@ -3,6 +3,8 @@
 //! start; with three clustered nats-servers and three replicas, losing a
 //! NATS server or a ringcast node loses no acknowledged event.
 
+use std::time::Duration;
+
 use serde_json::json;
 
 use crate::harness::*;
@@ -11,6 +13,9 @@ use crate::harness::*;
 const STREAMS: [&str; 3] = ["RINGCAST", "KV_ringcast-topics", "KV_ringcast-nodes"];
 /// Deep enough that every node's replay holds a test's whole history.
 const RING: &str = "1000";
+/// How long a node's follower may take to catch up after a NATS server
+/// died: the watchdog's few seconds, with room for a busy machine.
+const FOLLOWER_RECOVERY_DEADLINE: Duration = Duration::from_secs(15);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_replicas_than_nats_can_place_stop_the_node_at_start() {
@@ -37,12 +42,47 @@ async fn replicated_cluster() -> Option<Cluster> {
         .node_env("RING_BUFFER_SIZE", RING)
         .start()
         .await?;
+    assert_replicas(&cluster, 3).await;
+    Some(cluster)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_found_with_fewer_replicas_are_raised_and_never_lowered() {
+    let Some(mut cluster) = Cluster::spec().nats_cluster().start().await else {
+        return;
+    };
+    assert_replicas(&cluster, 1).await;
+    cluster.stop_node(A).await;
+    cluster.set_node_env(A, "CLUSTER_STREAM_REPLICAS", "3");
+    cluster.restart_node(A).await;
+    assert_replicas(&cluster, 3).await;
+    // B still asks for one replica: it leaves three.
+    cluster.stop_node(B).await;
+    cluster.restart_node(B).await;
+    assert_replicas(&cluster, 3).await;
+    let topic = "raised";
+    // Moments after the raise, JetStream may still be moving the streams.
+    poll_until("the topic to be created", FOLLOWER_RECOVERY_DEADLINE, || async {
+        match cluster.node(B).try_create_topic(topic).await {
+            (201, _) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let mut subscribers = subscribe_on([cluster.node(A)], topic, 1).await;
+    let mut publisher = RestPublisher::new(cluster.node(B), "rest");
+    let acked = vec![publisher.publish(topic).await.expect("publish on B")];
+    expect_events_everywhere(&mut subscribers, topic, 1).await;
+    assert_same_stream(&subscribers, &acked);
+}
+
+/// Asserts every stream ringcast created has `replicas` replicas.
+async fn assert_replicas(cluster: &Cluster, replicas: usize) {
     let jetstream = cluster.jetstream().await;
     for stream in STREAMS {
         let info = jetstream.get_stream(stream).await.expect("stream info");
-        assert_eq!(info.cached_info().config.num_replicas, 3, "{stream}");
+        assert_eq!(info.cached_info().config.num_replicas, replicas, "{stream}");
     }
-    Some(cluster)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,10 +181,21 @@ async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
     assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
 }
 
-/// Asserts every node replays `history`, all of the topic's events.
+/// Asserts every node replays `history`, all of the topic's events, once
+/// it has read them all: a node whose follower stalled when the stream's
+/// leader died gets there only after its watchdog fired.
 async fn assert_replayed_everywhere(cluster: &Cluster, topic: &str, history: &[Event]) {
+    let ring = RING.parse().expect("a number");
     for node in cluster.nodes() {
-        let replayed = replay_on(node, topic, RING.parse().expect("a number")).await;
+        let what = format!("{} to replay {} events", node.label, history.len());
+        poll_until(&what, FOLLOWER_RECOVERY_DEADLINE, || async {
+            match replay_on(node, topic, ring).await.len() {
+                replayed if replayed >= history.len() => Ok(()),
+                replayed => Err(format!("{replayed} events")),
+            }
+        })
+        .await;
+        let replayed = replay_on(node, topic, ring).await;
         let context = format!("replay on {}", node.label);
         assert_events_eq(&context, &replayed, history);
     }

@@ -1032,6 +1032,14 @@ impl Cluster {
         node.wait_ready().await;
     }
 
+    /// Sets `key` to `value` in node `index`'s environment, for its next
+    /// start (see `restart_node`).
+    pub fn set_node_env(&mut self, index: usize, key: &str, value: &str) {
+        let env = &mut self.nodes[index].process.env;
+        env.retain(|(existing, _)| existing != key);
+        env.push((key.to_owned(), value.to_owned()));
+    }
+
     /// SIGTERM, as an orchestrator stops a node: waits until it has shut
     /// down gracefully and exited. `restart_node` starts it again.
     pub async fn stop_node(&mut self, index: usize) {

@@ -637,10 +637,26 @@ async fn killed_node_catches_up_when_restarted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publishes_awaiting_nats_at_shutdown_are_answered_before_the_close() {
+    if let Some(cluster) = Cluster::start().await {
+        assert_answered_before_the_close(cluster).await;
+    }
+}
+
+/// A `SHUTDOWN_TIMEOUT` shorter than the backplane's 2 s request deadline:
+/// the publishes were dropped unanswered with their connections before the
+/// node cut their wait short.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_awaiting_nats_are_answered_within_a_short_shutdown_timeout() {
+    let spec = Cluster::spec().node_env("SHUTDOWN_TIMEOUT", "500ms");
+    if let Some(cluster) = spec.start().await {
+        assert_answered_before_the_close(cluster).await;
+    }
+}
+
+/// With NATS frozen, publishes sent to node C and then C stopped: each is
+/// answered (ack or `INTERNAL`) before the close frame.
+async fn assert_answered_before_the_close(mut cluster: Cluster) {
     const PUBLISHES: usize = 5;
-    let Some(mut cluster) = Cluster::start().await else {
-        return;
-    };
     let topic = "last-words";
     cluster.node(A).create_topic(topic).await;
     let mut publisher = Client::connect(cluster.node(C), "pub").await;
