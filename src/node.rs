@@ -96,6 +96,7 @@ impl Node {
                     config.ring_buffer_size as usize,
                     config.cluster_purge_delay,
                     config.cluster_presence_timeout,
+                    config.dedup_window,
                 )
                 .await
                 .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,

@@ -108,6 +108,9 @@ pub struct Cluster {
     ring_capacity: usize,
     /// `CLUSTER_PURGE_DELAY`.
     purge_delay: Duration,
+    /// `DEDUP_WINDOW`, the event stream's duplicate window; `None` (off):
+    /// publishes carry no `Nats-Msg-Id`.
+    dedup_window: Option<Duration>,
     backplane: OnceLock<Backplane>,
     /// Set once this node has replayed the registry and the stream.
     caught_up: AtomicBool,
@@ -146,6 +149,7 @@ impl Cluster {
         ring_capacity: usize,
         purge_delay: Duration,
         presence_timeout: Duration,
+        dedup_window: Duration,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -174,6 +178,7 @@ impl Cluster {
             jetstream,
             ring_capacity,
             purge_delay,
+            dedup_window: (!dedup_window.is_zero()).then_some(dedup_window),
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -262,14 +267,20 @@ impl Cluster {
             max_messages_per_subject: self.ring_capacity.max(1) as i64,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
-            duplicate_window: DUPLICATE_WINDOW,
+            duplicate_window: self.dedup_window.unwrap_or(DUPLICATE_WINDOW),
             ..Default::default()
         };
         let per_subject = config.max_messages_per_subject;
         let events = self.jetstream.get_or_create_stream(config.clone()).await?;
-        // Updated only when the ring size changed: nats-server 2.9.10 can
-        // crash when several nodes update one stream at the same moment.
-        if events.cached_info().config.max_messages_per_subject != per_subject {
+        // Updated only when the ring size or the dedup window changed:
+        // nats-server 2.9.10 can crash when several nodes update one stream
+        // at the same moment. With dedup off the window is left as it is.
+        let stored = &events.cached_info().config;
+        if stored.max_messages_per_subject != per_subject
+            || self
+                .dedup_window
+                .is_some_and(|window| stored.duplicate_window != window)
+        {
             self.jetstream.update_stream(config).await?;
         }
         let registry_stream = self

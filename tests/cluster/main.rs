@@ -433,18 +433,52 @@ async fn republished_message_id_is_acknowledged_but_delivered_once() {
         .await
         .expect("REST retry on B");
     assert_eq!(
-        again.seq, first.seq,
-        "a retry is acknowledged with the original seq"
+        (again.seq, again.duplicate, first.duplicate),
+        (first.seq, true, false),
+        "a retry is acknowledged with the original seq, as a duplicate"
     );
-    Client::connect(cluster.node(C), "retry")
+    let over_websocket = Client::connect(cluster.node(C), "retry")
         .await
         .republish(topic, &first)
         .await
         .expect("WebSocket retry on C");
+    assert_eq!(
+        (over_websocket.seq, over_websocket.duplicate),
+        (first.seq, true),
+        "the WebSocket ack says so too"
+    );
     let next = on_a.publish(topic).await.expect("next publish");
     expect_events_everywhere(&mut subscribers, topic, 2).await;
     assert_nothing_more(&mut subscribers).await;
     assert_same_stream(&subscribers, &[first, next]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_dedup_window_delivers_a_repeated_id_again() {
+    let Some(cluster) = Cluster::spec().node_env("DEDUP_WINDOW", "0s").start().await else {
+        return;
+    };
+    let topic = "retries";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let first = RestPublisher::new(cluster.node(A), "rest")
+        .publish(topic)
+        .await
+        .expect("first publish");
+    let again = RestPublisher::new(cluster.node(B), "retry")
+        .republish(topic, &first)
+        .await
+        .expect("the same message on B");
+    assert!(again.seq > first.seq && !again.duplicate, "{again:?}");
+    expect_events_everywhere(&mut subscribers, topic, 2).await;
+    assert_nothing_more(&mut subscribers).await;
+    let both = [
+        (first.seq.expect("seq"), first.id.as_str()),
+        (again.seq.expect("seq"), first.id.as_str()),
+    ];
+    for subscriber in &subscribers {
+        assert_eq!(summary(&subscriber.received), both);
+    }
 }
 
 /// The README's example id, which every copy-pasting client sends.
