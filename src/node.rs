@@ -189,6 +189,37 @@ impl Node {
         }
     }
 
+    /// Publishes `messages` to topic `name` in order. On a single node all
+    /// or none, under one hold of the topic's log. In cluster mode each is
+    /// sent to the backplane in turn, so a backplane failure part way
+    /// leaves those before it published: a retry of the batch (same ids)
+    /// gets them answered as duplicates.
+    pub async fn publish_batch(
+        &self,
+        name: &str,
+        messages: &[Message<'_>],
+    ) -> Result<Vec<Publication>, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => {
+                self.broker.check_accepting_publishes()?;
+                let topic = cluster.topic(name).await?;
+                let mut sent = Vec::with_capacity(messages.len());
+                for message in messages {
+                    sent.push(Publication::Pending(
+                        cluster.publish(&topic, message).await?,
+                    ));
+                }
+                Ok(sent)
+            }
+            None => Ok(self
+                .broker
+                .publish_batch(name, messages)?
+                .into_iter()
+                .map(Publication::Done)
+                .collect()),
+        }
+    }
+
     /// Who is subscribed to what: this node's rows, or in cluster mode
     /// every node's.
     pub async fn presence(&self, query: &Query) -> Result<Answer, BrokerError> {
