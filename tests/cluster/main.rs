@@ -481,6 +481,57 @@ async fn a_zero_dedup_window_delivers_a_repeated_id_again() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_and_a_broadcast_on_other_nodes_share_one_dedup_window() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (orders, audit) = ("orders", "audit");
+    cluster.node(A).create_topic(orders).await;
+    cluster.node(A).create_topic(audit).await;
+    let mut on_orders = subscribe_on(cluster.nodes(), orders, 1).await;
+    let mut on_audit = subscribe_on(cluster.nodes(), audit, 1).await;
+    let ids: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let batch = json!([{ "id": ids[0], "payload": 0 }, { "id": ids[1], "payload": 1 }]);
+    let (status, published) = cluster
+        .node(A)
+        .post_json(&format!("/topics/{orders}/messages"), &batch)
+        .await;
+    assert_eq!(status, 200, "{published}");
+    let seqs: Vec<u64> = serde_json::from_value(published["seqs"].clone()).unwrap();
+    // The batch's second message again, now to both topics, from node B.
+    let body = json!({ "topics": [orders, audit], "message": { "id": ids[1], "payload": 1 } });
+    let (status, broadcast) = cluster.node(B).post_json("/broadcast", &body).await;
+    assert_eq!(status, 200, "{broadcast}");
+    assert_eq!(
+        broadcast["results"][0],
+        json!({ "topic": orders, "seq": seqs[1], "duplicate": true })
+    );
+    let audit_seq = broadcast["results"][1]["seq"]
+        .as_u64()
+        .expect("audit's seq");
+    assert!(
+        broadcast["results"][1].get("duplicate").is_none(),
+        "{broadcast}"
+    );
+    expect_events_everywhere(&mut on_orders, orders, 2).await;
+    expect_events_everywhere(&mut on_audit, audit, 1).await;
+    assert_nothing_more(&mut on_orders).await;
+    assert_nothing_more(&mut on_audit).await;
+    for subscriber in &on_orders {
+        assert_eq!(
+            summary(&subscriber.received),
+            [(seqs[0], ids[0].as_str()), (seqs[1], ids[1].as_str())]
+        );
+    }
+    for subscriber in &on_audit {
+        assert_eq!(
+            summary(&subscriber.received),
+            [(audit_seq, ids[1].as_str())]
+        );
+    }
+}
+
 /// The README's example id, which every copy-pasting client sends.
 const README_MESSAGE_ID: &str = "550e8400-e29b-41d4-a716-446655440000";
 
