@@ -5,6 +5,10 @@
 //!
 //! When input ends, the client waits for the reply to every request, then
 //! closes with 1000. A server that closes first is an error (exit 1).
+//!
+//! `pub` to several topics is a broadcast, which only REST offers: it goes
+//! as `POST /broadcast` to the same server with the same credential, and
+//! its answer is printed as one line like a frame.
 
 mod connection;
 mod input;
@@ -67,6 +71,7 @@ async fn session(args: &ClientArgs) -> Result<(), String> {
     tokio::spawn(read_frames(FragmentCollectorRead::new(reader), events));
     let (mut lines, mut output) = Lines::start();
     let mut pending = Pending::default();
+    let (broadcast_answers, mut answered) = mpsc::channel(16);
     let mut input_open = true;
     let interrupt = tokio::signal::ctrl_c();
     tokio::pin!(interrupt);
@@ -81,6 +86,15 @@ async fn session(args: &ClientArgs) -> Result<(), String> {
                         Ok(Some(Command::Send(request))) => {
                             pending.send(&mut writer, &request).await?;
                         }
+                        Ok(Some(Command::Broadcast(broadcast))) => {
+                            pending.broadcasts += 1;
+                            let (args, answers) = (args.clone(), broadcast_answers.clone());
+                            tokio::spawn(async move {
+                                let body = broadcast.to_body();
+                                let answer = connection::post_json(&args, "/broadcast", body).await;
+                                let _ = answers.send(answer).await;
+                            });
+                        }
                         Err(why) => eprintln!("ringcast client: {why}"),
                     }
                     lines.read_next();
@@ -89,6 +103,17 @@ async fn session(args: &ClientArgs) -> Result<(), String> {
                 Input::Interrupted => break,
             },
             _ = &mut interrupt => break,
+            Some(answer) = answered.recv(), if pending.broadcasts > 0 => {
+                pending.broadcasts -= 1;
+                match answer {
+                    Ok(text) => {
+                        if output.print(&text).is_err() {
+                            break;
+                        }
+                    }
+                    Err(why) => eprintln!("ringcast client: {why}"),
+                }
+            }
             event = from_server.recv() => match event {
                 Some(FromServer::Frame(text)) => {
                     if show(&text, &mut pending, &mut output).is_err() {
@@ -150,6 +175,8 @@ async fn close(
 struct Pending {
     sent: u64,
     waiting: HashSet<String>,
+    /// Broadcasts whose REST answer has not arrived yet.
+    broadcasts: usize,
 }
 
 impl Pending {
@@ -167,7 +194,7 @@ impl Pending {
     }
 
     fn is_empty(&self) -> bool {
-        self.waiting.is_empty()
+        self.waiting.is_empty() && self.broadcasts == 0
     }
 }
 

@@ -120,6 +120,7 @@ impl Node {
                     config.cluster_purge_delay,
                     config.cluster_presence_timeout,
                     config.cluster_stream_replicas.into(),
+                    config.dedup_window,
                 )
                 .await
                 .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
@@ -225,6 +226,37 @@ impl Node {
                 ))
             }
             None => self.broker.publish(name, message).map(Publication::Done),
+        }
+    }
+
+    /// Publishes `messages` to topic `name` in order. On a single node all
+    /// or none, under one hold of the topic's log. In cluster mode each is
+    /// sent to the backplane in turn, so a backplane failure part way
+    /// leaves those before it published: a retry of the batch (same ids)
+    /// gets them answered as duplicates.
+    pub async fn publish_batch(
+        &self,
+        name: &str,
+        messages: &[Message<'_>],
+    ) -> Result<Vec<Publication>, BrokerError> {
+        match &self.cluster {
+            Some(cluster) => {
+                self.broker.check_accepting_publishes()?;
+                let topic = cluster.topic(name).await?;
+                let mut sent = Vec::with_capacity(messages.len());
+                for message in messages {
+                    sent.push(Publication::Pending(
+                        cluster.publish(&topic, message).await?,
+                    ));
+                }
+                Ok(sent)
+            }
+            None => Ok(self
+                .broker
+                .publish_batch(name, messages)?
+                .into_iter()
+                .map(Publication::Done)
+                .collect()),
         }
     }
 

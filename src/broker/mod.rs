@@ -13,6 +13,10 @@
 //! publish nor make one wait; a subscribe holds the log lock only while it
 //! queues its replay and swaps the list, which is what makes it gap-free.
 //!
+//! Idempotent publish: on a single node each topic keeps its
+//! `DEDUP_WINDOW` of message ids (`dedup`), checked and extended under the
+//! same lock, so of two publishes of one id exactly one is delivered.
+//!
 //! Recovery: every topic names its history with an *epoch* and keeps, with
 //! the ring, a bound on what it may have lost (`Log::lost_up_to`), so a
 //! client that reconnects with the last `seq` it saw learns whether the
@@ -365,14 +369,14 @@ impl Broker {
         gone: &mut Vec<ConnectionId>,
     ) -> (Published, Option<FanOut>) {
         let now = Timestamp::now();
-        let published_at = Instant::now();
+        // The backplane deduplicates what it delivers.
         let mut dedup = match (stamp, log.dedup.as_mut()) {
-            (Stamp::Local, Some(dedup)) => Some(dedup),
+            (Stamp::Local, Some(dedup)) => Some((dedup, Instant::now())),
             _ => None,
         };
         if let Some(seq) = dedup
             .as_mut()
-            .and_then(|dedup| dedup.original(message.id, published_at))
+            .and_then(|(dedup, at)| dedup.original(message.id, *at))
         {
             return (Published::duplicate(seq), None);
         }
@@ -391,8 +395,8 @@ impl Broker {
                 (seq, Timestamp::at(stored_at))
             }
         };
-        if let Some(dedup) = dedup {
-            dedup.record(message.id, seq, published_at);
+        if let Some((dedup, at)) = dedup {
+            dedup.record(message.id, seq, at);
         }
         log.seq = seq;
         let event = EventFrame::new(reply::event(&topic.name, message, seq, ts));

@@ -1,5 +1,6 @@
 //! The client's side of the WebSocket handshake: the URL, the credential
-//! header, and a refusal explained in words.
+//! header, and a refusal explained in words; and the one REST request the
+//! client makes, `POST /broadcast`, with the same credential.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -7,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use fastwebsockets::{handshake, WebSocket, WebSocketError};
-use http_body_util::Empty;
-use hyper::header::{AUTHORIZATION, CONNECTION, HOST, UPGRADE};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::header::{AUTHORIZATION, CONNECTION, CONTENT_TYPE, HOST, UPGRADE};
 use hyper::upgrade::Upgraded;
 use hyper::{Request, StatusCode, Uri};
 use hyper_util::rt::TokioIo;
@@ -39,32 +40,84 @@ pub async fn connect(args: &ClientArgs) -> Result<Socket, String> {
 }
 
 async fn handshake_with(target: &Target, args: &ClientArgs) -> Result<Socket, String> {
+    let stream = open(target).await?;
+    let request = Request::get(&target.path)
+        .header(UPGRADE, "websocket")
+        .header(CONNECTION, "upgrade")
+        .header("Sec-WebSocket-Key", handshake::generate_key())
+        .header("Sec-WebSocket-Version", "13");
+    let request = with_credential(request, target, args, Empty::<Bytes>::new())?;
+    match handshake::client(&SpawnExecutor, request, stream).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(WebSocketError::InvalidStatusCode(status)) => Err(refusal(status)),
+        Err(err) => Err(format!("the WebSocket handshake failed: {err}")),
+    }
+}
+
+/// POSTs the JSON `body` to `path` on the server `args.url` names, with
+/// the same credential; the response's body, or why there is none (a
+/// status other than 200 comes with the server's error body).
+pub async fn post_json(args: &ClientArgs, path: &str, body: String) -> Result<String, String> {
+    let target = Target::parse(&args.url)?;
+    let exchange = async {
+        let io = TokioIo::new(open(&target).await?);
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|err| format!("POST {path}: {err}"))?;
+        tokio::spawn(connection);
+        let request = Request::post(path).header(CONTENT_TYPE, "application/json");
+        let request = with_credential(request, &target, args, Full::new(Bytes::from(body)))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|err| format!("POST {path}: {err}"))?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|err| format!("POST {path}: {err}"))?
+            .to_bytes();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        match status {
+            StatusCode::OK => Ok(text),
+            _ => Err(format!("POST {path}: {status}: {text}")),
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| format!("POST {path} was not answered within {CONNECT_TIMEOUT:?}"))?
+}
+
+/// A TCP connection to `target`, without Nagle's delay.
+async fn open(target: &Target) -> Result<TcpStream, String> {
     let stream = TcpStream::connect((target.host.as_str(), target.port))
         .await
         .map_err(|err| format!("cannot connect to {}: {err}", target.authority))?;
     stream
         .set_nodelay(true)
         .map_err(|err| format!("cannot set TCP_NODELAY: {err}"))?;
-    let mut request = Request::get(&target.path)
-        .header(HOST, &target.authority)
-        .header(UPGRADE, "websocket")
-        .header(CONNECTION, "upgrade")
-        .header("Sec-WebSocket-Key", handshake::generate_key())
-        .header("Sec-WebSocket-Version", "13");
+    Ok(stream)
+}
+
+/// `request` to `target` with the `Host` header, the credential given and
+/// `body`.
+fn with_credential<B>(
+    mut request: hyper::http::request::Builder,
+    target: &Target,
+    args: &ClientArgs,
+    body: B,
+) -> Result<Request<B>, String> {
+    request = request.header(HOST, &target.authority);
     if let Some(key) = &args.api_key {
         request = request.header(API_KEY_HEADER, key);
     }
     if let Some(token) = &args.token {
         request = request.header(AUTHORIZATION, format!("Bearer {token}"));
     }
-    let request = request
-        .body(Empty::<Bytes>::new())
-        .map_err(|err| format!("cannot send this key or token in a header: {err}"))?;
-    match handshake::client(&SpawnExecutor, request, stream).await {
-        Ok((socket, _)) => Ok(socket),
-        Err(WebSocketError::InvalidStatusCode(status)) => Err(refusal(status)),
-        Err(err) => Err(format!("the WebSocket handshake failed: {err}")),
-    }
+    request
+        .body(body)
+        .map_err(|err| format!("cannot send this key or token in a header: {err}"))
 }
 
 /// Why the server answered the upgrade with `status` instead of 101.

@@ -6,13 +6,16 @@ use serde_json::value::RawValue;
 
 /// What the client understands, for error messages.
 pub const USAGE: &str = "commands: sub TOPIC [LAST_N], resume TOPIC SEQ [EPOCH], unsub TOPIC, \
-                         pub TOPIC PAYLOAD, ping, quit";
+                         pub TOPIC[,TOPIC...] PAYLOAD, ping, quit";
 
 /// One command line, understood.
 #[derive(Debug)]
 pub enum Command {
     /// A frame to send; it gets its `request_id` when sent.
     Send(Request),
+    /// A message to several topics, which goes over REST (`POST
+    /// /broadcast`): the WebSocket protocol has no frame for it.
+    Broadcast(Broadcast),
     /// Close the connection now.
     Quit,
 }
@@ -46,6 +49,19 @@ pub enum Request {
 pub struct Message {
     id: String,
     payload: Box<RawValue>,
+}
+
+/// The body of a `POST /broadcast`.
+#[derive(Debug, Serialize)]
+pub struct Broadcast {
+    topics: Vec<String>,
+    message: Message,
+}
+
+impl Broadcast {
+    pub fn to_body(&self) -> String {
+        serde_json::to_string(self).expect("a broadcast always serializes")
+    }
 }
 
 impl Request {
@@ -114,18 +130,29 @@ pub fn parse(line: &str) -> Result<Option<Command>, String> {
             })
         }
         "pub" => {
-            let usage = "pub TOPIC PAYLOAD";
-            let (topic, payload) = required_word(rest, usage)?;
+            let usage = "pub TOPIC[,TOPIC...] PAYLOAD";
+            let (topics, payload) = required_word(rest, usage)?;
             if payload.is_empty() {
                 return Err(format!("missing PAYLOAD; usage: {usage}"));
             }
-            Command::Send(Request::Publish {
-                topic: topic.to_owned(),
-                message: Message {
-                    id: uuid::Uuid::new_v4().to_string(),
-                    payload: json_or_string(payload),
-                },
-            })
+            let message = Message {
+                id: uuid::Uuid::new_v4().to_string(),
+                payload: json_or_string(payload),
+            };
+            // Topic names have no comma.
+            match topics.split(',').collect::<Vec<_>>().as_slice() {
+                [topic] => Command::Send(Request::Publish {
+                    topic: (*topic).to_owned(),
+                    message,
+                }),
+                several if several.contains(&"") => {
+                    return Err(format!("an empty topic name in '{topics}'; usage: {usage}"))
+                }
+                several => Command::Broadcast(Broadcast {
+                    topics: several.iter().map(|topic| (*topic).to_owned()).collect(),
+                    message,
+                }),
+            }
         }
         unknown => return Err(format!("unknown command '{unknown}'; {USAGE}")),
     };
@@ -238,6 +265,17 @@ mod tests {
     }
 
     #[test]
+    fn several_topics_make_a_broadcast_body() {
+        let Ok(Some(Command::Broadcast(broadcast))) = parse(r#"pub a,b {"x": 1}"#) else {
+            panic!("not a broadcast");
+        };
+        let body: Value = serde_json::from_str(&broadcast.to_body()).unwrap();
+        assert_eq!(body["topics"], json!(["a", "b"]));
+        assert_eq!(body["message"]["payload"], json!({"x": 1}));
+        assert!(uuid::Uuid::parse_str(body["message"]["id"].as_str().unwrap()).is_ok());
+    }
+
+    #[test]
     fn a_json_payload_is_sent_as_typed() {
         let Ok(Some(Command::Send(request))) = parse("pub t 123456789012345678901234567890") else {
             panic!("not a request");
@@ -264,7 +302,8 @@ mod tests {
             ("resume orders 1 e extra", "unexpected 'extra'"),
             ("unsub", "usage: unsub TOPIC"),
             ("pub orders", "missing PAYLOAD"),
-            ("pub", "usage: pub TOPIC PAYLOAD"),
+            ("pub", "usage: pub TOPIC[,TOPIC...] PAYLOAD"),
+            ("pub a,,b 1", "an empty topic name in 'a,,b'"),
             ("ping now", "usage: ping"),
             ("quit now", "usage: quit"),
         ] {

@@ -12,7 +12,7 @@ use futures_util::{FutureExt, StreamExt};
 
 use crate::broker::{Broker, BrokerError, Receipt, Stamp, Topic};
 use crate::cluster::names::{
-    client_message_id, event_subject, parse_event_subject, scoped_message_id,
+    client_message_id, event_subject, parse_event_subject, scoped_message_id, UNDEDUPLICATED_ID,
 };
 use crate::cluster::{
     unavailable, wait_until_applied, Cluster, PendingPublish, LOCAL_FAN_OUT_WAIT, RETRY_DELAY,
@@ -32,14 +32,17 @@ impl Cluster {
         message: &Message<'_>,
     ) -> Result<PendingPublish, BrokerError> {
         self.available()?;
+        let event = jetstream::message::PublishMessage::build()
+            .payload(Bytes::copy_from_slice(message.payload));
+        // With `DEDUP_WINDOW` off the id travels in a header JetStream
+        // does not deduplicate on.
+        let event = match self.dedup_window {
+            Some(_) => event.message_id(scoped_message_id(topic, message.id)),
+            None => event.header(UNDEDUPLICATED_ID, message.id),
+        };
         let stored = self
             .jetstream
-            .send_publish(
-                event_subject(topic.name(), topic.incarnation()),
-                jetstream::message::PublishMessage::build()
-                    .payload(Bytes::copy_from_slice(message.payload))
-                    .message_id(scoped_message_id(topic, message.id)),
-            )
+            .send_publish(event_subject(topic.name(), topic.incarnation()), event)
             .await
             .map_err(unavailable)?;
         let cluster = self.clone();
@@ -142,11 +145,16 @@ impl Cluster {
         let stored_at = system_time(info.published.unix_timestamp_nanos());
         match parse_event_subject(&message.subject) {
             Some((name, incarnation)) if self.mirror_incarnation(incarnation).await => {
-                let id = message
-                    .headers
-                    .as_ref()
+                let headers = message.headers.as_ref();
+                let id = headers
                     .and_then(|headers| headers.get(async_nats::header::NATS_MESSAGE_ID))
-                    .map_or("", |id| client_message_id(id.as_str()));
+                    .map(|id| client_message_id(id.as_str()))
+                    .or_else(|| {
+                        headers
+                            .and_then(|headers| headers.get(UNDEDUPLICATED_ID))
+                            .map(|id| id.as_str())
+                    })
+                    .unwrap_or_default();
                 if let Ok(topic) = broker.topic(&name) {
                     if topic.incarnation() == incarnation {
                         let event = Message {

@@ -44,9 +44,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::broker::{Broker, BrokerError, Receipt};
-use crate::cluster::names::{
-    bucket_stream, DUPLICATE_WINDOW, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET,
-};
+use crate::cluster::names::{bucket_stream, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET};
 
 mod events;
 mod names;
@@ -116,6 +114,9 @@ pub struct Cluster {
     purge_delay: Duration,
     /// `CLUSTER_STREAM_REPLICAS`.
     replicas: usize,
+    /// `DEDUP_WINDOW`, the event stream's duplicate window; `None` (off):
+    /// publishes carry no `Nats-Msg-Id`.
+    dedup_window: Option<Duration>,
     backplane: OnceLock<Backplane>,
     /// Set once this node has replayed the registry and the stream.
     caught_up: AtomicBool,
@@ -155,6 +156,7 @@ impl Cluster {
         purge_delay: Duration,
         presence_timeout: Duration,
         replicas: usize,
+        dedup_window: Duration,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -184,6 +186,7 @@ impl Cluster {
             ring_capacity,
             purge_delay,
             replicas,
+            dedup_window: (!dedup_window.is_zero()).then_some(dedup_window),
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -278,7 +281,8 @@ impl Cluster {
             max_messages_per_subject: self.ring_capacity.max(1) as i64,
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
-            duplicate_window: DUPLICATE_WINDOW,
+            // Zero with dedup off: the stream keeps the window it has.
+            duplicate_window: self.dedup_window.unwrap_or_default(),
             ..Default::default()
         };
         let events = self.replicated_stream(config).await?;

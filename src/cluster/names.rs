@@ -16,10 +16,14 @@ pub const EVENT_SUBJECT_PREFIX: &str = "ringcast.events.";
 /// The topic registry's key-value bucket.
 pub const REGISTRY_BUCKET: &str = "ringcast-topics";
 
-/// A message id republished to the same topic incarnation within this window
-/// is stored once, so a client retrying a failed publish cannot duplicate
-/// it (see [`scoped_message_id`]).
+/// The duplicate window of the registry's stream, and of the event stream
+/// unless `DEDUP_WINDOW` sets it: a message id republished to the same topic
+/// incarnation within it is stored once (see [`scoped_message_id`]).
 pub const DUPLICATE_WINDOW: Duration = Duration::from_secs(120);
+
+/// The header a publish's message id travels in when `DEDUP_WINDOW` is
+/// off (else it is the scoped `Nats-Msg-Id`).
+pub const UNDEDUPLICATED_ID: &str = "Ringcast-Message-Id";
 
 /// The stream behind the registry bucket.
 pub fn registry_stream_name() -> String {

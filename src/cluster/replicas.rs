@@ -12,8 +12,9 @@ use crate::cluster::Cluster;
 
 impl Cluster {
     /// The stream `config` names, with `CLUSTER_STREAM_REPLICAS` replicas:
-    /// created if absent, updated if it has fewer replicas or another
-    /// per-subject limit (the events' `RING_BUFFER_SIZE`).
+    /// created if absent, updated if it has fewer replicas, another
+    /// per-subject limit (the events' `RING_BUFFER_SIZE`) or another
+    /// duplicate window (the events' `DEDUP_WINDOW`).
     pub(super) async fn replicated_stream(
         &self,
         mut config: stream::Config,
@@ -26,10 +27,16 @@ impl Cluster {
             .await
             .map_err(|err| self.placement_error(&name, err))?;
         let current = &found.cached_info().config;
+        // A zero duplicate window asks for none in particular: the stream
+        // keeps its own (NATS's default when it creates one).
+        if config.duplicate_window.is_zero() {
+            config.duplicate_window = current.duplicate_window;
+        }
         // Updated only when needed: nats-server 2.9.10 can crash when
         // several nodes update one stream at the same moment.
         if current.num_replicas >= config.num_replicas
             && current.max_messages_per_subject == config.max_messages_per_subject
+            && current.duplicate_window == config.duplicate_window
         {
             return Ok(found);
         }

@@ -18,6 +18,7 @@ use crate::cluster::BackplaneState;
 use crate::config::Config;
 use crate::error::Error;
 use crate::http::response::{json_response, raw_json_response, Body};
+use crate::http::{batch, broadcast};
 use crate::metrics::{Snapshot, Transport};
 use crate::node::Node;
 use crate::presence::{self, Query};
@@ -27,6 +28,7 @@ use crate::wire::history::history_json;
 
 /// The header a reconnecting `EventSource` sends its last event's id in.
 const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
+use crate::wire::batch::is_batch;
 use crate::wire::request::{parse_message_body, parse_topic_body};
 
 /// What a handler answers: a response, or a failure rendered as the
@@ -238,12 +240,11 @@ pub async fn publish(
     check_name(name)?;
     // An unknown topic is 404 whatever the body.
     node.topic(name).await?;
-    if let Some((limits, key)) = limit {
-        limits.acquire(key).inspect_err(|_| {
-            node.metrics().record_rate_limited(Transport::Rest);
-        })?;
-    }
+    take_publish_token(node, limit)?;
     let mut body = read_body(node.config(), request).await?;
+    if is_batch(&body) {
+        return batch::publish_batch(node, name, &body).await;
+    }
     let message = parse_message_body(&mut body).map_err(Error::BadRequest)?;
     let receipt = node.publish(name, &message).await?.acknowledged().await?;
     Ok(json_response(
@@ -255,6 +256,28 @@ pub async fn publish(
             duplicate: receipt.duplicate,
         },
     ))
+}
+
+/// `POST /broadcast`: one message to many topics.
+pub async fn broadcast(
+    node: &Node,
+    limit: Option<(&RestLimits, LimitKey)>,
+    request: Request<Incoming>,
+) -> Reply {
+    take_publish_token(node, limit)?;
+    let body = read_body(node.config(), request).await?;
+    broadcast::broadcast(node, &body).await
+}
+
+/// `PUBLISH_RATE_LIMIT`: a REST publish request (one message, a batch or
+/// a broadcast) takes one token from its credential's bucket.
+fn take_publish_token(node: &Node, limit: Option<(&RestLimits, LimitKey)>) -> Result<(), Error> {
+    if let Some((limits, key)) = limit {
+        limits.acquire(key).inspect_err(|_| {
+            node.metrics().record_rate_limited(Transport::Rest);
+        })?;
+    }
+    Ok(())
 }
 
 /// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)

@@ -1,10 +1,13 @@
 //! REST on the listener's one port: `service` takes each request through
 //! origins, credentials, its [`routes`] entry and permissions to the
-//! `handlers`, which answer through `response`; beside them the
+//! `handlers`, which answer through `response` (the server API's batch
+//! publish and broadcast in `batch` and `broadcast`); beside them the
 //! browser `pages`, the API documents ([`api_docs`]), CORS (`cors`) and
 //! `GET /metrics` (`prometheus`).
 
 pub mod api_docs;
+pub(crate) mod batch;
+pub(crate) mod broadcast;
 pub(crate) mod cors;
 pub(crate) mod handlers;
 pub(crate) mod pages;

@@ -62,11 +62,15 @@ const SSE: RouteSpec = RouteSpec {
     path: "/sse",
     methods: &["GET"],
 };
+const BROADCAST: RouteSpec = RouteSpec {
+    path: "/broadcast",
+    methods: &["POST"],
+};
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
 /// is in the AsyncAPI document instead). The REST tests check the
 /// OpenAPI document lists exactly these, and the server answers each.
-pub const ROUTES: [RouteSpec; 11] = [
+pub const ROUTES: [RouteSpec; 12] = [
     HEALTH,
     STATS,
     METRICS,
@@ -78,6 +82,7 @@ pub const ROUTES: [RouteSpec; 11] = [
     TOPIC_SUBSCRIBERS,
     SUBSCRIPTIONS,
     SSE,
+    BROADCAST,
 ];
 
 impl RouteSpec {
@@ -110,6 +115,8 @@ pub enum Route {
     Subscriptions,
     /// The event stream, which answers with a stream rather than a body.
     Sse,
+    /// The server API's one message to many topics.
+    Broadcast,
     Page(&'static Page),
 }
 
@@ -138,6 +145,7 @@ impl Route {
             }
             [subscriptions] if subscriptions == "subscriptions" => Self::Subscriptions,
             [sse] if sse == "sse" => Self::Sse,
+            [broadcast] if broadcast == "broadcast" => Self::Broadcast,
             _ => match pages::find(path) {
                 Some(page) => Self::Page(page),
                 None => return Err(Error::NoRoute(path.to_owned())),
@@ -159,6 +167,7 @@ impl Route {
             Self::TopicSubscribers(_) => TOPIC_SUBSCRIBERS,
             Self::Subscriptions => SUBSCRIPTIONS,
             Self::Sse => SSE,
+            Self::Broadcast => BROADCAST,
             Self::Page(page) => RouteSpec {
                 path: page.path(),
                 methods: &["GET"],
@@ -179,9 +188,10 @@ impl Route {
     }
 
     /// Whether a token's permissions allow the request (an API key's allow
-    /// everything). Topic management, presence and the server-wide views
-    /// need `admin`; publishing needs the topic in `publish`, reading its
-    /// messages the topic in `subscribe`; the API documents and the pages
+    /// everything). Topic management, presence, the server-wide views and
+    /// a broadcast need `admin`; publishing (one message or a batch) needs
+    /// the topic in `publish`, reading its messages the topic in
+    /// `subscribe`; the API documents and the pages
     /// need only a valid credential (the dashboard's data comes from
     /// `/stats` and `/topics`, which need `admin`). A stream needs each
     /// of its topics in `subscribe`, which only its query names (see
@@ -194,7 +204,8 @@ impl Route {
             | Self::Topics
             | Self::Topic(_)
             | Self::TopicSubscribers(_)
-            | Self::Subscriptions => permissions.is_admin(),
+            | Self::Subscriptions
+            | Self::Broadcast => permissions.is_admin(),
             Self::TopicMessages(name) if is_read(method) => permissions.may_subscribe(name),
             Self::TopicMessages(name) => permissions.may_publish(name),
         }

@@ -104,13 +104,14 @@ impl Rest {
                 handlers::history(node, &name, request.uri().query()).await
             }
             (Route::TopicMessages(name), Method::POST) => {
-                let limit = self
-                    .publish_limits
-                    .as_ref()
-                    .map(|limits| (limits, rate_limit_key(grant.as_ref(), peer)));
+                let limit = self.publish_limit(grant.as_ref(), peer);
                 handlers::publish(node, limit, &name, request)
                     .await
                     .inspect_err(|error| node.metrics().record_publish_error(error.code()))
+            }
+            (Route::Broadcast, Method::POST) => {
+                let limit = self.publish_limit(grant.as_ref(), peer);
+                handlers::broadcast(node, limit, request).await
             }
             (Route::TopicSubscribers(name), method) if is_read(&method) => {
                 handlers::presence(node, Query::Subscribers(name)).await
@@ -125,6 +126,17 @@ impl Rest {
             (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
             (route, _) => Err(Error::MethodNotAllowed(route.spec().allow())),
         }
+    }
+
+    /// The `PUBLISH_RATE_LIMIT` bucket a publish request takes from, if set.
+    fn publish_limit(
+        &self,
+        grant: Option<&Grant>,
+        peer: SocketAddr,
+    ) -> Option<(&RestLimits, LimitKey)> {
+        self.publish_limits
+            .as_ref()
+            .map(|limits| (limits, rate_limit_key(grant, peer)))
     }
 
     /// The request's credential. A page is opened from the address bar,

@@ -1,6 +1,7 @@
 //! Bytes on the wire, with no I/O: what the other modules read from and
 //! write to sockets and HTTP bodies.
 
+pub mod batch;
 pub mod close;
 pub mod deflate;
 pub mod error;

@@ -62,12 +62,16 @@ async fn streams_found_with_fewer_replicas_are_raised_and_never_lowered() {
     assert_replicas(&cluster, 3).await;
     let topic = "raised";
     // Moments after the raise, JetStream may still be moving the streams.
-    poll_until("the topic to be created", FOLLOWER_RECOVERY_DEADLINE, || async {
-        match cluster.node(B).try_create_topic(topic).await {
-            (201, _) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
+    poll_until(
+        "the topic to be created",
+        FOLLOWER_RECOVERY_DEADLINE,
+        || async {
+            match cluster.node(B).try_create_topic(topic).await {
+                (201, _) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        },
+    )
     .await;
     let mut subscribers = subscribe_on([cluster.node(A)], topic, 1).await;
     let mut publisher = RestPublisher::new(cluster.node(B), "rest");

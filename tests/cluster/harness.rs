@@ -1235,8 +1235,11 @@ pub struct Acked {
     pub publisher: String,
     pub id: String,
     pub payload: Value,
-    /// The seq of a REST reply; WebSocket acks carry none.
+    /// The seq of the reply (a REST reply or a WebSocket ack); none for
+    /// a publish sent without waiting for its ack.
     pub seq: Option<u64>,
+    /// Whether the reply said `"duplicate":true`.
+    pub duplicate: bool,
 }
 
 /// The next publish of `publisher`: a fresh UUID (the cluster drops repeated
@@ -1503,7 +1506,11 @@ impl Client {
             return Err(reply);
         }
         assert_ack(&reply, topic, &self.label);
-        Ok(self.acked(id, payload))
+        Ok(Acked {
+            seq: reply["seq"].as_u64(),
+            duplicate: reply["duplicate"] == true,
+            ..self.acked(id, payload)
+        })
     }
 
     fn acked(&self, id: String, payload: Value) -> Acked {
@@ -1512,6 +1519,7 @@ impl Client {
             id,
             payload,
             seq: None,
+            duplicate: false,
         }
     }
 
@@ -1702,6 +1710,7 @@ impl RestPublisher {
             id,
             payload,
             seq: Some(seq),
+            duplicate: reply["duplicate"] == true,
         })
     }
 }

@@ -434,18 +434,103 @@ async fn republished_message_id_is_acknowledged_but_delivered_once() {
         .await
         .expect("REST retry on B");
     assert_eq!(
-        again.seq, first.seq,
-        "a retry is acknowledged with the original seq"
+        (again.seq, again.duplicate, first.duplicate),
+        (first.seq, true, false),
+        "a retry is acknowledged with the original seq, as a duplicate"
     );
-    Client::connect(cluster.node(C), "retry")
+    let over_websocket = Client::connect(cluster.node(C), "retry")
         .await
         .republish(topic, &first)
         .await
         .expect("WebSocket retry on C");
+    assert_eq!(
+        (over_websocket.seq, over_websocket.duplicate),
+        (first.seq, true),
+        "the WebSocket ack says so too"
+    );
     let next = on_a.publish(topic).await.expect("next publish");
     expect_events_everywhere(&mut subscribers, topic, 2).await;
     assert_nothing_more(&mut subscribers).await;
     assert_same_stream(&subscribers, &[first, next]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zero_dedup_window_delivers_a_repeated_id_again() {
+    let Some(cluster) = Cluster::spec().node_env("DEDUP_WINDOW", "0s").start().await else {
+        return;
+    };
+    let topic = "retries";
+    cluster.node(A).create_topic(topic).await;
+    let mut subscribers = subscribe_on(cluster.nodes(), topic, 1).await;
+    let first = RestPublisher::new(cluster.node(A), "rest")
+        .publish(topic)
+        .await
+        .expect("first publish");
+    let again = RestPublisher::new(cluster.node(B), "retry")
+        .republish(topic, &first)
+        .await
+        .expect("the same message on B");
+    assert!(again.seq > first.seq && !again.duplicate, "{again:?}");
+    expect_events_everywhere(&mut subscribers, topic, 2).await;
+    assert_nothing_more(&mut subscribers).await;
+    let both = [
+        (first.seq.expect("seq"), first.id.as_str()),
+        (again.seq.expect("seq"), first.id.as_str()),
+    ];
+    for subscriber in &subscribers {
+        assert_eq!(summary(&subscriber.received), both);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_and_a_broadcast_on_other_nodes_share_one_dedup_window() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let (orders, audit) = ("orders", "audit");
+    cluster.node(A).create_topic(orders).await;
+    cluster.node(A).create_topic(audit).await;
+    let mut on_orders = subscribe_on(cluster.nodes(), orders, 1).await;
+    let mut on_audit = subscribe_on(cluster.nodes(), audit, 1).await;
+    let ids: Vec<String> = (0..2).map(|_| uuid::Uuid::new_v4().to_string()).collect();
+    let batch = json!([{ "id": ids[0], "payload": 0 }, { "id": ids[1], "payload": 1 }]);
+    let (status, published) = cluster
+        .node(A)
+        .post_json(&format!("/topics/{orders}/messages"), &batch)
+        .await;
+    assert_eq!(status, 200, "{published}");
+    let seqs: Vec<u64> = serde_json::from_value(published["seqs"].clone()).unwrap();
+    // The batch's second message again, now to both topics, from node B.
+    let body = json!({ "topics": [orders, audit], "message": { "id": ids[1], "payload": 1 } });
+    let (status, broadcast) = cluster.node(B).post_json("/broadcast", &body).await;
+    assert_eq!(status, 200, "{broadcast}");
+    assert_eq!(
+        broadcast["results"][0],
+        json!({ "topic": orders, "seq": seqs[1], "duplicate": true })
+    );
+    let audit_seq = broadcast["results"][1]["seq"]
+        .as_u64()
+        .expect("audit's seq");
+    assert!(
+        broadcast["results"][1].get("duplicate").is_none(),
+        "{broadcast}"
+    );
+    expect_events_everywhere(&mut on_orders, orders, 2).await;
+    expect_events_everywhere(&mut on_audit, audit, 1).await;
+    assert_nothing_more(&mut on_orders).await;
+    assert_nothing_more(&mut on_audit).await;
+    for subscriber in &on_orders {
+        assert_eq!(
+            summary(&subscriber.received),
+            [(seqs[0], ids[0].as_str()), (seqs[1], ids[1].as_str())]
+        );
+    }
+    for subscriber in &on_audit {
+        assert_eq!(
+            summary(&subscriber.received),
+            [(audit_seq, ids[1].as_str())]
+        );
+    }
 }
 
 /// The README's example id, which every copy-pasting client sends.

@@ -51,6 +51,10 @@ fn example_request(server: &TestServer, method: &str, path: &str) -> reqwest::Re
     let request = server.http.request(method.parse().unwrap(), url);
     match (method, path) {
         ("POST", "/topics") => request.json(&json!({ "name": "fresh" })),
+        ("POST", "/broadcast") => request.json(&json!({
+            "topics": ["orders"],
+            "message": message_body(json!({ "order": 42 })),
+        })),
         ("POST", _) => request.json(&message_body(json!({ "order": 42 }))),
         _ => request,
     }

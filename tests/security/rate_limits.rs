@@ -184,3 +184,23 @@ async fn tokens_of_one_subject_share_a_rest_bucket() {
     assert_eq!(publish(token("bob", false)).await, 200);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_and_a_broadcast_each_take_one_rest_token() {
+    let server = TestServer::start(&no_refill("2")).await;
+    server.create_topic("orders").await;
+    let batch = json!([
+        message_body(json!(1)),
+        message_body(json!(2)),
+        message_body(json!(3))
+    ]);
+    let broadcast = json!({ "topics": ["orders"], "message": message_body(json!(4)) });
+    assert_eq!(
+        server.post_json("/topics/orders/messages", &batch).await.0,
+        200
+    );
+    assert_eq!(server.post_json("/broadcast", &broadcast).await.0, 200);
+    let refused = server.post_json("/broadcast", &broadcast).await;
+    assert_error_reply(&refused, 429, "RATE_LIMITED", "the third request");
+    server.stop().await;
+}

@@ -658,3 +658,92 @@ async fn subscribers_of(server: &TestServer, topic: &str) -> u64 {
         .and_then(|row| row["subscribers"].as_u64())
         .unwrap_or_else(|| panic!("{topic} not listed: {body}"))
 }
+
+#[tokio::test]
+async fn a_broadcast_needs_admin_and_a_batch_needs_publish_on_its_topic() {
+    let server = hs256_server(&[]).await;
+    create_topics(&server, &["orders.eu", "billing"]).await;
+    let publisher = token(json!({ "publish": ["orders.*"] }));
+    let admin = token(json!({ "admin": true }));
+    let batch = || Some(json!([message_body(json!(1)), message_body(json!(2))]));
+    let broadcast =
+        || Some(json!({ "topics": ["orders.eu", "billing"], "message": message_body(json!(3)) }));
+    let cases = [
+        (
+            "/topics/orders.eu/messages",
+            Some(Credential::Bearer(&publisher)),
+            batch(),
+            200,
+        ),
+        (
+            "/topics/billing/messages",
+            Some(Credential::Bearer(&publisher)),
+            batch(),
+            403,
+        ),
+        (
+            "/topics/orders.eu/messages",
+            Some(Credential::Bearer(&admin)),
+            batch(),
+            403,
+        ),
+        ("/topics/orders.eu/messages", None, batch(), 401),
+        (
+            "/broadcast",
+            Some(Credential::Bearer(&publisher)),
+            broadcast(),
+            403,
+        ),
+        ("/broadcast", None, broadcast(), 401),
+        (
+            "/broadcast",
+            Some(Credential::Key("wrong")),
+            broadcast(),
+            401,
+        ),
+        (
+            "/broadcast",
+            Some(Credential::Bearer(&admin)),
+            broadcast(),
+            200,
+        ),
+        (
+            "/broadcast",
+            Some(Credential::Key(ADMIN_KEY)),
+            broadcast(),
+            200,
+        ),
+        (
+            "/topics/billing/messages",
+            Some(Credential::Key(ADMIN_KEY)),
+            batch(),
+            200,
+        ),
+    ];
+    for (path, credential, body, expected) in cases {
+        let (status, reply, _) = request(&server, Method::POST, path, credential, body).await;
+        assert_eq!(status, expected, "{path}: {reply}");
+        match status {
+            401 => assert_eq!(reply["error"]["code"], "UNAUTHORIZED", "{reply}"),
+            403 => assert_eq!(reply["error"]["code"], "FORBIDDEN", "{reply}"),
+            _ => {}
+        }
+    }
+    let (_, stats, _) = request(
+        &server,
+        Method::GET,
+        "/stats",
+        Some(Credential::Key(ADMIN_KEY)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        stats["topics"]["orders.eu"]["messages"], 4,
+        "two batches and two broadcasts"
+    );
+    assert_eq!(
+        stats["topics"]["billing"]["messages"], 4,
+        "a batch and two broadcasts"
+    );
+    server.stop().await;
+}

@@ -362,3 +362,51 @@ async fn a_server_that_closes_the_connection_makes_the_client_fail() {
     );
     drop(stdin);
 }
+
+#[tokio::test]
+async fn pub_to_several_topics_broadcasts_with_the_clients_credential() {
+    let server = TestServer::start(&["--api-key", "k"]).await;
+    for topic in ["a", "b"] {
+        server.create_topic_with_key(topic, "k").await;
+    }
+    let run = run_client(
+        &server,
+        &["--api-key", "k"],
+        "sub a\nsub b\npub a,nope,b {\"x\": 1}\nping\n",
+    )
+    .await;
+    run.assert_success();
+    assert_eq!(run.stderr, "", "{run:?}");
+    let answer = run
+        .frames
+        .iter()
+        .find(|frame| frame.get("results").is_some())
+        .unwrap_or_else(|| panic!("no broadcast answer: {run:?}"));
+    assert_eq!(
+        answer["results"][0],
+        serde_json::json!({ "topic": "a", "seq": 1 })
+    );
+    assert_eq!(answer["results"][1]["error"]["code"], "TOPIC_NOT_FOUND");
+    assert_eq!(
+        answer["results"][2],
+        serde_json::json!({ "topic": "b", "seq": 1 })
+    );
+    let events: Vec<(&Value, &Value)> = run
+        .events()
+        .iter()
+        .map(|event| (&event["topic"], &event["message"]["payload"]["x"]))
+        .collect();
+    assert_eq!(events.len(), 2, "{run:?}");
+    assert!(events.iter().all(|(_, x)| **x == 1), "{run:?}");
+
+    // A refused broadcast is told on stderr, and the session goes on.
+    let refused = run_client(&server, &["--api-key", "k"], "pub a,a 1\nping\n").await;
+    refused.assert_success();
+    assert!(
+        refused.stderr.contains("POST /broadcast: 400 Bad Request")
+            && refused.stderr.contains("topics[1]"),
+        "{refused:?}"
+    );
+    assert_pong(refused.reply("cli-1"), "cli-1");
+    server.stop().await;
+}
