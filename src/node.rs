@@ -23,6 +23,7 @@ use crate::auth::{Authenticator, Origins};
 use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic, TopicSummary};
 use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
+use crate::connections::{Connections, Selector};
 use crate::metrics::Metrics;
 use crate::presence::{self, Answer, Query};
 use crate::rate_limit::Limit;
@@ -43,6 +44,8 @@ pub struct Node {
     publish_limit: Option<Limit>,
     started: Instant,
     next_connection_id: AtomicU64,
+    /// This node's open connections, for the server API.
+    connections: Arc<Connections>,
     shutdown: Shutdown,
 }
 
@@ -105,6 +108,7 @@ impl Node {
             auth,
             started: Instant::now(),
             next_connection_id: AtomicU64::new(1),
+            connections: Arc::default(),
             shutdown: Shutdown::default(),
         })
     }
@@ -219,6 +223,29 @@ impl Node {
 
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// `POST /disconnect`: closes the connections `selector` picks with
+    /// close code 4000 and `reason`; returns how many.
+    pub async fn disconnect(
+        &self,
+        selector: &Selector,
+        reason: &str,
+    ) -> Result<usize, BrokerError> {
+        Ok(self
+            .connections
+            .disconnect(&self.broker, selector, &Arc::from(reason)))
+    }
+
+    /// `POST /unsubscribe`: ends the subscriptions to topic `name` that
+    /// `selector` picks; returns how many.
+    pub async fn unsubscribe(&self, name: &str, selector: &Selector) -> Result<usize, BrokerError> {
+        self.topic(name).await?;
+        self.connections.unsubscribe(&self.broker, name, selector)
     }
 
     /// In cluster mode, starts following the backplane until the drain.

@@ -230,22 +230,49 @@ impl Topic {
         drop(lock(&self.log));
     }
 
+    /// Ends the subscriptions whose connection and `client_id` `picks`
+    /// picks (a server-API unsubscribe), and returns their outboxes once no
+    /// fan-out can still push to them, so a notice queued next follows
+    /// every event they were given.
+    pub fn unsubscribe_picked(
+        &self,
+        picks: impl Fn(ConnectionId, Option<&str>) -> bool,
+    ) -> Vec<Arc<Outbox>> {
+        let removed =
+            self.remove_where(|subscriber| picks(subscriber.id, subscriber.client_id.as_deref()));
+        drop(lock(&self.log));
+        removed
+            .into_iter()
+            .map(|subscriber| subscriber.outbox)
+            .collect()
+    }
+
     pub(super) fn remove_subscribers(&self, ids: &[ConnectionId]) {
+        self.remove_where(|subscriber| ids.contains(&subscriber.id));
+    }
+
+    /// Takes the subscribers `removed` picks off the list, and returns them.
+    fn remove_where(&self, removed: impl Fn(&Subscriber) -> bool) -> Subscribers {
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
-        if current
-            .iter()
-            .any(|subscriber| ids.contains(&subscriber.id))
-        {
-            let remaining: Subscribers = current
-                .iter()
-                .filter(|subscriber| !ids.contains(&subscriber.id))
-                .cloned()
-                .collect();
-            self.metrics
-                .subscriptions_ended(current.len() - remaining.len());
-            self.subscribers.store(Arc::new(remaining));
+        if !current.iter().any(&removed) {
+            return Subscribers::new();
         }
+        let (gone, remaining): (Subscribers, Subscribers) = current
+            .iter()
+            .cloned()
+            .partition(|subscriber| removed(subscriber));
+        self.metrics.subscriptions_ended(gone.len());
+        self.subscribers.store(Arc::new(remaining));
+        gone
+    }
+
+    /// Whether connection `id` is subscribed to this topic.
+    pub fn has_subscriber(&self, id: ConnectionId) -> bool {
+        self.subscribers
+            .load()
+            .iter()
+            .any(|subscriber| subscriber.id == id)
     }
 
     pub fn name(&self) -> &str {

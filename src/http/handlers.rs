@@ -328,7 +328,7 @@ impl HistoryQuery {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Error> {
+pub(super) fn check_name(name: &str) -> Result<(), Error> {
     if is_valid_topic_name(name) {
         Ok(())
     } else {
@@ -351,7 +351,10 @@ fn is_json(request: &Request<Incoming>) -> bool {
 
 /// Reads a JSON body of at most `MAX_MESSAGE_SIZE` bytes within
 /// `BODY_TIMEOUT`: another type gets 415, a larger body 413, a late one 408.
-async fn read_body(config: &Config, request: Request<Incoming>) -> Result<Vec<u8>, Error> {
+pub(super) async fn read_body(
+    config: &Config,
+    request: Request<Incoming>,
+) -> Result<Vec<u8>, Error> {
     if !is_json(&request) {
         return Err(Error::UnsupportedMediaType);
     }

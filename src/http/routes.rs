@@ -62,11 +62,19 @@ const SSE: RouteSpec = RouteSpec {
     path: "/sse",
     methods: &["GET"],
 };
+const DISCONNECT: RouteSpec = RouteSpec {
+    path: "/disconnect",
+    methods: &["POST"],
+};
+const UNSUBSCRIBE: RouteSpec = RouteSpec {
+    path: "/unsubscribe",
+    methods: &["POST"],
+};
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
 /// is in the AsyncAPI document instead). The REST tests check the
 /// OpenAPI document lists exactly these, and the server answers each.
-pub const ROUTES: [RouteSpec; 11] = [
+pub const ROUTES: [RouteSpec; 13] = [
     HEALTH,
     STATS,
     METRICS,
@@ -78,6 +86,8 @@ pub const ROUTES: [RouteSpec; 11] = [
     TOPIC_SUBSCRIBERS,
     SUBSCRIPTIONS,
     SSE,
+    DISCONNECT,
+    UNSUBSCRIBE,
 ];
 
 impl RouteSpec {
@@ -110,6 +120,9 @@ pub enum Route {
     Subscriptions,
     /// The event stream, which answers with a stream rather than a body.
     Sse,
+    /// The server API's connection commands.
+    Disconnect,
+    Unsubscribe,
     Page(&'static Page),
 }
 
@@ -138,6 +151,8 @@ impl Route {
             }
             [subscriptions] if subscriptions == "subscriptions" => Self::Subscriptions,
             [sse] if sse == "sse" => Self::Sse,
+            [disconnect] if disconnect == "disconnect" => Self::Disconnect,
+            [unsubscribe] if unsubscribe == "unsubscribe" => Self::Unsubscribe,
             _ => match pages::find(path) {
                 Some(page) => Self::Page(page),
                 None => return Err(Error::NoRoute(path.to_owned())),
@@ -159,6 +174,8 @@ impl Route {
             Self::TopicSubscribers(_) => TOPIC_SUBSCRIBERS,
             Self::Subscriptions => SUBSCRIPTIONS,
             Self::Sse => SSE,
+            Self::Disconnect => DISCONNECT,
+            Self::Unsubscribe => UNSUBSCRIBE,
             Self::Page(page) => RouteSpec {
                 path: page.path(),
                 methods: &["GET"],
@@ -179,8 +196,8 @@ impl Route {
     }
 
     /// Whether a token's permissions allow the request (an API key's allow
-    /// everything). Topic management, presence and the server-wide views
-    /// need `admin`; publishing needs the topic in `publish`, reading its
+    /// everything). Topic management, presence, the server-wide views and
+    /// the server API's connection commands need `admin`; publishing needs the topic in `publish`, reading its
     /// messages the topic in `subscribe`; the API documents and the pages
     /// need only a valid credential (the dashboard's data comes from
     /// `/stats` and `/topics`, which need `admin`). A stream needs each
@@ -194,7 +211,9 @@ impl Route {
             | Self::Topics
             | Self::Topic(_)
             | Self::TopicSubscribers(_)
-            | Self::Subscriptions => permissions.is_admin(),
+            | Self::Subscriptions
+            | Self::Disconnect
+            | Self::Unsubscribe => permissions.is_admin(),
             Self::TopicMessages(name) if is_read(method) => permissions.may_subscribe(name),
             Self::TopicMessages(name) => permissions.may_publish(name),
         }

@@ -15,7 +15,7 @@ use crate::http::handlers::{self, Reply};
 use crate::http::prometheus::{self, Exposition};
 use crate::http::response::{allow_response, error_response, typed_response, Body};
 use crate::http::routes::{is_read, Route};
-use crate::http::{api_docs, cors};
+use crate::http::{api_docs, cors, server_api};
 use crate::metrics::Transport;
 use crate::node::Node;
 use crate::presence::Query;
@@ -122,6 +122,8 @@ impl Rest {
                 let grant = grant.expect("a stream is never public");
                 handlers::event_stream(&self.node, &request, &grant, peer).await
             }
+            (Route::Disconnect, Method::POST) => server_api::disconnect(node, request).await,
+            (Route::Unsubscribe, Method::POST) => server_api::unsubscribe(node, request).await,
             (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
             (route, _) => Err(Error::MethodNotAllowed(route.spec().allow())),
         }

@@ -359,6 +359,23 @@ pub async fn recv_text(ws: &mut Ws) -> String {
     next_text(ws).await.0
 }
 
+/// The close frame's code and reason, after any frames before it.
+pub async fn close_frame_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(RECV_TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for the close frame")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
 /// Asserts `frame` is the `ack` of `request_id` on `topic`.
 #[track_caller]
 pub fn assert_ack(frame: &Value, topic: &str, request_id: &str) {

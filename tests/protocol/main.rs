@@ -23,4 +23,5 @@ mod lifecycle;
 mod limits;
 mod presence;
 mod recovery;
+mod server_api;
 mod sse;

@@ -51,6 +51,10 @@ fn example_request(server: &TestServer, method: &str, path: &str) -> reqwest::Re
     let request = server.http.request(method.parse().unwrap(), url);
     match (method, path) {
         ("POST", "/topics") => request.json(&json!({ "name": "fresh" })),
+        ("POST", "/disconnect") => request.json(&json!({ "client_id": "nobody" })),
+        ("POST", "/unsubscribe") => {
+            request.json(&json!({ "topic": "orders", "client_id": "nobody" }))
+        }
         ("POST", _) => request.json(&message_body(json!({ "order": 42 }))),
         _ => request,
     }
