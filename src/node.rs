@@ -20,7 +20,9 @@ use futures_util::FutureExt;
 use hyper::Request;
 
 use crate::auth::{Authenticator, Origins};
-use crate::broker::{Broker, BrokerError, ConnectionId, Published, Topic, TopicSummary};
+use crate::broker::{
+    Broker, BrokerError, ConnectionId, Published, Topic, TopicOptions, TopicSummary,
+};
 use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
 use crate::connections::{Connections, Selector};
@@ -152,11 +154,16 @@ impl Node {
         }
     }
 
-    pub async fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub async fn create_topic(&self, name: &str, options: TopicOptions) -> Result<(), BrokerError> {
         match &self.cluster {
-            Some(cluster) => cluster.create_topic(name).await,
-            None => self.broker.create_topic(name),
+            Some(cluster) => cluster.create_topic(name, options).await,
+            None => self.broker.create_topic(name, options),
         }
+    }
+
+    /// What a topic is created with when its creation names no option.
+    pub fn default_topic_options(&self) -> TopicOptions {
+        self.broker.default_options()
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {

@@ -6,11 +6,12 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 
+use crate::broker::TopicOptions;
 use crate::metrics::Metrics;
 use crate::send::event::{deflated, Deflate, EventFrame};
 use crate::send::outbox::Outbox;
@@ -55,6 +56,8 @@ pub struct Topic {
     /// `boot_nonce` on a single node, from the registry revision and the
     /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
     pub(super) epoch: Arc<str>,
+    /// What it was created with: its history's bounds, join and leave.
+    pub(super) options: TopicOptions,
     pub(super) log: Mutex<Log>,
     /// Read by every publish without a lock; replaced whole on change.
     pub(super) subscribers: ArcSwap<Subscribers>,
@@ -74,6 +77,9 @@ pub(super) struct Log {
     /// Each event's `seq` beside its frame: recovery compares them, and
     /// the frame alone would have to be parsed.
     pub(super) ring: VecDeque<(u64, EventFrame)>,
+    /// With a `history_ttl`, when each ring event was published, beside
+    /// it; empty without one, so such a topic's publishes pay nothing.
+    pub(super) published_at: VecDeque<SystemTime>,
     /// Every event of this topic with a `seq` above this is in the ring.
     /// It rises to the `seq` of each event evicted from the ring, and in
     /// cluster mode to just below an event read after events this node may
@@ -94,6 +100,7 @@ pub struct TopicSummary {
     pub name: Arc<str>,
     pub subscribers: usize,
     pub messages: u64,
+    pub options: TopicOptions,
 }
 
 /// Where a subscription joined its topic's history, as the subscriber is
@@ -132,10 +139,11 @@ impl Topic {
         if let Some(deflate) = outbox.deflate() {
             self.deflate_replay(deflate, replay);
         }
-        let log = lock(&self.log);
+        let mut log = lock(&self.log);
         if log.deleted {
             return false;
         }
+        log.expire(self.options.history_ttl);
         let (skip, recovered) = log.replay_start(replay, &self.epoch);
         joined(Joined {
             topic: &self.name,
@@ -198,7 +206,8 @@ impl Topic {
     /// Up to `limit` events: the first after `since` (with whether none
     /// was lost, as for a subscribe), or else the latest.
     pub fn history(&self, since: Option<u64>, limit: usize) -> History {
-        let log = lock(&self.log);
+        let mut log = lock(&self.log);
+        log.expire(self.options.history_ttl);
         let (skip, recovered) = match since {
             None => (log.ring.len().saturating_sub(limit), None),
             Some(since) => match log.recovery_after(since) {
@@ -307,11 +316,60 @@ impl Topic {
             name: self.name.clone(),
             subscribers: self.subscribers.load().len(),
             messages: self.messages.load(Ordering::Relaxed),
+            options: self.options,
         }
     }
 }
 
 impl Log {
+    /// Keeps event `seq`, published `at`, in a ring of `history_size`
+    /// (the oldest evicted if it is full, and any older than
+    /// `history_ttl`), and lends it back; with no room kept, hands it back.
+    pub(super) fn keep(
+        &mut self,
+        seq: u64,
+        event: EventFrame,
+        at: SystemTime,
+        options: &TopicOptions,
+    ) -> Result<&EventFrame, EventFrame> {
+        self.expire(options.history_ttl);
+        if options.history_size == 0 {
+            self.forget(seq);
+            return Err(event);
+        }
+        if self.ring.len() >= options.history_size {
+            self.evict_oldest();
+        }
+        if options.history_ttl.is_some() {
+            self.published_at.push_back(at);
+        }
+        self.ring.push_back((seq, event));
+        Ok(&self.ring.back().expect("just kept").1)
+    }
+
+    /// Evicts the events older than `ttl`, if the topic has one.
+    pub(super) fn expire(&mut self, ttl: Option<Duration>) {
+        let Some(cutoff) = ttl.and_then(|ttl| SystemTime::now().checked_sub(ttl)) else {
+            return;
+        };
+        while self.published_at.front().is_some_and(|at| *at < cutoff) {
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((evicted, _)) = self.ring.pop_front() {
+            self.published_at.pop_front();
+            self.forget(evicted);
+        }
+    }
+
+    /// Event `seq` is no longer kept: recovery can no longer count on it.
+    fn forget(&mut self, seq: u64) {
+        self.evicted_up_to = seq;
+        self.lost_up_to = self.lost_up_to.max(seq);
+    }
+
     /// How many ring events a replay skips, and for a recovery whether
     /// none was lost.
     pub(super) fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {

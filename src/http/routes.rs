@@ -44,7 +44,7 @@ const TOPICS: RouteSpec = RouteSpec {
 };
 const TOPIC: RouteSpec = RouteSpec {
     path: "/topics/{name}",
-    methods: &["DELETE"],
+    methods: &["GET", "DELETE"],
 };
 const TOPIC_MESSAGES: RouteSpec = RouteSpec {
     path: "/topics/{name}/messages",

@@ -15,6 +15,7 @@ use crate::http::handlers::{check_name, read_body, Reply};
 use crate::http::response::json_response;
 use crate::node::Node;
 use crate::wire::close::MAX_CLOSE_REASON_BYTES;
+use crate::wire::request::whole_number;
 
 /// The close reason when a disconnect gives none.
 const DEFAULT_REASON: &str = "disconnected";
@@ -111,7 +112,7 @@ impl Body {
             )));
         };
         if name == "connection" {
-            return match self.0.remove(name).as_ref().and_then(Value::as_u64) {
+            return match self.0.remove(name).as_ref().and_then(whole_number) {
                 Some(id) => Ok(Selector::Connection(id)),
                 None => Err(Error::BadRequest(
                     "connection must be a non-negative integer (a connection id)".into(),

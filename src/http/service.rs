@@ -99,6 +99,7 @@ impl Rest {
             }
             (Route::Topics, method) if is_read(&method) => Ok(handlers::list_topics(node)),
             (Route::Topics, Method::POST) => handlers::create_topic(node, request).await,
+            (Route::Topic(name), method) if is_read(&method) => handlers::topic(node, &name).await,
             (Route::Topic(name), Method::DELETE) => handlers::delete_topic(node, &name).await,
             (Route::TopicMessages(name), method) if is_read(&method) => {
                 handlers::history(node, &name, request.uri().query()).await

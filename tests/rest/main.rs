@@ -13,3 +13,4 @@ mod api_docs;
 mod cors;
 mod metrics;
 mod rest_api;
+mod topic_options;
