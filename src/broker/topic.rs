@@ -17,6 +17,7 @@ use crate::send::event::{deflated, Deflate, EventFrame};
 use crate::send::outbox::Outbox;
 use crate::sync::lock;
 use crate::wire::history::History;
+use crate::wire::reply;
 use crate::wire::request::Replay;
 
 /// Identifies one connection's subscription in a topic.
@@ -158,16 +159,45 @@ impl Topic {
             return true;
         }
         outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| event));
-        let mut subscribers = Subscribers::clone(&current);
-        subscribers.push(Subscriber {
+        let joining = Subscriber {
             id,
             outbox: outbox.clone(),
             client_id: client_id.map(Arc::from),
             since: SystemTime::now(),
-        });
+        };
+        self.announce(reply::join, &joining, &current);
+        let mut subscribers = Subscribers::clone(&current);
+        subscribers.push(joining);
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
+    }
+
+    /// With `presence_events`, tells `others` that `subscriber` joined or
+    /// left (`frame`: `reply::join` or `reply::leave`), encoded once.
+    /// Called under the membership lock, so every subscriber sees the
+    /// joins and leaves in the same order.
+    fn announce(
+        &self,
+        frame: fn(&str, &str) -> Bytes,
+        subscriber: &Subscriber,
+        others: &[Subscriber],
+    ) {
+        if !self.options.presence_events || others.is_empty() {
+            return;
+        }
+        let connection_id;
+        let client_id = match &subscriber.client_id {
+            Some(client_id) => &**client_id,
+            None => {
+                connection_id = subscriber.id.to_string();
+                &connection_id
+            }
+        };
+        let notice = frame(&self.name, client_id);
+        for other in others {
+            other.outbox.push_reply(notice.clone());
+        }
     }
 
     /// Deflates the events a compressed subscriber's replay will take
@@ -272,6 +302,9 @@ impl Topic {
             .cloned()
             .partition(|subscriber| removed(subscriber));
         self.metrics.subscriptions_ended(gone.len());
+        for leaving in &gone {
+            self.announce(reply::leave, leaving, &remaining);
+        }
         self.subscribers.store(Arc::new(remaining));
         gone
     }

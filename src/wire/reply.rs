@@ -162,6 +162,26 @@ pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
     .encode()
 }
 
+/// `join`, to the other subscribers of a topic with `presence_events`.
+pub fn join(topic: &str, client_id: &str) -> Bytes {
+    ServerFrame::Join {
+        topic,
+        client_id,
+        ts: Timestamp::now(),
+    }
+    .encode()
+}
+
+/// `leave`, to the other subscribers of a topic with `presence_events`.
+pub fn leave(topic: &str, client_id: &str) -> Bytes {
+    ServerFrame::Leave {
+        topic,
+        client_id,
+        ts: Timestamp::now(),
+    }
+    .encode()
+}
+
 /// `info` `disconnected`, with its reason: how an event stream, which has
 /// no close frame, learns of a server-API disconnect.
 pub fn disconnected(reason: &str) -> Bytes {

@@ -448,6 +448,32 @@ pub async fn subscribe(ws: &mut Ws, topic: &str, last_n: u64) -> Value {
     expect_ack(ws, topic, &request_id).await
 }
 
+/// Subscribes as `client_id` with request id `sub-{topic}-{client_id}`.
+pub async fn subscribe_as(ws: &mut Ws, topic: &str, client_id: &str) {
+    let request_id = format!("sub-{topic}-{client_id}");
+    send(
+        ws,
+        json!({ "type": "subscribe", "topic": topic, "client_id": client_id, "request_id": request_id }),
+    )
+    .await;
+    expect_ack(ws, topic, &request_id).await;
+}
+
+/// Runs `test` on a multi-thread and on a current-thread runtime.
+pub fn on_both_runtimes<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+}
+
 /// A message object (REST publish body) with a fresh UUID.
 pub fn message_body(payload: Value) -> Value {
     json!({ "id": uuid::Uuid::new_v4().to_string(), "payload": payload })

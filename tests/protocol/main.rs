@@ -19,6 +19,7 @@ mod close;
 mod delivery;
 mod error_codes;
 mod handshake;
+mod join_leave;
 mod lifecycle;
 mod limits;
 mod presence;

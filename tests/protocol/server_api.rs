@@ -7,16 +7,6 @@ use crate::common::sse::SseClient;
 use crate::common::*;
 use serde_json::{json, Value};
 
-async fn subscribe_as(ws: &mut Ws, topic: &str, client_id: &str) {
-    let request_id = format!("sub-{topic}-{client_id}");
-    send(
-        ws,
-        json!({ "type": "subscribe", "topic": topic, "client_id": client_id, "request_id": request_id }),
-    )
-    .await;
-    expect_ack(ws, topic, &request_id).await;
-}
-
 /// The `connection` of the one subscription of `client_id`.
 async fn connection_of(server: &TestServer, client_id: &str) -> u64 {
     let (_, body) = server.get_json("/subscriptions").await;
