@@ -12,14 +12,16 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use serde::{Deserialize, Serialize};
 
-use crate::broker::{Broker, BrokerError, ConnectionId};
+use crate::broker::{Broker, ConnectionId};
 use crate::send::outbox::Outbox;
 use crate::wire::close::CloseReason;
 use crate::wire::reply;
 
 /// Which connections a server-API request is about.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Selector {
     /// One connection, by the id presence shows (`connection`).
     Connection(ConnectionId),
@@ -28,6 +30,40 @@ pub enum Selector {
     ClientId(String),
     /// Every connection whose access token has this `sub`.
     Subject(String),
+}
+
+/// A server-API command, as every node of a cluster is sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Close the connections picked with close code 4000 and `reason`.
+    Disconnect { selector: Selector, reason: String },
+    /// End the picked connections' subscriptions to `topic`.
+    Unsubscribe { topic: String, selector: Selector },
+}
+
+impl Command {
+    /// Carries the command out on this node's connections; returns how
+    /// many connections (or subscriptions) it ended.
+    pub fn apply(&self, connections: &Connections, broker: &Broker) -> usize {
+        match self {
+            Self::Disconnect { selector, reason } => {
+                connections.disconnect(broker, selector, &Arc::from(reason.as_str()))
+            }
+            Self::Unsubscribe { topic, selector } => {
+                connections.unsubscribe(broker, topic, selector)
+            }
+        }
+    }
+}
+
+/// What a command reached: its count on every node that answered, and
+/// (in a cluster) the nodes that did not answer in time; the command was
+/// sent to them too.
+#[derive(Debug, Default)]
+pub struct Reach {
+    pub count: usize,
+    pub missing_nodes: Vec<String>,
 }
 
 #[derive(Default)]
@@ -123,14 +159,12 @@ impl Connections {
     }
 
     /// Ends the subscriptions to topic `name` on this node that `selector`
-    /// picks; each connection gets `info` `unsubscribed`. Returns how many.
-    pub fn unsubscribe(
-        &self,
-        broker: &Broker,
-        name: &str,
-        selector: &Selector,
-    ) -> Result<usize, BrokerError> {
-        let topic = broker.topic(name)?;
+    /// picks; each connection gets `info` `unsubscribed`. Returns how many
+    /// (none where the topic does not exist).
+    pub fn unsubscribe(&self, broker: &Broker, name: &str, selector: &Selector) -> usize {
+        let Ok(topic) = broker.topic(name) else {
+            return 0;
+        };
         let subjects: HashSet<ConnectionId> = match selector {
             Selector::Subject(subject) => self
                 .holding(subject)
@@ -148,7 +182,7 @@ impl Connections {
         for outbox in &ended {
             outbox.push_reply(notice.clone());
         }
-        Ok(ended.len())
+        ended.len()
     }
 
     /// The connections whose token has `sub` `subject`.
@@ -198,6 +232,20 @@ mod tests {
         drop((first, second));
         assert!(connections.open.is_empty(), "nothing outlives a connection");
         assert_eq!(connections.disconnect(&broker, &alice, &reason), 0);
+    }
+
+    #[test]
+    fn commands_travel_as_json() {
+        let command = Command::Unsubscribe {
+            topic: "a".into(),
+            selector: Selector::ClientId("alice".into()),
+        };
+        let json = serde_json::to_string(&command).unwrap();
+        assert_eq!(
+            json,
+            r#"{"command":"unsubscribe","topic":"a","selector":{"client_id":"alice"}}"#
+        );
+        assert_eq!(serde_json::from_str::<Command>(&json).unwrap(), command);
     }
 
     #[test]

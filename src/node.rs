@@ -9,7 +9,9 @@
 //! [`Shutdown`] that every connection task is tracked by.
 
 use std::any::Any;
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,12 +27,16 @@ use crate::broker::{
 };
 use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
-use crate::connections::{Connections, Selector};
+use crate::connections::{Command, Connections, Reach};
 use crate::metrics::Metrics;
 use crate::presence::{self, Answer, Query};
 use crate::rate_limit::Limit;
 use crate::shutdown::Shutdown;
 use crate::wire::request::Message;
+
+/// The random part of a cluster node's connection ids: 20 bits, shifted
+/// above 32 bits of count.
+const CLUSTER_ID_PREFIXES: u64 = (1 << 20) - 1;
 
 pub struct Node {
     config: Config,
@@ -86,11 +92,13 @@ impl Node {
             config.max_topics as usize,
             metrics.clone(),
         ));
+        let connections = Arc::<Connections>::default();
         let cluster = match &config.cluster_nats_url {
             Some(url) => Some(
                 Cluster::connect(
                     url,
                     broker.clone(),
+                    connections.clone(),
                     config.ring_buffer_size as usize,
                     config.cluster_purge_delay,
                     config.cluster_presence_timeout,
@@ -99,6 +107,16 @@ impl Node {
                 .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
             ),
             None => None,
+        };
+        // In a cluster, a server-API command naming a connection id goes
+        // to every node: each node's ids start at a random multiple of
+        // 2^32, below 2^53 so JavaScript reads them exactly, which makes
+        // two nodes' ids meet with odds of one in a million per pair.
+        let first_connection_id = match cluster {
+            Some(_) => {
+                (RandomState::new().hash_one(std::process::id()) & CLUSTER_ID_PREFIXES) << 32 | 1
+            }
+            None => 1,
         };
         Ok(Self {
             allowed_origins: Origins::new(&config.allowed_origins),
@@ -109,8 +127,8 @@ impl Node {
             metrics,
             auth,
             started: Instant::now(),
-            next_connection_id: AtomicU64::new(1),
-            connections: Arc::default(),
+            next_connection_id: AtomicU64::new(first_connection_id),
+            connections,
             shutdown: Shutdown::default(),
         })
     }
@@ -236,23 +254,20 @@ impl Node {
         &self.connections
     }
 
-    /// `POST /disconnect`: closes the connections `selector` picks with
-    /// close code 4000 and `reason`; returns how many.
-    pub async fn disconnect(
-        &self,
-        selector: &Selector,
-        reason: &str,
-    ) -> Result<usize, BrokerError> {
-        Ok(self
-            .connections
-            .disconnect(&self.broker, selector, &Arc::from(reason)))
-    }
-
-    /// `POST /unsubscribe`: ends the subscriptions to topic `name` that
-    /// `selector` picks; returns how many.
-    pub async fn unsubscribe(&self, name: &str, selector: &Selector) -> Result<usize, BrokerError> {
-        self.topic(name).await?;
-        self.connections.unsubscribe(&self.broker, name, selector)
+    /// `POST /disconnect` and `POST /unsubscribe`: carries `command` out
+    /// on this node, or in cluster mode on every node. An unsubscribe
+    /// from an unknown topic is `TopicNotFound`.
+    pub async fn command(&self, command: Command) -> Result<Reach, BrokerError> {
+        if let Command::Unsubscribe { topic, .. } = &command {
+            self.topic(topic).await?;
+        }
+        match &self.cluster {
+            Some(cluster) => cluster.command(&command).await,
+            None => Ok(Reach {
+                count: command.apply(&self.connections, &self.broker),
+                missing_nodes: Vec::new(),
+            }),
+        }
     }
 
     /// In cluster mode, starts following the backplane until the drain.

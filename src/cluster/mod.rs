@@ -29,6 +29,9 @@
 //! - **Presence.** `GET /subscriptions` and `GET /topics/{name}/subscribers`
 //!   gather every node's rows over core NATS; a key-value bucket lists the
 //!   live nodes, so a node that does not answer is named (see `presence`).
+//! - **Server API.** `POST /disconnect` and `POST /unsubscribe` reach
+//!   every node over core NATS and count every node's matches (see
+//!   `commands`).
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
@@ -47,7 +50,9 @@ use crate::broker::{Broker, BrokerError};
 use crate::cluster::names::{
     bucket_stream, DUPLICATE_WINDOW, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET,
 };
+use crate::connections::Connections;
 
+mod commands;
 mod events;
 mod names;
 mod presence;
@@ -99,6 +104,8 @@ pub struct Cluster {
     /// The node's broker, into which the registry is mirrored and the
     /// stream fanned out.
     broker: Arc<Broker>,
+    /// The node's connections, which the server API's commands act on.
+    connections: Arc<Connections>,
     client: async_nats::Client,
     /// Names this node in presence answers; random per process.
     node_id: Arc<str>,
@@ -142,6 +149,7 @@ impl Cluster {
     pub async fn connect(
         url: &str,
         broker: Arc<Broker>,
+        connections: Arc<Connections>,
         ring_capacity: usize,
         purge_delay: Duration,
         presence_timeout: Duration,
@@ -167,6 +175,7 @@ impl Cluster {
         tracing::info!(node = %node_id, "cluster node id");
         Ok(Arc::new(Self {
             broker,
+            connections,
             client,
             node_id,
             presence_timeout,
@@ -236,6 +245,7 @@ impl Cluster {
             let (purges, owed) = mpsc::unbounded_channel();
             tokio::join!(
                 self.answer_presence(&broker),
+                self.answer_commands(),
                 self.stay_listed(&backplane.nodes),
                 self.follow_registry(&broker, backplane, &purges),
                 async {

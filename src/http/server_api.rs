@@ -5,14 +5,13 @@
 //! has every other node act on theirs.
 
 use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
-use serde::Serialize;
+use hyper::{Request, Response, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::connections::Selector;
+use crate::connections::{Command, Reach, Selector};
 use crate::error::Error;
 use crate::http::handlers::{check_name, read_body, Reply};
-use crate::http::response::json_response;
+use crate::http::response::{json_response, Body as ResponseBody};
 use crate::node::Node;
 use crate::wire::close::MAX_CLOSE_REASON_BYTES;
 use crate::wire::request::whole_number;
@@ -20,27 +19,16 @@ use crate::wire::request::whole_number;
 /// The close reason when a disconnect gives none.
 const DEFAULT_REASON: &str = "disconnected";
 
-#[derive(Serialize)]
-struct Disconnected {
-    disconnected: usize,
-}
-
-#[derive(Serialize)]
-struct Unsubscribed {
-    unsubscribed: usize,
-}
-
 /// `POST /disconnect` `{<selector>, "reason"?}`: 200 `{"disconnected":N}`.
 pub async fn disconnect(node: &Node, request: Request<Incoming>) -> Reply {
     let mut body = Body::read(node, request, &["reason"]).await?;
     let selector = body.selector()?;
     let reason = body.string("reason")?;
-    let reason = close_reason(reason.as_deref().unwrap_or(DEFAULT_REASON));
-    let disconnected = node.disconnect(&selector, reason).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Disconnected { disconnected },
-    ))
+    let reason = close_reason(reason.as_deref().unwrap_or(DEFAULT_REASON)).to_owned();
+    let reach = node
+        .command(Command::Disconnect { selector, reason })
+        .await?;
+    Ok(counted("disconnected", reach))
 }
 
 /// `POST /unsubscribe` `{"topic":.., <selector>}`: 200 `{"unsubscribed":N}`.
@@ -51,11 +39,22 @@ pub async fn unsubscribe(node: &Node, request: Request<Incoming>) -> Reply {
         .string("topic")?
         .ok_or_else(|| Error::BadRequest("topic is required".into()))?;
     check_name(&topic)?;
-    let unsubscribed = node.unsubscribe(&topic, &selector).await?;
-    Ok(json_response(
-        StatusCode::OK,
-        &Unsubscribed { unsubscribed },
-    ))
+    let reach = node
+        .command(Command::Unsubscribe { topic, selector })
+        .await?;
+    Ok(counted("unsubscribed", reach))
+}
+
+/// `{"<counted>":N}`; in a cluster where some node did not answer in
+/// time, with `"partial":true` and `"missing_nodes"`, as presence says it.
+fn counted(counted: &'static str, reach: Reach) -> Response<ResponseBody> {
+    let mut body = Map::new();
+    body.insert(counted.into(), reach.count.into());
+    if !reach.missing_nodes.is_empty() {
+        body.insert("partial".into(), true.into());
+        body.insert("missing_nodes".into(), reach.missing_nodes.into());
+    }
+    json_response(StatusCode::OK, &body)
 }
 
 /// `reason` cut to what a close frame holds, at a character boundary.

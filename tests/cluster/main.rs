@@ -12,6 +12,7 @@
 mod common;
 mod harness;
 mod presence;
+mod server_api;
 mod sse;
 
 use std::time::Duration;
