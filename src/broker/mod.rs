@@ -21,18 +21,21 @@
 mod topic;
 mod topic_options;
 
-pub use topic::{ConnectionId, Joined, Presence, Topic, TopicSummary};
+pub use topic::{
+    ConnectionId, Joined, Membership, MembershipChange, Presence, Topic, TopicSummary,
+};
 pub use topic_options::TopicOptions;
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::topic::{Log, Subscriber};
 use crate::metrics::{FanOut, Metrics};
@@ -89,6 +92,8 @@ pub struct Broker {
     default_options: TopicOptions,
     accepting_publishes: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Cluster mode: where topics hand their joins and leaves on.
+    membership_changes: OnceLock<UnboundedSender<MembershipChange>>,
 }
 
 /// Where an event's `seq` and `ts` come from.
@@ -126,7 +131,14 @@ impl Broker {
             default_options: TopicOptions::with_history(ring_capacity),
             accepting_publishes: AtomicBool::new(true),
             metrics,
+            membership_changes: OnceLock::new(),
         }
+    }
+
+    /// Cluster mode, before any topic exists: every topic's joins and
+    /// leaves also go to `changes`, for the other nodes.
+    pub fn share_membership_changes(&self, changes: UnboundedSender<MembershipChange>) {
+        let _ = self.membership_changes.set(changes);
     }
 
     /// What a topic is created with when its creation names no option.
@@ -198,6 +210,7 @@ impl Broker {
             membership: Mutex::new(()),
             messages: AtomicU64::new(0),
             metrics: self.metrics.clone(),
+            membership_changes: self.membership_changes.get().cloned(),
         }));
     }
 

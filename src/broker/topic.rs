@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::TopicOptions;
 use crate::metrics::Metrics;
@@ -69,6 +71,36 @@ pub struct Topic {
     /// Where subscriptions are counted as they come and go, so `/health`
     /// need not visit every topic.
     pub(super) metrics: Arc<Metrics>,
+    /// Cluster mode: where joins and leaves go for the other nodes.
+    pub(super) membership_changes: Option<UnboundedSender<MembershipChange>>,
+}
+
+/// A subscription starting or ending, on a topic with `presence_events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    Join,
+    Leave,
+}
+
+impl Membership {
+    /// The `join` or `leave` frame.
+    fn frame(self, topic: &str, client_id: &str) -> Bytes {
+        match self {
+            Self::Join => reply::join(topic, client_id),
+            Self::Leave => reply::leave(topic, client_id),
+        }
+    }
+}
+
+/// Cluster mode: a join or leave on this node, for the other nodes'
+/// subscribers of the same topic incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub topic: String,
+    pub incarnation: u64,
+    pub change: Membership,
+    pub client_id: String,
 }
 
 /// What publishes serialise on: the event numbering and the replay ring.
@@ -165,7 +197,7 @@ impl Topic {
             client_id: client_id.map(Arc::from),
             since: SystemTime::now(),
         };
-        self.announce(reply::join, &joining, &current);
+        self.announce(Membership::Join, &joining, &current);
         let mut subscribers = Subscribers::clone(&current);
         subscribers.push(joining);
         self.subscribers.store(Arc::new(subscribers));
@@ -174,29 +206,49 @@ impl Topic {
     }
 
     /// With `presence_events`, tells `others` that `subscriber` joined or
-    /// left (`frame`: `reply::join` or `reply::leave`), encoded once.
-    /// Called under the membership lock, so every subscriber sees the
-    /// joins and leaves in the same order.
-    fn announce(
-        &self,
-        frame: fn(&str, &str) -> Bytes,
-        subscriber: &Subscriber,
-        others: &[Subscriber],
-    ) {
-        if !self.options.presence_events || others.is_empty() {
+    /// left, encoded once, and in cluster mode hands the change on for the
+    /// other nodes' subscribers. Called under the membership lock, so
+    /// every subscriber of this node sees the joins and leaves in the same
+    /// order.
+    fn announce(&self, change: Membership, subscriber: &Subscriber, others: &[Subscriber]) {
+        if !self.options.presence_events {
             return;
         }
-        let connection_id;
         let client_id = match &subscriber.client_id {
-            Some(client_id) => &**client_id,
-            None => {
-                connection_id = subscriber.id.to_string();
-                &connection_id
-            }
+            Some(client_id) => client_id.to_string(),
+            None => subscriber.id.to_string(),
         };
-        let notice = frame(&self.name, client_id);
-        for other in others {
-            other.outbox.push_reply(notice.clone());
+        if !others.is_empty() {
+            let notice = change.frame(&self.name, &client_id);
+            for other in others {
+                other.outbox.push_reply(notice.clone());
+            }
+        }
+        if let Some(changes) = &self.membership_changes {
+            // The receiver lives as long as the cluster follower.
+            let _ = changes.send(MembershipChange {
+                topic: self.name.to_string(),
+                incarnation: self.incarnation,
+                change,
+                client_id,
+            });
+        }
+    }
+
+    /// Cluster mode: another node's subscriber of this topic joined or
+    /// left; every subscriber here is told.
+    pub fn tell_subscribers(&self, change: Membership, client_id: &str) {
+        if !self.options.presence_events {
+            return;
+        }
+        let _membership = lock(&self.membership);
+        let subscribers = self.subscribers.load();
+        if subscribers.is_empty() {
+            return;
+        }
+        let notice = change.frame(&self.name, client_id);
+        for subscriber in subscribers.iter() {
+            subscriber.outbox.push_reply(notice.clone());
         }
     }
 
@@ -303,7 +355,7 @@ impl Topic {
             .partition(|subscriber| removed(subscriber));
         self.metrics.subscriptions_ended(gone.len());
         for leaving in &gone {
-            self.announce(reply::leave, leaving, &remaining);
+            self.announce(Membership::Leave, leaving, &remaining);
         }
         self.subscribers.store(Arc::new(remaining));
         gone

@@ -29,6 +29,9 @@
 //! - **Presence.** `GET /subscriptions` and `GET /topics/{name}/subscribers`
 //!   gather every node's rows over core NATS; a key-value bucket lists the
 //!   live nodes, so a node that does not answer is named (see `presence`).
+//! - **Join and leave.** On topics with `presence_events`, each node sends
+//!   its subscribers' joins and leaves to the others over core NATS (see
+//!   `membership`).
 //! - **Server API.** `POST /disconnect` and `POST /unsubscribe` reach
 //!   every node over core NATS and count every node's matches (see
 //!   `commands`).
@@ -37,7 +40,7 @@
 //!   the client reconnects by itself; the followers resume where they left.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State as ConnectionState;
@@ -46,14 +49,16 @@ use futures_util::future::BoxFuture;
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::broker::{Broker, BrokerError};
+use crate::broker::{Broker, BrokerError, MembershipChange};
 use crate::cluster::names::{
     bucket_stream, DUPLICATE_WINDOW, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET,
 };
 use crate::connections::Connections;
+use crate::sync::lock;
 
 mod commands;
 mod events;
+mod membership;
 mod names;
 mod presence;
 mod purge;
@@ -106,6 +111,9 @@ pub struct Cluster {
     broker: Arc<Broker>,
     /// The node's connections, which the server API's commands act on.
     connections: Arc<Connections>,
+    /// The broker's joins and leaves, until the follower takes them to
+    /// send to the other nodes.
+    membership_changes: Mutex<Option<mpsc::UnboundedReceiver<MembershipChange>>>,
     client: async_nats::Client,
     /// Names this node in presence answers; random per process.
     node_id: Arc<str>,
@@ -173,9 +181,12 @@ impl Cluster {
             .build(client.clone());
         let node_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..12].into();
         tracing::info!(node = %node_id, "cluster node id");
+        let (changes, membership_changes) = mpsc::unbounded_channel();
+        broker.share_membership_changes(changes);
         Ok(Arc::new(Self {
             broker,
             connections,
+            membership_changes: Mutex::new(Some(membership_changes)),
             client,
             node_id,
             presence_timeout,
@@ -243,9 +254,16 @@ impl Cluster {
                 }
             };
             let (purges, owed) = mpsc::unbounded_channel();
+            let membership_changes = lock(&self.membership_changes).take();
             tokio::join!(
                 self.answer_presence(&broker),
                 self.answer_commands(),
+                self.hear_membership(),
+                async {
+                    if let Some(changes) = membership_changes {
+                        self.share_membership(changes).await;
+                    }
+                },
                 self.stay_listed(&backplane.nodes),
                 self.follow_registry(&broker, backplane, &purges),
                 async {

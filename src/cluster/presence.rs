@@ -118,10 +118,8 @@ impl Cluster {
             .subscribe(inbox.clone())
             .await
             .map_err(unavailable)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ASKER_HEADER, &*self.node_id);
         self.client
-            .publish_with_reply_and_headers(subject, inbox, headers, payload)
+            .publish_with_reply_and_headers(subject, inbox, self.sender_headers(), payload)
             .await
             .map_err(unavailable)?;
 
@@ -216,6 +214,14 @@ impl Cluster {
             presence::local_rows(broker.clone(), query, Some(self.node_id.clone()), piece_len)
                 .await;
         self.reply_in_pieces(reply, pieces).await;
+    }
+
+    /// Headers naming this node as the sender of a request or notice, so
+    /// that it can tell its own when they come back (`asked_by_itself`).
+    pub(super) fn sender_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ASKER_HEADER, &*self.node_id);
+        headers
     }
 
     /// Whether this node sent `request` itself (it answers itself without

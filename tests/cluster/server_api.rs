@@ -1,7 +1,8 @@
 //! The server API across a cluster: `POST /disconnect` and
 //! `POST /unsubscribe` sent to one node reach the connections of every
 //! node and count them all; topic options travel in the registry, so
-//! every node keeps the same history.
+//! every node keeps the same history; joins and leaves reach the
+//! subscribers of every node.
 
 use serde_json::{json, Value};
 
@@ -127,4 +128,42 @@ async fn topic_options_are_kept_by_every_node() {
         )
         .await;
     }
+}
+
+/// The next frame of `client` is `kind` of `client_id` on `topic`.
+async fn expect_membership(client: &mut Client, kind: &str, topic: &str, client_id: &str) {
+    let frame = client.expect_frame(&format!("{kind} of {client_id}")).await;
+    assert_eq!(
+        (&frame["type"], &frame["topic"], &frame["client_id"]),
+        (&json!(kind), &json!(topic), &json!(client_id)),
+        "{}: {frame}",
+        client.label
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joins_and_leaves_reach_the_subscribers_on_every_node() {
+    let Some(cluster) = Cluster::start().await else {
+        return;
+    };
+    let body = json!({ "name": "room", "presence_events": true });
+    let (status, reply) = cluster.node(A).post_json("/topics", &body).await;
+    assert_eq!(status, 201, "{reply}");
+    let mut alice = Client::connect(cluster.node(A), "alice").await;
+    alice.subscribe_as("room", "alice").await;
+    let mut bob = Client::connect(cluster.node(B), "bob").await;
+    bob.subscribe_as("room", "bob").await;
+    expect_membership(&mut alice, "join", "room", "bob").await;
+    let mut carol = Client::connect(cluster.node(C), "carol").await;
+    carol.subscribe_as("room", "carol").await;
+    expect_membership(&mut alice, "join", "room", "carol").await;
+    expect_membership(&mut bob, "join", "room", "carol").await;
+
+    bob.unsubscribe("room").await;
+    expect_membership(&mut alice, "leave", "room", "bob").await;
+    expect_membership(&mut carol, "leave", "room", "bob").await;
+    drop(alice);
+    expect_membership(&mut carol, "leave", "room", "alice").await;
+    bob.assert_nothing_pending().await;
+    carol.assert_nothing_pending().await;
 }
