@@ -165,7 +165,9 @@ fn bench_publish(c: &mut Criterion) {
     let mut group = c.benchmark_group("publish");
     for (label, payload_len) in PAYLOADS {
         let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
-        broker.create_topic(TOPIC).expect("fresh broker");
+        broker
+            .create_topic(TOPIC, broker.default_options())
+            .expect("fresh broker");
         let payload = order_payload(payload_len);
         let message = order_message(&payload);
         group.bench_function(BenchmarkId::new("ring_only", label), |b| {
@@ -174,7 +176,9 @@ fn bench_publish(c: &mut Criterion) {
     }
     for (label, payload_len) in PAYLOADS {
         let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
-        broker.create_topic(TOPIC).expect("fresh broker");
+        broker
+            .create_topic(TOPIC, broker.default_options())
+            .expect("fresh broker");
         let outboxes = subscribe_outboxes(&broker, 1);
         let frame = publish_frame(&order_payload(payload_len));
         let mut scratch = frame.clone();
@@ -204,7 +208,9 @@ fn parse_and_publish(broker: &Broker, frame: &mut [u8]) -> u64 {
 
 fn bench_fanout(c: &mut Criterion) {
     let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
-    broker.create_topic(TOPIC).expect("fresh broker");
+    broker
+        .create_topic(TOPIC, broker.default_options())
+        .expect("fresh broker");
     let outboxes = subscribe_outboxes(&broker, SUBSCRIBERS);
     let payload = order_payload(SMALL_PAYLOAD);
     let message = order_message(&payload);

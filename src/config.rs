@@ -93,6 +93,9 @@ pub struct Config {
     /// (in cluster mode across nodes). `0s` turns it off.
     #[arg(long, env = "DEDUP_WINDOW", default_value = "2m", value_parser = humantime::parse_duration)]
     pub dedup_window: Duration,
+    /// Largest `history_size` a topic may be created with (`POST /topics`).
+    #[arg(long, env = "MAX_HISTORY_SIZE", default_value_t = 100_000)]
+    pub max_history_size: u32,
 
     /// Period of the `info` heartbeat and WebSocket ping; peers silent for two periods are closed.
     #[arg(long, env = "HEARTBEAT_INTERVAL", default_value = "30s", value_parser = parse_positive_duration)]
@@ -362,6 +365,7 @@ mod tests {
         assert_eq!(config.compression_min_bytes, 256);
         assert_eq!(config.ring_buffer_size, 100);
         assert_eq!(config.dedup_window, Duration::from_secs(120));
+        assert_eq!(config.max_history_size, 100_000);
         assert_eq!(config.heartbeat_interval, Duration::from_secs(30));
         assert_eq!(config.max_message_size, 1_048_576);
         assert_eq!(config.shutdown_timeout, Duration::from_secs(10));

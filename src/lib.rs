@@ -29,6 +29,8 @@
 //! - `cluster`: cluster mode: topics and events shared through NATS
 //!   JetStream and fed into the same fan-out; presence from every node.
 //! - `presence`: who is subscribed to what, written off the runtime.
+//! - `connections`: every open connection by id, with its token's `sub`,
+//!   and the server API's disconnect and unsubscribe acting on them.
 //! - [`broker`]: topics in a sharded map, each topic's log (sequence
 //!   numbers, replay ring, recovery) and the fan-out; `Broker::deliver` is
 //!   the one entry point for an event, local or from the backplane.
@@ -52,6 +54,7 @@ pub mod broker;
 pub mod client_command;
 mod cluster;
 pub mod config;
+mod connections;
 mod error;
 pub mod http;
 pub mod metrics;

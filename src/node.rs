@@ -9,7 +9,9 @@
 //! [`Shutdown`] that every connection task is tracked by.
 
 use std::any::Any;
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::io;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,14 +23,21 @@ use hyper::Request;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Authenticator, Origins};
-use crate::broker::{Broker, BrokerError, ConnectionId, Published, Receipt, Topic, TopicSummary};
+use crate::broker::{
+    Broker, BrokerError, ConnectionId, Published, Receipt, Topic, TopicOptions, TopicSummary,
+};
 use crate::cluster::{BackplaneState, Cluster, PendingPublish};
 use crate::config::Config;
+use crate::connections::{Command, Connections, Reach};
 use crate::metrics::Metrics;
 use crate::presence::{self, Answer, Query};
 use crate::rate_limit::Limit;
 use crate::shutdown::Shutdown;
 use crate::wire::request::Message;
+
+/// The random part of a cluster node's connection ids: 20 bits, shifted
+/// above 32 bits of count.
+const CLUSTER_ID_PREFIXES: u64 = (1 << 20) - 1;
 
 pub struct Node {
     config: Config,
@@ -44,6 +53,8 @@ pub struct Node {
     publish_limit: Option<Limit>,
     started: Instant,
     next_connection_id: AtomicU64,
+    /// This node's open connections, for the server API.
+    connections: Arc<Connections>,
     shutdown: Shutdown,
     /// Set when the node had to stop because it could not start.
     startup_failure: StartupFailure,
@@ -111,21 +122,24 @@ impl Node {
             Some(_) => broker,
             None => broker.with_dedup_window(config.dedup_window),
         });
+        let connections = Arc::<Connections>::default();
         let cluster = match &config.cluster_nats_url {
             Some(url) => Some(
-                Cluster::connect(
-                    url,
-                    broker.clone(),
-                    config.ring_buffer_size as usize,
-                    config.cluster_purge_delay,
-                    config.cluster_presence_timeout,
-                    config.cluster_stream_replicas.into(),
-                    config.dedup_window,
-                )
-                .await
-                .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
+                Cluster::connect(url, &config, broker.clone(), connections.clone())
+                    .await
+                    .map_err(|err| invalid(format!("CLUSTER_NATS_URL: {err}")))?,
             ),
             None => None,
+        };
+        // In a cluster, a server-API command naming a connection id goes
+        // to every node: each node's ids start at a random multiple of
+        // 2^32, below 2^53 so JavaScript reads them exactly, which makes
+        // two nodes' ids meet with odds of one in a million per pair.
+        let first_connection_id = match cluster {
+            Some(_) => {
+                (RandomState::new().hash_one(std::process::id()) & CLUSTER_ID_PREFIXES) << 32 | 1
+            }
+            None => 1,
         };
         Ok(Self {
             allowed_origins: Origins::new(&config.allowed_origins),
@@ -136,7 +150,8 @@ impl Node {
             metrics,
             auth,
             started: Instant::now(),
-            next_connection_id: AtomicU64::new(1),
+            next_connection_id: AtomicU64::new(first_connection_id),
+            connections,
             shutdown: Shutdown::default(),
             startup_failure: StartupFailure::default(),
             stop_waiting_on_backplane: CancellationToken::new(),
@@ -186,11 +201,16 @@ impl Node {
         }
     }
 
-    pub async fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+    pub async fn create_topic(&self, name: &str, options: TopicOptions) -> Result<(), BrokerError> {
         match &self.cluster {
-            Some(cluster) => cluster.create_topic(name).await,
-            None => self.broker.create_topic(name),
+            Some(cluster) => cluster.create_topic(name, options).await,
+            None => self.broker.create_topic(name, options),
         }
+    }
+
+    /// What a topic is created with when its creation names no option.
+    pub fn default_topic_options(&self) -> TopicOptions {
+        self.broker.default_options()
     }
 
     pub async fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
@@ -298,6 +318,26 @@ impl Node {
 
     pub fn next_connection_id(&self) -> ConnectionId {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
+    }
+
+    /// `POST /disconnect` and `POST /unsubscribe`: carries `command` out
+    /// on this node, or in cluster mode on every node. An unsubscribe
+    /// from an unknown topic is `TopicNotFound`.
+    pub async fn command(&self, command: Command) -> Result<Reach, BrokerError> {
+        if let Command::Unsubscribe { topic, .. } = &command {
+            self.topic(topic).await?;
+        }
+        match &self.cluster {
+            Some(cluster) => cluster.command(&command).await,
+            None => Ok(Reach {
+                count: command.apply(&self.connections, &self.broker),
+                missing_nodes: Vec::new(),
+            }),
+        }
     }
 
     /// In cluster mode, starts following the backplane until the drain. A

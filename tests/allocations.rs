@@ -81,7 +81,9 @@ fn publish_frame(size: usize) -> Vec<u8> {
 /// of the acks).
 fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
     let broker = Broker::new(100, 1, Arc::new(Metrics::default()));
-    broker.create_topic(TOPIC).expect("fresh broker");
+    broker
+        .create_topic(TOPIC, broker.default_options())
+        .expect("fresh broker");
     let outbox = Arc::new(Outbox::new(
         QueueLimits {
             events: 1024,

@@ -50,6 +50,9 @@ pub struct Grant {
     pub expires_at: Option<SystemTime>,
     /// `None` without authentication.
     pub credential: Option<CredentialId>,
+    /// The token's `sub`, by which the server API finds a user's
+    /// connections; `None` for an API key, without auth, or without `sub`.
+    pub subject: Option<Arc<str>>,
 }
 
 impl Grant {
@@ -143,6 +146,7 @@ impl Authenticator {
             permissions: Arc::new(verified.permissions),
             expires_at: Some(verified.expires_at),
             credential: Some(credential),
+            subject: verified.subject.map(Arc::from),
         })
     }
 
@@ -175,6 +179,7 @@ impl Authenticator {
             permissions: self.everything.clone(),
             expires_at: None,
             credential: None,
+            subject: None,
         }
     }
 }

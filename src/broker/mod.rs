@@ -24,18 +24,23 @@
 
 mod dedup;
 mod topic;
+mod topic_options;
 
-pub use topic::{ConnectionId, Joined, Presence, Topic, TopicSummary};
+pub use topic::{
+    ConnectionId, Joined, Membership, MembershipChange, Presence, Topic, TopicSummary,
+};
+pub use topic_options::TopicOptions;
 
 use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::dedup::DedupWindow;
 use crate::broker::topic::{Log, Subscriber};
@@ -89,12 +94,15 @@ pub struct Broker {
     /// Topics in the map, kept beside it so the limit is exact under races.
     topic_count: AtomicUsize,
     max_topics: usize,
-    ring_capacity: usize,
+    /// What a topic is created with when its creation names no option.
+    default_options: TopicOptions,
     /// `DEDUP_WINDOW` on a single node; `None` when off, and in cluster
     /// mode, where the backplane deduplicates.
     dedup_window: Option<Duration>,
     accepting_publishes: AtomicBool,
     metrics: Arc<Metrics>,
+    /// Cluster mode: where topics hand their joins and leaves on.
+    membership_changes: OnceLock<UnboundedSender<MembershipChange>>,
 }
 
 /// Where an event's `seq` and `ts` come from.
@@ -148,8 +156,8 @@ impl Published {
 }
 
 impl Broker {
-    /// A broker keeping `ring_capacity` events per topic for replay and at
-    /// most `max_topics` topics.
+    /// A broker keeping `ring_capacity` events per topic for replay unless
+    /// a topic's options say otherwise, and at most `max_topics` topics.
     pub fn new(ring_capacity: usize, max_topics: usize, metrics: Arc<Metrics>) -> Self {
         Self {
             topics: DashMap::new(),
@@ -157,10 +165,11 @@ impl Broker {
             creations: AtomicU64::new(0),
             topic_count: AtomicUsize::new(0),
             max_topics,
-            ring_capacity,
+            default_options: TopicOptions::with_history(ring_capacity),
             dedup_window: None,
             accepting_publishes: AtomicBool::new(true),
             metrics,
+            membership_changes: OnceLock::new(),
         }
     }
 
@@ -171,7 +180,18 @@ impl Broker {
         self
     }
 
-    pub fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+    /// Cluster mode, before any topic exists: every topic's joins and
+    /// leaves also go to `changes`, for the other nodes.
+    pub fn share_membership_changes(&self, changes: UnboundedSender<MembershipChange>) {
+        let _ = self.membership_changes.set(changes);
+    }
+
+    /// What a topic is created with when its creation names no option.
+    pub fn default_options(&self) -> TopicOptions {
+        self.default_options
+    }
+
+    pub fn create_topic(&self, name: &str, options: TopicOptions) -> Result<(), BrokerError> {
         if !is_valid_topic_name(name) {
             return Err(BrokerError::InvalidTopicName);
         }
@@ -180,7 +200,8 @@ impl Broker {
             dashmap::Entry::Vacant(slot) => {
                 self.reserve_topic_slot()?;
                 let creation = self.creations.fetch_add(1, Ordering::Relaxed) + 1;
-                self.insert_topic(slot, 0, format!("{:016x}-{creation}", self.boot_nonce));
+                let epoch = format!("{:016x}-{creation}", self.boot_nonce);
+                self.insert_topic(slot, 0, epoch, options);
                 Ok(())
             }
         }
@@ -211,15 +232,23 @@ impl Broker {
         slot: dashmap::VacantEntry<'_, Arc<str>, Arc<Topic>>,
         incarnation: u64,
         epoch: String,
+        options: TopicOptions,
     ) {
         let name = slot.key().clone();
-        tracing::info!(topic = &*name, incarnation, epoch, "topic created");
+        tracing::info!(
+            topic = &*name,
+            incarnation,
+            epoch,
+            ?options,
+            "topic created"
+        );
         slot.insert(Arc::new(Topic {
             name,
             incarnation,
             epoch: epoch.into(),
+            options,
             log: Mutex::new(Log {
-                ring: VecDeque::with_capacity(self.ring_capacity.min(64)),
+                ring: VecDeque::with_capacity(options.history_size.min(64)),
                 dedup: self.dedup_window.map(DedupWindow::new),
                 ..Log::default()
             }),
@@ -227,6 +256,7 @@ impl Broker {
             membership: Mutex::new(()),
             messages: AtomicU64::new(0),
             metrics: self.metrics.clone(),
+            membership_changes: self.membership_changes.get().cloned(),
         }));
     }
 
@@ -234,12 +264,18 @@ impl Broker {
     /// An older incarnation still here is deleted first (its subscribers
     /// are told) and returned; a newer one is left alone. The registry is
     /// the authority, so `MAX_TOPICS` is not applied here. `epoch` is the
-    /// incarnation's, the same on every node.
-    pub fn adopt_topic(&self, name: &str, incarnation: u64, epoch: &str) -> Option<u64> {
+    /// incarnation's, the same on every node, and so are its `options`.
+    pub fn adopt_topic(
+        &self,
+        name: &str,
+        incarnation: u64,
+        epoch: &str,
+        options: TopicOptions,
+    ) -> Option<u64> {
         let retired = self.retire_topic(name, incarnation);
         if let dashmap::Entry::Vacant(slot) = self.topics.entry(Arc::from(name)) {
             self.topic_count.fetch_add(1, Ordering::AcqRel);
-            self.insert_topic(slot, incarnation, epoch.to_owned());
+            self.insert_topic(slot, incarnation, epoch.to_owned(), options);
         }
         retired
     }
@@ -270,6 +306,7 @@ impl Broker {
             let mut log = lock(&topic.log);
             log.deleted = true;
             log.ring.clear();
+            log.published_at.clear();
             let _membership = lock(&topic.membership);
             topic.subscribers.swap(Arc::default())
         };
@@ -368,7 +405,7 @@ impl Broker {
         stamp: Stamp,
         gone: &mut Vec<ConnectionId>,
     ) -> (Published, Option<FanOut>) {
-        let now = Timestamp::now();
+        let now = SystemTime::now();
         // The backplane deduplicates what it delivers.
         let mut dedup = match (stamp, log.dedup.as_mut()) {
             (Stamp::Local, Some(dedup)) => Some((dedup, Instant::now())),
@@ -380,7 +417,7 @@ impl Broker {
         {
             return (Published::duplicate(seq), None);
         }
-        let (seq, ts) = match stamp {
+        let (seq, at) = match stamp {
             Stamp::Local => (log.seq + 1, now),
             Stamp::Backplane {
                 seq,
@@ -392,28 +429,23 @@ impl Broker {
                 if catching_up {
                     log.lost_up_to = log.lost_up_to.max(seq - 1);
                 }
-                (seq, Timestamp::at(stored_at))
+                (seq, stored_at)
             }
         };
-        if let Some((dedup, at)) = dedup {
-            dedup.record(message.id, seq, at);
+        if let Some((dedup, checked_at)) = dedup {
+            dedup.record(message.id, seq, checked_at);
         }
         log.seq = seq;
-        let event = EventFrame::new(reply::event(&topic.name, message, seq, ts));
-        if log.ring.len() == self.ring_capacity {
-            let evicted = log.ring.pop_front().map_or(seq, |(evicted, _)| evicted);
-            log.evicted_up_to = evicted;
-            log.lost_up_to = log.lost_up_to.max(evicted);
-        }
+        let event = EventFrame::new(reply::event(&topic.name, message, seq, Timestamp::at(at)));
         // The ring and the fan-out share the one event: the fan-out runs
         // under the log's lock, so it can borrow the event from the ring.
         let unkept;
-        let event = if self.ring_capacity > 0 {
-            log.ring.push_back((seq, event));
-            &log.ring.back().expect("just kept").1
-        } else {
-            unkept = event;
-            &unkept
+        let event = match log.keep(seq, event, at, &topic.options) {
+            Ok(kept) => kept,
+            Err(event) => {
+                unkept = event;
+                &unkept
+            }
         };
         let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
@@ -628,13 +660,13 @@ mod tests {
     #[test]
     fn create_delete_and_duplicates() {
         let broker = broker(10);
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         assert_eq!(
-            broker.create_topic("t"),
+            broker.create_topic("t", broker.default_options()),
             Err(BrokerError::TopicExists("t".into()))
         );
         assert_eq!(
-            broker.create_topic("bad name"),
+            broker.create_topic("bad name", broker.default_options()),
             Err(BrokerError::InvalidTopicName)
         );
         broker.delete_topic("t").unwrap();
@@ -648,23 +680,26 @@ mod tests {
     #[test]
     fn the_topic_limit_counts_deletions() {
         let broker = broker(1);
-        broker.create_topic("a").unwrap();
-        broker.create_topic("b").unwrap();
-        assert_eq!(broker.create_topic("c"), Err(BrokerError::TopicLimit(2)));
+        broker.create_topic("a", broker.default_options()).unwrap();
+        broker.create_topic("b", broker.default_options()).unwrap();
         assert_eq!(
-            broker.create_topic("a"),
+            broker.create_topic("c", broker.default_options()),
+            Err(BrokerError::TopicLimit(2))
+        );
+        assert_eq!(
+            broker.create_topic("a", broker.default_options()),
             Err(BrokerError::TopicExists("a".into())),
             "a duplicate is still a duplicate at the limit"
         );
         broker.delete_topic("a").unwrap();
-        broker.create_topic("c").unwrap();
+        broker.create_topic("c", broker.default_options()).unwrap();
     }
 
     #[test]
     fn cluster_incarnations_replace_and_retire_in_registry_order() {
         let broker = broker(10);
-        broker.adopt_topic("t", 5, "e5");
-        broker.adopt_topic("t", 5, "e5");
+        broker.adopt_topic("t", 5, "e5", broker.default_options());
+        broker.adopt_topic("t", 5, "e5", broker.default_options());
         let first = broker.topic("t").unwrap();
         let subscriber = outbox(8);
         assert!(first.subscribe(1, &subscriber, None, Replay::Last(0), ack(&subscriber)));
@@ -673,7 +708,10 @@ mod tests {
             !first.is_deleted(),
             "an older deletion leaves a newer topic alone"
         );
-        assert_eq!(broker.adopt_topic("t", 7, "e7"), Some(5));
+        assert_eq!(
+            broker.adopt_topic("t", 7, "e7", broker.default_options()),
+            Some(5)
+        );
         assert!(
             first.is_deleted(),
             "a newer incarnation replaces the old one"
@@ -682,13 +720,13 @@ mod tests {
         take_all(&subscriber, &mut told);
         assert!(String::from_utf8_lossy(&told[1].frame).contains("topic_deleted"));
         assert_eq!(
-            broker.adopt_topic("t", 6, "e6"),
+            broker.adopt_topic("t", 6, "e6", broker.default_options()),
             None,
             "a stale create is ignored"
         );
         assert_eq!(broker.topic("t").unwrap().incarnation(), 7);
-        broker.adopt_topic("u", 8, "e8");
-        broker.adopt_topic("v", 9, "e9");
+        broker.adopt_topic("u", 8, "e8", broker.default_options());
+        broker.adopt_topic("v", 9, "e9", broker.default_options());
         assert_eq!(
             broker.summaries().len(),
             3,
@@ -702,7 +740,7 @@ mod tests {
     #[test]
     fn missed_events_disconnect_or_not_by_policy() {
         let broker = broker(10);
-        broker.adopt_topic("t", 1, "e1");
+        broker.adopt_topic("t", 1, "e1", broker.default_options());
         let topic = broker.topic("t").unwrap();
         let strict = outbox(8);
         let lenient = Arc::new(Outbox::new(limits(8), SlowConsumerPolicy::DropOldest));
@@ -719,7 +757,7 @@ mod tests {
     #[test]
     fn backplane_events_keep_their_sequence_and_store_time() {
         let broker = broker(10);
-        broker.adopt_topic("t", 1, "e1");
+        broker.adopt_topic("t", 1, "e1", broker.default_options());
         let topic = broker.topic("t").unwrap();
         let stored_at =
             SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_700_000_000_123);
@@ -753,7 +791,7 @@ mod tests {
     #[test]
     fn a_cluster_node_counts_on_no_event_it_may_not_have_been_handed() {
         let broker = broker(3);
-        broker.adopt_topic("t", 1, "e1");
+        broker.adopt_topic("t", 1, "e1", broker.default_options());
         let topic = broker.topic("t").unwrap();
         let deliver = |seq, catching_up| {
             let stamp = Stamp::Backplane {
@@ -799,7 +837,7 @@ mod tests {
 
         // A ring that is not full when caught up: the stream never had
         // more of the topic, so it discarded none.
-        broker.adopt_topic("u", 2, "e2");
+        broker.adopt_topic("u", 2, "e2", broker.default_options());
         let other = broker.topic("u").unwrap();
         let stamp = Stamp::Backplane {
             seq: 100,
@@ -816,7 +854,7 @@ mod tests {
     fn a_compressed_replay_shares_each_event_deflated_once() {
         let metrics = Arc::new(Metrics::default());
         let broker = Broker::new(4, 2, metrics.clone());
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         let payload = format!("\"{}\"", "x".repeat(1000));
         let large = Message {
             id: ID,
@@ -862,10 +900,63 @@ mod tests {
         assert_eq!(plain.len(), 2);
     }
 
+    /// Event `seq` as stored by the backplane `minutes_ago`.
+    fn stored(seq: u64, minutes_ago: u64) -> Stamp {
+        Stamp::Backplane {
+            seq,
+            stored_at: SystemTime::now() - std::time::Duration::from_secs(60 * minutes_ago),
+            catching_up: false,
+        }
+    }
+
+    fn kept(topic: &Topic) -> Vec<u64> {
+        let history = topic.history(None, usize::MAX);
+        history.events.iter().map(|(seq, _)| *seq).collect()
+    }
+
+    #[test]
+    fn a_topic_keeps_the_history_its_options_say() {
+        let broker = broker(10);
+        let options = TopicOptions {
+            history_size: 2,
+            history_ttl: Some(std::time::Duration::from_secs(600)),
+            presence_events: false,
+        };
+        broker.adopt_topic("t", 1, "e1", options);
+        let topic = broker.topic("t").unwrap();
+        for (seq, minutes_ago) in [(1, 7), (2, 6), (3, 5), (4, 1), (5, 0)] {
+            broker
+                .deliver(&topic, &message(), stored(seq, minutes_ago))
+                .unwrap();
+        }
+        assert_eq!(kept(&topic), [4, 5], "two kept");
+        assert_eq!(recovered_after(&topic, 3), Some(true));
+        assert_eq!(recovered_after(&topic, 2), Some(false), "3 was evicted");
+
+        // Only the events older than the TTL go.
+        broker.adopt_topic("old", 2, "e2", options);
+        let old = broker.topic("old").unwrap();
+        for (seq, minutes_ago) in [(1, 20), (2, 11), (3, 9)] {
+            broker
+                .deliver(&old, &message(), stored(seq, minutes_ago))
+                .unwrap();
+        }
+        assert_eq!(kept(&old), [3], "older than ten minutes: gone");
+        assert_eq!(recovered_after(&old, 1), Some(false), "2 expired");
+        assert_eq!(recovered_after(&old, 2), Some(true));
+
+        broker.adopt_topic("none", 3, "e3", TopicOptions::with_history(0));
+        assert_eq!(broker.publish("none", &message()).map(|p| p.seq), Ok(1));
+        let none = broker.topic("none").unwrap();
+        assert!(kept(&none).is_empty());
+        assert_eq!(recovered_after(&none, 0), Some(false));
+        assert_eq!(recovered_after(&none, 1), Some(true));
+    }
+
     #[test]
     fn replay_then_live_in_order_and_ring_is_bounded() {
         let broker = broker(3);
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         for _ in 0..5 {
             broker.publish("t", &message()).unwrap();
         }
@@ -903,7 +994,7 @@ mod tests {
     #[test]
     fn deletion_notifies_and_unsubscribes() {
         let broker = broker(3);
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         let topic = broker.topic("t").unwrap();
         let outbox = outbox(16);
         topic.subscribe(1, &outbox, None, Replay::Last(0), ack(&outbox));
@@ -924,7 +1015,7 @@ mod tests {
     #[test]
     fn overflowing_subscriber_is_dropped_and_others_continue() {
         let broker = broker(0);
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         let topic = broker.topic("t").unwrap();
         let (slow, fast) = (outbox(1), outbox(100));
         topic.subscribe(1, &slow, None, Replay::Last(0), ack(&slow));
@@ -950,7 +1041,7 @@ mod tests {
     #[test]
     fn unsubscribe_waits_for_a_fan_out_in_progress() {
         let broker = broker(0);
-        broker.create_topic("t").unwrap();
+        broker.create_topic("t", broker.default_options()).unwrap();
         let topic = broker.topic("t").unwrap();
         topic.subscribe(1, &outbox(4), None, Replay::Last(0), |_| {});
         let unsubscribed = AtomicBool::new(false);

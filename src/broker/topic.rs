@@ -6,17 +6,21 @@
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::dedup::DedupWindow;
+use crate::broker::TopicOptions;
 use crate::metrics::Metrics;
 use crate::send::event::{deflated, Deflate, EventFrame};
 use crate::send::outbox::Outbox;
 use crate::sync::lock;
 use crate::wire::history::History;
+use crate::wire::reply;
 use crate::wire::request::Replay;
 
 /// Identifies one connection's subscription in a topic.
@@ -56,6 +60,8 @@ pub struct Topic {
     /// `boot_nonce` on a single node, from the registry revision and the
     /// streams' identity in cluster mode (`cluster`'s `Backplane::epoch`).
     pub(super) epoch: Arc<str>,
+    /// What it was created with: its history's bounds, join and leave.
+    pub(super) options: TopicOptions,
     pub(super) log: Mutex<Log>,
     /// Read by every publish without a lock; replaced whole on change.
     pub(super) subscribers: ArcSwap<Subscribers>,
@@ -66,6 +72,36 @@ pub struct Topic {
     /// Where subscriptions are counted as they come and go, so `/health`
     /// need not visit every topic.
     pub(super) metrics: Arc<Metrics>,
+    /// Cluster mode: where joins and leaves go for the other nodes.
+    pub(super) membership_changes: Option<UnboundedSender<MembershipChange>>,
+}
+
+/// A subscription starting or ending, on a topic with `presence_events`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Membership {
+    Join,
+    Leave,
+}
+
+impl Membership {
+    /// The `join` or `leave` frame.
+    fn frame(self, topic: &str, client_id: &str) -> Bytes {
+        match self {
+            Self::Join => reply::join(topic, client_id),
+            Self::Leave => reply::leave(topic, client_id),
+        }
+    }
+}
+
+/// Cluster mode: a join or leave on this node, for the other nodes'
+/// subscribers of the same topic incarnation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub topic: String,
+    pub incarnation: u64,
+    pub change: Membership,
+    pub client_id: String,
 }
 
 /// What publishes serialise on: the event numbering and the replay ring.
@@ -75,6 +111,9 @@ pub(super) struct Log {
     /// Each event's `seq` beside its frame: recovery compares them, and
     /// the frame alone would have to be parsed.
     pub(super) ring: VecDeque<(u64, EventFrame)>,
+    /// With a `history_ttl`, when each ring event was published, beside
+    /// it; empty without one, so such a topic's publishes pay nothing.
+    pub(super) published_at: VecDeque<SystemTime>,
     /// Every event of this topic with a `seq` above this is in the ring.
     /// It rises to the `seq` of each event evicted from the ring, and in
     /// cluster mode to just below an event read after events this node may
@@ -97,6 +136,7 @@ pub struct TopicSummary {
     pub name: Arc<str>,
     pub subscribers: usize,
     pub messages: u64,
+    pub options: TopicOptions,
 }
 
 /// Where a subscription joined its topic's history, as the subscriber is
@@ -135,10 +175,11 @@ impl Topic {
         if let Some(deflate) = outbox.deflate() {
             self.deflate_replay(deflate, replay);
         }
-        let log = lock(&self.log);
+        let mut log = lock(&self.log);
         if log.deleted {
             return false;
         }
+        log.expire(self.options.history_ttl);
         let (skip, recovered) = log.replay_start(replay, &self.epoch);
         joined(Joined {
             topic: &self.name,
@@ -153,16 +194,65 @@ impl Topic {
             return true;
         }
         outbox.push_replay(log.ring.iter().skip(skip).map(|(_, event)| event));
-        let mut subscribers = Subscribers::clone(&current);
-        subscribers.push(Subscriber {
+        let joining = Subscriber {
             id,
             outbox: outbox.clone(),
             client_id: client_id.map(Arc::from),
             since: SystemTime::now(),
-        });
+        };
+        self.announce(Membership::Join, &joining, &current);
+        let mut subscribers = Subscribers::clone(&current);
+        subscribers.push(joining);
         self.subscribers.store(Arc::new(subscribers));
         self.metrics.subscription_started();
         true
+    }
+
+    /// With `presence_events`, tells `others` that `subscriber` joined or
+    /// left, encoded once, and in cluster mode hands the change on for the
+    /// other nodes' subscribers. Called under the membership lock, so
+    /// every subscriber of this node sees the joins and leaves in the same
+    /// order.
+    fn announce(&self, change: Membership, subscriber: &Subscriber, others: &[Subscriber]) {
+        if !self.options.presence_events {
+            return;
+        }
+        let client_id = match &subscriber.client_id {
+            Some(client_id) => client_id.to_string(),
+            None => subscriber.id.to_string(),
+        };
+        if !others.is_empty() {
+            let notice = change.frame(&self.name, &client_id);
+            for other in others {
+                other.outbox.push_reply(notice.clone());
+            }
+        }
+        if let Some(changes) = &self.membership_changes {
+            // The receiver lives as long as the cluster follower.
+            let _ = changes.send(MembershipChange {
+                topic: self.name.to_string(),
+                incarnation: self.incarnation,
+                change,
+                client_id,
+            });
+        }
+    }
+
+    /// Cluster mode: another node's subscriber of this topic joined or
+    /// left; every subscriber here is told.
+    pub fn tell_subscribers(&self, change: Membership, client_id: &str) {
+        if !self.options.presence_events {
+            return;
+        }
+        let _membership = lock(&self.membership);
+        let subscribers = self.subscribers.load();
+        if subscribers.is_empty() {
+            return;
+        }
+        let notice = change.frame(&self.name, client_id);
+        for subscriber in subscribers.iter() {
+            subscriber.outbox.push_reply(notice.clone());
+        }
     }
 
     /// Deflates the events a compressed subscriber's replay will take
@@ -201,7 +291,8 @@ impl Topic {
     /// Up to `limit` events: the first after `since` (with whether none
     /// was lost, as for a subscribe), or else the latest.
     pub fn history(&self, since: Option<u64>, limit: usize) -> History {
-        let log = lock(&self.log);
+        let mut log = lock(&self.log);
+        log.expire(self.options.history_ttl);
         let (skip, recovered) = match since {
             None => (log.ring.len().saturating_sub(limit), None),
             Some(since) => match log.recovery_after(since) {
@@ -233,22 +324,52 @@ impl Topic {
         drop(lock(&self.log));
     }
 
+    /// Ends the subscriptions whose connection and `client_id` `picks`
+    /// picks (a server-API unsubscribe), and returns their outboxes once no
+    /// fan-out can still push to them, so a notice queued next follows
+    /// every event they were given.
+    pub fn unsubscribe_picked(
+        &self,
+        picks: impl Fn(ConnectionId, Option<&str>) -> bool,
+    ) -> Vec<Arc<Outbox>> {
+        let removed =
+            self.remove_where(|subscriber| picks(subscriber.id, subscriber.client_id.as_deref()));
+        drop(lock(&self.log));
+        removed
+            .into_iter()
+            .map(|subscriber| subscriber.outbox)
+            .collect()
+    }
+
     pub(super) fn remove_subscribers(&self, ids: &[ConnectionId]) {
+        self.remove_where(|subscriber| ids.contains(&subscriber.id));
+    }
+
+    /// Takes the subscribers `removed` picks off the list, and returns them.
+    fn remove_where(&self, removed: impl Fn(&Subscriber) -> bool) -> Subscribers {
         let _membership = lock(&self.membership);
         let current = self.subscribers.load();
-        if current
-            .iter()
-            .any(|subscriber| ids.contains(&subscriber.id))
-        {
-            let remaining: Subscribers = current
-                .iter()
-                .filter(|subscriber| !ids.contains(&subscriber.id))
-                .cloned()
-                .collect();
-            self.metrics
-                .subscriptions_ended(current.len() - remaining.len());
-            self.subscribers.store(Arc::new(remaining));
+        if !current.iter().any(&removed) {
+            return Subscribers::new();
         }
+        let (gone, remaining): (Subscribers, Subscribers) = current
+            .iter()
+            .cloned()
+            .partition(|subscriber| removed(subscriber));
+        self.metrics.subscriptions_ended(gone.len());
+        for leaving in &gone {
+            self.announce(Membership::Leave, leaving, &remaining);
+        }
+        self.subscribers.store(Arc::new(remaining));
+        gone
+    }
+
+    /// Whether connection `id` is subscribed to this topic.
+    pub fn has_subscriber(&self, id: ConnectionId) -> bool {
+        self.subscribers
+            .load()
+            .iter()
+            .any(|subscriber| subscriber.id == id)
     }
 
     pub fn name(&self) -> &str {
@@ -283,11 +404,60 @@ impl Topic {
             name: self.name.clone(),
             subscribers: self.subscribers.load().len(),
             messages: self.messages.load(Ordering::Relaxed),
+            options: self.options,
         }
     }
 }
 
 impl Log {
+    /// Keeps event `seq`, published `at`, in a ring of `history_size`
+    /// (the oldest evicted if it is full, and any older than
+    /// `history_ttl`), and lends it back; with no room kept, hands it back.
+    pub(super) fn keep(
+        &mut self,
+        seq: u64,
+        event: EventFrame,
+        at: SystemTime,
+        options: &TopicOptions,
+    ) -> Result<&EventFrame, EventFrame> {
+        self.expire(options.history_ttl);
+        if options.history_size == 0 {
+            self.forget(seq);
+            return Err(event);
+        }
+        if self.ring.len() >= options.history_size {
+            self.evict_oldest();
+        }
+        if options.history_ttl.is_some() {
+            self.published_at.push_back(at);
+        }
+        self.ring.push_back((seq, event));
+        Ok(&self.ring.back().expect("just kept").1)
+    }
+
+    /// Evicts the events older than `ttl`, if the topic has one.
+    pub(super) fn expire(&mut self, ttl: Option<Duration>) {
+        let Some(cutoff) = ttl.and_then(|ttl| SystemTime::now().checked_sub(ttl)) else {
+            return;
+        };
+        while self.published_at.front().is_some_and(|at| *at < cutoff) {
+            self.evict_oldest();
+        }
+    }
+
+    fn evict_oldest(&mut self) {
+        if let Some((evicted, _)) = self.ring.pop_front() {
+            self.published_at.pop_front();
+            self.forget(evicted);
+        }
+    }
+
+    /// Event `seq` is no longer kept: recovery can no longer count on it.
+    fn forget(&mut self, seq: u64) {
+        self.evicted_up_to = seq;
+        self.lost_up_to = self.lost_up_to.max(seq);
+    }
+
     /// How many ring events a replay skips, and for a recovery whether
     /// none was lost.
     pub(super) fn replay_start(&self, replay: Replay<'_>, epoch: &str) -> (usize, Option<bool>) {

@@ -29,12 +29,18 @@
 //! - **Presence.** `GET /subscriptions` and `GET /topics/{name}/subscribers`
 //!   gather every node's rows over core NATS; a key-value bucket lists the
 //!   live nodes, so a node that does not answer is named (see `presence`).
+//! - **Join and leave.** On topics with `presence_events`, each node sends
+//!   its subscribers' joins and leaves to the others over core NATS (see
+//!   `membership`).
+//! - **Server API.** `POST /disconnect` and `POST /unsubscribe` reach
+//!   every node over core NATS and count every node's matches (see
+//!   `commands`).
 //! - **Faults.** While NATS is unreachable, publishes and topic changes fail
 //!   at once with `BackplaneUnavailable`, `/health` says so with 503, and
 //!   the client reconnects by itself; the followers resume where they left.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, SystemTime};
 
 use async_nats::connection::State as ConnectionState;
@@ -43,10 +49,15 @@ use futures_util::future::BoxFuture;
 
 use tokio::sync::{mpsc, watch, Notify};
 
-use crate::broker::{Broker, BrokerError, Receipt};
+use crate::broker::{Broker, BrokerError, MembershipChange, Receipt};
 use crate::cluster::names::{bucket_stream, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET};
+use crate::config::Config;
+use crate::connections::Connections;
+use crate::sync::lock;
 
+mod commands;
 mod events;
+mod membership;
 mod names;
 mod presence;
 mod purge;
@@ -103,6 +114,11 @@ pub struct Cluster {
     /// The node's broker, into which the registry is mirrored and the
     /// stream fanned out.
     broker: Arc<Broker>,
+    /// The node's connections, which the server API's commands act on.
+    connections: Arc<Connections>,
+    /// The broker's joins and leaves, until the follower takes them to
+    /// send to the other nodes.
+    membership_changes: Mutex<Option<mpsc::UnboundedReceiver<MembershipChange>>>,
     client: async_nats::Client,
     /// Names this node in presence answers; random per process.
     node_id: Arc<str>,
@@ -147,16 +163,13 @@ struct Purge {
 
 impl Cluster {
     /// Starts connecting to `url` in the background (this returns at once;
-    /// an unreachable server is retried for ever). Fails only on a
-    /// malformed address.
+    /// an unreachable server is retried for ever), with the cluster
+    /// settings of `config`. Fails only on a malformed address.
     pub async fn connect(
         url: &str,
+        config: &Config,
         broker: Arc<Broker>,
-        ring_capacity: usize,
-        purge_delay: Duration,
-        presence_timeout: Duration,
-        replicas: usize,
-        dedup_window: Duration,
+        connections: Arc<Connections>,
     ) -> Result<Arc<Self>, async_nats::ConnectError> {
         let client = async_nats::ConnectOptions::new()
             .name("ringcast")
@@ -177,16 +190,20 @@ impl Cluster {
             .build(client.clone());
         let node_id: Arc<str> = uuid::Uuid::new_v4().simple().to_string()[..12].into();
         tracing::info!(node = %node_id, "cluster node id");
+        let (changes, membership_changes) = mpsc::unbounded_channel();
+        broker.share_membership_changes(changes);
         Ok(Arc::new(Self {
             broker,
+            connections,
+            membership_changes: Mutex::new(Some(membership_changes)),
             client,
             node_id,
-            presence_timeout,
+            presence_timeout: config.cluster_presence_timeout,
             jetstream,
-            ring_capacity,
-            purge_delay,
-            replicas,
-            dedup_window: (!dedup_window.is_zero()).then_some(dedup_window),
+            ring_capacity: config.ring_buffer_size as usize,
+            purge_delay: config.cluster_purge_delay,
+            replicas: config.cluster_stream_replicas.into(),
+            dedup_window: (!config.dedup_window.is_zero()).then_some(config.dedup_window),
             backplane: OnceLock::new(),
             caught_up: AtomicBool::new(false),
             registry_applied: watch::Sender::new(0),
@@ -253,8 +270,16 @@ impl Cluster {
                 }
             };
             let (purges, owed) = mpsc::unbounded_channel();
+            let membership_changes = lock(&self.membership_changes).take();
             tokio::join!(
                 self.answer_presence(&broker),
+                self.answer_commands(),
+                self.hear_membership(),
+                async {
+                    if let Some(changes) = membership_changes {
+                        self.share_membership(changes).await;
+                    }
+                },
                 self.stay_listed(&backplane.nodes),
                 self.follow_registry(&broker, backplane, &purges),
                 async {

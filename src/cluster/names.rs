@@ -120,7 +120,7 @@ mod tests {
     fn message_ids_are_scoped_to_the_topic_incarnation_and_back() {
         let id = "550e8400-e29b-41d4-a716-446655440000";
         let broker = Broker::new(1, 2, Default::default());
-        broker.adopt_topic("orders.eu:1", 7, "e7");
+        broker.adopt_topic("orders.eu:1", 7, "e7", broker.default_options());
         let scoped = scoped_message_id(&broker.topic("orders.eu:1").unwrap(), id);
         assert_eq!(scoped, format!("orders=2Eeu=3A1.7.{id}"));
         assert_eq!(client_message_id(&scoped), id);

@@ -1,6 +1,9 @@
 //! Cluster-wide presence: scatter-gather over core NATS, and the list of
 //! live nodes that tells a missing answer from a node that is gone.
 //!
+//! The asking and gathering (`Cluster::scatter_gather`) serve the server
+//! API's connection commands too (see `commands`).
+//!
 //! - **Asking.** The node asked publishes one request on
 //!   [`PRESENCE_SUBJECT`] with a fresh inbox as its reply subject; every
 //!   other node answers there with its rows (see [`crate::presence`]), in
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_nats::jetstream::{kv, stream};
-use async_nats::HeaderMap;
+use async_nats::{HeaderMap, Subject};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use tokio::time::Instant;
@@ -80,7 +83,34 @@ impl Cluster {
     /// other node that answers within `CLUSTER_PRESENCE_TIMEOUT`, with the
     /// listed nodes that did not.
     pub async fn presence(&self, query: &Query) -> Result<Answer, BrokerError> {
-        let broker = &self.broker;
+        let own_rows = tokio::spawn(presence::local_rows(
+            self.broker.clone(),
+            query.clone(),
+            Some(self.node_id.clone()),
+            usize::MAX,
+        ));
+        let mut answer = self
+            .scatter_gather(PRESENCE_SUBJECT, query.to_payload())
+            .await?;
+        let mut rows = own_rows
+            .await
+            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
+        rows.append(&mut answer.rows);
+        answer.rows = rows;
+        Ok(answer)
+    }
+
+    /// Asks every other node `payload` on `subject` and gathers their
+    /// answers, each in pieces the last one marked, until every listed
+    /// node answered or `CLUSTER_PRESENCE_TIMEOUT` passes; with the listed
+    /// nodes whose answer was not complete by then (none of their pieces
+    /// is used). The asking node answers itself meanwhile, without a
+    /// round trip.
+    pub(super) async fn scatter_gather(
+        &self,
+        subject: &'static str,
+        payload: Bytes,
+    ) -> Result<Answer, BrokerError> {
         let backplane = self.available()?;
         let deadline = Instant::now() + self.presence_timeout;
         let inbox = self.client.new_inbox();
@@ -89,18 +119,10 @@ impl Cluster {
             .subscribe(inbox.clone())
             .await
             .map_err(unavailable)?;
-        let mut headers = HeaderMap::new();
-        headers.insert(ASKER_HEADER, &*self.node_id);
         self.client
-            .publish_with_reply_and_headers(PRESENCE_SUBJECT, inbox, headers, query.to_payload())
+            .publish_with_reply_and_headers(subject, inbox, self.sender_headers(), payload)
             .await
             .map_err(unavailable)?;
-        let own_rows = tokio::spawn(presence::local_rows(
-            broker.clone(),
-            query.clone(),
-            Some(self.node_id.clone()),
-            usize::MAX,
-        ));
 
         let listing = tokio::time::timeout_at(deadline, listed_nodes(&backplane.nodes));
         tokio::pin!(listing);
@@ -145,12 +167,11 @@ impl Cluster {
                 *node != *self.node_id && !answers.get(node).is_some_and(|answer| answer.complete)
             })
             .collect();
-        let mut rows = own_rows
-            .await
-            .unwrap_or_else(|err| std::panic::resume_unwind(err.into_panic()));
-        for node_answer in answers.into_values().filter(|answer| answer.complete) {
-            rows.extend(node_answer.rows);
-        }
+        let rows = answers
+            .into_values()
+            .filter(|answer| answer.complete)
+            .flat_map(|answer| answer.rows)
+            .collect();
         Ok(Answer {
             rows,
             missing_nodes,
@@ -176,14 +197,10 @@ impl Cluster {
     }
 
     async fn answer(&self, broker: &Arc<Broker>, request: async_nats::Message) {
-        let asker = request
-            .headers
-            .as_ref()
-            .and_then(|headers| headers.get(ASKER_HEADER));
-        if asker.is_some_and(|asker| asker.as_str() == &*self.node_id) {
+        if self.asked_by_itself(&request) {
             return;
         }
-        let (Some(reply), Some(query)) = (request.reply, Query::from_payload(&request.payload))
+        let (Some(reply), Some(query)) = (&request.reply, Query::from_payload(&request.payload))
         else {
             tracing::warn!(subject = %request.subject, "presence request not understood; ignored");
             return;
@@ -194,9 +211,33 @@ impl Cluster {
             .max_payload
             .saturating_sub(HEADER_ROOM)
             .max(HEADER_ROOM);
-        let mut pieces =
+        let pieces =
             presence::local_rows(broker.clone(), query, Some(self.node_id.clone()), piece_len)
                 .await;
+        self.reply_in_pieces(reply, pieces).await;
+    }
+
+    /// Headers naming this node as the sender of a request or notice, so
+    /// that it can tell its own when they come back (`asked_by_itself`).
+    pub(super) fn sender_headers(&self) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(ASKER_HEADER, &*self.node_id);
+        headers
+    }
+
+    /// Whether this node sent `request` itself (it answers itself without
+    /// a round trip).
+    pub(super) fn asked_by_itself(&self, request: &async_nats::Message) -> bool {
+        request
+            .headers
+            .as_ref()
+            .and_then(|headers| headers.get(ASKER_HEADER))
+            .is_some_and(|asker| asker.as_str() == &*self.node_id)
+    }
+
+    /// Sends this node's answer to `reply` as `scatter_gather` gathers it:
+    /// each piece names the node, the last one is marked.
+    pub(super) async fn reply_in_pieces(&self, reply: &Subject, mut pieces: Vec<Bytes>) {
         if pieces.is_empty() {
             pieces.push(Bytes::new());
         }
@@ -212,7 +253,7 @@ impl Cluster {
                 .publish_with_headers(reply.clone(), headers, piece)
                 .await
             {
-                tracing::warn!(error = %err, "cannot answer a presence request");
+                tracing::warn!(error = %err, subject = %reply, "cannot answer a request");
                 return;
             }
         }

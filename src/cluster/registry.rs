@@ -9,23 +9,25 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::broker::{is_valid_topic_name, Broker, BrokerError, Topic};
+use crate::broker::{is_valid_topic_name, Broker, BrokerError, Topic, TopicOptions};
 use crate::cluster::names::{decode_topic, encode_topic, event_subject, registry_stream_name};
 use crate::cluster::{
     unavailable, wait_until_applied, Backplane, Cluster, Purge, REQUEST_TIMEOUT, RETRY_DELAY,
 };
 
 impl Cluster {
-    /// Creates a topic in the registry; returns once this node has it.
-    pub async fn create_topic(&self, name: &str) -> Result<(), BrokerError> {
+    /// Creates a topic in the registry, its options in its entry's value;
+    /// returns once this node has it.
+    pub async fn create_topic(&self, name: &str, options: TopicOptions) -> Result<(), BrokerError> {
         let broker = &self.broker;
         if !is_valid_topic_name(name) {
             return Err(BrokerError::InvalidTopicName);
         }
         let registry = &self.available()?.registry;
         broker.at_topic_limit()?;
+        let value = serde_json::to_vec(&options).expect("options serialise");
         match registry
-            .create(encode_topic(name), Bytes::copy_from_slice(name.as_bytes()))
+            .create(encode_topic(name), Bytes::from(value))
             .await
         {
             Ok(revision) => {
@@ -184,7 +186,12 @@ impl Cluster {
             Some(name) => {
                 let retired = match entry.operation {
                     kv::Operation::Put => {
-                        broker.adopt_topic(&name, entry.revision, &backplane.epoch(entry.revision))
+                        // An entry written before topics had options holds
+                        // the topic's name instead: the defaults apply.
+                        let options = serde_json::from_slice(&entry.value)
+                            .unwrap_or_else(|_| broker.default_options());
+                        let epoch = backplane.epoch(entry.revision);
+                        broker.adopt_topic(&name, entry.revision, &epoch, options)
                     }
                     kv::Operation::Delete | kv::Operation::Purge => {
                         broker.retire_topic(&name, entry.revision)

@@ -13,7 +13,7 @@ use hyper::{Request, Response, StatusCode};
 use serde::Serialize;
 
 use crate::auth::Grant;
-use crate::broker::{is_valid_topic_name, BrokerError};
+use crate::broker::{is_valid_topic_name, BrokerError, TopicOptions, TopicSummary};
 use crate::cluster::BackplaneState;
 use crate::config::Config;
 use crate::error::Error;
@@ -63,6 +63,19 @@ struct TopicRow<'a> {
     name: &'a str,
     subscribers: usize,
     messages: u64,
+    #[serde(flatten)]
+    options: TopicOptions,
+}
+
+impl<'a> From<&'a TopicSummary> for TopicRow<'a> {
+    fn from(topic: &'a TopicSummary) -> Self {
+        Self {
+            name: &topic.name,
+            subscribers: topic.subscribers,
+            messages: topic.messages,
+            options: topic.options,
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -175,14 +188,7 @@ pub fn stats(node: &Node) -> Response<Body> {
 
 pub fn list_topics(node: &Node) -> Response<Body> {
     let summaries = node.summaries();
-    let topics = summaries
-        .iter()
-        .map(|topic| TopicRow {
-            name: &topic.name,
-            subscribers: topic.subscribers,
-            messages: topic.messages,
-        })
-        .collect();
+    let topics = summaries.iter().map(TopicRow::from).collect();
     json_response(
         StatusCode::OK,
         &TopicList {
@@ -206,10 +212,19 @@ pub async fn presence(node: &Node, query: Query) -> Reply {
     ))
 }
 
+/// `GET /topics/{name}`: the topic's row of `GET /topics`.
+pub async fn topic(node: &Node, name: &str) -> Reply {
+    check_name(name)?;
+    let summary = node.topic(name).await?.summary();
+    Ok(json_response(StatusCode::OK, &TopicRow::from(&summary)))
+}
+
 pub async fn create_topic(node: &Node, request: Request<Incoming>) -> Reply {
     let mut body = read_body(node.config(), request).await?;
+    // The options first: the name's scan decodes its string in place.
+    let options = topic_options(node, &body)?;
     let name = parse_topic_body(&mut body).map_err(Error::BadRequest)?;
-    node.create_topic(&name).await?;
+    node.create_topic(&name, options).await?;
     Ok(json_response(
         StatusCode::CREATED,
         &TopicChange {
@@ -278,6 +293,20 @@ fn take_publish_token(node: &Node, limit: Option<(&RestLimits, LimitKey)>) -> Re
         })?;
     }
     Ok(())
+}
+
+/// The options a `POST /topics` body names, over the defaults. A body
+/// that is no JSON object has none; `parse_topic_body` says what is wrong
+/// with it.
+fn topic_options(node: &Node, body: &[u8]) -> Result<TopicOptions, Error> {
+    let defaults = node.default_topic_options();
+    match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(members)) => {
+            let max = node.config().max_history_size as usize;
+            TopicOptions::from_members(&members, defaults, max).map_err(Error::BadRequest)
+        }
+        _ => Ok(defaults),
+    }
 }
 
 /// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
@@ -355,7 +384,7 @@ impl HistoryQuery {
     }
 }
 
-fn check_name(name: &str) -> Result<(), Error> {
+pub(super) fn check_name(name: &str) -> Result<(), Error> {
     if is_valid_topic_name(name) {
         Ok(())
     } else {
@@ -378,7 +407,10 @@ fn is_json(request: &Request<Incoming>) -> bool {
 
 /// Reads a JSON body of at most `MAX_MESSAGE_SIZE` bytes within
 /// `BODY_TIMEOUT`: another type gets 415, a larger body 413, a late one 408.
-async fn read_body(config: &Config, request: Request<Incoming>) -> Result<Vec<u8>, Error> {
+pub(super) async fn read_body(
+    config: &Config,
+    request: Request<Incoming>,
+) -> Result<Vec<u8>, Error> {
     if !is_json(&request) {
         return Err(Error::UnsupportedMediaType);
     }

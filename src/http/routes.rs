@@ -44,7 +44,7 @@ const TOPICS: RouteSpec = RouteSpec {
 };
 const TOPIC: RouteSpec = RouteSpec {
     path: "/topics/{name}",
-    methods: &["DELETE"],
+    methods: &["GET", "DELETE"],
 };
 const TOPIC_MESSAGES: RouteSpec = RouteSpec {
     path: "/topics/{name}/messages",
@@ -66,11 +66,19 @@ const BROADCAST: RouteSpec = RouteSpec {
     path: "/broadcast",
     methods: &["POST"],
 };
+const DISCONNECT: RouteSpec = RouteSpec {
+    path: "/disconnect",
+    methods: &["POST"],
+};
+const UNSUBSCRIBE: RouteSpec = RouteSpec {
+    path: "/unsubscribe",
+    methods: &["POST"],
+};
 
 /// Every REST resource the server answers (the WebSocket upgrade, `/ws`,
 /// is in the AsyncAPI document instead). The REST tests check the
 /// OpenAPI document lists exactly these, and the server answers each.
-pub const ROUTES: [RouteSpec; 12] = [
+pub const ROUTES: [RouteSpec; 14] = [
     HEALTH,
     STATS,
     METRICS,
@@ -83,6 +91,8 @@ pub const ROUTES: [RouteSpec; 12] = [
     SUBSCRIPTIONS,
     SSE,
     BROADCAST,
+    DISCONNECT,
+    UNSUBSCRIBE,
 ];
 
 impl RouteSpec {
@@ -117,6 +127,9 @@ pub enum Route {
     Sse,
     /// The server API's one message to many topics.
     Broadcast,
+    /// The server API's connection commands.
+    Disconnect,
+    Unsubscribe,
     Page(&'static Page),
 }
 
@@ -146,6 +159,8 @@ impl Route {
             [subscriptions] if subscriptions == "subscriptions" => Self::Subscriptions,
             [sse] if sse == "sse" => Self::Sse,
             [broadcast] if broadcast == "broadcast" => Self::Broadcast,
+            [disconnect] if disconnect == "disconnect" => Self::Disconnect,
+            [unsubscribe] if unsubscribe == "unsubscribe" => Self::Unsubscribe,
             _ => match pages::find(path) {
                 Some(page) => Self::Page(page),
                 None => return Err(Error::NoRoute(path.to_owned())),
@@ -168,6 +183,8 @@ impl Route {
             Self::Subscriptions => SUBSCRIPTIONS,
             Self::Sse => SSE,
             Self::Broadcast => BROADCAST,
+            Self::Disconnect => DISCONNECT,
+            Self::Unsubscribe => UNSUBSCRIBE,
             Self::Page(page) => RouteSpec {
                 path: page.path(),
                 methods: &["GET"],
@@ -189,9 +206,10 @@ impl Route {
 
     /// Whether a token's permissions allow the request (an API key's allow
     /// everything). Topic management, presence, the server-wide views and
-    /// a broadcast need `admin`; publishing (one message or a batch) needs
-    /// the topic in `publish`, reading its messages the topic in
-    /// `subscribe`; the API documents and the pages
+    /// a broadcast and the server API's connection commands need `admin`;
+    /// publishing (one message or a batch) needs the topic in `publish`,
+    /// reading its messages the topic in `subscribe`; the API documents
+    /// and the pages
     /// need only a valid credential (the dashboard's data comes from
     /// `/stats` and `/topics`, which need `admin`). A stream needs each
     /// of its topics in `subscribe`, which only its query names (see
@@ -205,7 +223,9 @@ impl Route {
             | Self::Topic(_)
             | Self::TopicSubscribers(_)
             | Self::Subscriptions
-            | Self::Broadcast => permissions.is_admin(),
+            | Self::Broadcast
+            | Self::Disconnect
+            | Self::Unsubscribe => permissions.is_admin(),
             Self::TopicMessages(name) if is_read(method) => permissions.may_subscribe(name),
             Self::TopicMessages(name) => permissions.may_publish(name),
         }

@@ -15,7 +15,7 @@ use crate::http::handlers::{self, Reply};
 use crate::http::prometheus::{self, Exposition};
 use crate::http::response::{allow_response, error_response, typed_response, Body};
 use crate::http::routes::{is_read, Route};
-use crate::http::{api_docs, cors};
+use crate::http::{api_docs, cors, server_api};
 use crate::metrics::Transport;
 use crate::node::Node;
 use crate::presence::Query;
@@ -99,6 +99,7 @@ impl Rest {
             }
             (Route::Topics, method) if is_read(&method) => Ok(handlers::list_topics(node)),
             (Route::Topics, Method::POST) => handlers::create_topic(node, request).await,
+            (Route::Topic(name), method) if is_read(&method) => handlers::topic(node, &name).await,
             (Route::Topic(name), Method::DELETE) => handlers::delete_topic(node, &name).await,
             (Route::TopicMessages(name), method) if is_read(&method) => {
                 handlers::history(node, &name, request.uri().query()).await
@@ -123,6 +124,8 @@ impl Rest {
                 let grant = grant.expect("a stream is never public");
                 handlers::event_stream(&self.node, &request, &grant, peer).await
             }
+            (Route::Disconnect, Method::POST) => server_api::disconnect(node, request).await,
+            (Route::Unsubscribe, Method::POST) => server_api::unsubscribe(node, request).await,
             (Route::Page(page), method) if is_read(&method) => Ok(page.response(request.headers())),
             (route, _) => Err(Error::MethodNotAllowed(route.spec().allow())),
         }

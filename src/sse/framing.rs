@@ -112,6 +112,8 @@ fn event_line(name: &str) -> Bytes {
     match name {
         "info" => Bytes::from_static(b"event: info\ndata: "),
         "error" => Bytes::from_static(b"event: error\ndata: "),
+        "join" => Bytes::from_static(b"event: join\ndata: "),
+        "leave" => Bytes::from_static(b"event: leave\ndata: "),
         _ => Bytes::from(format!("event: {name}\ndata: ")),
     }
 }

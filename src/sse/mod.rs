@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 
 use crate::auth::Grant;
 use crate::broker::{BrokerError, ConnectionId, Topic};
+use crate::connections::Registration;
 use crate::error::Error;
 use crate::metrics::Transport as MetricsTransport;
 use crate::node::Node;
@@ -92,9 +93,13 @@ pub async fn open(
             ))
         })?;
     let outbox = Arc::new(Outbox::configured(config));
+    let id = node.next_connection_id();
     let mut subscriptions = Subscriptions {
-        id: node.next_connection_id(),
+        id,
         topics: Vec::with_capacity(topics.len()),
+        _registration: node
+            .connections()
+            .register(id, &outbox, grant.subject.clone()),
     };
     let mut joined = Vec::with_capacity(topics.len());
     for topic in topics {
@@ -120,7 +125,6 @@ pub async fn open(
     let expiry = grant.expires_in(config.jwt_leeway);
     let metrics = node.metrics().clone();
     let body = SseBody::new(receiver, outbox.clone());
-    let id = subscriptions.id;
     tracing::info!(conn = id, %peer, topics = joined.len(), "event stream opened");
     node.spawn_connection("event stream", async move {
         let mut writer = std::pin::pin!(writer);
@@ -144,10 +148,12 @@ pub async fn open(
     Ok(body)
 }
 
-/// A stream's subscriptions, left however the stream ends.
+/// A stream's subscriptions and its place among the node's connections,
+/// left however the stream ends.
 struct Subscriptions {
     id: ConnectionId,
     topics: Vec<Arc<Topic>>,
+    _registration: Registration,
 }
 
 impl Drop for Subscriptions {

@@ -130,17 +130,18 @@ impl Transport for SseTransport {
         true
     }
 
-    /// Shutdown ends the stream after `info` `server_shutdown`, a slow
-    /// consumer after `error` `SLOW_CONSUMER`; a lost connection gets
-    /// nothing.
+    /// Shutdown ends the stream after `info` `server_shutdown`, a
+    /// server-API disconnect after `info` `disconnected`, a slow consumer
+    /// after `error` `SLOW_CONSUMER`; a lost connection gets nothing.
     fn push_last(&mut self, reason: &CloseReason) -> bool {
         if reason.abandons_queue() {
             self.unsent.batch.clear();
         }
-        let last = match reason.closing_error() {
-            Some((code, why)) => reply::error(None, code, why),
-            None if *reason == CloseReason::ServerShutdown => reply::info(None, "server_shutdown"),
-            None => return false,
+        let last = match (reason.closing_error(), reason) {
+            (Some((code, why)), _) => reply::error(None, code, why),
+            (None, CloseReason::ServerShutdown) => reply::info(None, "server_shutdown"),
+            (None, CloseReason::Disconnected(why)) => reply::disconnected(why),
+            (None, _) => return false,
         };
         self.unsent.last.push_frame(&last, &mut self.unsent.cursor);
         true

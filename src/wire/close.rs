@@ -5,6 +5,13 @@ use std::sync::Arc;
 
 use crate::wire::error::ErrorCode;
 
+/// The close code of a server-API disconnect (the application range,
+/// RFC 6455 §7.4.2).
+pub const DISCONNECTED_CODE: u16 = 4000;
+/// The longest close reason: a close frame's payload is at most 125
+/// bytes, two of them the code.
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
 /// Why a connection is closing, and so what its last frames are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
@@ -31,6 +38,9 @@ pub enum CloseReason {
     ProtocolError,
     /// The connection's access token expired before a new one was sent.
     TokenExpired,
+    /// An application backend asked for it (`POST /disconnect`), with
+    /// this reason.
+    Disconnected(Arc<str>),
     /// The socket failed or hit EOF: nothing more can be written.
     ConnectionLost,
 }
@@ -49,6 +59,7 @@ impl CloseReason {
             Self::InvalidUtf8 | Self::InvalidCompressedData => Some(1007),
             Self::MessageTooBig => Some(1009),
             Self::ProtocolError => Some(1002),
+            Self::Disconnected(_) => Some(DISCONNECTED_CODE),
             Self::ConnectionLost => None,
         }
     }
@@ -66,6 +77,7 @@ impl CloseReason {
             Self::MessageTooBig => "message too big",
             Self::ProtocolError => "protocol error",
             Self::TokenExpired => "token expired",
+            Self::Disconnected(_) => "disconnected by the server API",
             Self::ConnectionLost => "connection lost",
         }
     }
@@ -73,7 +85,7 @@ impl CloseReason {
     /// The close frame's reason text: the client's own when echoing it.
     pub fn close_text(&self) -> &str {
         match self {
-            Self::ClientClosed { reason, .. } => reason,
+            Self::ClientClosed { reason, .. } | Self::Disconnected(reason) => reason,
             _ => self.describe(),
         }
     }

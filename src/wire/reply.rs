@@ -39,6 +39,21 @@ pub enum ServerFrame<'a> {
         #[serde(skip_serializing_if = "Option::is_none")]
         topic: Option<&'a str>,
         msg: &'static str,
+        /// Why, where the notice has one (a server-API disconnect).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        reason: Option<&'a str>,
+        ts: Timestamp,
+    },
+    /// A subscription started on a topic with `presence_events`.
+    Join {
+        topic: &'a str,
+        client_id: &'a str,
+        ts: Timestamp,
+    },
+    /// A subscription ended on a topic with `presence_events`.
+    Leave {
+        topic: &'a str,
+        client_id: &'a str,
         ts: Timestamp,
     },
 }
@@ -156,6 +171,39 @@ pub fn info(topic: Option<&str>, msg: &'static str) -> Bytes {
     ServerFrame::Info {
         topic,
         msg,
+        reason: None,
+        ts: Timestamp::now(),
+    }
+    .encode()
+}
+
+/// `join`, to the other subscribers of a topic with `presence_events`.
+pub fn join(topic: &str, client_id: &str) -> Bytes {
+    ServerFrame::Join {
+        topic,
+        client_id,
+        ts: Timestamp::now(),
+    }
+    .encode()
+}
+
+/// `leave`, to the other subscribers of a topic with `presence_events`.
+pub fn leave(topic: &str, client_id: &str) -> Bytes {
+    ServerFrame::Leave {
+        topic,
+        client_id,
+        ts: Timestamp::now(),
+    }
+    .encode()
+}
+
+/// `info` `disconnected`, with its reason: how an event stream, which has
+/// no close frame, learns of a server-API disconnect.
+pub fn disconnected(reason: &str) -> Bytes {
+    ServerFrame::Info {
+        topic: None,
+        msg: "disconnected",
+        reason: Some(reason),
         ts: Timestamp::now(),
     }
     .encode()

@@ -217,6 +217,16 @@ pub fn parse_topic_body(bytes: &mut [u8]) -> Result<String, String> {
         .ok_or_else(|| "name is required".into())
 }
 
+/// A JSON number that is a whole number from 0 to `u64::MAX`, as JSON
+/// Schema's `integer` counts them: `5.0` is `5`.
+pub fn whole_number(value: &serde_json::Value) -> Option<u64> {
+    value.as_u64().or_else(|| {
+        let float = value.as_f64()?;
+        // `u64::MAX as f64` rounds up to 2^64, itself out of range.
+        (float.fract() == 0.0 && (0.0..u64::MAX as f64).contains(&float)).then_some(float as u64)
+    })
+}
+
 /// A validated document and the members it was scanned for, their strings
 /// decoded.
 struct Members<'a, 'p, const N: usize> {

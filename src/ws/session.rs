@@ -17,6 +17,7 @@ use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
 use crate::broker::{BrokerError, ConnectionId, Joined, Topic};
+use crate::connections::Registration;
 use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
 use crate::node::{Node, Publication};
@@ -65,13 +66,20 @@ pub struct Session {
     expiry: Option<Pin<Box<Sleep>>>,
     /// `PUBLISH_RATE_LIMIT`, when set, and this connection's bucket.
     publish_limit: Option<(Limit, Bucket)>,
+    /// Where the server API finds this connection, until it is dropped.
+    registration: Registration,
     node: Arc<Node>,
 }
 
 impl Session {
     pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, grant: Grant) -> Self {
+        let id = node.next_connection_id();
+        let registration = node
+            .connections()
+            .register(id, &outbox, grant.subject.clone());
         let mut session = Self {
-            id: node.next_connection_id(),
+            id,
+            registration,
             outbox,
             subscriptions: HashMap::new(),
             pending_publishes: FuturesOrdered::new(),
@@ -295,6 +303,7 @@ impl Session {
             tracing::debug!(conn = self.id, %why, "token refresh refused");
         })?;
         self.arm_expiry(&grant);
+        self.registration.set_subject(grant.subject);
         self.permissions = grant.permissions;
         let id = self.id;
         let (permissions, outbox) = (&self.permissions, &self.outbox);
@@ -345,13 +354,16 @@ impl Session {
     }
 
     /// A new subscription must fit `MAX_SUBSCRIPTIONS_PER_CONNECTION`;
-    /// subscriptions to since-deleted topics do not count.
+    /// subscriptions that ended without the client (a deleted topic, a
+    /// server-API unsubscribe) do not count.
     fn check_subscription_limit(&mut self, name: &str) -> Result<(), Error> {
         let limit = self.node.config().max_subscriptions_per_connection as usize;
         if self.subscriptions.len() < limit || self.subscriptions.contains_key(name) {
             return Ok(());
         }
-        self.subscriptions.retain(|_, topic| !topic.is_deleted());
+        let id = self.id;
+        self.subscriptions
+            .retain(|_, topic| topic.has_subscriber(id));
         if self.subscriptions.len() < limit {
             return Ok(());
         }

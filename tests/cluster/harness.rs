@@ -1580,6 +1580,13 @@ impl Client {
         }
     }
 
+    /// The next frame that is not a heartbeat, checked to carry `ts`.
+    pub async fn expect_frame(&mut self, waiting_for: &str) -> Value {
+        let frame = self.next_frame(EVENT_DEADLINE, waiting_for).await;
+        assert_ts(&frame);
+        frame
+    }
+
     /// Waits for the notice that `topic` was deleted.
     pub async fn expect_topic_deleted(&mut self, topic: &str) {
         let frame = self

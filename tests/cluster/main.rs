@@ -13,6 +13,7 @@ mod common;
 mod durability;
 mod harness;
 mod presence;
+mod server_api;
 mod sse;
 
 use std::time::Duration;

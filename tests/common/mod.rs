@@ -359,6 +359,23 @@ pub async fn recv_text(ws: &mut Ws) -> String {
     next_text(ws).await.0
 }
 
+/// The close frame's code and reason, after any frames before it.
+pub async fn close_frame_of(ws: &mut Ws) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(RECV_TIMEOUT, ws.next())
+            .await
+            .expect("timed out waiting for the close frame")
+        {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                return (u16::from(frame.code), frame.reason.to_string())
+            }
+            Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+            Some(Ok(_)) => continue,
+            other => panic!("connection ended without a close frame: {other:?}"),
+        }
+    }
+}
+
 /// Asserts `frame` is the `ack` of `request_id` on `topic`.
 #[track_caller]
 pub fn assert_ack(frame: &Value, topic: &str, request_id: &str) {
@@ -429,6 +446,32 @@ pub async fn subscribe(ws: &mut Ws, topic: &str, last_n: u64) -> Value {
     )
     .await;
     expect_ack(ws, topic, &request_id).await
+}
+
+/// Subscribes as `client_id` with request id `sub-{topic}-{client_id}`.
+pub async fn subscribe_as(ws: &mut Ws, topic: &str, client_id: &str) {
+    let request_id = format!("sub-{topic}-{client_id}");
+    send(
+        ws,
+        json!({ "type": "subscribe", "topic": topic, "client_id": client_id, "request_id": request_id }),
+    )
+    .await;
+    expect_ack(ws, topic, &request_id).await;
+}
+
+/// Runs `test` on a multi-thread and on a current-thread runtime.
+pub fn on_both_runtimes<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(test());
 }
 
 /// A message object (REST publish body) with a fresh UUID.

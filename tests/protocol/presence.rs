@@ -48,16 +48,6 @@ async fn subscribers(server: &TestServer, topic: &str) -> Vec<String> {
         .collect()
 }
 
-async fn subscribe_as(ws: &mut Ws, topic: &str, client_id: &str) {
-    let request_id = format!("sub-{topic}-{client_id}");
-    send(
-        ws,
-        json!({ "type": "subscribe", "topic": topic, "client_id": client_id, "request_id": request_id }),
-    )
-    .await;
-    expect_ack(ws, topic, &request_id).await;
-}
-
 #[tokio::test]
 async fn presence_follows_subscribes_unsubscribes_and_disconnects() {
     let server = TestServer::start(&[]).await;

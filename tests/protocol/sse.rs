@@ -45,21 +45,6 @@ async fn publish_rest(server: &TestServer, topic: &str, payload: Value) -> u64 {
     body["seq"].as_u64().unwrap()
 }
 
-/// Runs `test` on a multi-thread and on a current-thread runtime.
-fn on_both_runtimes<F: std::future::Future<Output = ()>>(test: impl Fn() -> F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(test());
-}
-
 #[test]
 fn events_arrive_in_order_as_the_json_websocket_subscribers_get() {
     on_both_runtimes(|| async {

@@ -55,6 +55,10 @@ fn example_request(server: &TestServer, method: &str, path: &str) -> reqwest::Re
             "topics": ["orders"],
             "message": message_body(json!({ "order": 42 })),
         })),
+        ("POST", "/disconnect") => request.json(&json!({ "client_id": "nobody" })),
+        ("POST", "/unsubscribe") => {
+            request.json(&json!({ "topic": "orders", "client_id": "nobody" }))
+        }
         ("POST", _) => request.json(&message_body(json!({ "order": 42 }))),
         _ => request,
     }
@@ -193,6 +197,16 @@ async fn every_asyncapi_client_example_gets_documented_server_frames() {
     assert_eq!(status, 200);
     let deleted = check(recv(&mut ws).await);
     assert_eq!(deleted["msg"], "topic_deleted", "{deleted}");
+    // Another subscriber's join and leave, on a topic with presence_events.
+    let body = json!({ "name": "room", "presence_events": true });
+    assert_eq!(server.post_json("/topics", &body).await.0, 201);
+    subscribe(&mut ws, "room", 0).await;
+    let mut other = server.ws().await;
+    subscribe(&mut other, "room", 0).await;
+    drop(other);
+    for expected in ["join", "leave"] {
+        assert_eq!(check(recv(&mut ws).await)["type"], expected);
+    }
     assert_eq!(seen, names(&server_types), "server frames seen");
     server.stop().await;
 }

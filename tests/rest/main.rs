@@ -14,3 +14,4 @@ mod cors;
 mod metrics;
 mod rest_api;
 mod server_api;
+mod topic_options;

@@ -443,7 +443,7 @@ async fn wrong_methods_are_405_with_allow() {
     let cases: [(Method, &str, &[&str]); 7] = [
         (Method::PUT, "/topics", &["GET", "POST"]),
         (Method::DELETE, "/topics", &["GET", "POST"]),
-        (Method::GET, "/topics/orders", &["DELETE"]),
+        (Method::POST, "/topics/orders", &["GET", "DELETE"]),
         (Method::POST, "/health", &["GET"]),
         (Method::DELETE, "/stats", &["GET"]),
         (Method::PUT, "/topics/orders/messages", &["GET", "POST"]),
@@ -666,7 +666,7 @@ async fn options_answers_204_with_allow() {
         ("/health", "GET, HEAD, OPTIONS"),
         ("/stats", "GET, HEAD, OPTIONS"),
         ("/topics", "GET, HEAD, POST, OPTIONS"),
-        ("/topics/orders", "DELETE, OPTIONS"),
+        ("/topics/orders", "GET, HEAD, DELETE, OPTIONS"),
         ("/topics/orders/messages", "GET, HEAD, POST, OPTIONS"),
     ] {
         // A browser's preflight carries no key.

@@ -11,4 +11,5 @@ mod common;
 
 mod auth;
 mod rate_limits;
+mod server_api;
 mod tokens;

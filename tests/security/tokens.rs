@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 const SECRET: &str = "test-secret-of-some-length";
-const ADMIN_KEY: &str = "admin-key";
+pub(super) const ADMIN_KEY: &str = "admin-key";
 const AUDIENCE: &str = "ringcast-tests";
 
 fn fixture(name: &str) -> String {
@@ -42,7 +42,7 @@ fn sign(algorithm: Algorithm, key: &EncodingKey, claims: &Value) -> String {
 }
 
 /// An HS256 token signed with `SECRET`.
-fn token(extra: Value) -> String {
+pub(super) fn token(extra: Value) -> String {
     sign(
         Algorithm::HS256,
         &EncodingKey::from_secret(SECRET.as_bytes()),
@@ -51,7 +51,7 @@ fn token(extra: Value) -> String {
 }
 
 /// A server taking HS256 tokens for `AUDIENCE`, and `ADMIN_KEY`.
-async fn hs256_server(extra: &[&str]) -> TestServer {
+pub(super) async fn hs256_server(extra: &[&str]) -> TestServer {
     let mut args = vec![
         "--jwt-secret",
         SECRET,
@@ -64,13 +64,13 @@ async fn hs256_server(extra: &[&str]) -> TestServer {
     TestServer::start(&args).await
 }
 
-enum Credential<'a> {
+pub(super) enum Credential<'a> {
     Key(&'a str),
     Bearer(&'a str),
 }
 
 /// One REST request, with its status, JSON body and `WWW-Authenticate`.
-async fn request(
+pub(super) async fn request(
     server: &TestServer,
     method: Method,
     path: &str,
@@ -95,7 +95,7 @@ async fn request(
     (status, body, challenge)
 }
 
-async fn create_topics(server: &TestServer, names: &[&str]) {
+pub(super) async fn create_topics(server: &TestServer, names: &[&str]) {
     for name in names {
         let body = json!({ "name": name });
         let (status, body, _) = request(
@@ -150,7 +150,7 @@ async fn connect(server: &TestServer, suffix: &str, bearer: Option<&str>) -> Res
         .map(|(ws, _)| ws)
 }
 
-async fn connect_with(server: &TestServer, token: &str) -> Ws {
+pub(super) async fn connect_with(server: &TestServer, token: &str) -> Ws {
     connect(server, "", Some(token)).await.expect("upgrade")
 }
 
