@@ -370,15 +370,10 @@ impl Broker {
     ) -> (Published, Option<FanOut>) {
         let now = Timestamp::now();
         // The backplane deduplicates what it delivers.
-        let mut dedup = match (stamp, log.dedup.as_mut()) {
-            (Stamp::Local, Some(dedup)) => Some((dedup, Instant::now())),
-            _ => None,
-        };
-        if let Some(seq) = dedup
-            .as_mut()
-            .and_then(|(dedup, at)| dedup.original(message.id, *at))
-        {
-            return (Published::duplicate(seq), None);
+        if let (Stamp::Local, Some(dedup)) = (stamp, log.dedup.as_mut()) {
+            if let Some(seq) = dedup.check(message.id, log.seq + 1, Instant::now()) {
+                return (Published::duplicate(seq), None);
+            }
         }
         let (seq, ts) = match stamp {
             Stamp::Local => (log.seq + 1, now),
@@ -395,9 +390,6 @@ impl Broker {
                 (seq, Timestamp::at(stored_at))
             }
         };
-        if let Some((dedup, at)) = dedup {
-            dedup.record(message.id, seq, at);
-        }
         log.seq = seq;
         let event = EventFrame::new(reply::event(&topic.name, message, seq, ts));
         if log.ring.len() == self.ring_capacity {
