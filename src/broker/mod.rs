@@ -407,15 +407,10 @@ impl Broker {
     ) -> (Published, Option<FanOut>) {
         let now = SystemTime::now();
         // The backplane deduplicates what it delivers.
-        let mut dedup = match (stamp, log.dedup.as_mut()) {
-            (Stamp::Local, Some(dedup)) => Some((dedup, Instant::now())),
-            _ => None,
-        };
-        if let Some(seq) = dedup
-            .as_mut()
-            .and_then(|(dedup, at)| dedup.original(message.id, *at))
-        {
-            return (Published::duplicate(seq), None);
+        if let (Stamp::Local, Some(dedup)) = (stamp, log.dedup.as_mut()) {
+            if let Some(seq) = dedup.check(message.id, log.seq + 1, Instant::now()) {
+                return (Published::duplicate(seq), None);
+            }
         }
         let (seq, at) = match stamp {
             Stamp::Local => (log.seq + 1, now),
@@ -432,9 +427,6 @@ impl Broker {
                 (seq, stored_at)
             }
         };
-        if let Some((dedup, checked_at)) = dedup {
-            dedup.record(message.id, seq, checked_at);
-        }
         log.seq = seq;
         let event = EventFrame::new(reply::event(&topic.name, message, seq, Timestamp::at(at)));
         // The ring and the fan-out share the one event: the fan-out runs
