@@ -142,7 +142,7 @@ test("a publish made while disconnected waits for the connection, up to publishT
   const waiting = client.publish(topic, "sent once connected");
   await sleep(100);
   proxy.refusing = false;
-  await waiting;
+  assert.deepEqual(await waiting, { seq: 1 });
   assert.deepEqual((await server.history(topic)).map((message) => message.payload), ["sent once connected"]);
   client.close();
 });
