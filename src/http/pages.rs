@@ -223,6 +223,25 @@ mod tests {
     }
 
     #[test]
+    fn every_script_imports_only_files_served_here() {
+        for script in PAGES.iter().filter(|page| page.content_type == JS) {
+            let source = std::str::from_utf8(script.body).unwrap();
+            for line in source.lines().filter(|line| line.starts_with("import ")) {
+                let module = line.split('"').nth(1).expect("an import names its module");
+                let served = module
+                    .strip_prefix("./")
+                    .map(|file| format!("/assets/{file}"));
+                assert!(
+                    served.as_deref().and_then(find).is_some(),
+                    "{} imports {module}, which is not served",
+                    script.path
+                );
+            }
+        }
+        assert!(find("/assets/ringcast-client.js").unwrap().is_public());
+    }
+
+    #[test]
     fn a_current_copy_gets_304_with_the_same_tag() {
         let page = find("/assets/pages.css").unwrap();
         let full = page.response(&HeaderMap::new());
