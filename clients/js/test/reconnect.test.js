@@ -7,12 +7,9 @@
 
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { newClient, newTopic, record, recordStates } from "./support/clients.js";
+import { newClient, newTopic, record, recordStates, upTo } from "./support/clients.js";
 import { Proxy } from "./support/proxy.js";
 import { Server, sleep, until } from "./support/server.js";
-
-/** 1, 2, …, n */
-const upTo = (n) => Array.from({ length: n }, (_, index) => index + 1);
 
 for (const workers of ["default", "1"]) {
   describe(`server worker threads: ${workers}`, () => {

@@ -3,7 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { newClient, newTopic, record, recordStates } from "./support/clients.js";
+import { newClient, newTopic, record, recordStates, upTo } from "./support/clients.js";
 import { accessToken, JWT_SECRET } from "./support/jwt.js";
 import { Server, sleep, until } from "./support/server.js";
 
@@ -11,8 +11,26 @@ const server = new Server({ JWT_SECRET });
 before(() => server.start());
 after(() => server.stop());
 
-/** 1, 2, …, n */
-const upTo = (n) => Array.from({ length: n }, (_, index) => index + 1);
+/**
+ * A client whose only credential is `getToken`, which returns
+ * `token(call)` for its call-th call; subscribed to a new topic.
+ */
+async function subscribedWithTokens(name, token) {
+  const topic = newTopic(name);
+  await server.createTopic(topic);
+  const getToken = { calls: 0 };
+  const client = newClient(server.ws, {
+    apiKey: undefined,
+    getToken: async () => {
+      getToken.calls += 1;
+      return token(getToken.calls);
+    },
+  });
+  const states = recordStates(client);
+  const seen = record(client, topic);
+  await until("the subscribe ack", () => seen.recoveries.length === 1);
+  return { topic, client, states, seen, getToken };
+}
 
 test("a token given as an option is sent; none at all is refused", async () => {
   const topic = newTopic("static");
@@ -30,48 +48,26 @@ test("a token given as an option is sent; none at all is refused", async () => {
 });
 
 test("getToken replaces each 3-second token before it expires: the connection lives through four of them", async () => {
-  const topic = newTopic("refresh");
-  await server.createTopic(topic);
-  let calls = 0;
-  const client = newClient(server.ws, {
-    apiKey: undefined,
-    getToken: async () => {
-      calls += 1;
-      return accessToken(3);
-    },
-  });
-  const states = recordStates(client);
-  const seen = record(client, topic);
-  await until("the subscribe ack", () => seen.recoveries.length === 1);
+  const { topic, client, states, seen, getToken } = await subscribedWithTokens("refresh", () => accessToken(3));
   for (let n = 1; n <= 45; n += 1) {
     await server.publish(topic, n);
     await sleep(200);
   }
   await until("every event", () => seen.events.length === 45);
   assert.deepEqual(seen.events.map((event) => event.payload), upTo(45));
-  assert.ok(calls >= 4, `getToken called ${calls} times in 9 s of 3 s tokens`);
+  assert.ok(getToken.calls >= 4, `getToken called ${getToken.calls} times in 9 s of 3 s tokens`);
   assert.deepEqual(states, ["connecting", "connected"], "never disconnected");
   assert.equal(seen.recoveries.length, 1);
   client.close();
 });
 
 test("closed for an expired token (the refresh came too late), the client reconnects with a fresh one and resumes", async () => {
-  const topic = newTopic("expired");
-  await server.createTopic(topic);
-  let calls = 0;
-  const client = newClient(server.ws, {
-    apiKey: undefined,
-    getToken: async () => {
-      calls += 1;
-      if (calls === 2) {
-        await sleep(3500); // past the first token's expiry
-      }
-      return accessToken(2);
-    },
+  const { topic, client, states, seen, getToken } = await subscribedWithTokens("expired", async (call) => {
+    if (call === 2) {
+      await sleep(3500); // past the first token's expiry
+    }
+    return accessToken(2);
   });
-  const states = recordStates(client);
-  const seen = record(client, topic);
-  await until("the subscribe ack", () => seen.recoveries.length === 1);
   await server.publish(topic, 1);
   await until("the disconnect for expiry", () => states.includes("disconnected"), 10_000);
   await server.publish(topic, 2);
@@ -80,7 +76,7 @@ test("closed for an expired token (the refresh came too late), the client reconn
   await until("every event", () => seen.events.length === 3);
   assert.deepEqual(seen.events.map((event) => event.payload), [1, 2, 3]);
   assert.equal(seen.recoveries[1].recovered, true);
-  assert.ok(calls >= 3, `getToken called ${calls} times`);
+  assert.ok(getToken.calls >= 3, `getToken called ${getToken.calls} times`);
   assert.equal(states.filter((state) => state === "disconnected").length, 1);
   client.close();
 });
