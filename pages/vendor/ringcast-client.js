@@ -484,10 +484,13 @@ var Client = class {
     try {
       token = await this.#options.getToken();
     } catch {
-      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
-      return;
+      token = void 0;
     }
     if (socket !== this.#socket || !this.#open) {
+      return;
+    }
+    if (token === void 0) {
+      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
       return;
     }
     const id = this.#nextRequestId("a");

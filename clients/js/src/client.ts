@@ -323,15 +323,18 @@ export class Client {
       this.#scheduleRefresh(); // woken early by the timer's cap
       return;
     }
-    let token: string;
+    let token: string | undefined;
     try {
       token = await this.#options.getToken!();
     } catch {
-      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
-      return;
+      token = undefined;
     }
     if (socket !== this.#socket || !this.#open) {
       return; // lost meanwhile: the next connection gets its own
+    }
+    if (token === undefined) {
+      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
+      return;
     }
     const id = this.#nextRequestId("a");
     this.#authRequest = { id, token };

@@ -3,6 +3,7 @@
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
+import { refreshAt } from "../dist/token.js";
 import { newClient, newTopic, record, recordStates, upTo } from "./support/clients.js";
 import { accessToken, JWT_SECRET } from "./support/jwt.js";
 import { Server, sleep, until } from "./support/server.js";
@@ -10,6 +11,18 @@ import { Server, sleep, until } from "./support/server.js";
 const server = new Server({ JWT_SECRET });
 before(() => server.start());
 after(() => server.stop());
+
+test("a token is replaced 30 s before it expires, or after three quarters of a short life", () => {
+  const now = 1_800_000_000_000;
+  const expiring = (seconds, claims = {}) => accessToken(0, { exp: now / 1000 + seconds, ...claims });
+  assert.equal(refreshAt(expiring(15 * 60), now), now + (15 * 60 - 30) * 1000);
+  assert.equal(refreshAt(expiring(120), now), now + 90_000);
+  assert.equal(refreshAt(expiring(60), now), now + 45_000);
+  assert.equal(refreshAt(expiring(3), now), now + 2250);
+  assert.ok(refreshAt(expiring(-5), now) <= now, "expired: at once");
+  assert.equal(refreshAt(expiring(60, { exp: undefined }), now), undefined, "no exp: never");
+  assert.equal(refreshAt("an-opaque-token", now), undefined);
+});
 
 /**
  * A client whose only credential is `getToken`, which returns
