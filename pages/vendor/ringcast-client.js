@@ -99,7 +99,7 @@ var Subscription = class {
   #epoch;
   /** Acked on the current connection: its events are delivered. */
   #joined = false;
-  /** Made by `Client.subscribe`. */
+  /** @internal Made by `Client.subscribe`. */
   constructor(topic, options, owner) {
     this.topic = topic;
     this.#options = options;
@@ -109,12 +109,12 @@ var Subscription = class {
   unsubscribe() {
     this.#owner.remove(this);
   }
-  /** Whether the server acked it on the current connection. */
+  /** @internal Whether the server acked it on the current connection. */
   get joined() {
     return this.#joined;
   }
   /**
-   * The subscribe request: the first asks for `last_n`; every later one
+   * @internal The subscribe request: the first asks for `last_n`; every later one
    * resumes with `since_seq` and `epoch`.
    */
   request(requestId) {
@@ -125,7 +125,7 @@ var Subscription = class {
     }
     return { type: "subscribe", topic: this.topic, since_seq: this.#cursor, epoch: this.#epoch, request_id: requestId };
   }
-  /** The subscribe ack: events follow it. */
+  /** @internal The subscribe ack: events follow it. */
   acked(ack) {
     const seq = ack.seq ?? 0;
     const epoch = ack.epoch ?? "";
@@ -138,7 +138,7 @@ var Subscription = class {
     this.#joined = true;
     invoke(this.#options.onRecovery, { recovered: ack.recovered ?? true, epoch, seq });
   }
-  /** An event of the topic; one at or before the cursor was delivered already. */
+  /** @internal An event of the topic; one at or before the cursor was delivered already. */
   deliver(frame) {
     const seq = frame.seq;
     if (!this.#joined || frame.message === void 0 || typeof seq !== "number" || seq <= this.#cursor) {
@@ -154,7 +154,7 @@ var Subscription = class {
     });
   }
   /**
-   * The server refused or ended the subscription. Returns whether it is to
+   * @internal The server refused or ended the subscription. Returns whether it is to
    * be subscribed again: only when it had joined once and its topic
    * disappeared (deleted, or lost in a server restart).
    */
@@ -163,7 +163,7 @@ var Subscription = class {
     invoke(this.#options.onError, error);
     return this.#epoch !== void 0 && TOPIC_GONE.has(error.code);
   }
-  /** The connection was lost. */
+  /** @internal The connection was lost. */
   left() {
     this.#joined = false;
   }
