@@ -1,8 +1,10 @@
 // The live operations page: totals and per-topic rates from /stats, polled
-// every second; a topic's live tail over /ws; a publish form. What comes from
-// the server is only ever set as text, never parsed as markup: topic names
-// and payloads are user data.
-"use strict";
+// every second; a topic's live tail over /ws, through the ringcast-client
+// package (which reconnects and resumes by itself); a publish form. What
+// comes from the server is only ever set as text, never parsed as markup:
+// topic names and payloads are user data. `apiKey` comes from
+// session-key.js, which runs first.
+import { Client } from "./ringcast-client.js";
 
 const POLL_MS = 1000;
 // Rows in the topic table; with more topics the busiest are shown.
@@ -153,72 +155,64 @@ function chooseTopic(name) {
 
 // --- live tail, over /ws ---------------------------------------------------
 
+/** The client of the tail shown, if any. */
 let tail = null;
 
 function startTail(topic) {
   stopTail();
   const url = new URL("ws", location.href);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  if (apiKey.get()) {
-    url.searchParams.set("api_key", apiKey.get());
-  }
-  const socket = new WebSocket(url);
-  tail = socket;
+  const client = new Client(url.href, { apiKey: apiKey.get() || undefined });
+  tail = client;
   $("tail").replaceChildren();
   $("tail-stop").disabled = false;
-  show("tail-status", `Connecting to tail ${topic}…`, "");
-  socket.onopen = () =>
-    socket.send(
-      JSON.stringify({ type: "subscribe", topic, last_n: TAIL_REPLAY, request_id: "tail" }),
-    );
-  socket.onmessage = (message) => onTailFrame(topic, JSON.parse(message.data));
-  socket.onclose = (close) => {
-    if (tail !== socket) {
-      return;
+  client.on("state", (state) => {
+    if (state === "connecting") {
+      show("tail-status", `Connecting to tail ${topic}…`, "");
+    } else if (state === "disconnected") {
+      // A refused upgrade (a wrong key, say) looks like a lost connection.
+      show("tail-status", "Not connected (lost, or refused: check the API key); retrying…", "error");
     }
-    tail = null;
-    $("tail-stop").disabled = true;
-    // A refused upgrade (a wrong key, say) shows only as 1006.
-    const why =
-      close.code === 1006
-        ? "could not connect, or the connection was lost; check the API key"
-        : `code ${close.code} ${close.reason}`;
-    show("tail-status", `Closed: ${why}.`, "error");
-  };
+  });
+  let resumed = false;
+  client.subscribe(topic, {
+    lastN: TAIL_REPLAY,
+    onEvent: addEvent,
+    onRecovery: ({ recovered }) => {
+      const note = !resumed
+        ? `up to ${TAIL_REPLAY} recent events, then live ones.`
+        : recovered
+          ? "reconnected, nothing missed."
+          : "reconnected; events published meanwhile were lost.";
+      show("tail-status", `Tailing ${topic}: ${note}`, recovered ? "ok" : "error");
+      resumed = true;
+    },
+    onError: (error) => {
+      if (error.code === "TOPIC_DELETED" || (resumed && error.code === "TOPIC_NOT_FOUND")) {
+        show("tail-status", `Topic ${topic} was deleted; waiting for it to exist again.`, "error");
+      } else {
+        stopTail();
+        show("tail-status", `${error.code}: ${error.message}`, "error");
+      }
+    },
+  });
 }
 
 function stopTail() {
   if (tail) {
-    const socket = tail;
+    tail.close();
     tail = null;
-    socket.close(1000);
     $("tail-stop").disabled = true;
     show("tail-status", "Not subscribed.", "");
   }
 }
 
-function onTailFrame(topic, frame) {
-  if (frame.type === "ack") {
-    show(
-      "tail-status",
-      `Tailing ${topic}: up to ${TAIL_REPLAY} recent events, then live ones.`,
-      "ok",
-    );
-  } else if (frame.type === "event") {
-    addEvent(frame);
-  } else if (frame.type === "error") {
-    show("tail-status", `${frame.error.code}: ${frame.error.message}`, "error");
-  } else if (frame.type === "info" && frame.msg === "topic_deleted") {
-    show("tail-status", `Topic ${topic} was deleted.`, "error");
-  }
-}
-
-function addEvent(frame) {
+function addEvent(event) {
   const meta = document.createElement("span");
   meta.className = "meta";
-  meta.textContent = `#${frame.seq} · ${new Date(frame.ts).toLocaleTimeString()}`;
+  meta.textContent = `#${event.seq} · ${new Date(event.ts).toLocaleTimeString()}`;
   const payload = document.createElement("code");
-  payload.textContent = JSON.stringify(frame.message.payload);
+  payload.textContent = JSON.stringify(event.payload);
   const item = document.createElement("li");
   item.append(meta, payload);
   const list = $("tail");

@@ -1,7 +1,8 @@
 //! The browser pages: `/docs` (Swagger UI over `/openapi.json`) and
 //! `/dashboard` (live totals and topics from `/stats`, a topic's tail over
-//! `/ws`, a publish form). Their files are compiled into the binary and the
-//! pages' Content-Security-Policy lets them load nothing from anywhere else.
+//! `/ws` through the `ringcast-client` package, a publish form). Their files
+//! are compiled into the binary and the pages' Content-Security-Policy lets
+//! them load nothing from anywhere else.
 //!
 //! The two pages need a key like every REST endpoint but `/health`, and also
 //! take it as `?api_key=`, since a browser's address bar cannot send a
@@ -69,7 +70,7 @@ const fn asset(path: &'static str, content_type: &'static str, body: &'static [u
     }
 }
 
-static PAGES: [Page; 9] = [
+static PAGES: [Page; 10] = [
     page(
         "/docs",
         include_bytes!("../../pages/docs.html"),
@@ -85,6 +86,13 @@ static PAGES: [Page; 9] = [
         "/assets/dashboard.js",
         JS,
         include_bytes!("../../pages/dashboard.js"),
+    ),
+    // clients/js's bundle, which the dashboard's live tail imports; CI
+    // checks it equals a fresh build of the package.
+    asset(
+        "/assets/ringcast-client.js",
+        JS,
+        include_bytes!("../../pages/vendor/ringcast-client.js"),
     ),
     asset(
         "/assets/session-key.js",
@@ -212,6 +220,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_script_imports_only_files_served_here() {
+        for script in PAGES.iter().filter(|page| page.content_type == JS) {
+            let source = std::str::from_utf8(script.body).unwrap();
+            for line in source.lines().filter(|line| line.starts_with("import ")) {
+                let module = line.split('"').nth(1).expect("an import names its module");
+                let served = module
+                    .strip_prefix("./")
+                    .map(|file| format!("/assets/{file}"));
+                assert!(
+                    served.as_deref().and_then(find).is_some(),
+                    "{} imports {module}, which is not served",
+                    script.path
+                );
+            }
+        }
+        assert!(find("/assets/ringcast-client.js").unwrap().is_public());
     }
 
     #[test]

@@ -8,7 +8,7 @@ import { RingcastError } from "./errors.js";
 import { Publishes } from "./publishes.js";
 import { decode, type Frame, type WebSocketLike } from "./socket.js";
 import { Subscription, type SubscriptionOwner } from "./subscription.js";
-import { refreshIn } from "./token.js";
+import { refreshAt } from "./token.js";
 import type {
   ClientOptions,
   PublishAck,
@@ -51,6 +51,8 @@ export class Client {
   /** Set when the server may have refused the token: get a new one before connecting. */
   #tokenStale = false;
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When to replace the token in force (ms since the epoch), set when it is put in force. */
+  #refreshAt: number | undefined;
   #authRequest: { id: string; token: string } | undefined;
 
   readonly #subscriptions = new Map<string, Subscription>();
@@ -73,7 +75,9 @@ export class Client {
     this.#minDelay = options.minReconnectDelay ?? 500;
     this.#maxDelay = Math.max(options.maxReconnectDelay ?? 20_000, this.#minDelay);
     this.#publishTimeout = options.publishTimeout ?? 10_000;
-    this.#token = options.token;
+    if (options.token !== undefined) {
+      this.#putInForce(options.token);
+    }
     queueMicrotask(() => void this.#connect());
   }
 
@@ -290,41 +294,47 @@ export class Client {
 
   async #tokenForConnecting(): Promise<string | undefined> {
     const getToken = this.#options.getToken;
-    const token = this.#token;
-    const due = token === undefined || this.#tokenStale || (refreshIn(token, Date.now()) ?? 1) <= 0;
+    const due = this.#token === undefined || this.#tokenStale || (this.#refreshAt ?? Infinity) <= Date.now();
     if (getToken !== undefined && due) {
-      this.#token = await getToken();
+      this.#putInForce(await getToken());
       this.#tokenStale = false;
     }
     return this.#token;
   }
 
+  #putInForce(token: string): void {
+    this.#token = token;
+    this.#refreshAt = refreshAt(token, Date.now());
+  }
+
   #scheduleRefresh(): void {
     clearTimeout(this.#refreshTimer);
-    const wait = this.#token === undefined ? undefined : refreshIn(this.#token, Date.now());
-    if (this.#options.getToken === undefined || wait === undefined) {
+    if (this.#options.getToken === undefined || this.#refreshAt === undefined) {
       return;
     }
-    this.#refreshTimer = setTimeout(() => void this.#refresh(), Math.min(Math.max(wait, 0), MAX_TIMER_MS));
+    const wait = Math.min(Math.max(this.#refreshAt - Date.now(), 0), MAX_TIMER_MS);
+    this.#refreshTimer = setTimeout(() => void this.#refresh(), wait);
   }
 
   /** Puts a fresh token in force on the open connection with an `auth` frame. */
   async #refresh(): Promise<void> {
     const socket = this.#socket;
-    const wait = this.#token === undefined ? undefined : refreshIn(this.#token, Date.now());
-    if (wait !== undefined && wait > 0) {
+    if ((this.#refreshAt ?? 0) > Date.now()) {
       this.#scheduleRefresh(); // woken early by the timer's cap
       return;
     }
-    let token: string;
+    let token: string | undefined;
     try {
       token = await this.#options.getToken!();
     } catch {
-      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
-      return;
+      token = undefined;
     }
     if (socket !== this.#socket || !this.#open) {
       return; // lost meanwhile: the next connection gets its own
+    }
+    if (token === undefined) {
+      this.#refreshTimer = setTimeout(() => void this.#refresh(), this.#minDelay);
+      return;
     }
     const id = this.#nextRequestId("a");
     this.#authRequest = { id, token };
@@ -335,7 +345,7 @@ export class Client {
     const token = this.#authRequest!.token;
     this.#authRequest = undefined;
     if (error === undefined) {
-      this.#token = token;
+      this.#putInForce(token);
       this.#scheduleRefresh();
     } else {
       // The old token stays in force; try another one shortly.

@@ -6,7 +6,7 @@ import { RingcastError } from "./errors.js";
 import type { Frame } from "./socket.js";
 import type { SubscribeOptions } from "./types.js";
 
-/** What a subscription needs of its client. */
+/** @internal What a subscription needs of its client. */
 export interface SubscriptionOwner {
   remove(subscription: Subscription): void;
 }
@@ -25,7 +25,7 @@ export class Subscription {
   /** Acked on the current connection: its events are delivered. */
   #joined = false;
 
-  /** Made by `Client.subscribe`. */
+  /** @internal Made by `Client.subscribe`. */
   constructor(topic: string, options: SubscribeOptions, owner: SubscriptionOwner) {
     this.topic = topic;
     this.#options = options;
@@ -37,13 +37,13 @@ export class Subscription {
     this.#owner.remove(this);
   }
 
-  /** Whether the server acked it on the current connection. */
+  /** @internal Whether the server acked it on the current connection. */
   get joined(): boolean {
     return this.#joined;
   }
 
   /**
-   * The subscribe request: the first asks for `last_n`; every later one
+   * @internal The subscribe request: the first asks for `last_n`; every later one
    * resumes with `since_seq` and `epoch`.
    */
   request(requestId: string): object {
@@ -55,7 +55,7 @@ export class Subscription {
     return { type: "subscribe", topic: this.topic, since_seq: this.#cursor, epoch: this.#epoch, request_id: requestId };
   }
 
-  /** The subscribe ack: events follow it. */
+  /** @internal The subscribe ack: events follow it. */
   acked(ack: Frame): void {
     const seq = ack.seq ?? 0;
     const epoch = ack.epoch ?? "";
@@ -72,7 +72,7 @@ export class Subscription {
     invoke(this.#options.onRecovery, { recovered: ack.recovered ?? true, epoch, seq });
   }
 
-  /** An event of the topic; one at or before the cursor was delivered already. */
+  /** @internal An event of the topic; one at or before the cursor was delivered already. */
   deliver(frame: Frame): void {
     const seq = frame.seq;
     if (!this.#joined || frame.message === undefined || typeof seq !== "number" || seq <= this.#cursor) {
@@ -89,7 +89,7 @@ export class Subscription {
   }
 
   /**
-   * The server refused or ended the subscription. Returns whether it is to
+   * @internal The server refused or ended the subscription. Returns whether it is to
    * be subscribed again: only when it had joined once and its topic
    * disappeared (deleted, or lost in a server restart).
    */
@@ -99,7 +99,7 @@ export class Subscription {
     return this.#epoch !== undefined && TOPIC_GONE.has(error.code);
   }
 
-  /** The connection was lost. */
+  /** @internal The connection was lost. */
   left(): void {
     this.#joined = false;
   }

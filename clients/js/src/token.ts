@@ -19,16 +19,16 @@ export function expiresAt(token: string): number | undefined {
 }
 
 /**
- * Milliseconds from `now` until the token should be replaced: 30 s before
- * its expiry or after three quarters of its remaining life, whichever is
- * later (so a short-lived token is not replaced at once); 0 or less means
- * now. Undefined: never.
+ * When to replace the token (milliseconds since the epoch): 30 s before its
+ * expiry or after three quarters of its remaining life from `now`,
+ * whichever is later (so a short-lived token is not replaced at once).
+ * Undefined: never.
  */
-export function refreshIn(token: string, now: number): number | undefined {
+export function refreshAt(token: string, now: number): number | undefined {
   const expiry = expiresAt(token);
   if (expiry === undefined) {
     return undefined;
   }
   const remaining = expiry - now;
-  return Math.max(remaining - LEAD_MS, remaining * 0.75);
+  return now + Math.max(remaining - LEAD_MS, remaining * 0.75);
 }

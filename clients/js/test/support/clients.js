@@ -35,3 +35,6 @@ export function newTopic(name) {
   topics += 1;
   return `${name}-${process.pid}-${topics}`;
 }
+
+/** 1, 2, …, n */
+export const upTo = (n) => Array.from({ length: n }, (_, index) => index + 1);
