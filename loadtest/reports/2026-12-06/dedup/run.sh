@@ -9,7 +9,7 @@
 # 2. callgrind-run.sh (../restructure/) twice each way: instructions per
 #    event of the chat scenario.
 # 3. broadcast_cost.py: POST /broadcast to 1000 topics, without and with a
-#    subscriber per topic.
+#    subscriber per topic (PYTHON: an interpreter with httpx and websockets).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 ringcast=$(realpath "$1") load=$(realpath "$2")
@@ -26,3 +26,15 @@ for round in 1 2; do
             loadtest/reports/2026-12-06/restructure/callgrind-run.sh "window-$window-$round" "$ringcast"
     done
 done
+PORT=${PORT:-18190}
+for subscribers in "" --subscribers; do
+    PORT=$PORT HOST=127.0.0.1 RUST_LOG=warn taskset -c 0 "$ringcast" >"$here/broadcast.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+    echo "== broadcast to 1000 topics ${subscribers:-without subscribers}"
+    taskset -c 1 "${PYTHON:-python3}" "$here/broadcast_cost.py" "http://127.0.0.1:$PORT" "$pid" \
+        --runs 300 $subscribers
+    kill -TERM "$pid"
+    wait "$pid" || true
+done
+rm -f "$here/off.sh" "$here/on.sh"
