@@ -22,7 +22,8 @@
 //!   registry says is dead yet still stored, so a purge is not lost with
 //!   the node that would have made it.
 //! - **Recovery.** A topic's epoch is its incarnation (the registry
-//!   revision) with the identity of the streams (their creation times), so
+//!   revision) with the identity of the streams (an id each stream's
+//!   replicated configuration carries, see `identity`), so
 //!   every node reports the same one, a restart keeps it, and a topic or a
 //!   stream created again changes it. See [`Broker::settle_history`] for
 //!   how a node knows which events it may have lost.
@@ -44,11 +45,13 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::broker::{Broker, BrokerError};
+use crate::cluster::identity::identity;
 use crate::cluster::names::{
     bucket_stream, DUPLICATE_WINDOW, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET,
 };
 
 mod events;
+mod identity;
 mod names;
 mod presence;
 mod purge;
@@ -90,7 +93,7 @@ struct Backplane {
     registry: kv::Store,
     /// The live nodes, one key each (see `presence`).
     nodes: kv::Store,
-    /// Names the streams' lifetime: their creation times, in hex.
+    /// Names the streams' lifetime: their identities (see `identity`).
     history_id: String,
 }
 
@@ -291,9 +294,9 @@ impl Cluster {
             .map_err(async_nats::Error::from)?;
         let nodes = self.node_list().await?;
         let history_id = format!(
-            "{:x}{:x}",
-            events.cached_info().created.unix_timestamp_nanos(),
-            registry_stream.cached_info().created.unix_timestamp_nanos()
+            "{}{}",
+            identity(events.cached_info()),
+            identity(registry_stream.cached_info())
         );
         Ok(Backplane {
             events,
