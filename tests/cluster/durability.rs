@@ -98,7 +98,17 @@ async fn killing_the_nats_server_leading_the_stream_loses_no_acknowledged_event(
     cluster.kill_nats_server(leader).await;
     // Publishing goes on once a new leader is elected.
     publisher.await_more_acks(30).await;
-    assert_nothing_acknowledged_lost(&cluster, topic, publisher, &mut subscribers).await;
+    let log = publisher.stop().await;
+    let refused_at = &log.refused_at;
+    if let (Some(first), Some(last)) = (refused_at.first(), refused_at.last()) {
+        let outage = *last - *first;
+        assert!(
+            outage <= PUBLISH_OUTAGE_LIMIT,
+            "publishes refused over {outage:?} in all ({} refusals)",
+            refused_at.len()
+        );
+    }
+    assert_nothing_acknowledged_lost(&cluster, topic, &log, &mut subscribers).await;
     // C reads the streams' identity again, from the new leader.
     cluster.kill_node(C).await;
     cluster.restart_node(C).await;
@@ -193,26 +203,18 @@ async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
     let other = (0..3).find(|&i| i != restarted).expect("three servers");
     cluster.kill_nats_server(other).await;
     publisher.await_more_acks(20).await;
-    assert_nothing_acknowledged_lost(&cluster, topic, publisher, &mut subscribers).await;
+    let log = publisher.stop().await;
+    assert_nothing_acknowledged_lost(&cluster, topic, &log, &mut subscribers).await;
 }
 
-/// Stops `publisher`, then asserts every subscriber received each event it
-/// got acknowledged once and in order, and every node replays them all.
+/// Asserts every subscriber received each event the publisher got
+/// acknowledged once and in order, and every node replays them all.
 async fn assert_nothing_acknowledged_lost(
     cluster: &Cluster,
     topic: &str,
-    publisher: PublisherTask,
+    log: &PublisherLog,
     subscribers: &mut [Client],
 ) {
-    let log = publisher.stop().await;
-    if let (Some(first), Some(last)) = (log.refused_at.first(), log.refused_at.last()) {
-        let outage = *last - *first;
-        assert!(
-            outage <= PUBLISH_OUTAGE_LIMIT,
-            "publishes refused over {outage:?} ({} refusals)",
-            log.refused_at.len()
-        );
-    }
     expect_events_everywhere(subscribers, topic, log.acked.len()).await;
     assert_nothing_more(subscribers).await;
     assert_same_stream(subscribers.iter(), &log.acked);
