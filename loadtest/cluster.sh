@@ -5,7 +5,10 @@
 #   cluster2  two nodes in cluster mode sharing a NATS JetStream backplane,
 #             subscribers split evenly across them, the publisher and topic
 #             creation on the first;
-#   cluster1  one node in cluster mode: the backplane's cost without the split.
+#   cluster1  one node in cluster mode: the backplane's cost without the split;
+#   cluster2r3  cluster2 on three clustered nats-servers with
+#             CLUSTER_STREAM_REPLICAS=3: what replication costs (not in the
+#             default CONFIGS; e.g. CONFIGS="cluster2 cluster2r3" STEP=0).
 # Every configuration starts from fresh processes (and a fresh JetStream
 # store), in turns, REPEAT times; the summary quotes medians. Then a step run
 # (max sustained deliveries/s) for single and cluster2, REPEAT times too.
@@ -19,7 +22,7 @@
 # SERVER_CPU (0), CLIENT_CPU (1), RATE (events/s of the fixed runs, 1000),
 # SUBSCRIBERS (1000), REPEAT (3), DURATION (10s), WARMUP (2s), STEP (1 runs
 # the step runs), STEP_RATE (first step, 500 events/s), STEP_DURATION (5s),
-# CONFIGS (space-separated subset of: single cluster2 cluster1), QUICK,
+# CONFIGS (space-separated subset of: single cluster2 cluster1 cluster2r3), QUICK,
 # BUILD (0 uses the binaries already in target/release), RUST_LOG (default
 # warn, with the nodes' backplane events and event-stream errors). Every
 # other variable reaches the nodes unchanged.
@@ -85,35 +88,64 @@ stop_all() {
 }
 trap stop_all EXIT
 
-# Sets nats_url, nats_monitor (its HTTP monitoring base) and nats_pid.
-start_nats() { # log
-    local port monitor_port
-    port=$(free_port)
-    monitor_port=$(free_port)
+# Starts one nats-server, or with a count of 3 three clustered ones; sets
+# nats_url (every server, comma-separated), nats_monitor (the first one's
+# HTTP monitoring base), nats_pid (the first one's) and nats_pids.
+start_nats() { # log-prefix [count]
+    local count=${2:-1} i port monitor_port cluster_ports=() routes=() args
     store_dir=$(mktemp -d)
-    taskset -c "$SERVER_CPU" "$NATS_SERVER" -js -a 127.0.0.1 -p "$port" -m "$monitor_port" \
-        -sd "$store_dir" >"$1" 2>&1 &
-    nats_pid=$!
-    pids+=("$nats_pid")
-    for _ in $(seq 50); do
-        if port_open "$port"; then
-            nats_url=nats://127.0.0.1:$port
+    nats_pids=()
+    nats_url=
+    for ((i = 1; i <= count; i++)); do
+        cluster_ports+=("$(free_port)")
+        routes+=("nats://127.0.0.1:${cluster_ports[-1]}")
+    done
+    for ((i = 1; i <= count; i++)); do
+        port=$(free_port)
+        monitor_port=$(free_port)
+        args=(-js -a 127.0.0.1 -p "$port" -m "$monitor_port" -sd "$store_dir/$i")
+        if ((count > 1)); then
+            args+=(--server_name "nats$i" --cluster_name ringcast-load
+                --cluster "${routes[$((i - 1))]}" --routes "$(IFS=,; echo "${routes[*]}")")
+        fi
+        taskset -c "$SERVER_CPU" "$NATS_SERVER" "${args[@]}" >"$1$( ((count > 1)) && echo "$i").log" 2>&1 &
+        nats_pids+=("$!")
+        pids+=("$!")
+        for _ in $(seq 50); do
+            port_open "$port" && break
+            sleep 0.1
+        done
+        port_open "$port" || {
+            echo "nats-server did not start; its log:" >&2
+            cat "$1"*.log >&2
+            exit 1
+        }
+        nats_url+=${nats_url:+,}nats://127.0.0.1:$port
+        if ((i == 1)); then
             nats_monitor=http://127.0.0.1:$monitor_port
+        fi
+    done
+    nats_pid=${nats_pids[0]}
+    # A clustered JetStream places replicated streams once it has a leader
+    # and knows every server.
+    for _ in $(seq 100); do
+        if ((count == 1)) || curl -fsS "$nats_monitor/jsz" 2>/dev/null |
+            python3 -c 'import json, sys; meta = json.load(sys.stdin).get("meta_cluster", {}); sys.exit(not (meta.get("leader") and len(meta.get("replicas") or []) + 1 >= int(sys.argv[1])))' "$count"; then
             return
         fi
-        sleep 0.1
+        sleep 0.2
     done
-    echo "nats-server did not start; its log:" >&2
-    cat "$1" >&2
+    echo "the NATS cluster did not form; the first server's log:" >&2
+    cat "${1}1.log" >&2
     exit 1
 }
 
 # Starts a node and waits for /health 200 (in cluster mode: backplane ready);
 # appends to node_urls and node_pids.
-start_node() { # log [nats url]
+start_node() { # log [nats url [stream replicas]]
     local port pid
     port=$(free_port)
-    env HOST=127.0.0.1 PORT="$port" ${2:+CLUSTER_NATS_URL=$2} \
+    env HOST=127.0.0.1 PORT="$port" ${2:+CLUSTER_NATS_URL=$2} ${3:+CLUSTER_STREAM_REPLICAS=$3} \
         taskset -c "$SERVER_CPU" target/release/ringcast >"$1" 2>&1 &
     pid=$!
     pids+=("$pid")
@@ -142,19 +174,25 @@ start_config() { # config run-name
     node_urls=()
     node_pids=()
     nats_pid=
+    nats_pids=()
     case $1 in
     single)
         start_node "$OUT/$2-node1.log"
         ;;
     cluster1 | cluster2)
-        start_nats "$OUT/$2-nats.log"
+        start_nats "$OUT/$2-nats"
         start_node "$OUT/$2-node1.log" "$nats_url"
         if [[ $1 == cluster2 ]]; then
             start_node "$OUT/$2-node2.log" "$nats_url"
         fi
         ;;
+    cluster2r3)
+        start_nats "$OUT/$2-nats" 3
+        start_node "$OUT/$2-node1.log" "$nats_url" 3
+        start_node "$OUT/$2-node2.log" "$nats_url" 3
+        ;;
     *)
-        echo "unknown configuration $1 (single, cluster2, cluster1)" >&2
+        echo "unknown configuration $1 (single, cluster2, cluster1, cluster2r3)" >&2
         exit 1
         ;;
     esac
@@ -174,9 +212,16 @@ run_load() { # run-name generator-args...
     if [[ -n $nats_pid ]]; then
         args+=(--backplane-pid "$nats_pid")
     fi
+    local nats_cpu_before
+    nats_cpu_before=$(nats_cpu_ticks)
     taskset -c "$CLIENT_CPU" "$LOAD" run --scenario fanout --topics 1 \
         --subscribers-per-topic "$SUBSCRIBERS" --payload-bytes 128 --warmup "$WARMUP" \
         "${args[@]}" "$@" --json "$OUT/$name.json" | tee "$OUT/$name.txt"
+    # The generator measures the first nats-server only; every server's CPU
+    # over the whole run scales its figure to all of them.
+    if [[ -n $nats_pid ]]; then
+        echo "$nats_cpu_before $(nats_cpu_ticks)" >"$OUT/$name-nats-cpu.txt"
+    fi
     for i in "${!node_urls[@]}"; do
         url=${node_urls[$i]#ws://}
         curl -fsS "http://${url%/ws}/stats" >"$OUT/$name-node$((i + 1)).stats.json" || true
@@ -185,6 +230,17 @@ run_load() { # run-name generator-args...
         curl -fsS "$nats_monitor/jsz?streams=true" >"$OUT/$name-jsz.json" || true
     fi
     stop_all
+}
+
+# CPU ticks (utime + stime) of the first nats-server and of all of them.
+nats_cpu_ticks() {
+    local pid first= all=0 ticks
+    for pid in "${nats_pids[@]}"; do
+        ticks=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+        first=${first:-$ticks}
+        all=$((all + ticks))
+    done
+    echo "${first:-0} $all"
 }
 
 echo "== nats-server and the ringcast nodes share CPU $SERVER_CPU, the generator runs on CPU $CLIENT_CPU"
@@ -216,6 +272,7 @@ labels = {
     "single": "(a) 1 node, single-node mode",
     "cluster2": "(b) 2 nodes, cluster mode",
     "cluster1": "(c) 1 node, cluster mode",
+    "cluster2r3": "(d) 2 nodes, cluster mode, 3 NATS servers, 3 replicas",
 }
 
 def load(path):
@@ -232,7 +289,25 @@ def results(kind, config):
                   if (match := re.fullmatch(rf"{kind}-{config}-(\d+)\.json", os.path.basename(path))))
     return [load(path) for _, path in runs]
 
-fixed = {config: [result["steps"][0] for result in results("fixed", config)] for config in labels}
+def nats_scale(config, run):
+    """All nats-servers' CPU over the first one's, over a fixed run."""
+    path = os.path.join(out, f"fixed-{config}-{run}-nats-cpu.txt")
+    if not os.path.exists(path):
+        return None
+    first_before, all_before, first_after, all_after = map(int, open(path).read().split())
+    return (all_after - all_before) / max(first_after - first_before, 1)
+
+def fixed_steps(config):
+    steps = []
+    for run, result in enumerate(results("fixed", config), 1):
+        step = dict(result["steps"][0])
+        scale = nats_scale(config, run)
+        ns = step.get("backplane_cpu_ns_per_delivery")
+        step["all_nats_cpu_ns_per_delivery"] = None if ns is None or scale is None else ns * scale
+        steps.append(step)
+    return steps
+
+fixed = {config: fixed_steps(config) for config in labels}
 fixed = {config: steps for config, steps in fixed.items() if steps}
 
 def values(config, key):
@@ -260,8 +335,8 @@ print(f"Fan-out: 1 topic x {subscribers} subscribers, 128-byte payloads, one pub
 print(f"Everything shares {cores} shared cores: nats-server and the ringcast node(s) on CPU"
       f" {server_cpu}, the load generator on CPU {client_cpu}.")
 print()
-print("| configuration | offered del/s | delivered/s | loss | gaps | p50 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | nodes CPU ns/del | NATS CPU ns/del |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| configuration | offered del/s | delivered/s | loss | gaps | p50 ms | p99 ms | p99.9 ms | added p50 ms | added p99 ms | nodes CPU ns/del | NATS CPU ns/del | all NATS CPU ns/del |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for config, steps in fixed.items():
     print("| " + " | ".join([
         labels[config],
@@ -276,12 +351,14 @@ for config, steps in fixed.items():
         added(config, "p99_ms"),
         fmt(median(config, "server_cpu_ns_per_delivery"), ".0f"),
         fmt(median(config, "backplane_cpu_ns_per_delivery"), ".0f"),
+        fmt(median(config, "all_nats_cpu_ns_per_delivery"), ".0f"),
     ]) + " |")
 print()
 print("Loss (deliveries missing after a 2 s drain) and gaps (events missing from a")
 print("publisher's counter sequence) are summed over the runs; added latency is the")
 print("difference of the medians from (a). Nodes CPU is summed over the ringcast")
-print("processes, NATS CPU is nats-server's, both per delivery.")
+print("processes, NATS CPU is the first nats-server's, both per delivery; all NATS")
+print("CPU scales it by every server's CPU over the first one's across the run.")
 
 def stopped_by(result):
     last = result["steps"][-1]
@@ -339,7 +416,7 @@ noteworthy = re.compile(r"\b(WARN|ERROR)\b|\[(WRN|ERR|FTL)\]|Slow Consumer|event
 print()
 for config in labels:
     logs = [path for path in sorted(glob.glob(os.path.join(out, "*.log")))
-            if re.fullmatch(rf"(fixed|step)-{config}(-\d+)?-(node\d|nats)\.log", os.path.basename(path))]
+            if re.fullmatch(rf"(fixed|step)-{config}(-\d+)?-(node\d|nats\d?)\.log", os.path.basename(path))]
     if not logs:
         continue
     lines = []

@@ -22,7 +22,8 @@
 //!   registry says is dead yet still stored, so a purge is not lost with
 //!   the node that would have made it.
 //! - **Recovery.** A topic's epoch is its incarnation (the registry
-//!   revision) with the identity of the streams (their creation times), so
+//!   revision) with the identity of the streams (an id each stream's
+//!   replicated configuration carries, see `identity`), so
 //!   every node reports the same one, a restart keeps it, and a topic or a
 //!   stream created again changes it. See [`Broker::settle_history`] for
 //!   how a node knows which events it may have lost.
@@ -50,6 +51,7 @@ use futures_util::future::BoxFuture;
 use tokio::sync::{mpsc, watch, Notify};
 
 use crate::broker::{Broker, BrokerError, MembershipChange, Receipt};
+use crate::cluster::identity::identity;
 use crate::cluster::names::{bucket_stream, EVENT_STREAM, EVENT_SUBJECT_PREFIX, REGISTRY_BUCKET};
 use crate::config::Config;
 use crate::connections::Connections;
@@ -57,6 +59,7 @@ use crate::sync::lock;
 
 mod commands;
 mod events;
+mod identity;
 mod membership;
 mod names;
 mod presence;
@@ -99,7 +102,7 @@ struct Backplane {
     registry: kv::Store,
     /// The live nodes, one key each (see `presence`).
     nodes: kv::Store,
-    /// Names the streams' lifetime: their creation times, in hex.
+    /// Names the streams' lifetime: their identities (see `identity`).
     history_id: String,
 }
 
@@ -321,9 +324,9 @@ impl Cluster {
             .map_err(async_nats::Error::from)?;
         let nodes = self.node_list().await?;
         let history_id = format!(
-            "{:x}{:x}",
-            events.cached_info().created.unix_timestamp_nanos(),
-            registry_stream.cached_info().created.unix_timestamp_nanos()
+            "{}{}",
+            identity(events.cached_info()),
+            identity(registry_stream.cached_info())
         );
         Ok(Backplane {
             events,

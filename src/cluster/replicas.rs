@@ -7,18 +7,21 @@
 use async_nats::jetstream::context::{CreateStreamError, CreateStreamErrorKind};
 use async_nats::jetstream::{stream, ErrorCode};
 
+use crate::cluster::identity::{has_identity, with_new_identity};
 use crate::cluster::set_up_error::{ReplicasUnplaceable, SetUpError};
 use crate::cluster::Cluster;
 
 impl Cluster {
     /// The stream `config` names, with `CLUSTER_STREAM_REPLICAS` replicas:
-    /// created if absent, updated if it has fewer replicas, another
-    /// per-subject limit (the events' `RING_BUFFER_SIZE`) or another
-    /// duplicate window (the events' `DEDUP_WINDOW`).
+    /// created if absent (with a new identity, see `identity`), updated if
+    /// it has fewer replicas, another per-subject limit (the events'
+    /// `RING_BUFFER_SIZE`) or another duplicate window (the events'
+    /// `DEDUP_WINDOW`), keeping its identity.
     pub(super) async fn replicated_stream(
         &self,
-        mut config: stream::Config,
+        config: stream::Config,
     ) -> Result<stream::Stream, SetUpError> {
+        let mut config = with_new_identity(config);
         config.num_replicas = self.replicas;
         let name = config.name.clone();
         let found = self
@@ -41,6 +44,10 @@ impl Cluster {
             return Ok(found);
         }
         config.num_replicas = config.num_replicas.max(current.num_replicas);
+        // A stream created without an identity gets one now.
+        if has_identity(current) {
+            config.description.clone_from(&current.description);
+        }
         self.jetstream
             .update_stream(config)
             .await

@@ -60,19 +60,13 @@ async fn streams_found_with_fewer_replicas_are_raised_and_never_lowered() {
     cluster.stop_node(B).await;
     cluster.restart_node(B).await;
     assert_replicas(&cluster, 3).await;
+    // Right after the raise JetStream is still moving the streams, and
+    // refuses writes to them.
+    for stream in STREAMS {
+        cluster.await_replicas_current(stream).await;
+    }
     let topic = "raised";
-    // Moments after the raise, JetStream may still be moving the streams.
-    poll_until(
-        "the topic to be created",
-        FOLLOWER_RECOVERY_DEADLINE,
-        || async {
-            match cluster.node(B).try_create_topic(topic).await {
-                (201, _) => Ok(()),
-                other => Err(format!("{other:?}")),
-            }
-        },
-    )
-    .await;
+    cluster.node(B).create_topic(topic).await;
     let mut subscribers = subscribe_on([cluster.node(A)], topic, 1).await;
     let mut publisher = RestPublisher::new(cluster.node(B), "rest");
     let acked = vec![publisher.publish(topic).await.expect("publish on B")];
@@ -95,7 +89,7 @@ async fn killing_the_nats_server_leading_the_stream_loses_no_acknowledged_event(
         return;
     };
     let topic = "through-a-crash";
-    cluster.node(A).create_topic(topic).await;
+    create_topic_everywhere(&cluster, topic).await;
     let mut subscribers = subscribe_on([cluster.node(B)], topic, 1).await;
     let mut publisher = PublisherTask::start(cluster.node(A), "pub", topic).await;
     publisher.await_more_acks(20).await;
@@ -105,11 +99,43 @@ async fn killing_the_nats_server_leading_the_stream_loses_no_acknowledged_event(
     // Publishing goes on once a new leader is elected.
     publisher.await_more_acks(30).await;
     let log = publisher.stop().await;
+    let refused_at = &log.refused_at;
+    if let (Some(first), Some(last)) = (refused_at.first(), refused_at.last()) {
+        let outage = *last - *first;
+        assert!(
+            outage <= PUBLISH_OUTAGE_LIMIT,
+            "publishes refused over {outage:?} in all ({} refusals)",
+            refused_at.len()
+        );
+    }
+    assert_nothing_acknowledged_lost(&cluster, topic, &log, &mut subscribers).await;
+    // C reads the streams' identity again, from the new leader.
+    cluster.kill_node(C).await;
+    cluster.restart_node(C).await;
+    assert_same_epoch_everywhere(&cluster, topic).await;
+}
 
-    expect_events_everywhere(&mut subscribers, topic, log.acked.len()).await;
-    assert_nothing_more(&mut subscribers).await;
-    assert_same_stream(&subscribers, &log.acked);
-    assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
+/// Creates `topic` on A; every node must report the same epoch for it.
+/// (The nodes, started together, raced to create the streams, and their
+/// epochs differed now and then while a stream's identity was the creation
+/// time each node was told.)
+async fn create_topic_everywhere(cluster: &Cluster, topic: &str) {
+    cluster.node(A).create_topic(topic).await;
+    assert_same_epoch_everywhere(cluster, topic).await;
+}
+
+/// Asserts every node reports the same epoch for `topic`.
+async fn assert_same_epoch_everywhere(cluster: &Cluster, topic: &str) {
+    let mut epochs = Vec::new();
+    for node in cluster.nodes() {
+        let (status, history) = node.get_json(&format!("/topics/{topic}/messages")).await;
+        assert_eq!(status, 200, "{}: {history}", node.label);
+        epochs.push((node.label.clone(), history["epoch"].clone()));
+    }
+    assert!(
+        epochs.iter().all(|(_, epoch)| *epoch == epochs[0].1),
+        "{epochs:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,7 +144,7 @@ async fn a_subscriber_resumes_on_another_node_after_its_node_is_killed() {
         return;
     };
     let topic = "node-crash";
-    cluster.node(A).create_topic(topic).await;
+    create_topic_everywhere(&cluster, topic).await;
     // Connected to A throughout: what a subscriber that never left saw.
     let mut reference = subscribe_on([cluster.node(A)], topic, 1).await;
     let mut away = Client::connect(cluster.node(C), "away").await;
@@ -161,7 +187,7 @@ async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
         return;
     };
     let topic = "through-a-restart";
-    cluster.node(A).create_topic(topic).await;
+    create_topic_everywhere(&cluster, topic).await;
     let mut subscribers = subscribe_on([cluster.node(B), cluster.node(C)], topic, 1).await;
     let mut publisher = PublisherTask::start(cluster.node(A), "pub", topic).await;
     publisher.await_more_acks(20).await;
@@ -178,11 +204,21 @@ async fn a_restarted_nats_server_rejoins_and_nothing_acknowledged_is_lost() {
     cluster.kill_nats_server(other).await;
     publisher.await_more_acks(20).await;
     let log = publisher.stop().await;
+    assert_nothing_acknowledged_lost(&cluster, topic, &log, &mut subscribers).await;
+}
 
-    expect_events_everywhere(&mut subscribers, topic, log.acked.len()).await;
-    assert_nothing_more(&mut subscribers).await;
-    assert_same_stream(&subscribers, &log.acked);
-    assert_replayed_everywhere(&cluster, topic, &subscribers[0].received).await;
+/// Asserts every subscriber received each event the publisher got
+/// acknowledged once and in order, and every node replays them all.
+async fn assert_nothing_acknowledged_lost(
+    cluster: &Cluster,
+    topic: &str,
+    log: &PublisherLog,
+    subscribers: &mut [Client],
+) {
+    expect_events_everywhere(subscribers, topic, log.acked.len()).await;
+    assert_nothing_more(subscribers).await;
+    assert_same_stream(subscribers.iter(), &log.acked);
+    assert_replayed_everywhere(cluster, topic, &subscribers[0].received).await;
 }
 
 /// Asserts every node replays `history`, all of the topic's events, once

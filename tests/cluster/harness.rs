@@ -54,7 +54,7 @@ const LOG_TAIL_LINES: usize = 40;
 
 /// Contract, "Cluster durability": a node fails publishes for at most 12 s
 /// in all when one NATS server of three dies.
-const PUBLISH_OUTAGE_LIMIT: Duration = Duration::from_secs(12);
+pub const PUBLISH_OUTAGE_LIMIT: Duration = Duration::from_secs(12);
 /// How long a client waits before sending a refused publish again.
 const RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How long a `PublisherTask` may take to get the acks awaited.
