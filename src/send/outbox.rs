@@ -424,6 +424,10 @@ impl Outbox {
             if let Some(held_from) = state.held_from.as_mut() {
                 *held_from -= take;
             }
+            if state.frames.is_empty() {
+                // Nothing left to take: an idle connection keeps no slots.
+                state.frames = VecDeque::new();
+            }
         }
         let settled = Settled {
             close: state.close.clone(),
