@@ -735,9 +735,7 @@ mod tests {
                 let mut bytes = vec![b'a'; 20];
                 bytes[at] = special;
                 assert_eq!(ordinary_run(&bytes), at, "{special:#x} at {at}");
-                for after in at + 1..20 {
-                    bytes[after] = 0x00;
-                }
+                bytes[at + 1..].fill(0x00);
                 assert_eq!(ordinary_run(&bytes), at, "{special:#x} at {at}, then NULs");
             }
         }
