@@ -196,7 +196,10 @@ impl Node {
     /// moment ago is found too.
     pub async fn topic(&self, name: &str) -> Result<Arc<Topic>, BrokerError> {
         match &self.cluster {
-            Some(cluster) => cluster.topic(name).await,
+            // Boxed, like every backplane call a connection makes: a task
+            // is as large as the largest future it may await, and these
+            // are kilobytes that an idle connection would otherwise carry.
+            Some(cluster) => Box::pin(cluster.topic(name)).await,
             None => self.broker.topic(name),
         }
     }
@@ -230,8 +233,12 @@ impl Node {
         match &self.cluster {
             Some(cluster) => {
                 self.broker.check_accepting_publishes()?;
-                let topic = cluster.topic(name).await?;
-                let stored = cluster.publish(&topic, message).await?;
+                // Boxed for the size of every connection's task (see `topic`).
+                let stored = Box::pin(async {
+                    let topic = cluster.topic(name).await?;
+                    cluster.publish(&topic, message).await
+                })
+                .await?;
                 let stop_waiting = self.stop_waiting_on_backplane.clone();
                 Ok(Publication::Pending(
                     async move {

@@ -9,10 +9,13 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use pin_project_lite::pin_project;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -351,18 +354,8 @@ impl Outbox {
     /// Runs the reader's `work`, releasing the replies it holds whenever it
     /// has to wait (for the socket, a writer, the backplane): they are
     /// never held while the reader waits.
-    pub async fn holding_replies<F: Future>(&self, work: F) -> F::Output {
-        let mut work = std::pin::pin!(work);
-        let output = std::future::poll_fn(|cx| {
-            let poll = work.as_mut().poll(cx);
-            if poll.is_pending() {
-                self.release_held(self.lock());
-            }
-            poll
-        })
-        .await;
-        self.release_held(self.lock());
-        output
+    pub fn holding_replies<F: Future>(&self, work: F) -> HoldingReplies<'_, F> {
+        HoldingReplies { outbox: self, work }
     }
 
     /// Lets the writer take the held replies, and wakes it for them.
@@ -430,6 +423,10 @@ impl Outbox {
             batch.extend(state.frames.drain(..take));
             if let Some(held_from) = state.held_from.as_mut() {
                 *held_from -= take;
+            }
+            if state.frames.is_empty() {
+                // Nothing left to take: an idle connection keeps no slots.
+                state.frames = VecDeque::new();
             }
         }
         let settled = Settled {
@@ -570,6 +567,29 @@ impl<'a> Waiter<'a> {
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
         self.0.lock().waiters -= 1;
+    }
+}
+
+pin_project! {
+    /// [`Outbox::holding_replies`]: a combinator rather than an `async fn`,
+    /// which would store `work` twice (as its argument and pinned), and
+    /// `work` is a connection's whole read loop, alive as long as it is.
+    pub struct HoldingReplies<'a, F> {
+        outbox: &'a Outbox,
+        #[pin]
+        work: F,
+    }
+}
+
+impl<F: Future> Future for HoldingReplies<'_, F> {
+    type Output = F::Output;
+
+    /// Whether the work waits or is done, its held replies go out.
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.project();
+        let poll = this.work.poll(cx);
+        this.outbox.release_held(this.outbox.lock());
+        poll
     }
 }
 

@@ -82,7 +82,9 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
                 let since = *self.stalled_since.get_or_insert_with(Instant::now);
                 outbox.socket_full();
                 let write = std::future::poll_fn(|cx| self.poll_write_head(cx));
-                match tokio::time::timeout_at(since + write_timeout, write).await {
+                // Boxed: a timer inline would take room in every writer's
+                // task for its whole life, and only a full socket needs one.
+                match Box::pin(tokio::time::timeout_at(since + write_timeout, write)).await {
                     Ok(written) => written?,
                     Err(_) => {
                         self.metrics.record_write_timeout();
@@ -193,6 +195,10 @@ pub fn take_frames(
     written: &Pending,
 ) -> Option<CloseReason> {
     let settled = outbox.settle(written, batch, MAX_FRAMES_PER_WRITE);
+    if batch.is_empty() {
+        // The writer is about to wait: an idle connection keeps no slots.
+        *batch = VecDeque::new();
+    }
     if !written.is_empty() {
         metrics.record_queue_depth(settled.pending_events);
     }
@@ -367,7 +373,8 @@ pub async fn write_loop<T: Transport>(
                         // Any further wake-up is a close or pending events at
                         // the pause mark: either ends the gathering.
                         tokio::select! {
-                            _ = tokio::time::sleep_until(until) => {}
+                            // Boxed for the same reason as a stalled write's timer.
+                            _ = Box::pin(tokio::time::sleep_until(until)) => {}
                             _ = outbox.wait_for_frames() => {}
                             _ = shutdown.draining() => {}
                         }

@@ -329,7 +329,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                 }
             }
         }
-        if !ascii && std::str::from_utf8(&self.json[start..self.pos]).is_err() {
+        if !ascii && simdutf8::basic::from_utf8(&self.json[start..self.pos]).is_err() {
             return Err(format!(
                 "the string starting at byte {start} is not valid UTF-8"
             ));
@@ -342,7 +342,7 @@ impl<const N: usize> Scan<'_, '_, N> {
         let rest = &self.json[self.pos..];
         let len = rest
             .iter()
-            .position(|b| b"{}[],:\" \t\n\r".contains(b))
+            .position(|&b| ENDS_SCALAR[usize::from(b)])
             .unwrap_or(rest.len());
         let token = &rest[..len];
         let kind = match token {
@@ -385,6 +385,19 @@ impl<const N: usize> Scan<'_, '_, N> {
 }
 
 const NUL: &str = "a NUL byte is not allowed";
+
+/// The bytes that end a number or literal: a table rather than a search
+/// of the list for every byte of every number.
+const ENDS_SCALAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let delimiters = b"{}[],:\" \t\n\r";
+    let mut index = 0;
+    while index < delimiters.len() {
+        table[delimiters[index] as usize] = true;
+        index += 1;
+    }
+    table
+};
 
 /// What to say of `byte`, found at `pos` after a complete JSON value.
 fn after_the_value(byte: u8, pos: usize) -> String {
@@ -470,7 +483,7 @@ impl Nesting {
 /// How many bytes from the start of `bytes` are plain ASCII string
 /// content: no quote, backslash, control character or non-ASCII byte.
 /// Eight at a time while it can.
-fn ordinary_run(bytes: &[u8]) -> usize {
+pub(crate) fn ordinary_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_byte = |word: u64, byte: u8| {
@@ -479,11 +492,14 @@ fn ordinary_run(bytes: &[u8]) -> usize {
     };
     let mut pos = 0;
     while let Some(chunk) = bytes.get(pos..pos + 8) {
-        let word = u64::from_ne_bytes(chunk.try_into().expect("8 bytes"));
+        let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
         // Bytes under 0x20, and bytes at or over 0x80.
         let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-        if (control | (word & HIGHS) | has_byte(word, b'"') | has_byte(word, b'\\')) != 0 {
-            break;
+        let special = control | (word & HIGHS) | has_byte(word, b'"') | has_byte(word, b'\\');
+        if special != 0 {
+            // A borrow can mark a byte after a match, never one before
+            // it: the lowest mark is the first special byte.
+            return pos + special.trailing_zeros() as usize / 8;
         }
         pos += 8;
     }
@@ -709,6 +725,22 @@ fn unescape_in_place(text: &mut [u8]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ordinary_run_stops_at_the_first_special_byte_wherever_it_is() {
+        // Several specials at once too: a borrow from the first must not
+        // hide it or mark a byte before it.
+        for special in [b'"', b'\\', 0x00, 0x1F, 0x80, 0xFF] {
+            for at in 0..20 {
+                let mut bytes = vec![b'a'; 20];
+                bytes[at] = special;
+                assert_eq!(ordinary_run(&bytes), at, "{special:#x} at {at}");
+                bytes[at + 1..].fill(0x00);
+                assert_eq!(ordinary_run(&bytes), at, "{special:#x} at {at}, then NULs");
+            }
+        }
+        assert_eq!(ordinary_run(&[b' '; 19]), 19);
+    }
 
     const FRAME: [Path<'static>; 4] = [
         &["type"],

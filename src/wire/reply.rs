@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::wire::error::{ErrorBody, ErrorCode};
 use crate::wire::frame::{encode_frame, frame_of, with_scratch};
+use crate::wire::json;
 use crate::wire::request::Message;
 use crate::wire::timestamp::Timestamp;
 
@@ -120,11 +121,11 @@ fn write_ack(
     buf.extend_from_slice(br#"{"type":"ack","#);
     if let Some(request_id) = request_id {
         buf.extend_from_slice(br#""request_id":"#);
-        write_json(buf, request_id);
+        write_json_str(buf, request_id);
         buf.push(b',');
     }
     buf.extend_from_slice(br#""topic":"#);
-    write_json(buf, topic);
+    write_json_str(buf, topic);
     buf.extend_from_slice(br#","status":"ok""#);
     write_extra(buf);
     buf.extend_from_slice(br#","ts":"#);
@@ -215,9 +216,9 @@ pub fn disconnected(reason: &str) -> Bytes {
 pub fn event(topic: &str, message: &Message<'_>, seq: u64, ts: Timestamp) -> Bytes {
     with_scratch(|around| {
         around.extend_from_slice(EVENT_START);
-        write_json(around, topic);
+        write_json_str(around, topic);
         around.extend_from_slice(br#","message":{"id":"#);
-        write_json(around, message.id);
+        write_json_str(around, message.id);
         around.extend_from_slice(br#","payload":"#);
         let payload_at = around.len();
         around.extend_from_slice(br#"},"seq":"#);
@@ -264,6 +265,19 @@ pub fn write_json(buf: &mut Vec<u8>, value: &(impl Serialize + ?Sized)) {
     simd_json::to_writer(buf, value).expect("strings and numbers always serialize");
 }
 
+/// Appends `text` as a JSON string. Every publish writes a topic name, an
+/// id and often a request id, which are nearly always plain ASCII that
+/// needs no escape: those are copied between quotes, the rest serialized.
+fn write_json_str(buf: &mut Vec<u8>, text: &str) {
+    if json::ordinary_run(text.as_bytes()) == text.len() {
+        buf.push(b'"');
+        buf.extend_from_slice(text.as_bytes());
+        buf.push(b'"');
+    } else {
+        write_json(buf, text);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -299,6 +313,26 @@ mod tests {
         );
         let json = json_of(&subscribe_ack(None, "t", 0, "e-1", None));
         assert!(json.get("recovered").is_none(), "{json}");
+    }
+
+    #[test]
+    fn strings_are_written_as_the_serializer_writes_them() {
+        for text in [
+            "orders",
+            "req-42",
+            "",
+            "a\"b",
+            "back\\slash",
+            "tab\t",
+            "\u{1}",
+            "caf\u{e9}",
+            "\u{7f}",
+        ] {
+            let (mut fast, mut serialized) = (Vec::new(), Vec::new());
+            write_json_str(&mut fast, text);
+            write_json(&mut serialized, text);
+            assert_eq!(fast, serialized, "{text:?}");
+        }
     }
 
     #[test]

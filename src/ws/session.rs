@@ -111,7 +111,7 @@ impl Session {
     pub async fn read_loop(
         &mut self,
         reader: &OwnedReadHalf,
-        decoder: FrameDecoder,
+        decoder: &mut FrameDecoder,
         liveness: &Liveness,
     ) -> CloseReason {
         let outbox = self.outbox.clone();
@@ -123,7 +123,7 @@ impl Session {
     async fn handle_frames(
         &mut self,
         reader: &OwnedReadHalf,
-        mut decoder: FrameDecoder,
+        decoder: &mut FrameDecoder,
         liveness: &Liveness,
     ) -> CloseReason {
         // A connection that never completes a frame would otherwise hold a
@@ -142,7 +142,7 @@ impl Session {
                     return CloseReason::TokenExpired;
                 }
                 // Cancel-safe: a frame read in part stays in the decoder.
-                read = next_frame(reader, &mut decoder, &mut first_frame_deadline), if room_for_publishes => read,
+                read = next_frame(reader, decoder, &mut first_frame_deadline), if room_for_publishes => read,
             };
             let incoming = match read {
                 Ok(incoming) => incoming,
@@ -397,12 +397,16 @@ async fn next_frame(
     decoder: &mut FrameDecoder,
     first_frame_deadline: &mut Option<Duration>,
 ) -> Result<Incoming, CloseReason> {
-    let read = frame_reader::read_incoming(reader, decoder);
     match first_frame_deadline.take() {
-        Some(deadline) => tokio::time::timeout(deadline, read)
-            .await
-            .unwrap_or(Err(CloseReason::FirstFrameTimeout)),
-        None => read.await,
+        // Boxed: it is needed once, and its timer would otherwise stay in
+        // the connection's task for the connection's whole life.
+        Some(deadline) => Box::pin(tokio::time::timeout(
+            deadline,
+            frame_reader::read_incoming(reader, decoder),
+        ))
+        .await
+        .unwrap_or(Err(CloseReason::FirstFrameTimeout)),
+        None => frame_reader::read_incoming(reader, decoder).await,
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use futures_util::future::OptionFuture;
 use hyper::header::{
     HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
 };
@@ -18,6 +19,7 @@ use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
 use crate::send::event::Deflate;
 use crate::wire::permessage_deflate;
+use crate::ws::connection::{start, Accepted};
 
 /// The one subprotocol ringcast speaks, selected when a client offers it.
 /// An offer without it is answered with no subprotocol, which the RFC lets
@@ -89,16 +91,26 @@ pub fn upgrade(
             .headers_mut()
             .insert(SEC_WEBSOCKET_EXTENSIONS, answer);
     }
-    node.clone()
-        .spawn_connection("websocket connection", async move {
-            let _slot = slot;
-            match upgrading.await {
-                Ok(socket) => {
-                    super::connection::run(socket.into_inner(), node, peer, grant, deflate).await
-                }
-                Err(err) => tracing::debug!(error = %err, "upgrade failed"),
-            }
-        });
+    // Boxed until the upgrade completes: what a task captures stays in it
+    // for its whole life, and this is used once.
+    let accepted = Box::new(Accepted {
+        node: node.clone(),
+        peer,
+        grant,
+        deflate,
+    });
+    let task = async move {
+        let _slot = slot;
+        match upgrading.await {
+            // Awaited where it lies: moving it out of the `Option` would
+            // take room for a second copy in this task.
+            Ok(socket) => OptionFuture::from(start(socket.into_inner(), accepted))
+                .await
+                .unwrap_or(()),
+            Err(err) => tracing::debug!(error = %err, "upgrade failed"),
+        }
+    };
+    node.spawn_connection("websocket connection", task);
     response.map(|_| Body::default())
 }
 
