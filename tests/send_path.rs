@@ -430,7 +430,13 @@ async fn byte_bound(policy: &str) {
     let mut stalled = stalled_reader(&server, TOPIC).await;
     let fast = FlatOutReader::start("fast reader", server.addr, TOPIC, 0, EVENTS, SIZE).await;
     let mut publisher = server.ws().await;
-    publish_padded(&mut publisher, TOPIC, 1..=EVENTS, SIZE).await;
+    // The fast reader is kept within a few events of the publisher, however
+    // its thread is scheduled: only the stalled reader can reach the bound.
+    const LEAD: u64 = 4;
+    for n in 1..=EVENTS {
+        fast.await_received(n.saturating_sub(LEAD)).await;
+        publish_padded(&mut publisher, TOPIC, n..=n, SIZE).await;
+    }
     let fast = fast.wait_for_all(READ_ALL_DEADLINE).await;
 
     if policy == "disconnect" {
@@ -706,6 +712,21 @@ impl FlatOutReader {
             all_received,
             release,
             thread,
+        }
+    }
+
+    /// Waits until the reader got `count` events, failing after
+    /// `RECV_TIMEOUT` with how far it got.
+    async fn await_received(&self, count: u64) {
+        let deadline = Instant::now() + RECV_TIMEOUT;
+        while self.received.load(Ordering::Relaxed) < count {
+            assert!(
+                Instant::now() < deadline,
+                "{} received {} of {count} events within {RECV_TIMEOUT:?}",
+                self.name,
+                self.received.load(Ordering::Relaxed)
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 
