@@ -1,6 +1,7 @@
-//! One WebSocket connection's life after the upgrade: its reader (the
-//! session) and its writer run side by side and meet only at the outbox;
-//! whichever ends first closes the outbox, which stops the other.
+//! One WebSocket connection's life after the upgrade: its reader (with the
+//! connection's message handler) and its writer run side by side and meet
+//! only at the outbox; whichever ends first closes the outbox, which stops
+//! the other.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,7 +13,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::auth::Grant;
+use crate::broker::ConnectionId;
 use crate::node::Node;
 use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
@@ -21,7 +22,8 @@ use crate::send::outbox::Outbox;
 use crate::send::writer::{write_loop, FrameWriter, WebSocketTransport, WriterTiming};
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
-use crate::ws::session::Session;
+use crate::ws::handler::MessageHandler;
+use crate::ws::reader::read_loop;
 
 /// After the server's close frame, unread input is read and dropped until
 /// the peer closes, falls quiet for `LINGER_QUIET`, or `LINGER` or
@@ -33,13 +35,13 @@ const LINGER_QUIET: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 4 << 20;
 
 /// Runs an upgraded connection until it closes, on the owned halves of its
-/// TCP stream.
-pub(super) async fn run(
+/// TCP stream, with the message handler `make_handler` makes for it.
+pub(super) async fn run<H: MessageHandler>(
     io: TokioIo<hyper::upgrade::Upgraded>,
     node: Arc<Node>,
     peer: SocketAddr,
-    grant: Grant,
     deflate: Option<Deflate>,
+    make_handler: impl FnOnce(ConnectionId, Arc<Outbox>) -> H,
 ) {
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
@@ -56,21 +58,21 @@ pub(super) async fn run(
             }
             // The leftover bytes share hyper's whole read buffer: let it go.
             drop(parts.read_buf);
-            serve(reader, decoder, writer, node, peer, grant, deflate).await;
+            serve(reader, decoder, writer, node, peer, deflate, make_handler).await;
         }
         Err(_) => tracing::error!("upgraded connection is not a TCP stream"),
     }
 }
 
 /// Runs one connection until it closes.
-async fn serve(
+async fn serve<H: MessageHandler>(
     mut reader: OwnedReadHalf,
     decoder: FrameDecoder,
     writer: OwnedWriteHalf,
     node: Arc<Node>,
     peer: SocketAddr,
-    grant: Grant,
     deflate: Option<Deflate>,
+    make_handler: impl FnOnce(ConnectionId, Arc<Outbox>) -> H,
 ) {
     let config = node.config();
     let outbox = Arc::new(Outbox::configured(config).deflating(deflate));
@@ -96,15 +98,25 @@ async fn serve(
             })
         }
     }));
-    let mut session = Session::new(node.clone(), outbox.clone(), grant);
-    let id = session.id();
+    let id = node.next_connection_id();
+    let reader_done = ReaderDone(outbox.clone());
+    let mut handler = make_handler(id, outbox.clone());
     tracing::info!(conn = id, %peer, "connection opened");
+    let read = read_loop(
+        &mut handler,
+        &outbox,
+        &reader,
+        decoder,
+        &liveness,
+        config.first_frame_timeout,
+    );
     tokio::select! {
-        reason = session.read_loop(&reader, decoder, &liveness) => outbox.close(reason),
+        reason = read => outbox.close(reason),
         _ = outbox.closed() => {}
     }
-    session.answer_pending_publishes().await;
-    drop(session);
+    handler.closing().await;
+    drop(handler);
+    drop(reader_done);
     let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
     if reason.code().is_some() {
         linger(&mut reader).await;
@@ -113,6 +125,17 @@ async fn serve(
         tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
     }
     tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
+}
+
+/// Lets the writer close once the reader and its handler are gone, however
+/// the connection ends, panics included (see `Outbox::reader_finished`):
+/// made before the handler, so that it is dropped after it.
+struct ReaderDone(Arc<Outbox>);
+
+impl Drop for ReaderDone {
+    fn drop(&mut self) {
+        self.0.reader_finished();
+    }
 }
 
 /// Reads and drops the peer's input within the `LINGER` bounds.

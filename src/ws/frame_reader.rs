@@ -32,11 +32,29 @@ use crate::wire::frame::{read_client_header, ClientHeader};
 const MIN_READ_CHUNK: usize = 4096;
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
+/// A complete text or binary message, unmasked, reassembled and inflated.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    /// A text message (its data is UTF-8) rather than a binary one.
+    pub is_text: bool,
+    pub data: BytesMut,
+}
+
+impl Message {
+    /// The opcode of a frame carrying this message.
+    pub fn opcode(&self) -> OpCode {
+        if self.is_text {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        }
+    }
+}
+
 /// What a client sent, once a whole message or control frame is in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
-    /// A complete text or binary message, unmasked and reassembled.
-    Message(BytesMut),
+    Message(Message),
     /// A ping with its payload, to be echoed in a pong.
     Ping(BytesMut),
     Pong,
@@ -217,7 +235,7 @@ fn complete_message(is_text: bool, data: BytesMut) -> Result<Incoming, CloseReas
     if is_text && std::str::from_utf8(&data).is_err() {
         return Err(CloseReason::InvalidUtf8);
     }
-    Ok(Incoming::Message(data))
+    Ok(Incoming::Message(Message { is_text, data }))
 }
 
 /// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4): the codes
@@ -314,7 +332,17 @@ mod tests {
     }
 
     fn message(bytes: &[u8]) -> Incoming {
-        Incoming::Message(BytesMut::from(bytes))
+        Incoming::Message(Message {
+            is_text: true,
+            data: BytesMut::from(bytes),
+        })
+    }
+
+    fn binary(bytes: &[u8]) -> Incoming {
+        Incoming::Message(Message {
+            is_text: false,
+            data: BytesMut::from(bytes),
+        })
     }
 
     #[test]
@@ -326,7 +354,7 @@ mod tests {
         let expected = vec![
             message(b"hello"),
             Incoming::Ping(BytesMut::from(&b"p"[..])),
-            message(&[[7u8; 200].as_slice(), &[8; 70_000]].concat()),
+            binary(&[[7u8; 200].as_slice(), &[8; 70_000]].concat()),
         ];
         for chunk in [1, 2, 3, 7, 64, 4096, stream.len()] {
             let mut decoder = FrameDecoder::new(&[], 1 << 20);
