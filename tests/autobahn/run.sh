@@ -20,6 +20,8 @@ for _ in $(seq 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
     sleep 0.1
 done
+# Not some other server already on the port.
+kill -0 "$echo_pid" 2>/dev/null || { echo "autobahn_echo did not start" >&2; exit 1; }
 includes=()
 for case in "$@"; do includes+=(-i "$case"); done
 rm -rf "$report"
