@@ -33,6 +33,8 @@ pub struct Server {
     listener: TcpListener,
     node: Arc<Node>,
     rest: Arc<Rest>,
+    /// A WebSocket endpoint of the embedder's, if any.
+    route: Option<ws::Route>,
 }
 
 impl Server {
@@ -46,7 +48,17 @@ impl Server {
             listener,
             rest: Arc::new(Rest::new(node.clone())),
             node,
+            route: None,
         })
+    }
+
+    /// Also upgrades WebSocket requests at the route's path (`/ws` stays
+    /// the broker's), to connections with the route's message handler.
+    pub fn route(self, route: ws::Route) -> Self {
+        Self {
+            route: Some(route),
+            ..self
+        }
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
@@ -72,6 +84,7 @@ impl Server {
             listener,
             node,
             rest,
+            route,
         } = self;
         let config = node.config();
         tracing::info!(
@@ -95,7 +108,7 @@ impl Server {
                     Ok((stream, peer)) => match node.metrics().try_open_http_connection(max) {
                         Some(slot) => node.spawn_connection(
                             "http connection",
-                            serve_http(stream, peer, slot, node.clone(), rest.clone()),
+                            serve_http(stream, peer, slot, node.clone(), rest.clone(), route.clone()),
                         ),
                         None => {
                             tracing::warn!(%peer, max, "HTTP connection limit reached; connection refused");
@@ -124,16 +137,20 @@ async fn serve_http(
     _slot: ConnectionGuard,
     node: Arc<Node>,
     rest: Arc<Rest>,
+    route: Option<ws::Route>,
 ) {
     // Small event frames must not wait for Nagle's algorithm.
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(error = %err, "could not set TCP_NODELAY");
     }
     let service = service_fn(|request: Request<Incoming>| {
-        let (node, rest) = (node.clone(), rest.clone());
+        let (node, rest, route) = (node.clone(), rest.clone(), route.clone());
         async move {
-            Ok::<_, Infallible>(if request.uri().path() == "/ws" {
+            let path = request.uri().path();
+            Ok::<_, Infallible>(if path == "/ws" {
                 ws::upgrade(node, request, peer)
+            } else if let Some(route) = route.filter(|route| route.path() == path) {
+                route.upgrade(node, request, peer)
             } else {
                 rest.handle(request, peer).await
             })

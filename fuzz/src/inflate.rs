@@ -34,7 +34,7 @@ use ringcast::metrics::Metrics;
 use ringcast::wire::close::CloseReason;
 use ringcast::wire::deflate::{self, InflateError};
 use ringcast::wire::frame::payload_of;
-use ringcast::ws::frame_reader::{FrameDecoder, Incoming};
+use ringcast::ws::frame_reader::{FrameDecoder, Incoming, Message};
 
 use super::split::frames_from_records;
 
@@ -217,7 +217,10 @@ fn check_frame_reader(plan: &Plan, outcome: &Result<BytesMut, InflateError>) {
     } else {
         match outcome {
             Ok(inflated) if std::str::from_utf8(inflated).is_ok() => {
-                Ok(Incoming::Message(inflated.clone()))
+                Ok(Incoming::Message(Message {
+                    is_text: true,
+                    data: inflated.clone(),
+                }))
             }
             Ok(_) => Err(CloseReason::InvalidUtf8),
             Err(InflateError::TooBig) => Err(CloseReason::MessageTooBig),

@@ -229,7 +229,7 @@ pub fn check(data: &[u8]) {
         .items
         .iter()
         .filter_map(|item| match item {
-            Incoming::Message(bytes) => Some(&bytes[..]),
+            Incoming::Message(message) => Some(&message.data[..]),
             _ => None,
         })
         .collect();

@@ -15,7 +15,7 @@ use bytes::Bytes;
 
 use crate::metrics::Metrics;
 use crate::wire::deflate;
-use crate::wire::frame::payload_of;
+use crate::wire::frame::{opcode_of, payload_of};
 use crate::wire::permessage_deflate::Agreed;
 
 /// What a connection agreed to: its window and the configured size under
@@ -76,11 +76,11 @@ impl EventFrame {
     }
 }
 
-/// `plain` as a compressed frame, counted; `None` if compressing does not
-/// make it smaller.
+/// `plain` (a text or binary frame) as a compressed frame, counted; `None`
+/// if compressing does not make it smaller.
 pub fn deflated(plain: &Bytes, deflate: &Deflate) -> Option<Bytes> {
     let json = payload_of(plain);
-    let deflated = deflate::deflate_text_frame(json);
+    let deflated = deflate::deflate_frame(opcode_of(plain), json);
     let sent = deflated.as_ref().unwrap_or(plain);
     deflate.metrics.record_deflate(json.len(), sent.len());
     deflated

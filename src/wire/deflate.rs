@@ -25,8 +25,14 @@ const SYNC_FLUSH_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
 /// How much the inflate output grows at a time, up to the limit.
 const INFLATE_STEP: usize = 16 * 1024;
 
+/// The window sizes, in bits, deflate can compress within: zlib has no
+/// 256-byte window (8 bits).
+const MIN_COMPRESS_WINDOW_BITS: u8 = 9;
+const MAX_WINDOW_BITS: u8 = 15;
+
 thread_local! {
-    static COMPRESS: RefCell<Compress> = RefCell::new(Compress::new(Compression::fast(), false));
+    /// One compressor per window size, made when first needed.
+    static COMPRESS: RefCell<[Option<Compress>; 7]> = const { RefCell::new([const { None }; 7]) };
     static DECOMPRESS: RefCell<Decompress> = RefCell::new(Decompress::new(false));
 }
 
@@ -42,9 +48,41 @@ pub enum InflateError {
 /// The complete compressed text frame for `message`, or `None` if
 /// deflating does not make the frame smaller.
 pub fn deflate_text_frame(message: &[u8]) -> Option<Bytes> {
+    deflate_frame(OpCode::Text, message)
+}
+
+/// The complete compressed frame of type `opcode` (text or binary) for
+/// `message`, deflated with the full 32 KiB window, or `None` if deflating
+/// does not make the frame smaller.
+pub fn deflate_frame(opcode: OpCode, message: &[u8]) -> Option<Bytes> {
+    let frame = compressed_frame(opcode, message, MAX_WINDOW_BITS);
+    (frame.len() < frame::server_frame_len(message.len())).then_some(frame)
+}
+
+/// The complete compressed frame of type `opcode` for `message`, whatever
+/// its size, for a client that inflates within 2^`window_bits` bytes
+/// (`server_max_window_bits`, 8 to 15). `None` only for a message over 256
+/// bytes and an 8-bit window, which zlib cannot compress within (a stream
+/// refers no further back than its own length).
+pub fn deflate_frame_within(opcode: OpCode, message: &[u8], window_bits: u8) -> Option<Bytes> {
+    if window_bits < MIN_COMPRESS_WINDOW_BITS && message.len() > 1 << window_bits {
+        return None;
+    }
+    let window_bits = window_bits.clamp(MIN_COMPRESS_WINDOW_BITS, MAX_WINDOW_BITS);
+    Some(compressed_frame(opcode, message, window_bits))
+}
+
+/// `message` deflated at the fastest level within a window of
+/// 2^`window_bits` bytes and sync-flushed, its tail left off, in a final
+/// frame with RSV1 set.
+fn compressed_frame(opcode: OpCode, message: &[u8], window_bits: u8) -> Bytes {
     let mut buf = Vec::with_capacity(MAX_HEADER_LEN + message.len() + 16);
     buf.resize(MAX_HEADER_LEN, 0);
-    COMPRESS.with_borrow_mut(|compress| {
+    COMPRESS.with_borrow_mut(|compressors| {
+        let compress = compressors[usize::from(window_bits - MIN_COMPRESS_WINDOW_BITS)]
+            .get_or_insert_with(|| {
+                Compress::new_with_window_bits(Compression::fast(), false, window_bits)
+            });
         compress.reset();
         loop {
             if buf.len() == buf.capacity() {
@@ -63,14 +101,11 @@ pub fn deflate_text_frame(message: &[u8]) -> Option<Bytes> {
     debug_assert!(buf.ends_with(&SYNC_FLUSH_TAIL));
     buf.truncate(buf.len() - SYNC_FLUSH_TAIL.len());
     let payload_len = buf.len() - MAX_HEADER_LEN;
-    let (mut head, head_len) = frame::server_header(OpCode::Text, payload_len);
-    if head_len + payload_len >= frame::server_frame_len(message.len()) {
-        return None;
-    }
+    let (mut head, head_len) = frame::server_header(opcode, payload_len);
     head[0] |= RSV1;
     let start = MAX_HEADER_LEN - head_len;
     buf[start..MAX_HEADER_LEN].copy_from_slice(&head[..head_len]);
-    Some(Bytes::from(buf).slice(start..))
+    Bytes::from(buf).slice(start..)
 }
 
 /// Inflates one compressed message into at most `limit` bytes: a message
@@ -165,6 +200,37 @@ mod tests {
     fn what_does_not_shrink_is_not_deflated() {
         assert_eq!(deflate_text_frame(b"{}"), None);
         assert_eq!(deflate_text_frame(b""), None);
+    }
+
+    /// A compressed message inflated by an inflater limited to a window of
+    /// 2^`window_bits` bytes, which fails on any reference further back.
+    fn inflates_within(payload: &[u8], window_bits: u8) -> Vec<u8> {
+        let mut decompress = Decompress::new_with_window_bits(false, window_bits);
+        let mut input = payload.to_vec();
+        input.extend_from_slice(&SYNC_FLUSH_TAIL);
+        let mut out = Vec::with_capacity(1 << 20);
+        decompress
+            .decompress_vec(&input, &mut out, FlushDecompress::Sync)
+            .expect("inflates within the window");
+        out
+    }
+
+    #[test]
+    fn a_frame_within_a_window_is_always_deflated_and_inflates_within_it() {
+        for window_bits in 9..=15 {
+            for (opcode, first_byte, message) in [
+                (OpCode::Text, 0xC1, json(100_000)),
+                (OpCode::Binary, 0xC2, b"{}".to_vec()),
+                (OpCode::Text, 0xC1, Vec::new()),
+            ] {
+                let frame = deflate_frame_within(opcode, &message, window_bits).unwrap();
+                assert_eq!(frame[0], first_byte, "FIN, RSV1, opcode");
+                let inflated = inflates_within(frame::payload_of(&frame), window_bits);
+                assert_eq!(inflated, message, "window bits {window_bits}");
+            }
+        }
+        assert!(deflate_frame_within(OpCode::Text, &json(256), 8).is_some());
+        assert_eq!(deflate_frame_within(OpCode::Text, &json(257), 8), None);
     }
 
     #[test]

@@ -61,6 +61,11 @@ pub fn payload_of(frame: &[u8]) -> &[u8] {
     &frame[head_len..]
 }
 
+/// The opcode of a server frame.
+pub fn opcode_of(frame: &[u8]) -> OpCode {
+    OpCode::try_from(frame[0] & 0x0F).expect("a frame ringcast encoded")
+}
+
 /// A client frame's header, as read off the socket.
 pub struct ClientHeader {
     pub fin: bool,

@@ -1,6 +1,7 @@
-//! One WebSocket connection's life after the upgrade: its reader (the
-//! session) and its writer run side by side and meet only at the outbox;
-//! whichever ends first closes the outbox, which stops the other.
+//! One WebSocket connection's life after the upgrade: its reader (with the
+//! connection's message handler) and its writer run side by side and meet
+//! only at the outbox; whichever ends first closes the outbox, which stops
+//! the other.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,7 +15,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
-use crate::auth::Grant;
+use crate::broker::ConnectionId;
 use crate::node::Node;
 use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
@@ -23,7 +24,8 @@ use crate::send::outbox::Outbox;
 use crate::send::writer::{write_loop, FrameWriter, WebSocketTransport, WriterTiming};
 use crate::wire::close::CloseReason;
 use crate::ws::frame_reader::FrameDecoder;
-use crate::ws::session::Session;
+use crate::ws::handler::MessageHandler;
+use crate::ws::reader::read_loop;
 
 /// After the server's close frame, unread input is read and dropped until
 /// the peer closes, falls quiet for `LINGER_QUIET`, or `LINGER` or
@@ -34,32 +36,33 @@ const LINGER: Duration = Duration::from_secs(2);
 const LINGER_QUIET: Duration = Duration::from_millis(500);
 const LINGER_BYTES: usize = 4 << 20;
 
-/// What the upgrade accepted, for the connection it becomes.
-pub(super) struct Accepted {
+/// What the upgrade accepted, for the connection it becomes: `make_handler`
+/// makes the connection's message handler from its id and outbox.
+pub(super) struct Accepted<M> {
     pub node: Arc<Node>,
     pub peer: SocketAddr,
-    pub grant: Grant,
     pub deflate: Option<Deflate>,
+    pub make_handler: M,
 }
 
 /// Sets an upgraded connection up on the owned halves of its TCP stream
-/// (its outbox, writer task and session) and returns its reader's side, to
-/// run until it closes; `None` if the stream is not TCP. Set up here rather
-/// than in an `async fn`, whose arguments would stay in the connection's
-/// task for as long as it lives.
+/// (its outbox, writer task and message handler) and returns its reader's
+/// side, to run until it closes; `None` if the stream is not TCP. Set up
+/// here rather than in an `async fn`, whose arguments would stay in the
+/// connection's task for as long as it lives.
 #[expect(
     clippy::boxed_local,
     reason = "the upgrade's task holds the box, not its contents, until here"
 )]
-pub(super) fn start(
+pub(super) fn start<H: MessageHandler>(
     io: TokioIo<hyper::upgrade::Upgraded>,
-    accepted: Box<Accepted>,
+    accepted: Box<Accepted<impl FnOnce(ConnectionId, Arc<Outbox>) -> H>>,
 ) -> Option<impl Future<Output = ()>> {
     let Accepted {
         node,
         peer,
-        grant,
         deflate,
+        make_handler,
     } = *accepted;
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
     // read past the upgrade request are decoded first.
@@ -71,47 +74,76 @@ pub(super) fn start(
         return None;
     };
     let (reader, writer) = parts.io.into_inner().into_inner().into_split();
-    let mut decoder = FrameDecoder::new(&parts.read_buf, node.config().max_message_size as usize);
+    let config = node.config();
+    let mut decoder = FrameDecoder::new(&parts.read_buf, config.max_message_size as usize);
     if deflate.is_some() {
         decoder = decoder.inflating(node.metrics().clone());
     }
     // The leftover bytes share hyper's whole read buffer: let it go.
     drop(parts.read_buf);
-    let outbox = Arc::new(Outbox::configured(node.config()).deflating(deflate));
+    let outbox = Arc::new(Outbox::configured(config).deflating(deflate));
     let liveness = Arc::new(Liveness::default());
     let writer = spawn_writer(writer, &node, &outbox, &liveness);
-    let session = Session::new(node, outbox.clone(), grant);
-    Some(serve(
-        reader, decoder, session, outbox, liveness, writer, peer,
-    ))
+    let id = node.next_connection_id();
+    // Made before the handler, so that it is dropped after it.
+    let reader_done = ReaderDone(outbox.clone());
+    let handler = make_handler(id, outbox.clone());
+    Some(
+        Connection {
+            id,
+            peer,
+            reader,
+            decoder,
+            outbox,
+            liveness,
+            writer,
+            first_frame_timeout: config.first_frame_timeout,
+        }
+        .serve(handler, reader_done),
+    )
 }
 
-/// Runs one connection until it closes.
-async fn serve(
-    mut reader: OwnedReadHalf,
-    mut decoder: FrameDecoder,
-    mut session: Session,
+/// A connection's reader side, set up.
+struct Connection {
+    id: ConnectionId,
+    peer: SocketAddr,
+    reader: OwnedReadHalf,
+    decoder: FrameDecoder,
     outbox: Arc<Outbox>,
     liveness: Arc<Liveness>,
     writer: JoinHandle<CloseReason>,
-    peer: SocketAddr,
-) {
-    let id = session.id();
-    tracing::info!(conn = id, %peer, "connection opened");
-    tokio::select! {
-        reason = session.read_loop(&reader, &mut decoder, &liveness) => outbox.close(reason),
-        _ = outbox.closed() => {}
+    first_frame_timeout: Duration,
+}
+
+impl Connection {
+    /// Runs the connection until it closes.
+    async fn serve(mut self, mut handler: impl MessageHandler, reader_done: ReaderDone) {
+        let (id, peer) = (self.id, self.peer);
+        tracing::info!(conn = id, %peer, "connection opened");
+        let read = read_loop(
+            &mut handler,
+            &self.outbox,
+            &self.reader,
+            &mut self.decoder,
+            &self.liveness,
+            self.first_frame_timeout,
+        );
+        tokio::select! {
+            reason = read => self.outbox.close(reason),
+            _ = self.outbox.closed() => {}
+        }
+        handler.closing().await;
+        drop(handler);
+        drop(reader_done);
+        let reason = self.writer.await.unwrap_or(CloseReason::ConnectionLost);
+        if reason.code().is_some() {
+            linger(&mut self.reader).await;
+        }
+        if let Some(why) = reason.slow_consumer_message() {
+            tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
+        }
+        tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
     }
-    session.answer_pending_publishes().await;
-    drop(session);
-    let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
-    if reason.code().is_some() {
-        linger(&mut reader).await;
-    }
-    if let Some(why) = reason.slow_consumer_message() {
-        tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
-    }
-    tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
 }
 
 /// Starts the connection's writer task. Not inside `serve`: the writer's
@@ -145,6 +177,16 @@ fn spawn_writer(
             })
         }
     }))
+}
+
+/// Lets the writer close once the reader and its handler are gone, however
+/// the connection ends, panics included (see `Outbox::reader_finished`).
+struct ReaderDone(Arc<Outbox>);
+
+impl Drop for ReaderDone {
+    fn drop(&mut self) {
+        self.0.reader_finished();
+    }
 }
 
 /// Reads and drops the peer's input within the `LINGER` bounds.

@@ -32,11 +32,29 @@ use crate::wire::frame::{read_client_header, ClientHeader};
 const MIN_READ_CHUNK: usize = 4096;
 const MAX_READ_CHUNK: usize = 64 * 1024;
 
+/// A complete text or binary message, unmasked, reassembled and inflated.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Message {
+    /// A text message (its data is UTF-8) rather than a binary one.
+    pub is_text: bool,
+    pub data: BytesMut,
+}
+
+impl Message {
+    /// The opcode of a frame carrying this message.
+    pub fn opcode(&self) -> OpCode {
+        if self.is_text {
+            OpCode::Text
+        } else {
+            OpCode::Binary
+        }
+    }
+}
+
 /// What a client sent, once a whole message or control frame is in.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Incoming {
-    /// A complete text or binary message, unmasked and reassembled.
-    Message(BytesMut),
+    Message(Message),
     /// A ping with its payload, to be echoed in a pong.
     Ping(BytesMut),
     Pong,
@@ -58,6 +76,26 @@ struct Fragments {
     is_text: bool,
     compressed: bool,
     data: BytesMut,
+    /// How much of an uncompressed text message's data is known to be
+    /// UTF-8: checked fragment by fragment, so an invalid one fails the
+    /// message at once rather than once it is complete (RFC 6455 §8.1).
+    utf8_checked: usize,
+}
+
+impl Fragments {
+    /// Checks the data added since the last check; a code point cut
+    /// between two fragments waits for the rest of it.
+    fn check_utf8(&mut self) -> Result<(), CloseReason> {
+        if !self.is_text || self.compressed {
+            return Ok(());
+        }
+        match simdutf8::compat::from_utf8(&self.data[self.utf8_checked..]) {
+            Ok(_) => self.utf8_checked = self.data.len(),
+            Err(err) if err.error_len().is_none() => self.utf8_checked += err.valid_up_to(),
+            Err(_) => return Err(CloseReason::InvalidUtf8),
+        }
+        Ok(())
+    }
 }
 
 impl FrameDecoder {
@@ -155,14 +193,17 @@ impl FrameDecoder {
                 let is_text = opcode == OpCode::Text;
                 if fin {
                     return self
-                        .complete_message(is_text, compressed, payload)
+                        .complete_message(is_text, compressed, payload, 0)
                         .map(Some);
                 }
-                self.fragments = Some(Fragments {
-                    is_text,
-                    compressed,
-                    data: payload,
-                });
+                self.fragments
+                    .insert(Fragments {
+                        is_text,
+                        compressed,
+                        data: payload,
+                        utf8_checked: 0,
+                    })
+                    .check_utf8()?;
                 Ok(None)
             }
             (OpCode::Continuation, Some(fragments)) => {
@@ -171,14 +212,17 @@ impl FrameDecoder {
                 }
                 fragments.data.extend_from_slice(&payload);
                 if !fin {
+                    fragments.check_utf8()?;
                     return Ok(None);
                 }
                 let Fragments {
                     is_text,
                     compressed,
                     data,
+                    utf8_checked,
                 } = self.fragments.take().expect("in progress");
-                self.complete_message(is_text, compressed, data).map(Some)
+                self.complete_message(is_text, compressed, data, utf8_checked)
+                    .map(Some)
             }
             (OpCode::Close, _) => Err(client_close(&payload)),
             (OpCode::Ping, _) => Ok(Some(Incoming::Ping(payload))),
@@ -189,12 +233,14 @@ impl FrameDecoder {
         }
     }
 
-    /// Inflates a compressed message, then checks a text one is UTF-8.
+    /// Inflates a compressed message, then checks that a text one is
+    /// UTF-8 past the `utf8_checked` bytes already known to be.
     fn complete_message(
         &self,
         is_text: bool,
         compressed: bool,
         data: BytesMut,
+        utf8_checked: usize,
     ) -> Result<Incoming, CloseReason> {
         let data = if compressed {
             let inflated =
@@ -209,17 +255,21 @@ impl FrameDecoder {
         } else {
             data
         };
-        complete_message(is_text, data)
+        complete_message(is_text, data, utf8_checked)
     }
 }
 
-fn complete_message(is_text: bool, data: BytesMut) -> Result<Incoming, CloseReason> {
-    // SIMD validation: every text message is checked whole, and at ingress
-    // rates core's byte-wise check was a visible share of a publish.
-    if is_text && simdutf8::basic::from_utf8(&data).is_err() {
+fn complete_message(
+    is_text: bool,
+    data: BytesMut,
+    utf8_checked: usize,
+) -> Result<Incoming, CloseReason> {
+    // SIMD validation: at ingress rates core's byte-wise check was a
+    // visible share of a publish.
+    if is_text && simdutf8::basic::from_utf8(&data[utf8_checked..]).is_err() {
         return Err(CloseReason::InvalidUtf8);
     }
-    Ok(Incoming::Message(data))
+    Ok(Incoming::Message(Message { is_text, data }))
 }
 
 /// Echoes a valid client close code (RFC 6455 §5.5.1, §7.4): the codes
@@ -316,7 +366,17 @@ mod tests {
     }
 
     fn message(bytes: &[u8]) -> Incoming {
-        Incoming::Message(BytesMut::from(bytes))
+        Incoming::Message(Message {
+            is_text: true,
+            data: BytesMut::from(bytes),
+        })
+    }
+
+    fn binary(bytes: &[u8]) -> Incoming {
+        Incoming::Message(Message {
+            is_text: false,
+            data: BytesMut::from(bytes),
+        })
     }
 
     #[test]
@@ -328,7 +388,7 @@ mod tests {
         let expected = vec![
             message(b"hello"),
             Incoming::Ping(BytesMut::from(&b"p"[..])),
-            message(&[[7u8; 200].as_slice(), &[8; 70_000]].concat()),
+            binary(&[[7u8; 200].as_slice(), &[8; 70_000]].concat()),
         ];
         for chunk in [1, 2, 3, 7, 64, 4096, stream.len()] {
             let mut decoder = FrameDecoder::new(&[], 1 << 20);
@@ -465,6 +525,27 @@ mod tests {
             decode_all(&mut decoder),
             Ok(vec![Incoming::Ping(BytesMut::new()), message(euro)]),
             "a control frame may come between fragments"
+        );
+    }
+
+    #[test]
+    fn a_text_message_fails_at_its_first_invalid_fragment() {
+        let mut decoder = FrameDecoder::new(&[], 100);
+        decoder.extend(&frame(false, 1, b"ok"));
+        decoder.extend(&frame(false, 0, &[0xF4, 0x90, 0x80, 0x80]));
+        assert_eq!(decode_all(&mut decoder), Err(CloseReason::InvalidUtf8));
+
+        let euro = "€".as_bytes();
+        let mut decoder = FrameDecoder::new(&[], 100);
+        for (at, fragment) in euro.chunks(1).enumerate() {
+            decoder.extend(&frame(at == 2, if at == 0 { 1 } else { 0 }, fragment));
+        }
+        decoder.extend(&frame(false, 2, &[0xFF]));
+        decoder.extend(&frame(true, 0, &[0xFE]));
+        assert_eq!(
+            decode_all(&mut decoder),
+            Ok(vec![message(euro), binary(&[0xFF, 0xFE])]),
+            "a code point cut between fragments waits for its rest; binary is not UTF-8"
         );
     }
 

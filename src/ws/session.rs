@@ -1,18 +1,15 @@
-//! The reader's side of a connection: client frames in, broker calls out,
+//! The broker's [`MessageHandler`]: client requests in, broker calls out,
 //! replies into the connection's outbox. A publisher whose fan-out found a
 //! subscriber's writer behind waits for it before reading on, which is how
 //! an overloaded server pushes back on publishers (see `crate::send`).
-
-use std::collections::HashMap;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use tokio::net::tcp::OwnedReadHalf;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
@@ -22,16 +19,15 @@ use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
 use crate::node::{Node, Publication};
 use crate::rate_limit::{Bucket, Limit};
-use crate::send::liveness::Liveness;
 use crate::send::outbox::{LaggingWriters, Outbox};
 use crate::wire::close::CloseReason;
 use crate::wire::error::ErrorCode;
-use crate::wire::frame::pong_frame;
 use crate::wire::reply;
 use crate::wire::request::{
     parse_client_frame, ClientFrame, Message, Replay, Request as ClientRequest,
 };
-use crate::ws::frame_reader::{self, FrameDecoder, Incoming};
+use crate::ws::frame_reader;
+use crate::ws::handler::MessageHandler;
 
 /// Counts a refused publish by its code.
 fn counted_as_publish_error(error: impl Into<Error>, metrics: &Metrics) -> Error {
@@ -72,8 +68,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(node: Arc<Node>, outbox: Arc<Outbox>, grant: Grant) -> Self {
-        let id = node.next_connection_id();
+    pub fn new(id: ConnectionId, node: Arc<Node>, outbox: Arc<Outbox>, grant: Grant) -> Self {
         let registration = node
             .connections()
             .register(id, &outbox, grant.subject.clone());
@@ -101,73 +96,12 @@ impl Session {
             .map(|left| Box::pin(tokio::time::sleep(left)));
     }
 
-    pub fn id(&self) -> ConnectionId {
-        self.id
-    }
-
-    /// Reads frames until the connection should close, and says why. The
-    /// replies to the frames of one read are held and go to the writer
-    /// together once the reader has to wait (see `Outbox::holding_replies`).
-    pub async fn read_loop(
-        &mut self,
-        reader: &OwnedReadHalf,
-        decoder: &mut FrameDecoder,
-        liveness: &Liveness,
-    ) -> CloseReason {
-        let outbox = self.outbox.clone();
-        outbox
-            .holding_replies(self.handle_frames(reader, decoder, liveness))
-            .await
-    }
-
-    async fn handle_frames(
-        &mut self,
-        reader: &OwnedReadHalf,
-        decoder: &mut FrameDecoder,
-        liveness: &Liveness,
-    ) -> CloseReason {
-        // A connection that never completes a frame would otherwise hold a
-        // slot until the heartbeat gives up on it.
-        let mut first_frame_deadline = Some(self.node.config().first_frame_timeout);
-        loop {
-            let room_for_publishes = self.pending_publishes.len() < MAX_PENDING_PUBLISHES;
-            let read = tokio::select! {
-                biased;
-                Some(reply) = self.pending_publishes.next() => {
-                    self.outbox.push_reply(reply);
-                    continue;
-                }
-                () = expired(&mut self.expiry) => {
-                    self.node.metrics().record_token_expired();
-                    return CloseReason::TokenExpired;
-                }
-                // Cancel-safe: a frame read in part stays in the decoder.
-                read = next_frame(reader, decoder, &mut first_frame_deadline), if room_for_publishes => read,
-            };
-            let incoming = match read {
-                Ok(incoming) => incoming,
-                Err(reason) => return reason,
-            };
-            liveness.heard_from_peer();
-            match incoming {
-                Incoming::Message(mut message) => self.handle_message(&mut message).await,
-                Incoming::Ping(payload) => self.outbox.push_held_reply(pong_frame(&payload)),
-                Incoming::Pong => {}
-            }
-            if !self.lagging.is_empty() {
-                self.node.metrics().record_publisher_pause();
-                std::mem::take(&mut self.lagging).wait().await;
-            }
-            self.outbox.wait_for_reader_room().await;
-        }
-    }
-
     /// Once the connection is closing: waits for the publishes still with
     /// the backplane and queues their answers (each resolves within the
     /// backplane's deadline), so every publish read is answered before the
     /// close frame; unless the queue is abandoned and nothing reaches the
     /// client any more.
-    pub async fn answer_pending_publishes(&mut self) {
+    async fn answer_pending_publishes(&mut self) {
         if self
             .outbox
             .close_reason()
@@ -390,33 +324,50 @@ async fn expired(expiry: &mut Option<Pin<Box<Sleep>>>) {
     }
 }
 
-/// The next frame from the client; the first one must come within
-/// `first_frame_deadline`, which is used up by the first read.
-async fn next_frame(
-    reader: &OwnedReadHalf,
-    decoder: &mut FrameDecoder,
-    first_frame_deadline: &mut Option<Duration>,
-) -> Result<Incoming, CloseReason> {
-    match first_frame_deadline.take() {
-        // Boxed: it is needed once, and its timer would otherwise stay in
-        // the connection's task for the connection's whole life.
-        Some(deadline) => Box::pin(tokio::time::timeout(
-            deadline,
-            frame_reader::read_incoming(reader, decoder),
-        ))
-        .await
-        .unwrap_or(Err(CloseReason::FirstFrameTimeout)),
-        None => frame_reader::read_incoming(reader, decoder).await,
+impl MessageHandler for Session {
+    async fn on_message(&mut self, mut message: frame_reader::Message) {
+        self.handle_message(&mut message.data).await;
+    }
+
+    /// A publish the backplane has answered, or the token's expiry.
+    async fn interrupted(&mut self) -> Option<CloseReason> {
+        tokio::select! {
+            biased;
+            Some(reply) = self.pending_publishes.next() => {
+                self.outbox.push_reply(reply);
+                None
+            }
+            () = expired(&mut self.expiry) => {
+                self.node.metrics().record_token_expired();
+                Some(CloseReason::TokenExpired)
+            }
+        }
+    }
+
+    /// Cluster mode: not while `MAX_PENDING_PUBLISHES` wait for the
+    /// backplane.
+    fn may_read(&self) -> bool {
+        self.pending_publishes.len() < MAX_PENDING_PUBLISHES
+    }
+
+    /// A publisher whose fan-out found writers behind waits for them.
+    async fn after_frame(&mut self) {
+        if !self.lagging.is_empty() {
+            self.node.metrics().record_publisher_pause();
+            std::mem::take(&mut self.lagging).wait().await;
+        }
+    }
+
+    async fn closing(&mut self) {
+        self.answer_pending_publishes().await;
     }
 }
 
 impl Drop for Session {
-    /// Leaves every topic and lets the writer close, however the
-    /// connection ends, panics included.
+    /// Leaves every topic, however the connection ends, panics included.
     fn drop(&mut self) {
         for topic in self.subscriptions.values() {
             topic.unsubscribe(self.id);
         }
-        self.outbox.reader_finished();
     }
 }

@@ -10,16 +10,19 @@ use hyper::header::{
 };
 use hyper::{Method, Request, Response, Version};
 
-use crate::auth;
-use crate::broker::BrokerError;
+use crate::auth::{self, Grant};
+use crate::broker::{BrokerError, ConnectionId};
 use crate::config::Compression;
 use crate::error::Error;
 use crate::http::response::{error_response, Body};
 use crate::metrics::UpgradeRefusal;
 use crate::node::Node;
 use crate::send::event::Deflate;
+use crate::send::outbox::Outbox;
 use crate::wire::permessage_deflate;
 use crate::ws::connection::{start, Accepted};
+use crate::ws::handler::MessageHandler;
+use crate::ws::session::Session;
 
 /// The one subprotocol ringcast speaks, selected when a client offers it.
 /// An offer without it is answered with no subprotocol, which the RFC lets
@@ -27,11 +30,26 @@ use crate::ws::connection::{start, Accepted};
 const SUBPROTOCOL: &str = "ringcast.v1";
 
 /// Answers `GET /ws`: checks auth and the upgrade headers, then hands the
-/// upgraded socket to a new connection task.
+/// upgraded socket to a new connection task, whose messages go to the
+/// broker's session.
 pub fn upgrade(
+    node: Arc<Node>,
+    request: Request<hyper::body::Incoming>,
+    peer: SocketAddr,
+) -> Response<Body> {
+    let session_node = node.clone();
+    upgrade_with(node, request, peer, move |id, grant, outbox| {
+        Session::new(id, session_node, outbox, grant)
+    })
+}
+
+/// Answers a WebSocket upgrade as [`upgrade`] does, for connections whose
+/// messages go to the handler `make_handler` makes for each of them.
+pub(super) fn upgrade_with<H: MessageHandler + 'static>(
     node: Arc<Node>,
     mut request: Request<hyper::body::Incoming>,
     peer: SocketAddr,
+    make_handler: impl FnOnce(ConnectionId, Grant, Arc<Outbox>) -> H + Send + 'static,
 ) -> Response<Body> {
     let refuse = |why: UpgradeRefusal, error: Error| {
         node.metrics().record_upgrade_refused(why);
@@ -96,8 +114,8 @@ pub fn upgrade(
     let accepted = Box::new(Accepted {
         node: node.clone(),
         peer,
-        grant,
         deflate,
+        make_handler: move |id, outbox| make_handler(id, grant, outbox),
     });
     let task = async move {
         let _slot = slot;

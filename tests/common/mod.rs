@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, Stream, StreamExt};
+use ringcast::ws::Route;
 use ringcast::{Config, Server, Shutdown};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,12 +45,24 @@ impl TestServer {
 
     /// Starts a server on 127.0.0.1:`port`, e.g. where one ran before.
     pub async fn start_on(port: u16, args: &[&str]) -> Self {
+        Self::start_routed(port, args, None).await
+    }
+
+    /// Starts a server on 127.0.0.1:0 that also upgrades at `route`'s path.
+    pub async fn start_with_route(args: &[&str], route: Route) -> Self {
+        Self::start_routed(0, args, Some(route)).await
+    }
+
+    async fn start_routed(port: u16, args: &[&str], route: Option<Route>) -> Self {
         let port = port.to_string();
         let mut all = vec!["--host", "127.0.0.1", "--port", &port];
         all.extend_from_slice(args);
         let config = Config::from_args(&all)
             .unwrap_or_else(|err| panic!("invalid test flags {args:?}: {err}"));
-        let server = Server::bind(config).await.expect("bind");
+        let mut server = Server::bind(config).await.expect("bind");
+        if let Some(route) = route {
+            server = server.route(route);
+        }
         let addr = server.local_addr().unwrap();
         let shutdown = server.shutdown();
         let task = tokio::spawn(server.run());
@@ -533,8 +546,13 @@ pub struct RawClient(TcpStream);
 impl RawClient {
     /// Opens `/ws` with a hand-written upgrade request and checks the 101.
     pub async fn connect(server: &TestServer) -> Self {
+        Self::connect_at(server, "/ws").await
+    }
+
+    /// Opens a WebSocket at `path` as `connect` opens `/ws`.
+    pub async fn connect_at(server: &TestServer, path: &str) -> Self {
         let stream = TcpStream::connect(server.addr).await.expect("tcp connect");
-        Self::upgrade(server, stream).await
+        Self::upgrade(server, stream, path).await
     }
 
     /// Like `connect`, with the socket's receive buffer (SO_RCVBUF) set to
@@ -544,12 +562,12 @@ impl RawClient {
         let socket = TcpSocket::new_v4().expect("tcp socket");
         socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
         let stream = socket.connect(server.addr).await.expect("tcp connect");
-        Self::upgrade(server, stream).await
+        Self::upgrade(server, stream, "/ws").await
     }
 
-    async fn upgrade(server: &TestServer, mut stream: TcpStream) -> Self {
+    async fn upgrade(server: &TestServer, mut stream: TcpStream, path: &str) -> Self {
         let handshake = format!(
-            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
             server.addr
         );

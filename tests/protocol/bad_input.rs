@@ -287,6 +287,22 @@ async fn invalid_utf8_across_fragments_closes_with_1007() {
     server.stop().await;
 }
 
+/// Autobahn 6.4.1 and 6.4.2 rated this NON-STRICT: the message failed only
+/// once its last fragment came, so this test, whose last fragment never
+/// comes, timed out waiting for the close.
+#[tokio::test]
+async fn invalid_utf8_fails_a_message_at_its_fragment_not_at_its_end() {
+    let server = TestServer::start(&[]).await;
+    let mut raw = RawClient::connect(&server).await;
+    raw.send_frame(OP_TEXT, false, "{\"type\":\"κόσμε".as_bytes())
+        .await;
+    // U+110000 in UTF-8's scheme: no code point.
+    raw.send_frame(OP_CONTINUATION, false, &[0xf4, 0x90, 0x80, 0x80])
+        .await;
+    assert_eq!(raw.close_code().await, 1007);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn fragmented_valid_messages_are_reassembled() {
     let server = TestServer::start(&[]).await;

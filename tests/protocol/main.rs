@@ -1,8 +1,8 @@
 //! The WebSocket protocol over real sockets, against a server in this
 //! process: the handshake, closing, bad input, delivery, abuse limits,
 //! recovery after a reconnect, presence, the connection lifecycle,
-//! backpressure, the error codes of both transports, and server-sent
-//! events.
+//! backpressure, the error codes of both transports, server-sent events,
+//! and a WebSocket route with a handler of the embedder's.
 //!
 //! One test binary per area, so a build links the crate a few times rather
 //! than once per file: each module here was a test binary of its own
@@ -25,5 +25,6 @@ mod lifecycle;
 mod limits;
 mod presence;
 mod recovery;
+mod route;
 mod server_api;
 mod sse;
