@@ -601,7 +601,9 @@ def test_rest_unknown_path_404_and_wrong_method_405(server):
     assert_error_body(httpx.delete(server.http + "/topics"), 405)
     assert_error_body(httpx.post(server.http + "/health"), 405)
     assert_error_body(httpx.delete(server.http + "/stats"), 405)
-    assert_error_body(httpx.get(server.http + "/topics/some-topic"), 405)
+    assert_error_body(httpx.put(server.http + "/topics/some-topic", json={}), 405)
+    # GET /topics/{name} is the topic's row (server API), 404 while absent.
+    assert_error_body(httpx.get(server.http + "/topics/some-topic"), 404)
     assert_error_body(httpx.put(server.http + "/topics/some-topic/messages", json={}), 405)
 
 
