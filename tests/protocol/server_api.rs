@@ -117,14 +117,7 @@ async fn a_connection_without_subscriptions_is_found_by_its_id() {
 async fn disconnect_ends_an_event_stream_after_info_disconnected() {
     let server = TestServer::start(&[]).await;
     server.create_topic("a").await;
-    let response = server
-        .http
-        .get(server.url("/sse?topic=a&client_id=reader"))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = SseClient::open(response).await;
-    stream.subscribed().await;
+    let mut stream = subscribed_stream(&server, "/sse?topic=a&client_id=reader").await;
     let reply = command(
         &server,
         "/disconnect",
@@ -221,14 +214,7 @@ async fn unsubscribe_reaches_an_event_stream_as_info() {
     let server = TestServer::start(&[]).await;
     server.create_topic("a").await;
     server.create_topic("b").await;
-    let response = server
-        .http
-        .get(server.url("/sse?topic=a&topic=b&client_id=reader"))
-        .send()
-        .await
-        .unwrap();
-    let mut stream = SseClient::open(response).await;
-    stream.subscribed().await;
+    let mut stream = subscribed_stream(&server, "/sse?topic=a&topic=b&client_id=reader").await;
     let reply = command(
         &server,
         "/unsubscribe",
@@ -322,4 +308,12 @@ async fn bad_commands_are_400_naming_the_mistake() {
         .unwrap();
     assert_error_reply(&json_reply(response).await, 400, "BAD_REQUEST", "not JSON");
     server.stop().await;
+}
+
+/// An event stream opened at `path`, read up to its `subscribed` event.
+async fn subscribed_stream(server: &TestServer, path: &str) -> SseClient {
+    let response = server.http.get(server.url(path)).send().await.unwrap();
+    let mut stream = SseClient::open(response).await;
+    stream.subscribed().await;
+    stream
 }
