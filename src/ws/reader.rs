@@ -27,51 +27,34 @@ pub(super) async fn read_loop(
     liveness: &Liveness,
     first_frame_timeout: Duration,
 ) -> CloseReason {
-    outbox
-        .holding_replies(handle_frames(
-            handler,
-            outbox,
-            reader,
-            decoder,
-            liveness,
-            first_frame_timeout,
-        ))
-        .await
-}
-
-async fn handle_frames(
-    handler: &mut impl MessageHandler,
-    outbox: &Outbox,
-    reader: &OwnedReadHalf,
-    decoder: &mut FrameDecoder,
-    liveness: &Liveness,
-    first_frame_timeout: Duration,
-) -> CloseReason {
-    let mut first_frame_deadline = Some(first_frame_timeout);
-    loop {
-        let may_read = handler.may_read();
-        let read = tokio::select! {
-            biased;
-            interrupted = handler.interrupted() => match interrupted {
-                Some(reason) => return reason,
-                None => continue,
-            },
-            // Cancel-safe: a frame read in part stays in the decoder.
-            read = next_frame(reader, decoder, &mut first_frame_deadline), if may_read => read,
-        };
-        let incoming = match read {
-            Ok(incoming) => incoming,
-            Err(reason) => return reason,
-        };
-        liveness.heard_from_peer();
-        match incoming {
-            Incoming::Message(message) => handler.on_message(message).await,
-            Incoming::Ping(payload) => outbox.push_held_reply(pong_frame(&payload)),
-            Incoming::Pong => {}
+    let frames = async {
+        let mut first_frame_deadline = Some(first_frame_timeout);
+        loop {
+            let may_read = handler.may_read();
+            let read = tokio::select! {
+                biased;
+                interrupted = handler.interrupted() => match interrupted {
+                    Some(reason) => return reason,
+                    None => continue,
+                },
+                // Cancel-safe: a frame read in part stays in the decoder.
+                read = next_frame(reader, decoder, &mut first_frame_deadline), if may_read => read,
+            };
+            let incoming = match read {
+                Ok(incoming) => incoming,
+                Err(reason) => return reason,
+            };
+            liveness.heard_from_peer();
+            match incoming {
+                Incoming::Message(message) => handler.on_message(message).await,
+                Incoming::Ping(payload) => outbox.push_held_reply(pong_frame(&payload)),
+                Incoming::Pong => {}
+            }
+            handler.after_frame().await;
+            outbox.wait_for_reader_room().await;
         }
-        handler.after_frame().await;
-        outbox.wait_for_reader_room().await;
-    }
+    };
+    outbox.holding_replies(frames).await
 }
 
 /// The next frame from the client; the first one must come within
