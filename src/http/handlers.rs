@@ -26,10 +26,11 @@ use crate::rate_limit::{LimitKey, RestLimits};
 use crate::sse::{self, SseRequest};
 use crate::wire::history::history_json;
 
-/// The header a reconnecting `EventSource` sends its last event's id in.
-const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 use crate::wire::batch::is_batch;
 use crate::wire::request::{parse_message_body, parse_topic_body};
+
+/// The header a reconnecting `EventSource` sends its last event's id in.
+const LAST_EVENT_ID: HeaderName = HeaderName::from_static("last-event-id");
 
 /// What a handler answers: a response, or a failure rendered as the
 /// contract's JSON error.
@@ -309,8 +310,6 @@ fn topic_options(node: &Node, body: &[u8]) -> Result<TopicOptions, Error> {
     }
 }
 
-/// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
-/// must be one a topic could have.
 /// `GET /sse`: an event stream of the query's topics, or the reason there
 /// is none before it starts.
 pub async fn event_stream(
@@ -384,6 +383,8 @@ impl HistoryQuery {
     }
 }
 
+/// A name taken from the path (percent-decoded, so `%2F` is a `/` in it)
+/// must be one a topic could have.
 pub(super) fn check_name(name: &str) -> Result<(), Error> {
     if is_valid_topic_name(name) {
         Ok(())

@@ -13,7 +13,7 @@ use crate::error::Error;
 use crate::http::handlers::{check_name, read_body, Reply};
 use crate::http::response::{json_response, Body as ResponseBody};
 use crate::node::Node;
-use crate::wire::close::MAX_CLOSE_REASON_BYTES;
+use crate::wire::close::fit_close_reason;
 use crate::wire::request::whole_number;
 
 /// The close reason when a disconnect gives none.
@@ -24,7 +24,7 @@ pub async fn disconnect(node: &Node, request: Request<Incoming>) -> Reply {
     let mut body = Body::read(node, request, &["reason"]).await?;
     let selector = body.selector()?;
     let reason = body.string("reason")?;
-    let reason = close_reason(reason.as_deref().unwrap_or(DEFAULT_REASON)).to_owned();
+    let reason = fit_close_reason(reason.as_deref().unwrap_or(DEFAULT_REASON)).to_owned();
     let reach = node
         .command(Command::Disconnect { selector, reason })
         .await?;
@@ -55,15 +55,6 @@ fn counted(counted: &'static str, reach: Reach) -> Response<ResponseBody> {
         body.insert("missing_nodes".into(), reach.missing_nodes.into());
     }
     json_response(StatusCode::OK, &body)
-}
-
-/// `reason` cut to what a close frame holds, at a character boundary.
-fn close_reason(reason: &str) -> &str {
-    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
-    &reason[..end]
 }
 
 /// The selector members, exactly one of which a body must have.

@@ -12,6 +12,15 @@ pub const DISCONNECTED_CODE: u16 = 4000;
 /// bytes, two of them the code.
 pub const MAX_CLOSE_REASON_BYTES: usize = 123;
 
+/// `reason` cut to what a close frame holds, at a character boundary.
+pub fn fit_close_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// Why a connection is closing, and so what its last frames are.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CloseReason {
