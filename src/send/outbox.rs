@@ -17,7 +17,6 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use pin_project_lite::pin_project;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, SlowConsumerPolicy};
 use crate::send::batch::MAX_FRAMES_PER_WRITE;
@@ -166,8 +165,9 @@ struct State {
     /// replies to the frames of one read (and whatever was queued after
     /// them), held until it has read what it can, so they go out together.
     held_from: Option<usize>,
-    /// Tasks in `writer_caught_up` or `wait_for_reader_room`.
-    waiters: usize,
+    /// Tasks in `writer_caught_up` or `wait_for_reader_room` (`u32`, to
+    /// share a word with `socket_full`).
+    waiters: u32,
     close: Option<CloseReason>,
 }
 
@@ -179,11 +179,16 @@ pub struct Outbox {
     writer_wakeup: Notify,
     /// Wakes waiters when pending counts fall, the socket fills, or it closes.
     progress: Notify,
-    closing: CancellationToken,
+    /// Wakes whoever waits in [`closed`](Self::closed).
+    closed_wakeup: Notify,
+    /// Set once the connection starts closing, for `closed` to check
+    /// without the lock.
+    closing: AtomicBool,
     /// The connection's reader has stopped and queued its last replies.
     reader_done: AtomicBool,
-    /// What the connection agreed to for `permessage-deflate`, if anything.
-    deflate: Option<Deflate>,
+    /// What the connection agreed to for `permessage-deflate`, if anything;
+    /// boxed, so that the outbox stays in 256 bytes without it.
+    deflate: Option<Box<Deflate>>,
 }
 
 impl Outbox {
@@ -195,7 +200,8 @@ impl Outbox {
             policy,
             writer_wakeup: Notify::new(),
             progress: Notify::new(),
-            closing: CancellationToken::new(),
+            closed_wakeup: Notify::new(),
+            closing: AtomicBool::new(false),
             reader_done: AtomicBool::new(false),
             deflate: None,
         }
@@ -216,7 +222,10 @@ impl Outbox {
 
     /// Events go out compressed as the connection agreed.
     pub fn deflating(self, deflate: Option<Deflate>) -> Self {
-        Self { deflate, ..self }
+        Self {
+            deflate: deflate.map(Box::new),
+            ..self
+        }
     }
 
     /// Queues a live event. An event that would break a bound applies the
@@ -300,7 +309,7 @@ impl Outbox {
 
     /// What the connection agreed to for `permessage-deflate`, if anything.
     pub fn deflate(&self) -> Option<&Deflate> {
-        self.deflate.as_ref()
+        self.deflate.as_deref()
     }
 
     /// Queues replayed events; bounded by the replay ring, not the policy.
@@ -499,7 +508,7 @@ impl Outbox {
             }
             tokio::select! {
                 _ = progress => {}
-                _ = self.closing.cancelled() => return,
+                _ = self.closed() => return,
             }
         }
     }
@@ -509,8 +518,9 @@ impl Outbox {
         let mut state = self.lock();
         if state.close.is_none() {
             state.close = Some(reason);
+            self.closing.store(true, Ordering::Release);
             drop(state);
-            self.closing.cancel();
+            self.closed_wakeup.notify_waiters();
             self.writer_wakeup.notify_one();
         }
     }
@@ -540,7 +550,14 @@ impl Outbox {
 
     /// Resolves once the connection starts closing.
     pub async fn closed(&self) {
-        self.closing.cancelled().await;
+        loop {
+            // Created before the check: `notify_waiters` reaches it from then on.
+            let wakeup = self.closed_wakeup.notified();
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            wakeup.await;
+        }
     }
 
     #[cfg(test)]

@@ -335,77 +335,83 @@ impl WriterTiming {
 /// the socket go out together; no frame waits for a timer unless
 /// `COALESCE_WINDOW` asks for it — sends heartbeats, and on close sends the
 /// last frames. Returns why the connection closed.
-pub async fn write_loop<T: Transport>(
+///
+/// A plain function returning an `async move` block: an `async fn` would
+/// keep its arguments in the task beside the locals they move into, for the
+/// connection's whole life.
+pub fn write_loop<T: Transport + Send>(
     mut writer: T,
     outbox: Arc<Outbox>,
     timing: WriterTiming,
     shutdown: Shutdown,
-) -> CloseReason {
+) -> impl Future<Output = CloseReason> + Send {
     let WriterTiming {
         heartbeat,
         write_timeout,
         coalesce_window,
     } = timing;
-    let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
-    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut written = Pending::default();
-    // With a coalescing window: until when frames may gather.
-    let mut gather_until: Option<Instant> = None;
-    let reason = loop {
-        // Read before the queue is taken, so the reader's last replies are.
-        let reader_done = outbox.reader_done();
-        let closing = writer.settle(&outbox, &written);
-        let just_wrote = !written.is_empty();
-        written = Pending::default();
-        if let Some(reason) = &closing {
-            if reason.abandons_queue() || (reader_done && !writer.has_pending()) {
-                break reason.clone();
+    async move {
+        let mut ticker = tokio::time::interval_at(Instant::now() + heartbeat, heartbeat);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut written = Pending::default();
+        // With a coalescing window: until when frames may gather.
+        let mut gather_until: Option<Instant> = None;
+        let reason = loop {
+            // Read before the queue is taken, so the reader's last replies are.
+            let reader_done = outbox.reader_done();
+            let closing = writer.settle(&outbox, &written);
+            let just_wrote = !written.is_empty();
+            written = Pending::default();
+            if let Some(reason) = &closing {
+                if reason.abandons_queue() || (reader_done && !writer.has_pending()) {
+                    break reason.clone();
+                }
             }
-        }
-        if !writer.has_pending() {
-            if just_wrote && !coalesce_window.is_zero() {
-                gather_until = Some(Instant::now() + coalesce_window);
-            }
-            tokio::select! {
-                biased;
-                _ = outbox.wait_for_frames() => {
-                    if let Some(until) = gather_until.take().filter(|until| *until > Instant::now()) {
-                        // Any further wake-up is a close or pending events at
-                        // the pause mark: either ends the gathering.
-                        tokio::select! {
-                            // Boxed for the same reason as a stalled write's timer.
-                            _ = Box::pin(tokio::time::sleep_until(until)) => {}
-                            _ = outbox.wait_for_frames() => {}
-                            _ = shutdown.draining() => {}
+            if !writer.has_pending() {
+                if just_wrote && !coalesce_window.is_zero() {
+                    gather_until = Some(Instant::now() + coalesce_window);
+                }
+                tokio::select! {
+                    biased;
+                    _ = outbox.wait_for_frames() => {
+                        if let Some(until) = gather_until.take().filter(|until| *until > Instant::now()) {
+                            // Any further wake-up is a close or pending events at
+                            // the pause mark: either ends the gathering.
+                            tokio::select! {
+                                // Boxed for the same reason as a stalled write's timer.
+                                _ = Box::pin(tokio::time::sleep_until(until)) => {}
+                                _ = outbox.wait_for_frames() => {}
+                                _ = shutdown.draining() => {}
+                            }
                         }
                     }
+                    _ = ticker.tick() => if !writer.heartbeat(&outbox) {
+                        break CloseReason::HeartbeatTimeout;
+                    },
+                    _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
                 }
+                continue;
+            }
+            // The write first: when the socket takes it at once, nothing else
+            // is polled (a close is seen by the next `settle`).
+            tokio::select! {
+                biased;
+                result = writer.write_some(&outbox, write_timeout) => match result {
+                    Ok(done) => written = done,
+                    Err(WriteError::TimedOut) => break CloseReason::WriteTimeout,
+                    Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
+                },
+                _ = outbox.closed(), if closing.is_none() => {}
+                _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
                 _ = ticker.tick() => if !writer.heartbeat(&outbox) {
                     break CloseReason::HeartbeatTimeout;
                 },
-                _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
             }
-            continue;
+        };
+        outbox.close(reason.clone());
+        if writer.push_last(&reason) {
+            let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
         }
-        // The write first: when the socket takes it at once, nothing else
-        // is polled (a close is seen by the next `settle`).
-        tokio::select! {
-            biased;
-            result = writer.write_some(&outbox, write_timeout) => match result {
-                Ok(done) => written = done,
-                Err(WriteError::TimedOut) => break CloseReason::WriteTimeout,
-                Err(WriteError::Io(_)) => break CloseReason::ConnectionLost,
-            },
-            _ = outbox.closed(), if closing.is_none() => {}
-            _ = shutdown.draining(), if closing.is_none() => outbox.close(CloseReason::ServerShutdown),
-            _ = ticker.tick() => if !writer.heartbeat(&outbox) {
-                break CloseReason::HeartbeatTimeout;
-            },
-        }
-    };
-    outbox.close(reason.clone());
-    if writer.push_last(&reason) {
-        let _ = tokio::time::timeout(CLOSE_GRACE, writer.finish()).await;
+        reason
     }
-    reason
 }

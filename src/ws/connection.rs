@@ -16,6 +16,7 @@ use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 
 use crate::broker::ConnectionId;
+use crate::metrics::ConnectionGuard;
 use crate::node::Node;
 use crate::send::deadline::WriteDeadline;
 use crate::send::event::Deflate;
@@ -42,6 +43,8 @@ pub(super) struct Accepted<M> {
     pub node: Arc<Node>,
     pub peer: SocketAddr,
     pub deflate: Option<Deflate>,
+    /// The connection's place under `MAX_CONNECTIONS`, held while it lives.
+    pub slot: ConnectionGuard,
     pub make_handler: M,
 }
 
@@ -62,6 +65,7 @@ pub(super) fn start<H: MessageHandler>(
         node,
         peer,
         deflate,
+        slot,
         make_handler,
     } = *accepted;
     // Owned halves of the TCP stream instead of a locked split; bytes hyper
@@ -98,6 +102,7 @@ pub(super) fn start<H: MessageHandler>(
             liveness,
             writer,
             first_frame_timeout: config.first_frame_timeout,
+            slot,
         }
         .serve(handler, reader_done),
     )
@@ -113,36 +118,56 @@ struct Connection {
     liveness: Arc<Liveness>,
     writer: JoinHandle<CloseReason>,
     first_frame_timeout: Duration,
+    slot: ConnectionGuard,
 }
 
 impl Connection {
-    /// Runs the connection until it closes.
-    async fn serve(mut self, mut handler: impl MessageHandler, reader_done: ReaderDone) {
-        let (id, peer) = (self.id, self.peer);
-        tracing::info!(conn = id, %peer, "connection opened");
-        let read = read_loop(
-            &mut handler,
-            &self.outbox,
-            &self.reader,
-            &mut self.decoder,
-            &self.liveness,
-            self.first_frame_timeout,
-        );
-        tokio::select! {
-            reason = read => self.outbox.close(reason),
-            _ = self.outbox.closed() => {}
+    /// Runs the connection until it closes. A plain function returning an
+    /// `async move` block, for the reason given at `write_loop`.
+    fn serve(
+        self,
+        mut handler: impl MessageHandler,
+        reader_done: ReaderDone,
+    ) -> impl Future<Output = ()> {
+        let Connection {
+            id,
+            peer,
+            mut reader,
+            mut decoder,
+            outbox,
+            liveness,
+            writer,
+            first_frame_timeout,
+            slot,
+        } = self;
+        async move {
+            tracing::info!(conn = id, %peer, "connection opened");
+            let read = read_loop(
+                &mut handler,
+                &outbox,
+                &reader,
+                &mut decoder,
+                &liveness,
+                first_frame_timeout,
+            );
+            tokio::select! {
+                reason = read => outbox.close(reason),
+                _ = outbox.closed() => {}
+            }
+            handler.closing().await;
+            drop(handler);
+            drop(reader_done);
+            let reason = writer.await.unwrap_or(CloseReason::ConnectionLost);
+            if reason.code().is_some() {
+                linger(&mut reader).await;
+            }
+            if let Some(why) = reason.slow_consumer_message() {
+                tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
+            }
+            tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
+            // Named here so that the task holds the slot until now.
+            drop(slot);
         }
-        handler.closing().await;
-        drop(handler);
-        drop(reader_done);
-        let reason = self.writer.await.unwrap_or(CloseReason::ConnectionLost);
-        if reason.code().is_some() {
-            linger(&mut self.reader).await;
-        }
-        if let Some(why) = reason.slow_consumer_message() {
-            tracing::warn!(conn = id, %peer, why, "slow consumer disconnected");
-        }
-        tracing::info!(conn = id, %peer, reason = reason.describe(), "connection closed");
     }
 }
 

@@ -9,7 +9,8 @@
 //!   idle.
 //! - `reader`: frames in, pongs out, each message to the connection's
 //!   [`MessageHandler`].
-//! - `session`: the broker's handler: client requests to node calls.
+//! - `session`: the broker's handler: client requests to node calls;
+//!   `subscriptions`: the topics it holds.
 //! - [`Route`]: the same connections at another path, with a handler of
 //!   the embedder's (the conformance echo).
 //! - the writer is [`crate::send`]'s, which owns everything outbound.
@@ -20,6 +21,7 @@ mod handler;
 mod reader;
 mod route;
 mod session;
+mod subscriptions;
 mod upgrade;
 
 pub use frame_reader::Message;

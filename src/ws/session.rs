@@ -7,13 +7,12 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
-use crate::broker::{BrokerError, ConnectionId, Joined, Topic};
+use crate::broker::{BrokerError, ConnectionId, Joined};
 use crate::connections::Registration;
 use crate::error::Error;
 use crate::metrics::{Metrics, Transport};
@@ -28,6 +27,7 @@ use crate::wire::request::{
 };
 use crate::ws::frame_reader;
 use crate::ws::handler::MessageHandler;
+use crate::ws::subscriptions::Subscriptions;
 
 /// Counts a refused publish by its code.
 fn counted_as_publish_error(error: impl Into<Error>, metrics: &Metrics) -> Error {
@@ -45,14 +45,40 @@ fn error_reply(request_id: Option<&str>, error: &Error) -> Bytes {
 /// backplane to store them before it stops reading.
 const MAX_PENDING_PUBLISHES: usize = 256;
 
+/// Cluster mode: the replies (ack or error) to publishes sent to the
+/// backplane, in the order they were sent. Made on the first such publish:
+/// a single node never needs one, and even an empty `FuturesOrdered` holds
+/// two allocations, which every idle connection would keep.
+#[derive(Default)]
+struct PendingPublishes(Option<FuturesOrdered<BoxFuture<'static, Bytes>>>);
+
+impl PendingPublishes {
+    fn push(&mut self, reply: BoxFuture<'static, Bytes>) {
+        self.0
+            .get_or_insert_with(FuturesOrdered::new)
+            .push_back(reply);
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, FuturesOrdered::len)
+    }
+
+    /// The next reply in order; `None` at once when none is waiting.
+    async fn next(&mut self) -> Option<Bytes> {
+        match &mut self.0 {
+            Some(replies) => replies.next().await,
+            None => None,
+        }
+    }
+}
+
 /// The reader's side of a connection: its subscriptions and request handling.
 pub struct Session {
     id: ConnectionId,
     outbox: Arc<Outbox>,
-    subscriptions: HashMap<Box<str>, Arc<Topic>>,
-    /// Cluster mode: the replies (ack or error) to publishes sent to the
-    /// backplane, in the order they were sent.
-    pending_publishes: FuturesOrdered<BoxFuture<'static, Bytes>>,
+    subscriptions: Subscriptions,
+    /// Cluster mode: the replies to publishes sent to the backplane.
+    pending_publishes: PendingPublishes,
     /// Subscribers whose writers the last publish found behind; waited for
     /// before the next frame is read.
     lagging: LaggingWriters,
@@ -76,8 +102,8 @@ impl Session {
             id,
             registration,
             outbox,
-            subscriptions: HashMap::new(),
-            pending_publishes: FuturesOrdered::new(),
+            subscriptions: Subscriptions::default(),
+            pending_publishes: PendingPublishes::default(),
             lagging: LaggingWriters::default(),
             permissions: grant.permissions.clone(),
             expiry: None,
@@ -176,7 +202,7 @@ impl Session {
             Publication::Pending(stored) => {
                 let (name, request_id) = (name.to_owned(), request_id.map(str::to_owned));
                 let metrics = self.node.metrics().clone();
-                self.pending_publishes.push_back(
+                self.pending_publishes.push(
                     stored
                         .map(move |stored| match stored {
                             Ok(receipt) => reply::publish_ack(
@@ -241,11 +267,11 @@ impl Session {
         self.permissions = grant.permissions;
         let id = self.id;
         let (permissions, outbox) = (&self.permissions, &self.outbox);
-        self.subscriptions.retain(|name, topic| {
-            let allowed = permissions.may_subscribe(name);
+        self.subscriptions.retain(|topic| {
+            let allowed = permissions.may_subscribe(topic.name());
             if !allowed {
                 topic.unsubscribe(id);
-                outbox.push_held_reply(reply::info(Some(name), "permission_revoked"));
+                outbox.push_held_reply(reply::info(Some(topic.name()), "permission_revoked"));
             }
             allowed
         });
@@ -279,7 +305,7 @@ impl Session {
         if !topic.subscribe(self.id, outbox, client_id, replay, acked) {
             return Err(BrokerError::TopicNotFound(name.to_owned()).into());
         }
-        if let Some(previous) = self.subscriptions.insert(name.into(), topic.clone()) {
+        if let Some(previous) = self.subscriptions.insert(topic.clone()) {
             if !Arc::ptr_eq(&previous, &topic) {
                 previous.unsubscribe(self.id);
             }
@@ -292,12 +318,11 @@ impl Session {
     /// server-API unsubscribe) do not count.
     fn check_subscription_limit(&mut self, name: &str) -> Result<(), Error> {
         let limit = self.node.config().max_subscriptions_per_connection as usize;
-        if self.subscriptions.len() < limit || self.subscriptions.contains_key(name) {
+        if self.subscriptions.len() < limit || self.subscriptions.contains(name) {
             return Ok(());
         }
         let id = self.id;
-        self.subscriptions
-            .retain(|_, topic| topic.has_subscriber(id));
+        self.subscriptions.retain(|topic| topic.has_subscriber(id));
         if self.subscriptions.len() < limit {
             return Ok(());
         }
@@ -366,7 +391,7 @@ impl MessageHandler for Session {
 impl Drop for Session {
     /// Leaves every topic, however the connection ends, panics included.
     fn drop(&mut self) {
-        for topic in self.subscriptions.values() {
+        for topic in self.subscriptions.iter() {
             topic.unsubscribe(self.id);
         }
     }

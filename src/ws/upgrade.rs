@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::future::OptionFuture;
+use futures_util::FutureExt;
 use hyper::header::{
     HeaderValue, SEC_WEBSOCKET_EXTENSIONS, SEC_WEBSOCKET_PROTOCOL, SEC_WEBSOCKET_VERSION,
 };
@@ -115,19 +116,22 @@ pub(super) fn upgrade_with<H: MessageHandler + 'static>(
         node: node.clone(),
         peer,
         deflate,
+        slot,
         make_handler: move |id, outbox| make_handler(id, grant, outbox),
     });
-    let task = async move {
-        let _slot = slot;
-        match upgrading.await {
-            // Awaited where it lies: moving it out of the `Option` would
-            // take room for a second copy in this task.
-            Ok(socket) => OptionFuture::from(start(socket.into_inner(), accepted))
-                .await
-                .unwrap_or(()),
-            Err(err) => tracing::debug!(error = %err, "upgrade failed"),
-        }
-    };
+    // A combinator, not an async block: the upgrade's future and the
+    // connection's then share their room in the task instead of each
+    // keeping its own.
+    let task = upgrading.then(move |upgraded| {
+        OptionFuture::from(match upgraded {
+            Ok(socket) => start(socket.into_inner(), accepted),
+            Err(err) => {
+                tracing::debug!(error = %err, "upgrade failed");
+                None
+            }
+        })
+        .map(drop)
+    });
     node.spawn_connection("websocket connection", task);
     response.map(|_| Body::default())
 }
