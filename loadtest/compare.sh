@@ -336,7 +336,9 @@ if sweep:
                                       for what in ["p50 ms", "p99 ms", "delivered/s", "lost", "cut"]],
           [1] * 11, sweep,
           ["(a) wide fan-out sweep, 1 topic x 1000 subscribers, every step whatever its latency",
-           "(the chart: fanout.svg); a sweep ends early only at a step that saw a connection cut:"])
+           "(the chart: fanout.svg); a sweep ends early only at a step that saw a connection cut.",
+           "Lost is what had not arrived 2 s after the step's last publish: past saturation, where",
+           "latency passes 2 s, late events count too."])
 
 if sse:
     table(["metric", "WebSocket", "server-sent events"], [0, 1, 1], sse,
