@@ -7,7 +7,7 @@
 # Results (JSON and text per run, a chart per step scenario, the summary) go
 # to $OUT.
 #
-#   loadtest/compare.sh                 # full run, ~21 minutes
+#   loadtest/compare.sh                 # full run, ~23 minutes
 #   QUICK=1 loadtest/compare.sh         # smoke run, ~6 minutes
 #
 # Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
