@@ -21,7 +21,7 @@ pub struct Cli {
 pub enum Command {
     /// Run a load scenario against a server.
     Run(Box<RunArgs>),
-    /// Draw delivered/s and p99 against offered load from result files into an SVG.
+    /// Draw delivered/s, p50 and p99 against offered load from result files into an SVG.
     Chart(ChartArgs),
     /// Soak a ringcast server: connection churn, stalled readers, topic
     /// churn and steady publishing for a long time, then check that its
@@ -107,6 +107,14 @@ fn parse_duration(s: &str) -> Result<Duration, humantime::DurationError> {
     humantime::parse_duration(s)
 }
 
+/// One of `--sweep`'s rates: finite, since each step is paced.
+fn parse_sweep_rate(s: &str) -> Result<f64, String> {
+    match s.parse()? {
+        Rate::PerSecond(rate) => Ok(rate),
+        Rate::Unlimited => Err("a sweep's rates are events per second, not `unlimited`".into()),
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// Server to drive.
@@ -168,6 +176,11 @@ pub struct RunArgs {
     /// Raise the rate step by step until loss or p99 over --max-p99 (fanout, topics, chat).
     #[arg(long)]
     pub step: bool,
+    /// Offer each of these events/s in turn (comma-separated), one step
+    /// each, whatever each step's latency or loss, until a step sees a
+    /// connection cut: a sweep of latency against throughput.
+    #[arg(long, value_delimiter = ',', value_parser = parse_sweep_rate, conflicts_with_all = ["step", "rate"])]
+    pub sweep: Vec<f64>,
     /// Measured window of each step (each also gets --warmup first).
     #[arg(long, value_parser = parse_duration, default_value = "5s")]
     pub step_duration: Duration,

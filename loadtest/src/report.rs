@@ -31,6 +31,12 @@ pub struct RunReport {
     pub steps: Vec<StepReport>,
     /// Delivered/s of the last sustained step; step mode only.
     pub max_sustained_deliveries_per_sec: Option<f64>,
+    /// The highest offered deliveries/s at which that step and every step
+    /// before it kept p99 under `--max-p99` and lost at most
+    /// `SUSTAINED_MAX_LOSS` of the deliveries (see `sustained_offered`); step
+    /// mode only.
+    #[serde(default)]
+    pub sustained_offered_deliveries_per_sec: Option<f64>,
     pub idle: Option<IdleReport>,
     /// The first disconnect or publish error seen, to explain a failure.
     #[serde(default)]
@@ -120,6 +126,26 @@ pub struct IdleReport {
     pub rss_kib_before: Option<u64>,
     pub rss_kib_after: Option<u64>,
     pub rss_kib_per_connection: Option<f64>,
+}
+
+/// The share of expected deliveries a step may lose and still count towards
+/// `sustained_offered`: 0.1%.
+pub const SUSTAINED_MAX_LOSS: f64 = 0.001;
+
+/// The highest offered deliveries/s of a run's steps (in rising order) up to
+/// which every step had p99 under `max_p99_ms` and lost at most
+/// `SUSTAINED_MAX_LOSS` of what it should have delivered. Unlike
+/// `StepReport::sustained` it forgives a little loss; like it, the first
+/// step over a bound ends the count, so a lucky step beyond it does not.
+pub fn sustained_offered(steps: &[StepReport], max_p99_ms: f64) -> Option<f64> {
+    steps
+        .iter()
+        .take_while(|step| {
+            let lost = step.loss.max(0) as f64 / step.expected.max(1) as f64;
+            step.p99_ms.is_some_and(|p99| p99 < max_p99_ms) && lost <= SUSTAINED_MAX_LOSS
+        })
+        .filter_map(|step| step.offered_deliveries_per_sec)
+        .last()
 }
 
 impl RunReport {
@@ -228,6 +254,13 @@ impl RunReport {
         if let Some(max) = self.max_sustained_deliveries_per_sec {
             let _ = writeln!(out, "max sustained: {max:.0} deliveries/s");
         }
+        if let Some(offered) = self.sustained_offered_deliveries_per_sec {
+            let _ = writeln!(
+                out,
+                "p99 under the bound and loss <= {}% up to {offered:.0} offered deliveries/s",
+                SUSTAINED_MAX_LOSS * 100.0
+            );
+        }
         if let Some(idle) = &self.idle {
             let _ = writeln!(
                 out,
@@ -292,4 +325,43 @@ fn float_or(value: Option<f64>, missing: &str) -> String {
 
 fn ms(value: Option<f64>) -> String {
     value.map_or("-".to_string(), |ms| format!("{ms:.3}"))
+}
+
+#[cfg(test)]
+pub mod tests {
+    use super::*;
+
+    /// A hand-made fan-out sweep of each server, as `run --json` writes them.
+    pub const SWEEPS: [&str; 2] = [
+        include_str!("../fixtures/fanout-sweep-ringcast.json"),
+        include_str!("../fixtures/fanout-sweep-nats.json"),
+    ];
+
+    pub fn sweep(target: usize) -> RunReport {
+        serde_json::from_str(SWEEPS[target]).unwrap()
+    }
+
+    #[test]
+    fn sustained_offered_stops_at_the_first_step_over_a_bound() {
+        // ringcast: 1M/s loses 0.01% (forgiven); 2M/s has p99 140 ms; 3.15M/s
+        // is under both bounds again but comes after it.
+        assert_eq!(sustained_offered(&sweep(0).steps, 50.0), Some(1e6));
+        // nats: 0.5M/s loses 1%.
+        assert_eq!(sustained_offered(&sweep(1).steps, 50.0), Some(200e3));
+        // The p99 bound is strict, and a run whose first step misses it has none.
+        assert_eq!(sustained_offered(&sweep(0).steps, 31.0), Some(500e3));
+        assert_eq!(sustained_offered(&sweep(1).steps, 1.5), None);
+    }
+
+    #[test]
+    fn the_summary_names_the_sustained_rate() {
+        let mut report = sweep(0);
+        report.sustained_offered_deliveries_per_sec = sustained_offered(&report.steps, 50.0);
+        assert!(report
+            .summary()
+            .contains("loss <= 0.1% up to 1000000 offered deliveries/s"));
+        let round_trip: RunReport =
+            serde_json::from_str(&serde_json::to_string(&report).unwrap()).unwrap();
+        assert_eq!(round_trip.sustained_offered_deliveries_per_sec, Some(1e6));
+    }
 }

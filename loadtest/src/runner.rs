@@ -1,5 +1,6 @@
 //! Runs a plan: sets up subscribers and publishers, drives the publishing
-//! phases (one, or rising steps), drains, and measures each phase.
+//! phases (one, rising steps, or a sweep's listed steps), drains, and
+//! measures each phase.
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -12,8 +13,8 @@ use crate::cli::{Rate, Target};
 use crate::http::HttpClient;
 use crate::procfs::CpuSplit;
 use crate::publisher::{self, Phase, PublisherSpec};
-use crate::report::{BurstReport, IdleReport, RunReport, StepReport};
-use crate::scenario::Plan;
+use crate::report::{self, BurstReport, IdleReport, RunReport, StepReport};
+use crate::scenario::{Plan, StepRates};
 use crate::schedule::Offer;
 use crate::stats::{Snapshot, Stats};
 use crate::subscriber::{self, Subscription};
@@ -59,6 +60,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         }),
         steps: Vec::new(),
         max_sustained_deliveries_per_sec: None,
+        sustained_offered_deliveries_per_sec: None,
         idle: None,
         first_problem: None,
     };
@@ -90,6 +92,8 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
                 .take_while(|step| step.sustained)
                 .last()
                 .map(|step| step.delivered_per_sec);
+            report.sustained_offered_deliveries_per_sec =
+                report::sustained_offered(&report.steps, plan.max_p99.as_secs_f64() * 1000.0);
         }
     }
     report.first_problem = stats.first_problem();
@@ -218,29 +222,43 @@ struct Driver<'a> {
 
 impl Driver<'_> {
     async fn run_steps(&mut self) -> Result<Vec<StepReport>> {
-        let Some(step) = self.plan.step else {
-            return Ok(vec![
-                self.run_phase(self.plan.offer(), self.plan.duration)
-                    .await?,
-            ]);
-        };
-        let Rate::PerSecond(mut rate) = self.plan.rate else {
-            unreachable!("the plan rejects --step without a finite rate");
+        let plan = self.plan;
+        let Some(step) = &plan.step else {
+            return Ok(vec![self.run_phase(plan.offer(), plan.duration).await?]);
         };
         let mut reports = Vec::new();
-        loop {
-            let report = self.run_phase(Offer::Paced(rate), step.duration).await?;
-            let sustained = report.sustained;
-            reports.push(report);
-            let at_max = step.max_rate.is_some_and(|max| rate >= max);
-            if !sustained || at_max {
-                return Ok(reports);
+        match step.rates {
+            StepRates::Listed(ref rates) => {
+                for &rate in rates {
+                    let report = self.run_phase(Offer::Paced(rate), step.duration).await?;
+                    // Past a cut the fan-out is no longer the one offered.
+                    let cut = report.disconnects > 0;
+                    reports.push(report);
+                    if cut {
+                        break;
+                    }
+                }
             }
-            rate *= step.factor;
-            if let Some(max) = step.max_rate {
-                rate = rate.min(max);
+            StepRates::Rising { factor, max_rate } => {
+                let Rate::PerSecond(mut rate) = plan.rate else {
+                    unreachable!("the plan rejects --step without a finite rate");
+                };
+                loop {
+                    let report = self.run_phase(Offer::Paced(rate), step.duration).await?;
+                    let sustained = report.sustained;
+                    reports.push(report);
+                    let at_max = max_rate.is_some_and(|max| rate >= max);
+                    if !sustained || at_max {
+                        break;
+                    }
+                    rate *= factor;
+                    if let Some(max) = max_rate {
+                        rate = rate.min(max);
+                    }
+                }
             }
         }
+        Ok(reports)
     }
 
     /// Publishes `offer` for the warmup plus `duration`, measuring only the latter.

@@ -43,11 +43,19 @@ pub struct Plan {
     pub backplane_pid: Option<u32>,
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StepPlan {
     pub duration: Duration,
-    pub factor: f64,
-    pub max_rate: Option<f64>,
+    pub rates: StepRates,
+}
+
+/// The events/s of a run's steps.
+#[derive(Clone, Debug)]
+pub enum StepRates {
+    /// From `--rate`, times `factor` after each sustained step, up to `max_rate` (`--step`).
+    Rising { factor: f64, max_rate: Option<f64> },
+    /// Each in turn, sustained or not, until a connection is cut (`--sweep`).
+    Listed(Vec<f64>),
 }
 
 struct Preset {
@@ -107,6 +115,18 @@ fn preset(kind: ScenarioKind) -> Preset {
 }
 
 const DEFAULT_PAYLOAD_BYTES: usize = 128;
+
+/// `--step` or `--sweep`, if either was given.
+fn step_rates(args: &RunArgs) -> Option<StepRates> {
+    if !args.sweep.is_empty() {
+        Some(StepRates::Listed(args.sweep.clone()))
+    } else {
+        args.step.then_some(StepRates::Rising {
+            factor: args.step_factor,
+            max_rate: args.max_rate,
+        })
+    }
+}
 /// Twice the server's default `SUBSCRIBER_QUEUE_SIZE` (1024).
 const DEFAULT_BURST_EVENTS: u64 = 2048;
 const DEFAULT_BURST_INTERVAL: Duration = Duration::from_millis(500);
@@ -156,10 +176,9 @@ impl Plan {
             },
             duration: args.duration,
             warmup: args.warmup,
-            step: args.step.then_some(StepPlan {
+            step: step_rates(args).map(|rates| StepPlan {
                 duration: args.step_duration,
-                factor: args.step_factor,
-                max_rate: args.max_rate,
+                rates,
             }),
             max_p99: args.max_p99,
             server_pids: args.server_pid.clone(),
@@ -178,7 +197,7 @@ impl Plan {
         }
         if self.is_idle() {
             if self.step.is_some() {
-                bail!("--step does not apply to the idle scenario");
+                bail!("--step and --sweep do not apply to the idle scenario");
             }
             return Ok(());
         }
@@ -196,15 +215,24 @@ impl Plan {
                 bail!("--burst-events and --burst-interval must be greater than 0");
             }
             if self.step.is_some() {
-                bail!("--step does not apply to the burst scenario");
+                bail!("--step and --sweep do not apply to the burst scenario");
             }
         }
-        if let Some(step) = self.step {
-            if self.rate == Rate::Unlimited {
-                bail!("--step needs a finite --rate to start from");
-            }
-            if step.factor <= 1.0 {
-                bail!("--step-factor must be greater than 1");
+        if let Some(step) = &self.step {
+            match &step.rates {
+                StepRates::Rising { factor, .. } => {
+                    if self.rate == Rate::Unlimited {
+                        bail!("--step needs a finite --rate to start from");
+                    }
+                    if *factor <= 1.0 {
+                        bail!("--step-factor must be greater than 1");
+                    }
+                }
+                StepRates::Listed(rates) => {
+                    if !rates.is_sorted() {
+                        bail!("--sweep's rates must be in rising order");
+                    }
+                }
             }
         }
         Ok(())
@@ -376,6 +404,32 @@ mod tests {
         assert!(try_plan(&["--scenario", "burst", "--step"]).is_err());
         assert!(try_plan(&["--scenario", "burst", "--burst-events", "0"]).is_err());
         assert!(try_plan(&["--scenario", "burst", "--burst-interval", "0s"]).is_err());
+    }
+
+    #[test]
+    fn a_sweep_lists_its_rates() {
+        let sweep = plan(&["--sweep", "200,500,6000", "--step-duration", "3s"]);
+        let step = sweep.step.unwrap();
+        assert_eq!(step.duration, Duration::from_secs(3));
+        assert!(matches!(step.rates, StepRates::Listed(rates) if rates == [200.0, 500.0, 6000.0]));
+        assert!(matches!(
+            plan(&["--step", "--rate", "200"]).step.unwrap().rates,
+            StepRates::Rising {
+                factor: 1.25,
+                max_rate: None
+            }
+        ));
+        assert!(try_plan(&["--sweep", "500,200"]).is_err());
+        assert!(try_plan(&["--scenario", "idle", "--sweep", "200"]).is_err());
+        for refused in [
+            &["--sweep", "200,unlimited"][..],
+            &["--sweep", "200,0"],
+            &["--sweep", "200", "--step"],
+            &["--sweep", "200", "--rate", "200"],
+        ] {
+            let args = ["ringcast-load", "run"].iter().chain(refused);
+            assert!(Cli::try_parse_from(args).is_err(), "{refused:?}");
+        }
     }
 
     #[test]
