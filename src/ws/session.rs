@@ -3,12 +3,13 @@
 //! subscriber's writer behind waits for it before reading on, which is how
 //! an overloaded server pushes back on publishers (see `crate::send`).
 
+use std::pin::Pin;
+use std::sync::Arc;
+
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, StreamExt};
-use std::pin::Pin;
-use std::sync::Arc;
 use tokio::time::Sleep;
 
 use crate::auth::{Grant, Permissions};
