@@ -174,6 +174,7 @@ fn bench_publish(c: &mut Criterion) {
             b.iter(|| black_box(broker.publish(TOPIC, &message).expect("topic exists")))
         });
     }
+    bench_publish_fresh_ids(&mut group);
     for (label, payload_len) in PAYLOADS {
         let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()));
         broker
@@ -192,6 +193,34 @@ fn bench_publish(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// `ring_only` with `DEDUP_WINDOW` on, as by default: every publish has a
+/// new id, which is looked up and remembered. The window is one second, so
+/// once warmed up it holds a second's ids (millions, more than any cache)
+/// and forgets as many as it learns; the id's formatting is timed too.
+fn bench_publish_fresh_ids(group: &mut BenchmarkGroup<'_, WallTime>) {
+    let broker = Broker::new(RING_CAPACITY, 1, Arc::new(Metrics::default()))
+        .with_dedup_window(Duration::from_secs(1));
+    broker
+        .create_topic(TOPIC, broker.default_options())
+        .expect("fresh broker");
+    let payload = order_payload(SMALL_PAYLOAD);
+    let mut id_text = uuid::Uuid::encode_buffer();
+    let mut sent = 0;
+    group.bench_function(BenchmarkId::new("dedup_fresh_ids", "128B"), |b| {
+        b.iter(|| {
+            sent += 1;
+            let id = uuid::Uuid::from_u64_pair(0x5550_e840_0e29_b41d, sent)
+                .hyphenated()
+                .encode_lower(&mut id_text);
+            let message = Message {
+                id,
+                payload: &payload,
+            };
+            black_box(broker.publish(TOPIC, &message).expect("topic exists"))
+        })
+    });
 }
 
 /// What a connection's reader does with a client's publish frame.

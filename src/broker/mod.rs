@@ -40,6 +40,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use foldhash::quality::RandomState as TopicHasher;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::dedup::DedupWindow;
@@ -84,7 +85,9 @@ pub fn is_valid_topic_name(name: &str) -> bool {
 }
 
 pub struct Broker {
-    topics: DashMap<Arc<str>, Arc<Topic>>,
+    /// Hashed with foldhash, seeded per process: every publish looks its
+    /// topic up, and SipHash, the standard one, was a visible part of that.
+    topics: DashMap<Arc<str>, Arc<Topic>, TopicHasher>,
     /// Single node: random per process, so epochs change with a restart
     /// (the history is in memory and is lost with it).
     boot_nonce: u64,
@@ -123,6 +126,8 @@ pub enum Stamp {
 /// An event that went into the fan-out, or a duplicate of one.
 pub struct Published {
     pub seq: u64,
+    /// The event's `ts`, or when a duplicate was refused.
+    pub at: SystemTime,
     /// Subscribers whose writers were behind (see `crate::send`).
     pub lagging: LaggingWriters,
     /// The message id was published to this topic within `DEDUP_WINDOW`:
@@ -146,9 +151,10 @@ impl Published {
         }
     }
 
-    fn duplicate(seq: u64) -> Self {
+    fn duplicate(seq: u64, at: SystemTime) -> Self {
         Self {
             seq,
+            at,
             lagging: LaggingWriters::default(),
             duplicate: true,
         }
@@ -160,7 +166,7 @@ impl Broker {
     /// a topic's options say otherwise, and at most `max_topics` topics.
     pub fn new(ring_capacity: usize, max_topics: usize, metrics: Arc<Metrics>) -> Self {
         Self {
-            topics: DashMap::new(),
+            topics: DashMap::with_hasher(TopicHasher::default()),
             boot_nonce: RandomState::new().hash_one(std::process::id()),
             creations: AtomicU64::new(0),
             topic_count: AtomicUsize::new(0),
@@ -405,11 +411,15 @@ impl Broker {
         stamp: Stamp,
         gone: &mut Vec<ConnectionId>,
     ) -> (Published, Option<FanOut>) {
+        // One reading of each clock serves the event's `ts`, the publisher's
+        // ack, the dedup window and the fan-out's timing: at full ingress
+        // rate every further reading showed.
+        let started = Instant::now();
         let now = SystemTime::now();
         // The backplane deduplicates what it delivers.
         if let (Stamp::Local, Some(dedup)) = (stamp, log.dedup.as_mut()) {
-            if let Some(seq) = dedup.check(message.id, log.seq + 1, Instant::now()) {
-                return (Published::duplicate(seq), None);
+            if let Some(seq) = dedup.check(message.id, log.seq + 1, started) {
+                return (Published::duplicate(seq, now), None);
             }
         }
         let (seq, at) = match stamp {
@@ -439,7 +449,6 @@ impl Broker {
                 &unkept
             }
         };
-        let fan_out_started = Instant::now();
         let mut counts = FanOut::default();
         let mut lagging = LaggingWriters::default();
         for Subscriber { id, outbox, .. } in topic.subscribers.load().iter() {
@@ -464,9 +473,10 @@ impl Broker {
                 Delivery::Closed => gone.push(*id),
             }
         }
-        counts.elapsed = fan_out_started.elapsed();
+        counts.elapsed = started.elapsed();
         let published = Published {
             seq,
+            at,
             lagging,
             duplicate: false,
         };

@@ -70,16 +70,22 @@ impl ServerFrame<'_> {
 /// because every publish pays for one.
 pub fn ack(request_id: Option<&str>, topic: &str) -> Bytes {
     encode_frame(OpCode::Text, |buf| {
-        write_ack(buf, request_id, topic, |_| {})
+        write_ack(buf, request_id, topic, Timestamp::now(), |_| {})
     })
 }
 
 /// `ack` for publish: the event's `seq`, and `"duplicate":true` when the
 /// message id was published within `DEDUP_WINDOW` (`seq` is then the
-/// original's).
-pub fn publish_ack(request_id: Option<&str>, topic: &str, seq: u64, duplicate: bool) -> Bytes {
+/// original's); `ts` is the publish's, which the broker read already.
+pub fn publish_ack(
+    request_id: Option<&str>,
+    topic: &str,
+    seq: u64,
+    duplicate: bool,
+    ts: Timestamp,
+) -> Bytes {
     encode_frame(OpCode::Text, |buf| {
-        write_ack(buf, request_id, topic, |buf| {
+        write_ack(buf, request_id, topic, ts, |buf| {
             buf.extend_from_slice(br#","seq":"#);
             write_json(buf, &seq);
             if duplicate {
@@ -99,7 +105,7 @@ pub fn subscribe_ack(
     recovered: Option<bool>,
 ) -> Bytes {
     encode_frame(OpCode::Text, |buf| {
-        write_ack(buf, request_id, topic, |buf| {
+        write_ack(buf, request_id, topic, Timestamp::now(), |buf| {
             buf.extend_from_slice(br#","seq":"#);
             write_json(buf, &seq);
             buf.extend_from_slice(br#","epoch":"#);
@@ -116,6 +122,7 @@ fn write_ack(
     buf: &mut Vec<u8>,
     request_id: Option<&str>,
     topic: &str,
+    ts: Timestamp,
     write_extra: impl FnOnce(&mut Vec<u8>),
 ) {
     buf.extend_from_slice(br#"{"type":"ack","#);
@@ -129,7 +136,7 @@ fn write_ack(
     buf.extend_from_slice(br#","status":"ok""#);
     write_extra(buf);
     buf.extend_from_slice(br#","ts":"#);
-    Timestamp::now().write_json(buf);
+    ts.write_json(buf);
     buf.push(b'}');
 }
 

@@ -26,6 +26,7 @@ use crate::wire::reply;
 use crate::wire::request::{
     parse_client_frame, ClientFrame, Message, Replay, Request as ClientRequest,
 };
+use crate::wire::timestamp::Timestamp;
 use crate::ws::frame_reader;
 use crate::ws::handler::MessageHandler;
 use crate::ws::subscriptions::Subscriptions;
@@ -196,7 +197,13 @@ impl Session {
             .map_err(|err| counted_as_publish_error(err, self.node.metrics()))?;
         match publication {
             Publication::Done(published) => {
-                let ack = reply::publish_ack(request_id, name, published.seq, published.duplicate);
+                let ack = reply::publish_ack(
+                    request_id,
+                    name,
+                    published.seq,
+                    published.duplicate,
+                    Timestamp::at(published.at),
+                );
                 self.lagging = published.lagging;
                 Ok(Some(ack))
             }
@@ -211,6 +218,7 @@ impl Session {
                                 &name,
                                 receipt.seq,
                                 receipt.duplicate,
+                                Timestamp::now(),
                             ),
                             Err(err) => error_reply(
                                 request_id.as_deref(),
