@@ -20,6 +20,7 @@ use ringcast::metrics::Metrics;
 use ringcast::send::{Outbox, Pending, QueueLimits};
 use ringcast::wire::reply;
 use ringcast::wire::request::{parse_client_frame, ClientFrame, Replay, Request};
+use ringcast::wire::timestamp::Timestamp;
 
 struct CountingAllocator;
 
@@ -107,11 +108,19 @@ fn allocations_per_publish(payload_size: usize) -> (u64, u64) {
             else {
                 panic!("not a publish")
             };
-            broker.publish(topic, &message).expect("published");
-            request = Some((request_id, topic));
+            let published = broker.publish(topic, &message).expect("published");
+            request = Some((request_id, topic, published));
         });
-        let (request_id, topic) = request.expect("parsed");
-        counted.1 += allocations_in(|| drop(reply::publish_ack(request_id, topic, 1, false)));
+        let (request_id, topic, published) = request.expect("parsed");
+        counted.1 += allocations_in(|| {
+            drop(reply::publish_ack(
+                request_id,
+                topic,
+                published.seq,
+                published.duplicate,
+                Timestamp::at(published.at),
+            ))
+        });
         // The subscriber's writer takes the event and, once written, drops it.
         outbox.settle(&Pending::default(), &mut batch, usize::MAX);
         let mut written = Pending::default();
