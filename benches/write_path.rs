@@ -1,7 +1,8 @@
 //! The broker's write path, stage by stage: parsing a client's publish,
-//! encoding the event once, keeping it in the replay ring, fanning it out
-//! to many outboxes, and a connection's writer draining its batch with
-//! vectored writes; and `permessage-deflate`: deflating an event once for
+//! encoding the event once and the publisher's ack, checking the message
+//! id against the dedup window, keeping the event in the replay ring,
+//! fanning it out to many outboxes, and a connection's writer draining its
+//! batch with vectored writes; and `permessage-deflate`: deflating an event once for
 //! its compressed subscribers, inflating a client's compressed publish.
 //!
 //! ```sh
@@ -107,6 +108,19 @@ fn bench_encode_event(c: &mut Criterion) {
         });
     }
     group.finish();
+}
+
+/// The publisher's ack, which every publish also encodes; its `ts` is the
+/// event's, read once by the broker, so no clock reading is timed here.
+fn bench_encode_ack(c: &mut Criterion) {
+    let at = Timestamp::now();
+    let mut seq = 0;
+    c.bench_function("encode_ack", |b| {
+        b.iter(|| {
+            seq += 1;
+            reply::publish_ack(Some("r-42"), TOPIC, seq, false, at)
+        })
+    });
 }
 
 /// An event deflated into its shared compressed frame, as the first
@@ -480,7 +494,7 @@ criterion_group! {
     config = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
-    targets = bench_parse_publish, bench_encode_event, bench_deflate_event, bench_inflate_publish,
+    targets = bench_parse_publish, bench_encode_event, bench_encode_ack, bench_deflate_event, bench_inflate_publish,
         bench_publish, bench_fanout, bench_writer_drain
 }
 criterion_main!(benches);
