@@ -60,8 +60,8 @@ pub struct Metrics {
 }
 
 /// Upper bounds of the frames-per-write buckets; a write carries at most
-/// `MAX_FRAMES_PER_WRITE` (64).
-pub const FRAMES_PER_WRITE_BOUNDS: [u64; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// `MAX_FRAMES_PER_WRITE` (256).
+pub const FRAMES_PER_WRITE_BOUNDS: [u64; 9] = [1, 2, 4, 8, 16, 32, 64, 128, 256];
 /// Upper bounds of the queue-depth buckets, in events (the default bound is 1024).
 pub const QUEUE_DEPTH_BOUNDS: [u64; 10] = [0, 1, 4, 16, 64, 128, 256, 512, 1024, 4096];
 /// Upper bounds of the fan-out time buckets, in nanoseconds (1 µs to 100 ms).
@@ -648,7 +648,8 @@ mod tests {
         assert_eq!((writes.count, writes.sum), (4, 68));
         assert_eq!(writes.buckets[0], (1, 2), "0 and 1 frame are at most 1");
         assert_eq!(writes.buckets[2], (4, 1));
-        assert_eq!(*writes.buckets.last().unwrap(), (64, 1));
+        assert_eq!(writes.buckets[6], (64, 1));
+        assert_eq!(*writes.buckets.last().unwrap(), (256, 0));
         let depth = &breakdown.queue_depth;
         assert_eq!(depth.count, 1);
         assert!(

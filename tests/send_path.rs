@@ -539,9 +539,9 @@ async fn publish_padded(
     }
 }
 
-/// 100 publishes in one write: their acks leave in at most 4 writes (a
-/// write takes at most 64 frames, and the reader holds its replies until
-/// it has handled what it read or gathered 64), where a write per ack would
+/// 100 publishes in one write: their acks leave in at most 4 writes (the
+/// reader holds its replies until it has handled what it read or gathered
+/// a write's worth, `MAX_FRAMES_PER_WRITE`), where a write per ack would
 /// take up to 100.
 async fn acks_of_a_burst() {
     const TOPIC: &str = "acked";

@@ -872,8 +872,8 @@ mod tests {
         assert_eq!(taken(&outbox), [2, 3, 4]);
         assert_eq!(outbox.pending().replies, 3);
 
-        for n in 0..MAX_FRAMES_PER_WRITE as u8 {
-            outbox.push_held_reply(frame(n));
+        for n in 0..MAX_FRAMES_PER_WRITE {
+            outbox.push_held_reply(frame(n as u8));
         }
         assert!(woken(&outbox), "a whole write's worth is released at once");
         assert_eq!(taken(&outbox).len(), MAX_FRAMES_PER_WRITE);
