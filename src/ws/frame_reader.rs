@@ -295,17 +295,28 @@ fn client_close(payload: &[u8]) -> CloseReason {
     }
 }
 
+/// A message or control frame, and whether the socket was read for it:
+/// after the first, the frames of one read come from the buffer.
+pub struct Received {
+    pub incoming: Incoming,
+    pub read_socket: bool,
+}
+
 /// Reads from the socket until the decoder yields something. Waits for
 /// readiness before reserving a buffer, so a connection parked here holds
 /// no read buffer.
 pub async fn read_incoming(
     socket: &OwnedReadHalf,
     decoder: &mut FrameDecoder,
-) -> Result<Incoming, CloseReason> {
+) -> Result<Received, CloseReason> {
+    let mut read_socket = false;
     loop {
         if let Some(incoming) = decoder.next_incoming()? {
             decoder.release_if_drained();
-            return Ok(incoming);
+            return Ok(Received {
+                incoming,
+                read_socket,
+            });
         }
         decoder.release_if_drained();
         socket
@@ -316,7 +327,10 @@ pub async fn read_incoming(
         let spare = decoder.buffer.capacity() - decoder.buffer.len();
         match socket.try_read_buf(&mut decoder.buffer) {
             Ok(0) => return Err(CloseReason::ConnectionLost),
-            Ok(read) => decoder.adapt_read_chunk(read, spare),
+            Ok(read) => {
+                read_socket = true;
+                decoder.adapt_read_chunk(read, spare);
+            }
             Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => {}
             Err(_) => return Err(CloseReason::ConnectionLost),
         }

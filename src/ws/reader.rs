@@ -12,7 +12,7 @@ use crate::send::liveness::Liveness;
 use crate::send::outbox::Outbox;
 use crate::wire::close::CloseReason;
 use crate::wire::frame::pong_frame;
-use crate::ws::frame_reader::{self, FrameDecoder, Incoming};
+use crate::ws::frame_reader::{self, FrameDecoder, Incoming, Received};
 use crate::ws::handler::MessageHandler;
 
 /// Reads frames until the connection should close, and says why. The
@@ -40,11 +40,18 @@ pub(super) async fn read_loop(
                 // Cancel-safe: a frame read in part stays in the decoder.
                 read = next_frame(reader, decoder, &mut first_frame_deadline), if may_read => read,
             };
-            let incoming = match read {
-                Ok(incoming) => incoming,
+            let Received {
+                incoming,
+                read_socket,
+            } = match read {
+                Ok(received) => received,
                 Err(reason) => return reason,
             };
-            liveness.heard_from_peer();
+            // Once per read, not per frame: the frames of one read arrived
+            // together, and at full rate a clock reading per frame showed.
+            if read_socket {
+                liveness.heard_from_peer();
+            }
             match incoming {
                 Incoming::Message(message) => handler.on_message(message).await,
                 Incoming::Ping(payload) => outbox.push_held_reply(pong_frame(&payload)),
@@ -63,7 +70,7 @@ async fn next_frame(
     reader: &OwnedReadHalf,
     decoder: &mut FrameDecoder,
     first_frame_deadline: &mut Option<Duration>,
-) -> Result<Incoming, CloseReason> {
+) -> Result<Received, CloseReason> {
     match first_frame_deadline.take() {
         // Boxed: it is needed once, and its timer would otherwise stay in
         // the connection's task for the connection's whole life.
