@@ -74,6 +74,7 @@ pub fn scan<const N: usize>(
     paths: &[Path<'_>; N],
     verbatim: Option<usize>,
 ) -> Result<Scanned<N>, String> {
+    const { assert!(N <= 64, "paths are tracked in the bits of a u64") };
     Scan {
         json,
         pos: 0,
@@ -81,9 +82,10 @@ pub fn scan<const N: usize>(
         verbatim,
         found: std::array::from_fn(|_| None),
         open: [None, None],
+        inside_verbatim: false,
         nesting: Nesting::default(),
-        outer_seen: [false; N],
-        inside_outer: None,
+        outer_seen: 0,
+        inner_paths: 0,
     }
     .document()
 }
@@ -106,12 +108,15 @@ struct Scan<'j, 'p, const N: usize> {
     /// Located members whose values are containers being scanned: a
     /// member of the top-level object, and one of its members.
     open: [Option<Open>; 2],
+    /// Whether the verbatim member's container value is being scanned: kept
+    /// as `open` changes rather than searched for at every string.
+    inside_verbatim: bool,
     nesting: Nesting,
-    /// For each path's outer name, whether a member of that name was met.
-    outer_seen: [bool; N],
+    /// Bit `index`: a member named as `paths[index]`'s outer name was met.
+    outer_seen: u64,
     /// While inside the first object named by a two-name path's outer
-    /// name: that outer name.
-    inside_outer: Option<&'p str>,
+    /// name: the bits of the paths that name leads to.
+    inner_paths: u64,
 }
 
 impl<const N: usize> Scan<'_, '_, N> {
@@ -160,7 +165,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                 }
                 Some(b'"') => {
                     let allow_lone_high =
-                        self.in_verbatim() || capture.is_some() && capture == self.verbatim;
+                        self.inside_verbatim || capture.is_some() && capture == self.verbatim;
                     let escaped = self.string(allow_lone_high)?;
                     self.record(capture.take(), start, Kind::String { escaped });
                 }
@@ -204,6 +209,7 @@ impl<const N: usize> Scan<'_, '_, N> {
     fn open_container(&mut self, container: Container, capture: Option<usize>, start: usize) {
         if let Some(slot) = capture {
             self.open[self.nesting.depth - 1] = Some(Open { slot, start });
+            self.inside_verbatim |= Some(slot) == self.verbatim;
         }
         self.nesting.push(container);
     }
@@ -212,13 +218,14 @@ impl<const N: usize> Scan<'_, '_, N> {
         let container = self.nesting.pop();
         let depth = self.nesting.depth;
         if depth == 1 {
-            self.inside_outer = None;
+            self.inner_paths = 0;
         }
         let open = depth
             .checked_sub(1)
             .and_then(|level| self.open.get_mut(level))
             .and_then(Option::take);
         if let Some(Open { slot, start }) = open {
+            self.inside_verbatim &= Some(slot) != self.verbatim;
             let kind = match container {
                 Container::Object => Kind::Object,
                 Container::Array => Kind::Array,
@@ -239,15 +246,6 @@ impl<const N: usize> Scan<'_, '_, N> {
         }
     }
 
-    /// Whether `pos` is inside the verbatim member's container value.
-    fn in_verbatim(&self) -> bool {
-        self.verbatim.is_some_and(|slot| {
-            self.open
-                .iter()
-                .any(|open| open.is_some_and(|open| open.slot == slot))
-        })
-    }
-
     /// Reads a member's name and its colon; returns the slot whose path
     /// ends at this member, if it is the first of that path.
     fn member_name(&mut self) -> Result<Option<usize>, String> {
@@ -255,7 +253,7 @@ impl<const N: usize> Scan<'_, '_, N> {
             return Err(self.expected("a member name in double quotes"));
         }
         let start = self.pos;
-        let escaped = self.string(self.in_verbatim())?;
+        let escaped = self.string(self.inside_verbatim)?;
         let key = &self.json[start + 1..self.pos - 1];
         self.skip_whitespace();
         if self.json.get(self.pos) != Some(&b':') {
@@ -270,14 +268,15 @@ impl<const N: usize> Scan<'_, '_, N> {
         match self.nesting.depth {
             1 => {
                 let paths = self.paths;
-                self.inside_outer = None;
+                self.inner_paths = 0;
                 let mut slot = None;
                 for (index, path) in paths.iter().enumerate() {
+                    let bit = 1 << index;
                     match **path {
                         [name] if self.found[index].is_none() && is(name) => slot = Some(index),
-                        [outer, _] if !self.outer_seen[index] && is(outer) => {
-                            self.outer_seen[index] = true;
-                            self.inside_outer = Some(outer);
+                        [outer, _] if self.outer_seen & bit == 0 && is(outer) => {
+                            self.outer_seen |= bit;
+                            self.inner_paths |= bit;
                         }
                         _ => {}
                     }
@@ -285,10 +284,15 @@ impl<const N: usize> Scan<'_, '_, N> {
                 slot
             }
             2 => {
-                let outer = self.inside_outer?;
-                self.paths.iter().enumerate().position(|(index, path)| {
-                    matches!(**path, [o, name] if o == outer && self.found[index].is_none() && is(name))
-                })
+                let mut candidates = self.inner_paths;
+                while candidates != 0 {
+                    let index = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    if self.found[index].is_none() && is(self.paths[index][1]) {
+                        return Some(index);
+                    }
+                }
+                None
             }
             _ => None,
         }
@@ -298,11 +302,22 @@ impl<const N: usize> Scan<'_, '_, N> {
     /// checking escapes and UTF-8. Returns whether it held an escape.
     fn string(&mut self, allow_lone_high: bool) -> Result<bool, String> {
         let start = self.pos;
-        self.pos += 1;
+        self.pos += 1 + ordinary_run(&self.json[start + 1..]);
+        if self.json.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(false);
+        }
+        self.string_from_special(start, allow_lone_high)
+    }
+
+    /// The rest of the string that starts at `start`, from its first byte
+    /// that is not plain ASCII content (kept out of line: most strings
+    /// have none).
+    #[inline(never)]
+    fn string_from_special(&mut self, start: usize, allow_lone_high: bool) -> Result<bool, String> {
         let mut escaped = false;
         let mut ascii = true;
         loop {
-            self.pos += ordinary_run(&self.json[self.pos..]);
             let Some(&byte) = self.json.get(self.pos) else {
                 return Err(format!("a string starting at byte {start} is not closed"));
             };
@@ -315,6 +330,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                     escaped = true;
                     self.pos += escape_len(&self.json[self.pos..], allow_lone_high)
                         .map_err(|why| format!("{why} at byte {}", self.pos))?;
+                    self.pos += ordinary_run(&self.json[self.pos..]);
                 }
                 0 => return Err(NUL.into()),
                 0x01..=0x1F => {
@@ -326,6 +342,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                 _ => {
                     ascii = false;
                     self.pos += 1;
+                    self.pos += ordinary_run(&self.json[self.pos..]);
                 }
             }
         }
@@ -337,24 +354,42 @@ impl<const N: usize> Scan<'_, '_, N> {
         Ok(escaped)
     }
 
-    /// A number or literal at `pos`, which runs to the next delimiter.
+    /// A number or literal at `pos`, which runs to the next delimiter: the
+    /// literal or number its first byte promises is read, then the token
+    /// must end there, so that a valid one is walked only once.
     fn scalar(&mut self) -> Result<Kind, String> {
         let rest = &self.json[self.pos..];
-        let len = rest
+        let literal = |text: &[u8], kind| rest.starts_with(text).then_some((kind, text.len()));
+        let read = match rest.first() {
+            Some(b't') => literal(b"true", Kind::Bool),
+            Some(b'f') => literal(b"false", Kind::Bool),
+            Some(b'n') => literal(b"null", Kind::Null),
+            _ => number_len(rest).map(|len| (Kind::Number, len)),
+        };
+        match read {
+            Some((kind, len)) if rest.get(len).is_none_or(|&b| ENDS_SCALAR[usize::from(b)]) => {
+                self.pos += len;
+                Ok(kind)
+            }
+            _ => Err(self.malformed_scalar()),
+        }
+    }
+
+    /// Why the token at `pos`, which runs to the next delimiter, is no
+    /// literal or number.
+    fn malformed_scalar(&self) -> String {
+        let rest = &self.json[self.pos..];
+        let token = rest
             .iter()
             .position(|&b| ENDS_SCALAR[usize::from(b)])
-            .unwrap_or(rest.len());
-        let token = &rest[..len];
-        let kind = match token {
-            b"true" | b"false" => Kind::Bool,
-            b"null" => Kind::Null,
-            _ if is_number(token) => Kind::Number,
-            [] => return Err(self.expected("a value")),
-            _ if token.contains(&0) => return Err(NUL.into()),
-            _ => return Err("malformed number or literal".into()),
-        };
-        self.pos += len;
-        Ok(kind)
+            .map_or(rest, |len| &rest[..len]);
+        if token.is_empty() {
+            self.expected("a value")
+        } else if token.contains(&0) {
+            NUL.into()
+        } else {
+            "malformed number or literal".into()
+        }
     }
 
     fn peek_kind(&self) -> Result<Kind, String> {
@@ -439,6 +474,9 @@ struct Nesting {
     depth: usize,
     inline: [u64; INLINE_DEPTH / 64],
     deeper: Vec<u64>,
+    /// The last level's kind, asked for after every value: kept rather
+    /// than read from the bits each time.
+    innermost: Option<Container>,
 }
 
 impl Nesting {
@@ -457,15 +495,22 @@ impl Nesting {
             Container::Array => *words &= !mask,
         }
         self.depth += 1;
+        self.innermost = Some(container);
     }
 
     fn pop(&mut self) -> Container {
-        let container = self.innermost().expect("a container is open");
+        let container = self.innermost.expect("a container is open");
         self.depth -= 1;
+        self.innermost = self.level_kind();
         container
     }
 
     fn innermost(&self) -> Option<Container> {
+        self.innermost
+    }
+
+    /// The kind of the container at the last level, from its bit.
+    fn level_kind(&self) -> Option<Container> {
         let level = self.depth.checked_sub(1)?;
         let (word, bit) = (level / 64, level % 64);
         let words = match self.inline.get(word) {
@@ -482,8 +527,27 @@ impl Nesting {
 
 /// How many bytes from the start of `bytes` are plain ASCII string
 /// content: no quote, backslash, control character or non-ASCII byte.
-/// Eight at a time while it can.
+/// Sixteen at a time with SSE2 (part of every x86-64) when there are at
+/// least sixteen, else eight at a time while it can.
 pub(crate) fn ordinary_run(bytes: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(last) = bytes.len().checked_sub(16) {
+        let mut pos = 0;
+        loop {
+            // The last chunk ends at the end, overlapping the one before;
+            // the shift drops the bytes already checked.
+            let at = pos.min(last);
+            let chunk = bytes[at..at + 16].try_into().expect("16 bytes");
+            let special = sse2::specials(chunk) >> (pos - at);
+            if special != 0 {
+                return pos + special.trailing_zeros() as usize;
+            }
+            if at == last {
+                return bytes.len();
+            }
+            pos += 16;
+        }
+    }
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_byte = |word: u64, byte: u8| {
@@ -507,6 +571,30 @@ pub(crate) fn ordinary_run(bytes: &[u8]) -> usize {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
         .unwrap_or(bytes.len() - pos)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// Bit `i` set when `chunk[i]` cannot be plain string content: a quote,
+    /// a backslash, or a byte under 0x20 or at or over 0x80 (one signed
+    /// comparison: those over 0x7F are negative as `i8`).
+    pub(super) fn specials(chunk: &[u8; 16]) -> u32 {
+        // SAFETY: SSE2 is in every x86-64 target's baseline, so these
+        // intrinsics are available; `chunk` is 16 readable bytes, and
+        // `loadu` needs no alignment.
+        unsafe {
+            let bytes = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+            let outside = _mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), outside)) as u32
+        }
+    }
 }
 
 /// The length of the escape at the start of `escape` (a backslash), or
@@ -551,44 +639,45 @@ fn unicode_escape(escape: &[u8]) -> Option<u16> {
     })
 }
 
-/// A number as RFC 8259 spells it, whose magnitude a double can hold and
-/// whose exponent does not run past 2^32.
-fn is_number(token: &[u8]) -> bool {
+/// The length of the number as RFC 8259 spells it at the start of `rest`,
+/// if there is one whose magnitude a double can hold and whose exponent
+/// does not run past 2^32. Whether the token ends there is the caller's.
+fn number_len(rest: &[u8]) -> Option<usize> {
     let digits = |at: usize| {
-        token[at.min(token.len())..]
+        rest[at.min(rest.len())..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count()
     };
-    let mut pos = usize::from(token.first() == Some(&b'-'));
+    let mut pos = usize::from(rest.first() == Some(&b'-'));
     let integer = pos..pos + digits(pos);
     match integer.len() {
-        0 => return false,
-        n if n > 1 && token[pos] == b'0' => return false,
+        0 => return None,
+        n if n > 1 && rest[pos] == b'0' => return None,
         n => pos += n,
     }
     let mut fraction = pos..pos;
-    if token.get(pos) == Some(&b'.') {
+    if rest.get(pos) == Some(&b'.') {
         fraction = pos + 1..pos + 1 + digits(pos + 1);
         if fraction.is_empty() {
-            return false;
+            return None;
         }
         pos = fraction.end;
     }
     let mut exponent: i64 = 0;
-    if matches!(token.get(pos), Some(b'e' | b'E')) {
+    if matches!(rest.get(pos), Some(b'e' | b'E')) {
         pos += 1;
-        let negative = token.get(pos) == Some(&b'-');
-        if matches!(token.get(pos), Some(b'+' | b'-')) {
+        let negative = rest.get(pos) == Some(&b'-');
+        if matches!(rest.get(pos), Some(b'+' | b'-')) {
             pos += 1;
         }
-        let exponent_digits = &token[pos..pos + digits(pos)];
+        let exponent_digits = &rest[pos..pos + digits(pos)];
         if exponent_digits.is_empty() {
-            return false;
+            return None;
         }
         for &digit in exponent_digits {
             if exponent > 1 << 32 {
-                return false;
+                return None;
             }
             exponent = exponent * 10 + i64::from(digit - b'0');
         }
@@ -597,7 +686,10 @@ fn is_number(token: &[u8]) -> bool {
         }
         pos += exponent_digits.len();
     }
-    pos == token.len() && fits_a_double(token, &integer, &fraction, exponent)
+    // At a zero exponent, up to 308 integer digits fit (under 1e308).
+    let fits = exponent == 0 && integer.len() <= 308
+        || fits_a_double(&rest[..pos], &integer, &fraction, exponent);
+    fits.then_some(pos)
 }
 
 /// Whether a well-formed number's magnitude is at most `f64::MAX`
@@ -633,9 +725,16 @@ fn fits_a_double(
 /// Whether a member name (between its quotes) is `name`, decoding
 /// escapes when there are any.
 fn key_is(key: &[u8], escaped: bool, name: &str) -> bool {
-    if !escaped {
-        return key == name.as_bytes();
+    if escaped {
+        escaped_key_is(key, name)
+    } else {
+        same_bytes(key, name.as_bytes())
     }
+}
+
+/// Whether a member name holding escapes decodes to `name`.
+#[inline(never)]
+fn escaped_key_is(key: &[u8], name: &str) -> bool {
     let mut decoded = [0; 64];
     // An escape takes at most six bytes per decoded byte, so a longer key
     // cannot decode to `name`.
@@ -646,6 +745,24 @@ fn key_is(key: &[u8], escaped: bool, name: &str) -> bool {
     decoded.copy_from_slice(key);
     let len = unescape_in_place(decoded);
     &decoded[..len] == name.as_bytes()
+}
+
+/// `a == b`, inline for the short names members have rather than a call
+/// to `memcmp`: two overlapping words cover 4 to 16 bytes.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let half = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+    };
+    match a.len() {
+        len if len != b.len() => false,
+        17.. => a == b,
+        len @ 8.. => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        len @ 4.. => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        _ => a.iter().zip(b).all(|(x, y)| x == y),
+    }
 }
 
 /// Decodes, in place, the strings `scan` found that hold escapes, so that
