@@ -1101,15 +1101,128 @@ mod tests {
     }
 
     #[test]
-    fn the_word_at_a_time_string_scan_stops_where_a_byte_at_a_time_one_does() {
-        let special = |b: u8| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
-        let mut bytes = vec![b'a'; 40];
-        for at in 0..40 {
-            for byte in [b'"', b'\\', 0x00, 0x1F, 0x7F, 0x80, 0xFF, b' ', b'~'] {
-                bytes[at] = byte;
-                let expected = bytes.iter().position(|&b| special(b)).unwrap_or(40);
-                assert_eq!(ordinary_run(&bytes), expected, "{byte:#x} at {at}");
-                bytes[at] = b'a';
+    fn the_chunked_string_scan_stops_where_a_byte_at_a_time_one_does() {
+        // Every byte value at every offset of inputs of every length up to
+        // three chunks: the 16-byte steps, the last chunk overlapping the
+        // one before, and the word and byte steps of short inputs.
+        let special = |b: &u8| *b == b'"' || *b == b'\\' || !(0x20..0x80).contains(b);
+        for len in 0..=48 {
+            let mut bytes = vec![b'a'; len];
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    bytes[at] = byte;
+                    let expected = bytes.iter().position(special).unwrap_or(len);
+                    assert_eq!(ordinary_run(&bytes), expected, "{byte:#x} at {at} of {len}");
+                }
+                bytes[at] = b'"';
+                bytes[len - 1] = 0x80;
+                assert_eq!(
+                    ordinary_run(&bytes),
+                    at,
+                    "a quote at {at} of {len}, then 0x80"
+                );
+                bytes[at..].fill(b'a');
+            }
+            assert_eq!(ordinary_run(&bytes), len);
+        }
+    }
+
+    #[test]
+    fn strings_read_the_same_wherever_their_specials_fall_in_a_chunk() {
+        for pad in 0..40 {
+            let text = "p".repeat(pad);
+            for (content, decoded) in [
+                ("", ""),
+                (r#"\""#, "\""),
+                (r"\u00e9x", "\u{e9}x"),
+                (r"\ud83d\ude00", "\u{1f600}"),
+                ("\u{e9}\u{2603}", "\u{e9}\u{2603}"),
+            ] {
+                let mut json =
+                    format!(r#"{{"type":"{text}{content}","message":{{"id":"{content}{text}"}}}}"#)
+                        .into_bytes();
+                let Scanned { mut found, .. } = scan(&json, &FRAME, Some(3)).unwrap();
+                decode_strings(&mut json, &mut found, Some(3));
+                let string = |slot: usize| {
+                    let range = found[slot].as_ref().unwrap().range.clone();
+                    String::from_utf8(json[range].to_vec()).unwrap()
+                };
+                assert_eq!(string(0), format!("{text}{decoded}"), "{pad}: {content}");
+                assert_eq!(string(2), format!("{decoded}{text}"), "{pad}: {content}");
+            }
+            let at = 9 + pad;
+            let json =
+                |special: &[u8]| [br#"{"type":""#, text.as_bytes(), special, br#"x"}"#].concat();
+            assert_eq!(
+                why(&json(b"\x1f")),
+                format!("a control character at byte {at} must be escaped")
+            );
+            assert_eq!(why(&json(b"\0")), "a NUL byte is not allowed");
+            assert_eq!(why(&json(b"\\x")), format!("invalid escape at byte {at}"));
+            assert_eq!(
+                why(&json(b"\xff")),
+                "the string starting at byte 8 is not valid UTF-8"
+            );
+            assert_eq!(
+                why(&[br#"{"type":""#, text.as_bytes()].concat()),
+                "a string starting at byte 8 is not closed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scalar_ends_only_at_a_delimiter() {
+        for token in [
+            "0", "-0", "12", "1.5", "2e3", "-1.25E-3", "true", "false", "null",
+        ] {
+            // The scalar is read; what follows it is judged as before
+            // (`[1` ends early, `[1,` lacks a value, `[1}` a bracket...).
+            for after in ["", " ", "\t", "\n", "\r", ",", "}", ":", "\"", "[", "{"] {
+                let json = format!("[{token}{after}");
+                let why = scan(json.as_bytes(), &FRAME, None).unwrap_err();
+                assert!(
+                    !why.contains("malformed") && !why.contains("NUL"),
+                    "{json:?}: {why}"
+                );
+            }
+            assert!(scan(format!("[{token}]").as_bytes(), &FRAME, None).is_ok());
+            for after in ["x", ".", "e", "-", "+", "t", "\u{e9}"] {
+                let json = format!("[{token}{after}]");
+                assert_eq!(
+                    why(json.as_bytes()),
+                    "malformed number or literal",
+                    "{json}"
+                );
+            }
+            assert_eq!(
+                why(format!("[{token}\0]").as_bytes()),
+                "a NUL byte is not allowed"
+            );
+        }
+        assert_eq!(
+            why(b"[]]"),
+            "unexpected text at byte 2, after the end of the JSON value"
+        );
+        assert_eq!(why(b"[1,]"), "expected a value at byte 3");
+        assert_eq!(why(b"[1,"), "the document ends where a value is expected");
+        assert_eq!(why(b"[\0]"), "a NUL byte is not allowed");
+        for malformed in [&b"[-]"[..], b"[00]", b"[-01]", b"[1.]", b"[1e+]", b"[nul]"] {
+            assert_eq!(why(malformed), "malformed number or literal");
+        }
+    }
+
+    #[test]
+    fn member_names_compare_as_a_byte_by_byte_comparison_would() {
+        for len in 0..24_usize {
+            let name: Vec<u8> = (0..len).map(|n| b'a' + n as u8).collect();
+            assert!(same_bytes(&name, &name));
+            if let Some(shorter) = len.checked_sub(1) {
+                assert!(!same_bytes(&name, &name[..shorter]), "{len}");
+            }
+            for at in 0..len {
+                let mut other = name.clone();
+                other[at] = b'_';
+                assert!(!same_bytes(&name, &other), "{len}, differing at {at}");
             }
         }
     }
