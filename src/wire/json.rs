@@ -86,8 +86,21 @@ pub fn scan<const N: usize>(
         nesting: Nesting::default(),
         outer_seen: 0,
         inner_paths: 0,
+        by_first_len: first_names_by_len(paths),
     }
     .document()
+}
+
+/// Bit `index` of entry `len`: `paths[index]`'s first name is `len` bytes
+/// long (the last entry: that long or longer).
+fn first_names_by_len(paths: &[Path<'_>]) -> [u64; 16] {
+    let mut by_len = [0; 16];
+    for (index, path) in paths.iter().enumerate() {
+        if let Some(name) = path.first() {
+            by_len[name.len().min(15)] |= 1 << index;
+        }
+    }
+    by_len
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -117,6 +130,9 @@ struct Scan<'j, 'p, const N: usize> {
     /// While inside the first object named by a two-name path's outer
     /// name: the bits of the paths that name leads to.
     inner_paths: u64,
+    /// The paths a top-level member name can match, by its length, so that
+    /// a name is compared with those of its length only.
+    by_first_len: [u64; 16],
 }
 
 impl<const N: usize> Scan<'_, '_, N> {
@@ -260,19 +276,33 @@ impl<const N: usize> Scan<'_, '_, N> {
             return Err(self.expected("':'"));
         }
         self.pos += 1;
-        Ok(self.member_slot(key, escaped))
+        // Only the top two levels hold members to locate (most names are
+        // deeper, in the payload), so the search is a call made for those.
+        Ok(if self.nesting.depth <= 2 {
+            self.member_slot(key, escaped)
+        } else {
+            None
+        })
     }
 
+    #[inline(never)]
     fn member_slot(&mut self, key: &[u8], escaped: bool) -> Option<usize> {
         let is = |name: &str| key_is(key, escaped, name);
         match self.nesting.depth {
             1 => {
-                let paths = self.paths;
                 self.inner_paths = 0;
+                // An escaped name may decode to a name of any length.
+                let mut candidates = if escaped {
+                    self.by_first_len.iter().fold(0, |all, paths| all | paths)
+                } else {
+                    self.by_first_len[key.len().min(15)]
+                };
                 let mut slot = None;
-                for (index, path) in paths.iter().enumerate() {
+                while candidates != 0 {
+                    let index = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
                     let bit = 1 << index;
-                    match **path {
+                    match *self.paths[index] {
                         [name] if self.found[index].is_none() && is(name) => slot = Some(index),
                         [outer, _] if self.outer_seen & bit == 0 && is(outer) => {
                             self.outer_seen |= bit;
@@ -929,6 +959,28 @@ mod tests {
         ] {
             assert_eq!(located(json, &FRAME)[3], None, "{json}");
         }
+    }
+
+    #[test]
+    fn top_level_names_are_found_whatever_their_length() {
+        // Names of 15 bytes and more share a length bucket.
+        const LONG: [Path<'static>; 4] = [
+            &["a"],
+            &["fifteen_bytes_x"],
+            &["twenty_bytes_long_xx"],
+            &["a_long_outer_name_b", "in"],
+        ];
+        let json = r#"{"fifteen_bytes_y":0,"twenty_bytes_long_xx":1,"fifteen_bytes_x":2,"b":0,"a":3,"a_long_outer_name_b":{"in":4}}"#;
+        assert_eq!(
+            located(json, &LONG),
+            [Some("3"), Some("2"), Some("1"), Some("4")]
+        );
+        let json =
+            r#"{"fifteen_bytes_\u0078":2,"\u0061":3,"a_long_outer_name_\u0062":{"\u0069n":4}}"#;
+        assert_eq!(
+            located(json, &LONG),
+            [Some("3"), Some("2"), None, Some("4")]
+        );
     }
 
     #[test]
