@@ -82,9 +82,10 @@ fn bench_parse_publish(c: &mut Criterion) {
         let mut scratch = frame.clone();
         group.bench_function(label, |b| {
             b.iter(|| {
-                // simd-json parses in place, so every iteration restores the
-                // frame into the same buffer. The memcpy is timed too, but
-                // keeps the input cache-hot like a connection's read buffer.
+                // The parse decodes escaped strings in place, so every
+                // iteration restores the frame into the same buffer. The
+                // memcpy is timed too, but keeps the input cache-hot like a
+                // connection's read buffer.
                 scratch.copy_from_slice(&frame);
                 parse_client_frame(&mut scratch).is_ok()
             })

@@ -74,6 +74,7 @@ pub fn scan<const N: usize>(
     paths: &[Path<'_>; N],
     verbatim: Option<usize>,
 ) -> Result<Scanned<N>, String> {
+    const { assert!(N <= 64, "paths are tracked in the bits of a u64") };
     Scan {
         json,
         pos: 0,
@@ -81,11 +82,25 @@ pub fn scan<const N: usize>(
         verbatim,
         found: std::array::from_fn(|_| None),
         open: [None, None],
+        inside_verbatim: false,
         nesting: Nesting::default(),
-        outer_seen: [false; N],
-        inside_outer: None,
+        outer_seen: 0,
+        inner_paths: 0,
+        by_first_len: first_names_by_len(paths),
     }
     .document()
+}
+
+/// Bit `index` of entry `len`: `paths[index]`'s first name is `len` bytes
+/// long (the last entry: that long or longer).
+fn first_names_by_len(paths: &[Path<'_>]) -> [u64; 16] {
+    let mut by_len = [0; 16];
+    for (index, path) in paths.iter().enumerate() {
+        if let Some(name) = path.first() {
+            by_len[name.len().min(15)] |= 1 << index;
+        }
+    }
+    by_len
 }
 
 const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
@@ -106,12 +121,18 @@ struct Scan<'j, 'p, const N: usize> {
     /// Located members whose values are containers being scanned: a
     /// member of the top-level object, and one of its members.
     open: [Option<Open>; 2],
+    /// Whether the verbatim member's container value is being scanned: kept
+    /// as `open` changes rather than searched for at every string.
+    inside_verbatim: bool,
     nesting: Nesting,
-    /// For each path's outer name, whether a member of that name was met.
-    outer_seen: [bool; N],
+    /// Bit `index`: a member named as `paths[index]`'s outer name was met.
+    outer_seen: u64,
     /// While inside the first object named by a two-name path's outer
-    /// name: that outer name.
-    inside_outer: Option<&'p str>,
+    /// name: the bits of the paths that name leads to.
+    inner_paths: u64,
+    /// The paths a top-level member name can match, by its length, so that
+    /// a name is compared with those of its length only.
+    by_first_len: [u64; 16],
 }
 
 impl<const N: usize> Scan<'_, '_, N> {
@@ -160,7 +181,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                 }
                 Some(b'"') => {
                     let allow_lone_high =
-                        self.in_verbatim() || capture.is_some() && capture == self.verbatim;
+                        self.inside_verbatim || capture.is_some() && capture == self.verbatim;
                     let escaped = self.string(allow_lone_high)?;
                     self.record(capture.take(), start, Kind::String { escaped });
                 }
@@ -204,6 +225,7 @@ impl<const N: usize> Scan<'_, '_, N> {
     fn open_container(&mut self, container: Container, capture: Option<usize>, start: usize) {
         if let Some(slot) = capture {
             self.open[self.nesting.depth - 1] = Some(Open { slot, start });
+            self.inside_verbatim |= Some(slot) == self.verbatim;
         }
         self.nesting.push(container);
     }
@@ -212,13 +234,14 @@ impl<const N: usize> Scan<'_, '_, N> {
         let container = self.nesting.pop();
         let depth = self.nesting.depth;
         if depth == 1 {
-            self.inside_outer = None;
+            self.inner_paths = 0;
         }
         let open = depth
             .checked_sub(1)
             .and_then(|level| self.open.get_mut(level))
             .and_then(Option::take);
         if let Some(Open { slot, start }) = open {
+            self.inside_verbatim &= Some(slot) != self.verbatim;
             let kind = match container {
                 Container::Object => Kind::Object,
                 Container::Array => Kind::Array,
@@ -239,15 +262,6 @@ impl<const N: usize> Scan<'_, '_, N> {
         }
     }
 
-    /// Whether `pos` is inside the verbatim member's container value.
-    fn in_verbatim(&self) -> bool {
-        self.verbatim.is_some_and(|slot| {
-            self.open
-                .iter()
-                .any(|open| open.is_some_and(|open| open.slot == slot))
-        })
-    }
-
     /// Reads a member's name and its colon; returns the slot whose path
     /// ends at this member, if it is the first of that path.
     fn member_name(&mut self) -> Result<Option<usize>, String> {
@@ -255,29 +269,44 @@ impl<const N: usize> Scan<'_, '_, N> {
             return Err(self.expected("a member name in double quotes"));
         }
         let start = self.pos;
-        let escaped = self.string(self.in_verbatim())?;
+        let escaped = self.string(self.inside_verbatim)?;
         let key = &self.json[start + 1..self.pos - 1];
         self.skip_whitespace();
         if self.json.get(self.pos) != Some(&b':') {
             return Err(self.expected("':'"));
         }
         self.pos += 1;
-        Ok(self.member_slot(key, escaped))
+        // Only the top two levels hold members to locate (most names are
+        // deeper, in the payload), so the search is a call made for those.
+        Ok(if self.nesting.depth <= 2 {
+            self.member_slot(key, escaped)
+        } else {
+            None
+        })
     }
 
+    #[inline(never)]
     fn member_slot(&mut self, key: &[u8], escaped: bool) -> Option<usize> {
         let is = |name: &str| key_is(key, escaped, name);
         match self.nesting.depth {
             1 => {
-                let paths = self.paths;
-                self.inside_outer = None;
+                self.inner_paths = 0;
+                // An escaped name may decode to a name of any length.
+                let mut candidates = if escaped {
+                    self.by_first_len.iter().fold(0, |all, paths| all | paths)
+                } else {
+                    self.by_first_len[key.len().min(15)]
+                };
                 let mut slot = None;
-                for (index, path) in paths.iter().enumerate() {
-                    match **path {
+                while candidates != 0 {
+                    let index = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    let bit = 1 << index;
+                    match *self.paths[index] {
                         [name] if self.found[index].is_none() && is(name) => slot = Some(index),
-                        [outer, _] if !self.outer_seen[index] && is(outer) => {
-                            self.outer_seen[index] = true;
-                            self.inside_outer = Some(outer);
+                        [outer, _] if self.outer_seen & bit == 0 && is(outer) => {
+                            self.outer_seen |= bit;
+                            self.inner_paths |= bit;
                         }
                         _ => {}
                     }
@@ -285,10 +314,15 @@ impl<const N: usize> Scan<'_, '_, N> {
                 slot
             }
             2 => {
-                let outer = self.inside_outer?;
-                self.paths.iter().enumerate().position(|(index, path)| {
-                    matches!(**path, [o, name] if o == outer && self.found[index].is_none() && is(name))
-                })
+                let mut candidates = self.inner_paths;
+                while candidates != 0 {
+                    let index = candidates.trailing_zeros() as usize;
+                    candidates &= candidates - 1;
+                    if self.found[index].is_none() && is(self.paths[index][1]) {
+                        return Some(index);
+                    }
+                }
+                None
             }
             _ => None,
         }
@@ -298,11 +332,22 @@ impl<const N: usize> Scan<'_, '_, N> {
     /// checking escapes and UTF-8. Returns whether it held an escape.
     fn string(&mut self, allow_lone_high: bool) -> Result<bool, String> {
         let start = self.pos;
-        self.pos += 1;
+        self.pos += 1 + ordinary_run(&self.json[start + 1..]);
+        if self.json.get(self.pos) == Some(&b'"') {
+            self.pos += 1;
+            return Ok(false);
+        }
+        self.string_from_special(start, allow_lone_high)
+    }
+
+    /// The rest of the string that starts at `start`, from its first byte
+    /// that is not plain ASCII content (kept out of line: most strings
+    /// have none).
+    #[inline(never)]
+    fn string_from_special(&mut self, start: usize, allow_lone_high: bool) -> Result<bool, String> {
         let mut escaped = false;
         let mut ascii = true;
         loop {
-            self.pos += ordinary_run(&self.json[self.pos..]);
             let Some(&byte) = self.json.get(self.pos) else {
                 return Err(format!("a string starting at byte {start} is not closed"));
             };
@@ -315,6 +360,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                     escaped = true;
                     self.pos += escape_len(&self.json[self.pos..], allow_lone_high)
                         .map_err(|why| format!("{why} at byte {}", self.pos))?;
+                    self.pos += ordinary_run(&self.json[self.pos..]);
                 }
                 0 => return Err(NUL.into()),
                 0x01..=0x1F => {
@@ -326,6 +372,7 @@ impl<const N: usize> Scan<'_, '_, N> {
                 _ => {
                     ascii = false;
                     self.pos += 1;
+                    self.pos += ordinary_run(&self.json[self.pos..]);
                 }
             }
         }
@@ -337,24 +384,42 @@ impl<const N: usize> Scan<'_, '_, N> {
         Ok(escaped)
     }
 
-    /// A number or literal at `pos`, which runs to the next delimiter.
+    /// A number or literal at `pos`, which runs to the next delimiter: the
+    /// literal or number its first byte promises is read, then the token
+    /// must end there, so that a valid one is walked only once.
     fn scalar(&mut self) -> Result<Kind, String> {
         let rest = &self.json[self.pos..];
-        let len = rest
+        let literal = |text: &[u8], kind| rest.starts_with(text).then_some((kind, text.len()));
+        let read = match rest.first() {
+            Some(b't') => literal(b"true", Kind::Bool),
+            Some(b'f') => literal(b"false", Kind::Bool),
+            Some(b'n') => literal(b"null", Kind::Null),
+            _ => number_len(rest).map(|len| (Kind::Number, len)),
+        };
+        match read {
+            Some((kind, len)) if rest.get(len).is_none_or(|&b| ENDS_SCALAR[usize::from(b)]) => {
+                self.pos += len;
+                Ok(kind)
+            }
+            _ => Err(self.malformed_scalar()),
+        }
+    }
+
+    /// Why the token at `pos`, which runs to the next delimiter, is no
+    /// literal or number.
+    fn malformed_scalar(&self) -> String {
+        let rest = &self.json[self.pos..];
+        let token = rest
             .iter()
             .position(|&b| ENDS_SCALAR[usize::from(b)])
-            .unwrap_or(rest.len());
-        let token = &rest[..len];
-        let kind = match token {
-            b"true" | b"false" => Kind::Bool,
-            b"null" => Kind::Null,
-            _ if is_number(token) => Kind::Number,
-            [] => return Err(self.expected("a value")),
-            _ if token.contains(&0) => return Err(NUL.into()),
-            _ => return Err("malformed number or literal".into()),
-        };
-        self.pos += len;
-        Ok(kind)
+            .map_or(rest, |len| &rest[..len]);
+        if token.is_empty() {
+            self.expected("a value")
+        } else if token.contains(&0) {
+            NUL.into()
+        } else {
+            "malformed number or literal".into()
+        }
     }
 
     fn peek_kind(&self) -> Result<Kind, String> {
@@ -439,6 +504,9 @@ struct Nesting {
     depth: usize,
     inline: [u64; INLINE_DEPTH / 64],
     deeper: Vec<u64>,
+    /// The last level's kind, asked for after every value: kept rather
+    /// than read from the bits each time.
+    innermost: Option<Container>,
 }
 
 impl Nesting {
@@ -457,15 +525,22 @@ impl Nesting {
             Container::Array => *words &= !mask,
         }
         self.depth += 1;
+        self.innermost = Some(container);
     }
 
     fn pop(&mut self) -> Container {
-        let container = self.innermost().expect("a container is open");
+        let container = self.innermost.expect("a container is open");
         self.depth -= 1;
+        self.innermost = self.level_kind();
         container
     }
 
     fn innermost(&self) -> Option<Container> {
+        self.innermost
+    }
+
+    /// The kind of the container at the last level, from its bit.
+    fn level_kind(&self) -> Option<Container> {
         let level = self.depth.checked_sub(1)?;
         let (word, bit) = (level / 64, level % 64);
         let words = match self.inline.get(word) {
@@ -482,8 +557,27 @@ impl Nesting {
 
 /// How many bytes from the start of `bytes` are plain ASCII string
 /// content: no quote, backslash, control character or non-ASCII byte.
-/// Eight at a time while it can.
+/// Sixteen at a time with SSE2 (part of every x86-64) when there are at
+/// least sixteen, else eight at a time while it can.
 pub(crate) fn ordinary_run(bytes: &[u8]) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(last) = bytes.len().checked_sub(16) {
+        let mut pos = 0;
+        loop {
+            // The last chunk ends at the end, overlapping the one before;
+            // the shift drops the bytes already checked.
+            let at = pos.min(last);
+            let chunk = bytes[at..at + 16].try_into().expect("16 bytes");
+            let special = sse2::specials(chunk) >> (pos - at);
+            if special != 0 {
+                return pos + special.trailing_zeros() as usize;
+            }
+            if at == last {
+                return bytes.len();
+            }
+            pos += 16;
+        }
+    }
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let has_byte = |word: u64, byte: u8| {
@@ -507,6 +601,30 @@ pub(crate) fn ordinary_run(bytes: &[u8]) -> usize {
         .iter()
         .position(|&b| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b))
         .unwrap_or(bytes.len() - pos)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+
+    /// Bit `i` set when `chunk[i]` cannot be plain string content: a quote,
+    /// a backslash, or a byte under 0x20 or at or over 0x80 (one signed
+    /// comparison: those over 0x7F are negative as `i8`).
+    pub(super) fn specials(chunk: &[u8; 16]) -> u32 {
+        // SAFETY: SSE2 is in every x86-64 target's baseline, so these
+        // intrinsics are available; `chunk` is 16 readable bytes, and
+        // `loadu` needs no alignment.
+        unsafe {
+            let bytes = _mm_loadu_si128(chunk.as_ptr().cast::<__m128i>());
+            let quote = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'"' as i8));
+            let backslash = _mm_cmpeq_epi8(bytes, _mm_set1_epi8(b'\\' as i8));
+            let outside = _mm_cmplt_epi8(bytes, _mm_set1_epi8(0x20));
+            _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), outside)) as u32
+        }
+    }
 }
 
 /// The length of the escape at the start of `escape` (a backslash), or
@@ -551,44 +669,45 @@ fn unicode_escape(escape: &[u8]) -> Option<u16> {
     })
 }
 
-/// A number as RFC 8259 spells it, whose magnitude a double can hold and
-/// whose exponent does not run past 2^32.
-fn is_number(token: &[u8]) -> bool {
+/// The length of the number as RFC 8259 spells it at the start of `rest`,
+/// if there is one whose magnitude a double can hold and whose exponent
+/// does not run past 2^32. Whether the token ends there is the caller's.
+fn number_len(rest: &[u8]) -> Option<usize> {
     let digits = |at: usize| {
-        token[at.min(token.len())..]
+        rest[at.min(rest.len())..]
             .iter()
             .take_while(|b| b.is_ascii_digit())
             .count()
     };
-    let mut pos = usize::from(token.first() == Some(&b'-'));
+    let mut pos = usize::from(rest.first() == Some(&b'-'));
     let integer = pos..pos + digits(pos);
     match integer.len() {
-        0 => return false,
-        n if n > 1 && token[pos] == b'0' => return false,
+        0 => return None,
+        n if n > 1 && rest[pos] == b'0' => return None,
         n => pos += n,
     }
     let mut fraction = pos..pos;
-    if token.get(pos) == Some(&b'.') {
+    if rest.get(pos) == Some(&b'.') {
         fraction = pos + 1..pos + 1 + digits(pos + 1);
         if fraction.is_empty() {
-            return false;
+            return None;
         }
         pos = fraction.end;
     }
     let mut exponent: i64 = 0;
-    if matches!(token.get(pos), Some(b'e' | b'E')) {
+    if matches!(rest.get(pos), Some(b'e' | b'E')) {
         pos += 1;
-        let negative = token.get(pos) == Some(&b'-');
-        if matches!(token.get(pos), Some(b'+' | b'-')) {
+        let negative = rest.get(pos) == Some(&b'-');
+        if matches!(rest.get(pos), Some(b'+' | b'-')) {
             pos += 1;
         }
-        let exponent_digits = &token[pos..pos + digits(pos)];
+        let exponent_digits = &rest[pos..pos + digits(pos)];
         if exponent_digits.is_empty() {
-            return false;
+            return None;
         }
         for &digit in exponent_digits {
             if exponent > 1 << 32 {
-                return false;
+                return None;
             }
             exponent = exponent * 10 + i64::from(digit - b'0');
         }
@@ -597,7 +716,10 @@ fn is_number(token: &[u8]) -> bool {
         }
         pos += exponent_digits.len();
     }
-    pos == token.len() && fits_a_double(token, &integer, &fraction, exponent)
+    // At a zero exponent, up to 308 integer digits fit (under 1e308).
+    let fits = exponent == 0 && integer.len() <= 308
+        || fits_a_double(&rest[..pos], &integer, &fraction, exponent);
+    fits.then_some(pos)
 }
 
 /// Whether a well-formed number's magnitude is at most `f64::MAX`
@@ -633,9 +755,16 @@ fn fits_a_double(
 /// Whether a member name (between its quotes) is `name`, decoding
 /// escapes when there are any.
 fn key_is(key: &[u8], escaped: bool, name: &str) -> bool {
-    if !escaped {
-        return key == name.as_bytes();
+    if escaped {
+        escaped_key_is(key, name)
+    } else {
+        same_bytes(key, name.as_bytes())
     }
+}
+
+/// Whether a member name holding escapes decodes to `name`.
+#[inline(never)]
+fn escaped_key_is(key: &[u8], name: &str) -> bool {
     let mut decoded = [0; 64];
     // An escape takes at most six bytes per decoded byte, so a longer key
     // cannot decode to `name`.
@@ -646,6 +775,24 @@ fn key_is(key: &[u8], escaped: bool, name: &str) -> bool {
     decoded.copy_from_slice(key);
     let len = unescape_in_place(decoded);
     &decoded[..len] == name.as_bytes()
+}
+
+/// `a == b`, inline for the short names members have rather than a call
+/// to `memcmp`: two overlapping words cover 4 to 16 bytes.
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    let word = |bytes: &[u8], at: usize| {
+        u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"))
+    };
+    let half = |bytes: &[u8], at: usize| {
+        u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"))
+    };
+    match a.len() {
+        len if len != b.len() => false,
+        17.. => a == b,
+        len @ 8.. => word(a, 0) == word(b, 0) && word(a, len - 8) == word(b, len - 8),
+        len @ 4.. => half(a, 0) == half(b, 0) && half(a, len - 4) == half(b, len - 4),
+        _ => a.iter().zip(b).all(|(x, y)| x == y),
+    }
 }
 
 /// Decodes, in place, the strings `scan` found that hold escapes, so that
@@ -812,6 +959,28 @@ mod tests {
         ] {
             assert_eq!(located(json, &FRAME)[3], None, "{json}");
         }
+    }
+
+    #[test]
+    fn top_level_names_are_found_whatever_their_length() {
+        // Names of 15 bytes and more share a length bucket.
+        const LONG: [Path<'static>; 4] = [
+            &["a"],
+            &["fifteen_bytes_x"],
+            &["twenty_bytes_long_xx"],
+            &["a_long_outer_name_b", "in"],
+        ];
+        let json = r#"{"fifteen_bytes_y":0,"twenty_bytes_long_xx":1,"fifteen_bytes_x":2,"b":0,"a":3,"a_long_outer_name_b":{"in":4}}"#;
+        assert_eq!(
+            located(json, &LONG),
+            [Some("3"), Some("2"), Some("1"), Some("4")]
+        );
+        let json =
+            r#"{"fifteen_bytes_\u0078":2,"\u0061":3,"a_long_outer_name_\u0062":{"\u0069n":4}}"#;
+        assert_eq!(
+            located(json, &LONG),
+            [Some("3"), Some("2"), None, Some("4")]
+        );
     }
 
     #[test]
@@ -984,15 +1153,128 @@ mod tests {
     }
 
     #[test]
-    fn the_word_at_a_time_string_scan_stops_where_a_byte_at_a_time_one_does() {
-        let special = |b: u8| b == b'"' || b == b'\\' || !(0x20..0x80).contains(&b);
-        let mut bytes = vec![b'a'; 40];
-        for at in 0..40 {
-            for byte in [b'"', b'\\', 0x00, 0x1F, 0x7F, 0x80, 0xFF, b' ', b'~'] {
-                bytes[at] = byte;
-                let expected = bytes.iter().position(|&b| special(b)).unwrap_or(40);
-                assert_eq!(ordinary_run(&bytes), expected, "{byte:#x} at {at}");
-                bytes[at] = b'a';
+    fn the_chunked_string_scan_stops_where_a_byte_at_a_time_one_does() {
+        // Every byte value at every offset of inputs of every length up to
+        // three chunks: the 16-byte steps, the last chunk overlapping the
+        // one before, and the word and byte steps of short inputs.
+        let special = |b: &u8| *b == b'"' || *b == b'\\' || !(0x20..0x80).contains(b);
+        for len in 0..=48 {
+            let mut bytes = vec![b'a'; len];
+            for at in 0..len {
+                for byte in 0..=u8::MAX {
+                    bytes[at] = byte;
+                    let expected = bytes.iter().position(special).unwrap_or(len);
+                    assert_eq!(ordinary_run(&bytes), expected, "{byte:#x} at {at} of {len}");
+                }
+                bytes[at] = b'"';
+                bytes[len - 1] = 0x80;
+                assert_eq!(
+                    ordinary_run(&bytes),
+                    at,
+                    "a quote at {at} of {len}, then 0x80"
+                );
+                bytes[at..].fill(b'a');
+            }
+            assert_eq!(ordinary_run(&bytes), len);
+        }
+    }
+
+    #[test]
+    fn strings_read_the_same_wherever_their_specials_fall_in_a_chunk() {
+        for pad in 0..40 {
+            let text = "p".repeat(pad);
+            for (content, decoded) in [
+                ("", ""),
+                (r#"\""#, "\""),
+                (r"\u00e9x", "\u{e9}x"),
+                (r"\ud83d\ude00", "\u{1f600}"),
+                ("\u{e9}\u{2603}", "\u{e9}\u{2603}"),
+            ] {
+                let mut json =
+                    format!(r#"{{"type":"{text}{content}","message":{{"id":"{content}{text}"}}}}"#)
+                        .into_bytes();
+                let Scanned { mut found, .. } = scan(&json, &FRAME, Some(3)).unwrap();
+                decode_strings(&mut json, &mut found, Some(3));
+                let string = |slot: usize| {
+                    let range = found[slot].as_ref().unwrap().range.clone();
+                    String::from_utf8(json[range].to_vec()).unwrap()
+                };
+                assert_eq!(string(0), format!("{text}{decoded}"), "{pad}: {content}");
+                assert_eq!(string(2), format!("{decoded}{text}"), "{pad}: {content}");
+            }
+            let at = 9 + pad;
+            let json =
+                |special: &[u8]| [br#"{"type":""#, text.as_bytes(), special, br#"x"}"#].concat();
+            assert_eq!(
+                why(&json(b"\x1f")),
+                format!("a control character at byte {at} must be escaped")
+            );
+            assert_eq!(why(&json(b"\0")), "a NUL byte is not allowed");
+            assert_eq!(why(&json(b"\\x")), format!("invalid escape at byte {at}"));
+            assert_eq!(
+                why(&json(b"\xff")),
+                "the string starting at byte 8 is not valid UTF-8"
+            );
+            assert_eq!(
+                why(&[br#"{"type":""#, text.as_bytes()].concat()),
+                "a string starting at byte 8 is not closed"
+            );
+        }
+    }
+
+    #[test]
+    fn a_scalar_ends_only_at_a_delimiter() {
+        for token in [
+            "0", "-0", "12", "1.5", "2e3", "-1.25E-3", "true", "false", "null",
+        ] {
+            // The scalar is read; what follows it is judged as before
+            // (`[1` ends early, `[1,` lacks a value, `[1}` a bracket...).
+            for after in ["", " ", "\t", "\n", "\r", ",", "}", ":", "\"", "[", "{"] {
+                let json = format!("[{token}{after}");
+                let why = scan(json.as_bytes(), &FRAME, None).unwrap_err();
+                assert!(
+                    !why.contains("malformed") && !why.contains("NUL"),
+                    "{json:?}: {why}"
+                );
+            }
+            assert!(scan(format!("[{token}]").as_bytes(), &FRAME, None).is_ok());
+            for after in ["x", ".", "e", "-", "+", "t", "\u{e9}"] {
+                let json = format!("[{token}{after}]");
+                assert_eq!(
+                    why(json.as_bytes()),
+                    "malformed number or literal",
+                    "{json}"
+                );
+            }
+            assert_eq!(
+                why(format!("[{token}\0]").as_bytes()),
+                "a NUL byte is not allowed"
+            );
+        }
+        assert_eq!(
+            why(b"[]]"),
+            "unexpected text at byte 2, after the end of the JSON value"
+        );
+        assert_eq!(why(b"[1,]"), "expected a value at byte 3");
+        assert_eq!(why(b"[1,"), "the document ends where a value is expected");
+        assert_eq!(why(b"[\0]"), "a NUL byte is not allowed");
+        for malformed in [&b"[-]"[..], b"[00]", b"[-01]", b"[1.]", b"[1e+]", b"[nul]"] {
+            assert_eq!(why(malformed), "malformed number or literal");
+        }
+    }
+
+    #[test]
+    fn member_names_compare_as_a_byte_by_byte_comparison_would() {
+        for len in 0..24_usize {
+            let name: Vec<u8> = (0..len).map(|n| b'a' + n as u8).collect();
+            assert!(same_bytes(&name, &name));
+            if let Some(shorter) = len.checked_sub(1) {
+                assert!(!same_bytes(&name, &name[..shorter]), "{len}");
+            }
+            for at in 0..len {
+                let mut other = name.clone();
+                other[at] = b'_';
+                assert!(!same_bytes(&name, &other), "{len}, differing at {at}");
             }
         }
     }
