@@ -75,20 +75,39 @@ pub fn scan<const N: usize>(
     verbatim: Option<usize>,
 ) -> Result<Scanned<N>, String> {
     const { assert!(N <= 64, "paths are tracked in the bits of a u64") };
-    Scan {
-        json,
-        pos: 0,
-        paths,
-        verbatim,
-        found: std::array::from_fn(|_| None),
-        open: [None, None],
-        inside_verbatim: false,
-        nesting: Nesting::default(),
-        outer_seen: 0,
-        inner_paths: 0,
-        by_first_len: first_names_by_len(paths),
+    Scan::new(json, paths, verbatim).document()
+}
+
+/// The value at the very start of `json`, checked as [`scan`] checks the
+/// verbatim member's value inside a document (a lone high surrogate escape
+/// passes), and located in `json`: for a caller that has checked the bytes
+/// around the value itself. `None` if `json` does not start with a valid
+/// value, whitespace before it included; what follows the value is the
+/// caller's to check.
+pub(crate) fn verbatim_value(json: &[u8]) -> Option<Located> {
+    let mut scan = Scan::new(json, &[], None);
+    scan.inside_verbatim = true;
+    scan.skip_whitespace();
+    if scan.pos != 0 {
+        return None;
     }
-    .document()
+    let kind = scan.peek_kind().ok()?;
+    scan.values().ok()?;
+    // `values` also skips the whitespace after the value, which no value
+    // ends with.
+    let len = json[..scan.pos].trim_ascii_end().len();
+    let kind = match kind {
+        // The scan peeks at a top-level value, so whether a string holds an
+        // escape is not known yet: in a valid one, a backslash starts one.
+        Kind::String { .. } => Kind::String {
+            escaped: json[..len].contains(&b'\\'),
+        },
+        other => other,
+    };
+    Some(Located {
+        range: 0..len,
+        kind,
+    })
 }
 
 /// Bit `index` of entry `len`: `paths[index]`'s first name is `len` bytes
@@ -135,7 +154,23 @@ struct Scan<'j, 'p, const N: usize> {
     by_first_len: [u64; 16],
 }
 
-impl<const N: usize> Scan<'_, '_, N> {
+impl<'j, 'p, const N: usize> Scan<'j, 'p, N> {
+    fn new(json: &'j [u8], paths: &'p [Path<'p>; N], verbatim: Option<usize>) -> Self {
+        Scan {
+            json,
+            pos: 0,
+            paths,
+            verbatim,
+            found: std::array::from_fn(|_| None),
+            open: [None, None],
+            inside_verbatim: false,
+            nesting: Nesting::default(),
+            outer_seen: 0,
+            inner_paths: 0,
+            by_first_len: first_names_by_len(paths),
+        }
+    }
+
     fn document(mut self) -> Result<Scanned<N>, String> {
         if self.json.starts_with(UTF8_BOM) {
             return Err(

@@ -127,13 +127,34 @@ const FRAME_MEMBERS: [Path<'static>; Member::ALL.len()] = {
     paths
 };
 
+/// The member whose value passes through verbatim: the payload.
+const VERBATIM: Option<usize> = Some(Member::Payload as usize);
+
 /// Parses one client frame in a single scan that validates it and locates
 /// its members. Strings in the result borrow from `bytes` (any with
 /// escapes decoded in place there); the payload is a slice of it, verbatim.
+///
+/// A publish in the layout client libraries write is located without the
+/// general scan ([`canonical_publish`]); both ways end in [`client_frame`].
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
+    match canonical_publish(bytes) {
+        Some(scanned) => client_frame(&Members::decoded(bytes, &FRAME_MEMBERS, VERBATIM, scanned)),
+        None => parse_by_scan(bytes),
+    }
+}
+
+/// Any frame, by the general scan.
+fn parse_by_scan(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
+    let frame =
+        Members::parse(bytes, &FRAME_MEMBERS, VERBATIM).map_err(|why| Rejection::new(None, why))?;
+    client_frame(&frame)
+}
+
+/// The request made of a frame's members, with the protocol's checks.
+fn client_frame<'a>(
+    frame: &Members<'a, '_, { Member::ALL.len() }>,
+) -> Result<ClientFrame<'a>, Rejection> {
     use Member as M;
-    let frame = Members::parse(bytes, &FRAME_MEMBERS, Some(M::Payload.into()))
-        .map_err(|why| Rejection::new(None, why))?;
     if frame.root != Kind::Object {
         return Err(Rejection::new(None, "a frame must be a JSON object"));
     }
@@ -200,6 +221,90 @@ pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection
     })
 }
 
+/// What the general scan would find in a publish written in the layout
+/// client libraries use, found instead by comparing its fixed bytes, with
+/// only the payload scanned: `{"type":"publish","topic":"…","message":
+/// {"id":"…","payload":…}}`, no whitespace, `request_id` after `topic`, last
+/// or absent. Its strings must be plain ASCII with no escape. `None` for any
+/// other frame: the general scan reads it (and rejects it, if it must).
+fn canonical_publish(json: &[u8]) -> Option<Scanned<{ Member::ALL.len() }>> {
+    use Member as M;
+    let mut layout = Layout {
+        json,
+        pos: 0,
+        found: std::array::from_fn(|_| None),
+    };
+    layout.fixed(br#"{"type":"#)?;
+    let kind = layout.pos;
+    layout.fixed(br#""publish""#)?;
+    layout.record(M::Type, kind, Kind::String { escaped: false });
+    layout.fixed(br#","topic":"#)?;
+    layout.plain_string(M::Topic)?;
+    layout.request_id_if_any()?;
+    layout.fixed(br#","message":"#)?;
+    let message = layout.pos;
+    layout.fixed(br#"{"id":"#)?;
+    layout.plain_string(M::MessageId)?;
+    layout.fixed(br#","payload":"#)?;
+    let payload = json::verbatim_value(&json[layout.pos..])?;
+    let start = layout.pos;
+    layout.pos += payload.range.end;
+    layout.record(M::Payload, start, payload.kind);
+    layout.fixed(b"}")?;
+    layout.record(M::Message, message, Kind::Object);
+    layout.request_id_if_any()?;
+    layout.fixed(b"}")?;
+    (layout.pos == json.len()).then_some(Scanned {
+        root: Kind::Object,
+        found: layout.found,
+    })
+}
+
+/// A frame compared with the canonical publish layout up to `pos`, and the
+/// members found so far, located as the general scan locates them.
+struct Layout<'j> {
+    json: &'j [u8],
+    pos: usize,
+    found: [Option<Located>; Member::ALL.len()],
+}
+
+impl Layout<'_> {
+    /// Moves past `text` if the frame has it at `pos`.
+    fn fixed(&mut self, text: &[u8]) -> Option<()> {
+        self.json[self.pos..]
+            .starts_with(text)
+            .then(|| self.pos += text.len())
+    }
+
+    fn record(&mut self, member: Member, start: usize, kind: Kind) {
+        self.found[usize::from(member)] = Some(Located {
+            range: start..self.pos,
+            kind,
+        });
+    }
+
+    /// A string with no escape, control character or non-ASCII byte (the
+    /// others are left to the general scan).
+    fn plain_string(&mut self, member: Member) -> Option<()> {
+        let start = self.pos;
+        self.fixed(b"\"")?;
+        self.pos += json::ordinary_run(&self.json[self.pos..]);
+        self.fixed(b"\"")?;
+        self.record(member, start, Kind::String { escaped: false });
+        Some(())
+    }
+
+    /// `,"request_id":"…"` at `pos` unless it was found already.
+    fn request_id_if_any(&mut self) -> Option<()> {
+        if self.found[usize::from(Member::RequestId)].is_none()
+            && self.fixed(br#","request_id":"#).is_some()
+        {
+            self.plain_string(Member::RequestId)?;
+        }
+        Some(())
+    }
+}
+
 /// Parses a REST publish body, `{"id": <UUID>, "payload": <any JSON>}`.
 pub fn parse_message_body(bytes: &mut [u8]) -> Result<Message<'_>, String> {
     let body = Members::parse(bytes, &[&["id"], &["payload"]], Some(1))?;
@@ -242,15 +347,25 @@ impl<'a, 'p, const N: usize> Members<'a, 'p, N> {
         paths: &'p [Path<'p>; N],
         verbatim: Option<usize>,
     ) -> Result<Self, String> {
-        let Scanned { root, mut found } =
+        let scanned =
             json::scan(bytes, paths, verbatim).map_err(|why| format!("invalid JSON: {why}"))?;
+        Ok(Self::decoded(bytes, paths, verbatim, scanned))
+    }
+
+    /// The members a scan of `bytes` found, their strings decoded in place.
+    fn decoded(
+        bytes: &'a mut [u8],
+        paths: &'p [Path<'p>; N],
+        verbatim: Option<usize>,
+        Scanned { root, mut found }: Scanned<N>,
+    ) -> Self {
         json::decode_strings(bytes, &mut found, verbatim);
-        Ok(Self {
+        Self {
             json: bytes,
             paths,
             root,
             found,
-        })
+        }
     }
 
     fn kind(&self, slot: impl Into<usize>) -> Option<Kind> {
@@ -534,6 +649,146 @@ mod tests {
         assert_eq!(message.payload.len(), deep.len());
         let ping = format!(r#"{{"type":"ping","x":{deep}}}"#);
         assert_eq!(parse(&ping).unwrap().request, Request::Ping);
+    }
+
+    /// Publishes in the layouts the clients write: request_id absent, after
+    /// the topic (the load generator) or last (the JS client and the CLI),
+    /// with payloads of every kind.
+    fn canonical_publishes() -> Vec<String> {
+        let payloads = [
+            r#"{"price":12.5,"qty":3,"sku":"A-1","tags":["x","y"],"note":null}"#,
+            r#"{"a":{"b":[{"c":"é","d":"\"\u00e9\n"}]},"e":[]}"#,
+            r#"[1,-2.5e-3,true,false,null,"s",{},[]]"#,
+            r#""text""#,
+            r#""esc\"aped \u00e9""#,
+            r#"["\ud800"]"#,
+            r#""\ud800""#,
+            "-0.5E+3",
+            "0",
+            "1e308",
+            "true",
+            "false",
+            "null",
+            "{}",
+            "[]",
+        ];
+        let mut frames = Vec::new();
+        for payload in payloads {
+            let message = format!(r#"{{"id":"{ID}","payload":{payload}}}"#);
+            frames.push(format!(
+                r#"{{"type":"publish","topic":"t-17","message":{message}}}"#
+            ));
+            frames.push(format!(
+                r#"{{"type":"publish","topic":"t-17","request_id":"r-42","message":{message}}}"#
+            ));
+            frames.push(format!(
+                r#"{{"type":"publish","topic":"orders","message":{message},"request_id":"p-1"}}"#
+            ));
+        }
+        frames
+    }
+
+    /// Frames near the canonical layout that it must decline, or accept and
+    /// reject as the general path does.
+    const NEAR_MISSES: [&str; 16] = [
+        r#"{"type":"publish","topic":"t\u0031","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","request_id":"r\n","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-44665544000\u0030","payload":1}}"#,
+        r#"{"type":"publish","topic":"é","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"not-a-uuid","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"","payload":1},"request_id":"r"}"#,
+        r#"{"type":"publish","topic":"t","topic":"u","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","request_id":"a","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1},"request_id":"b"}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1,"payload":2}}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1},"extra":2}"#,
+        r#"{"topic":"t","type":"publish","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}"#,
+        r#"{"type":"publish","topic":"t","message":{"payload":1,"id":"550e8400-e29b-41d4-a716-446655440000"}}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}} "#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1}}{}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":1 }}"#,
+        r#"{"type":"publish","topic":"t","message":{"id":"550e8400-e29b-41d4-a716-446655440000","payload":[1,}}"#,
+    ];
+
+    /// The fast path either declines `frame` or finds exactly what the
+    /// general scan finds; either way the parse equals the general path's.
+    /// Returns whether the fast path took it.
+    fn assert_same_as_the_scan(frame: &[u8]) -> bool {
+        let shown = || String::from_utf8_lossy(frame).into_owned();
+        let fast = canonical_publish(frame);
+        if let Some(fast) = &fast {
+            let scanned = json::scan(frame, &FRAME_MEMBERS, VERBATIM)
+                .unwrap_or_else(|why| panic!("{}: the scan refuses it: {why}", shown()));
+            assert_eq!(fast.root, scanned.root, "{}", shown());
+            assert_eq!(fast.found, scanned.found, "{}", shown());
+        }
+        assert_eq!(
+            parse_client_frame(&mut frame.to_vec()),
+            parse_by_scan(&mut frame.to_vec()),
+            "{}",
+            shown()
+        );
+        fast.is_some()
+    }
+
+    #[test]
+    fn the_fast_path_takes_the_canonical_layouts() {
+        for frame in canonical_publishes() {
+            assert!(assert_same_as_the_scan(frame.as_bytes()), "{frame}");
+            assert!(parse(&frame).is_ok(), "{frame}");
+        }
+        let declined = NEAR_MISSES
+            .iter()
+            .filter(|frame| !assert_same_as_the_scan(frame.as_bytes()))
+            .count();
+        // All but the two whose only fault is the message id's value.
+        assert_eq!(declined, NEAR_MISSES.len() - 2);
+    }
+
+    /// Every byte of canonical frames replaced, deleted, duplicated, or
+    /// followed by an inserted byte, and every truncation.
+    #[test]
+    fn the_fast_path_agrees_with_the_scan_on_mutated_frames() {
+        let alphabet = b"{}[],:\"\\ \t\n0159-+.eEtrfunlsa\x00\x01\x1f\x7f\xc3\xa9\xff";
+        let seeds: Vec<Vec<u8>> = canonical_publishes()
+            .into_iter()
+            .chain(NEAR_MISSES.iter().map(|frame| frame.to_string()))
+            .map(String::into_bytes)
+            .collect();
+        let (mut compared, mut taken) = (0, 0);
+        let mut check = |frame: &[u8]| {
+            compared += 1;
+            taken += usize::from(assert_same_as_the_scan(frame));
+        };
+        for seed in &seeds {
+            for at in 0..=seed.len() {
+                check(&seed[..at]);
+                for &byte in alphabet {
+                    let mut inserted = seed.clone();
+                    inserted.insert(at, byte);
+                    check(&inserted);
+                }
+                if at == seed.len() {
+                    continue;
+                }
+                let mut deleted = seed.clone();
+                deleted.remove(at);
+                check(&deleted);
+                let mut duplicated = seed.clone();
+                duplicated.insert(at, seed[at]);
+                check(&duplicated);
+                for &byte in alphabet {
+                    let mut replaced = seed.clone();
+                    replaced[at] = byte;
+                    check(&replaced);
+                }
+            }
+        }
+        // Both ways are exercised: about a fifth of the mutants keep the
+        // layout (a changed byte in a string or the payload, mostly).
+        assert!(
+            taken > 100_000 && compared - taken > 100_000,
+            "{taken} of {compared}"
+        );
     }
 
     #[test]
