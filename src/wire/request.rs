@@ -235,11 +235,13 @@ fn canonical_publish(json: &[u8]) -> Option<Scanned<{ Member::ALL.len() }>> {
         found: std::array::from_fn(|_| None),
     };
     layout.fixed(br#"{"type":"#)?;
-    let kind = layout.pos;
+    let type_value = layout.pos;
     layout.fixed(br#""publish""#)?;
-    layout.record(M::Type, kind, Kind::String { escaped: false });
+    layout.record(M::Type, type_value, Kind::String { escaped: false });
     layout.fixed(br#","topic":"#)?;
     layout.plain_string(M::Topic)?;
+    // The load generator writes `request_id` here, the JS client and the
+    // CLI (serde, the id flattened after the request) last.
     layout.request_id_if_any()?;
     layout.fixed(br#","message":"#)?;
     let message = layout.pos;
