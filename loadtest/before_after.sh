@@ -7,8 +7,9 @@
 #   loadtest/before_after.sh BEFORE_BINARY AFTER_BINARY
 #
 # Knobs (environment): OUT, ROUNDS (3), SCENARIOS (fanout-1m ingress
-# chat-10k), LOAD (the load generator; both builds are driven by the same
-# one), and compare.sh's own (QUICK, SERVER_CPU, CLIENT_CPU, ...).
+# chat-10k), SUMMARY_ONLY (1: summarise OUT's rounds again, running none),
+# LOAD (the load generator; both builds are driven by the same one), and
+# compare.sh's own (QUICK, SERVER_CPU, CLIENT_CPU, ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,7 +26,8 @@ export TARGETS=ringcast BUILD=0
 export LOAD=${LOAD:-${CARGO_TARGET_DIR:-target}/release/ringcast-load}
 mkdir -p "$OUT"
 
-for round in $(seq "$ROUNDS"); do
+[[ ${SUMMARY_ONLY:-0} == 1 ]] && ROUNDS=$(find "$OUT" -maxdepth 1 -name 'before-*.log' | wc -l)
+for round in $(seq "$([[ ${SUMMARY_ONLY:-0} == 1 ]] && echo 0 || echo "$ROUNDS")"); do
     for build in before after; do
         binary=$before
         [[ $build == after ]] && binary=$after
@@ -48,16 +50,20 @@ figures = {
     "ingress-frame": [("publishes/s", "delivered_per_sec", ",.0f")],
     "chat-10k": [("delivered/s", "delivered_per_sec", ",.0f"), ("p50 ms", "p50_ms", ".3f"),
                  ("p99 ms", "p99_ms", ".2f"), ("server CPU ns/event", "server_cpu_ns_per_event", ",.0f")],
+    "idle": [("RSS KiB per connection", "rss_kib_per_connection", ".2f")],
 }
+figures["chat-50k"] = figures["chat-10k"]
 
 def values(build, scenario, key):
     found = []
     for round in range(1, rounds + 1):
         path = os.path.join(out, f"{build}-{round}", f"{scenario}-ringcast.json")
         if os.path.exists(path):
-            steps = json.load(open(path)).get("steps") or []
-            if steps and steps[0].get(key) is not None:
-                found.append(steps[0][key])
+            run = json.load(open(path))
+            # The idle scenario has no steps, its figures are under "idle".
+            figures = (run.get("steps") or [run.get("idle") or {}])[0]
+            if figures.get(key) is not None:
+                found.append(figures[key])
     return found
 
 print(f"Medians of {rounds} alternated rounds per build.")
