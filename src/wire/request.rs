@@ -135,7 +135,7 @@ const VERBATIM: Option<usize> = Some(Member::Payload as usize);
 /// escapes decoded in place there); the payload is a slice of it, verbatim.
 ///
 /// A publish in the layout client libraries write is located without the
-/// general scan ([`canonical_publish`]); both ways end in [`client_frame`].
+/// general scan (`canonical_publish`); both ways end in `client_frame`.
 pub fn parse_client_frame(bytes: &mut [u8]) -> Result<ClientFrame<'_>, Rejection> {
     match canonical_publish(bytes) {
         Some(scanned) => client_frame(&Members::decoded(bytes, &FRAME_MEMBERS, VERBATIM, scanned)),
