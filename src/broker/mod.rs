@@ -415,15 +415,17 @@ impl Broker {
         // ack, the dedup window and the fan-out's timing: at full ingress
         // rate every further reading showed.
         let started = Instant::now();
-        let now = SystemTime::now();
-        // The backplane deduplicates what it delivers.
-        if let (Stamp::Local, Some(dedup)) = (stamp, log.dedup.as_mut()) {
-            if let Some(seq) = dedup.check(message.id, log.seq + 1, started) {
-                return (Published::duplicate(seq, now), None);
-            }
-        }
         let (seq, at) = match stamp {
-            Stamp::Local => (log.seq + 1, now),
+            Stamp::Local => {
+                let now = SystemTime::now();
+                // (The backplane deduplicates what it delivers.)
+                if let Some(dedup) = log.dedup.as_mut() {
+                    if let Some(seq) = dedup.check(message.id, log.seq + 1, started) {
+                        return (Published::duplicate(seq, now), None);
+                    }
+                }
+                (log.seq + 1, now)
+            }
             Stamp::Backplane {
                 seq,
                 stored_at,

@@ -295,7 +295,7 @@ const FAMILIES: &[Family] = &[
     ),
     family(
         "fan_out_duration_seconds",
-        "Time one publish took to queue its event for every subscriber.",
+        "Time one publish took to number, encode and keep its event and queue it for every subscriber.",
         Histogram {
             scale: NANOS_PER_SECOND,
             snapshot: |s| &s.breakdown.fan_out_nanos,
