@@ -2,8 +2,9 @@
 //! encoding the event once and the publisher's ack, checking the message
 //! id against the dedup window, keeping the event in the replay ring,
 //! fanning it out to many outboxes, and a connection's writer draining its
-//! batch with vectored writes; and `permessage-deflate`: deflating an event once for
-//! its compressed subscribers, inflating a client's compressed publish.
+//! batch with vectored writes; and `permessage-deflate`: deflating an event
+//! once for its compressed subscribers, inflating a client's compressed
+//! publish.
 //!
 //! ```sh
 //! cargo bench --bench write_path -- --warm-up-time 1 --measurement-time 3

@@ -26,15 +26,18 @@ export TARGETS=ringcast BUILD=0
 export LOAD=${LOAD:-${CARGO_TARGET_DIR:-target}/release/ringcast-load}
 mkdir -p "$OUT"
 
-[[ ${SUMMARY_ONLY:-0} == 1 ]] && ROUNDS=$(find "$OUT" -maxdepth 1 -name 'before-*.log' | wc -l)
-for round in $(seq "$([[ ${SUMMARY_ONLY:-0} == 1 ]] && echo 0 || echo "$ROUNDS")"); do
-    for build in before after; do
-        binary=$before
-        [[ $build == after ]] && binary=$after
-        echo "== round $round: $build ($binary)"
-        RINGCAST=$binary OUT="$OUT/$build-$round" loadtest/compare.sh >"$OUT/$build-$round.log"
+if [[ ${SUMMARY_ONLY:-0} == 1 ]]; then
+    ROUNDS=$(find "$OUT" -maxdepth 1 -name 'before-*.log' | wc -l)
+else
+    for round in $(seq "$ROUNDS"); do
+        for build in before after; do
+            binary=$before
+            [[ $build == after ]] && binary=$after
+            echo "== round $round: $build ($binary)"
+            RINGCAST=$binary OUT="$OUT/$build-$round" loadtest/compare.sh >"$OUT/$build-$round.log"
+        done
     done
-done
+fi
 
 python3 - "$OUT" "$ROUNDS" <<'EOF' | tee "$OUT/summary.md"
 import json, os, statistics, sys
@@ -61,9 +64,9 @@ def values(build, scenario, key):
         if os.path.exists(path):
             run = json.load(open(path))
             # The idle scenario has no steps, its figures are under "idle".
-            figures = (run.get("steps") or [run.get("idle") or {}])[0]
-            if figures.get(key) is not None:
-                found.append(figures[key])
+            measured = (run.get("steps") or [run.get("idle") or {}])[0]
+            if measured.get(key) is not None:
+                found.append(measured[key])
     return found
 
 print(f"Medians of {rounds} alternated rounds per build.")
