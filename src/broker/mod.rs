@@ -415,16 +415,14 @@ impl Broker {
         // ack, the dedup window and the fan-out's timing: at full ingress
         // rate every further reading showed.
         let started = Instant::now();
-        let (seq, at) = match stamp {
+        let (seq, at, dedup_probe) = match stamp {
             Stamp::Local => {
-                let now = SystemTime::now();
                 // (The backplane deduplicates what it delivers.)
-                if let Some(dedup) = log.dedup.as_mut() {
-                    if let Some(seq) = dedup.check(message.id, log.seq + 1, started) {
-                        return (Published::duplicate(seq, now), None);
-                    }
-                }
-                (log.seq + 1, now)
+                let probe = log
+                    .dedup
+                    .as_mut()
+                    .and_then(|dedup| dedup.probe(message.id, started));
+                (log.seq + 1, SystemTime::now(), probe)
             }
             Stamp::Backplane {
                 seq,
@@ -436,11 +434,20 @@ impl Broker {
                 if catching_up {
                     log.lost_up_to = log.lost_up_to.max(seq - 1);
                 }
-                (seq, stored_at)
+                (seq, stored_at, None)
             }
         };
-        log.seq = seq;
+        // Encoded before the dedup check, while the probe's cache lines
+        // load: a duplicate, which is rare, throws its encoding away.
         let event = EventFrame::new(reply::event(&topic.name, message, seq, Timestamp::at(at)));
+        let duplicate_of = dedup_probe.and_then(|probe| {
+            let dedup = log.dedup.as_mut().expect("probed");
+            dedup.check(probe, seq)
+        });
+        if let Some(original) = duplicate_of {
+            return (Published::duplicate(original, at), None);
+        }
+        log.seq = seq;
         // The ring and the fan-out share the one event: the fan-out runs
         // under the log's lock, so it can borrow the event from the ring.
         let unkept;
