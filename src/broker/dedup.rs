@@ -34,6 +34,8 @@ use std::time::{Duration, Instant};
 
 use foldhash::quality::RandomState;
 
+use crate::broker::prefetch::prefetch;
+
 /// A UUID as two words.
 type Id = (u64, u64);
 
@@ -193,16 +195,8 @@ impl IdTable {
     }
 
     fn prefetch(&self, hash: u64) {
-        if self.buckets.is_empty() {
-            return;
-        }
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let line = std::ptr::from_ref(&self.buckets[self.home(hash)]).cast::<i8>();
-            // SAFETY: SSE is in every x86-64 target's baseline, and a
-            // prefetch is a hint that reads nothing and cannot fault.
-            unsafe { _mm_prefetch::<_MM_HINT_T0>(line) };
+        if !self.buckets.is_empty() {
+            prefetch(&self.buckets[self.home(hash)]);
         }
     }
 

@@ -23,6 +23,7 @@
 //! replay it gets is complete.
 
 mod dedup;
+mod prefetch;
 mod topic;
 mod topic_options;
 
@@ -414,6 +415,7 @@ impl Broker {
         // One reading of each clock serves the event's `ts`, the publisher's
         // ack, the dedup window and the fan-out's timing: at full ingress
         // rate every further reading showed.
+        log.prefetch_eviction(&topic.options);
         let started = Instant::now();
         let (seq, at, dedup_probe) = match stamp {
             Stamp::Local => {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::broker::dedup::DedupWindow;
+use crate::broker::prefetch::prefetch;
 use crate::broker::TopicOptions;
 use crate::metrics::Metrics;
 use crate::send::event::{deflated, Deflate, EventFrame};
@@ -410,6 +411,16 @@ impl Topic {
 }
 
 impl Log {
+    /// Starts loading the ring slot that keeping one more event would
+    /// evict: the oldest, last touched a ring's length of publishes ago.
+    pub(super) fn prefetch_eviction(&self, options: &TopicOptions) {
+        if self.ring.len() >= options.history_size {
+            if let Some(oldest) = self.ring.front() {
+                prefetch(oldest);
+            }
+        }
+    }
+
     /// Keeps event `seq`, published `at`, in a ring of `history_size`
     /// (the oldest evicted if it is full, and any older than
     /// `history_ttl`), and lends it back; with no room kept, hands it back.
