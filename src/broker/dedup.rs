@@ -26,8 +26,8 @@
 //! A span's table starts sized for as many ids as the span before it took
 //! (so steady traffic does not grow it again, a rehash per doubling), and
 //! its pages are first touched by the inserts that use them; after a
-//! burst, the memory comes back three spans on. There is no timer: an idle topic keeps its tables until its next publish or its
-//! deletion.
+//! burst, the memory comes back three spans on. There is no timer: an
+//! idle topic keeps its tables until its next publish or its deletion.
 
 use std::hash::BuildHasher;
 use std::time::{Duration, Instant};
@@ -141,7 +141,7 @@ impl DedupWindow {
 }
 
 /// An id as kept: `seq` 0 (no event has it) marks an empty slot.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 struct Seen {
     id: Id,
     seq: u64,
@@ -150,9 +150,9 @@ struct Seen {
 }
 
 /// One cache line of slots.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
 #[repr(C, align(64))]
-struct Bucket([Seen; 2]);
+struct Bucket([Seen; SLOTS_PER_BUCKET]);
 
 const SLOTS_PER_BUCKET: usize = 2;
 
@@ -187,6 +187,11 @@ impl IdTable {
         // value of each (an empty slot).
         let buckets = unsafe { zeroed.assume_init() };
         Self { buckets, len: 0 }
+    }
+
+    /// How many ids the table takes before it grows: 7/8 of its slots.
+    fn room(&self) -> usize {
+        self.buckets.len() * SLOTS_PER_BUCKET * 7 / 8
     }
 
     fn home(&self, hash: u64) -> usize {
@@ -234,7 +239,7 @@ impl IdTable {
         if let Some(Slot::Taken(seen)) = found {
             return Some(seen);
         }
-        if (self.len + 1) * 8 > self.buckets.len() * SLOTS_PER_BUCKET * 7 {
+        if self.len + 1 > self.room() {
             self.grow(&rehash);
             found = self.slot(new.id, hash);
         }
@@ -380,7 +385,7 @@ mod tests {
             publish(&mut window, &uuid(IDS + 1), IDS + 1, start + MINUTE),
             None
         );
-        let room = window.current.by_id.buckets.len() * SLOTS_PER_BUCKET * 7 / 8;
+        let room = window.current.by_id.room();
         assert!(room >= IDS as usize, "sized as the span before: {room}");
         assert_eq!(
             publish(&mut window, &uuid(1), IDS + 2, start + MINUTE),

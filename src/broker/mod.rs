@@ -412,10 +412,10 @@ impl Broker {
         stamp: Stamp,
         gone: &mut Vec<ConnectionId>,
     ) -> (Published, Option<FanOut>) {
+        log.prefetch_eviction(&topic.options);
         // One reading of each clock serves the event's `ts`, the publisher's
         // ack, the dedup window and the fan-out's timing: at full ingress
         // rate every further reading showed.
-        log.prefetch_eviction(&topic.options);
         let started = Instant::now();
         let (seq, at, dedup_probe) = match stamp {
             Stamp::Local => {
