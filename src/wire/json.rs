@@ -91,19 +91,20 @@ pub(crate) fn verbatim_value(json: &[u8]) -> Option<Located> {
     if scan.pos != 0 {
         return None;
     }
-    let kind = scan.peek_kind().ok()?;
-    scan.values().ok()?;
+    let kind = match scan.peek_kind().ok()? {
+        // Read as a string directly, which tells whether it holds an
+        // escape (`values` reads a top-level string without keeping that).
+        Kind::String { .. } => Kind::String {
+            escaped: scan.string(scan.inside_verbatim).ok()?,
+        },
+        other => {
+            scan.values().ok()?;
+            other
+        }
+    };
     // `values` also skips the whitespace after the value, which no value
     // ends with.
     let len = json[..scan.pos].trim_ascii_end().len();
-    let kind = match kind {
-        // The scan peeks at a top-level value, so whether a string holds an
-        // escape is not known yet: in a valid one, a backslash starts one.
-        Kind::String { .. } => Kind::String {
-            escaped: json[..len].contains(&b'\\'),
-        },
-        other => other,
-    };
     Some(Located {
         range: 0..len,
         kind,
