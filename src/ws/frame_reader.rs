@@ -147,6 +147,14 @@ impl FrameDecoder {
         }
     }
 
+    /// The next message or control frame from what was read already, if
+    /// one is complete.
+    pub fn next_buffered(&mut self) -> Result<Option<Incoming>, CloseReason> {
+        let incoming = self.next_incoming()?;
+        self.release_if_drained();
+        Ok(incoming)
+    }
+
     /// Lets go of the read buffer once everything in it has been decoded,
     /// so an idle connection holds none.
     fn release_if_drained(&mut self) {
@@ -311,14 +319,12 @@ pub async fn read_incoming(
 ) -> Result<Received, CloseReason> {
     let mut read_socket = false;
     loop {
-        if let Some(incoming) = decoder.next_incoming()? {
-            decoder.release_if_drained();
+        if let Some(incoming) = decoder.next_buffered()? {
             return Ok(Received {
                 incoming,
                 read_socket,
             });
         }
-        decoder.release_if_drained();
         socket
             .readable()
             .await

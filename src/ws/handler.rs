@@ -21,8 +21,9 @@ pub trait MessageHandler: Send {
 
     /// Resolves when the handler has work besides the next frame: `None`
     /// once that work is done (the reader then goes on), `Some` to close
-    /// the connection for that reason. Must be cancel-safe; never resolves
-    /// by default.
+    /// the connection for that reason. Looked at before each read of the
+    /// socket, not between the frames one read brought. Must be
+    /// cancel-safe; never resolves by default.
     fn interrupted(&mut self) -> impl Future<Output = Option<CloseReason>> + Send {
         std::future::pending()
     }

@@ -52,16 +52,34 @@ pub(super) async fn read_loop(
             if read_socket {
                 liveness.heard_from_peer();
             }
-            match incoming {
-                Incoming::Message(message) => handler.on_message(message).await,
-                Incoming::Ping(payload) => outbox.push_held_reply(pong_frame(&payload)),
-                Incoming::Pong => {}
+            handle(handler, outbox, incoming).await;
+            // The rest of what was read is handled here rather than through
+            // the select above: interruptions are looked for once per read,
+            // not once per frame.
+            loop {
+                handler.after_frame().await;
+                outbox.wait_for_reader_room().await;
+                if !handler.may_read() {
+                    break;
+                }
+                match decoder.next_buffered() {
+                    Ok(Some(incoming)) => handle(handler, outbox, incoming).await,
+                    Ok(None) => break,
+                    Err(reason) => return reason,
+                }
             }
-            handler.after_frame().await;
-            outbox.wait_for_reader_room().await;
         }
     };
     outbox.holding_replies(frames).await
+}
+
+/// One message to the handler, or a control frame answered.
+async fn handle(handler: &mut impl MessageHandler, outbox: &Outbox, incoming: Incoming) {
+    match incoming {
+        Incoming::Message(message) => handler.on_message(message).await,
+        Incoming::Ping(payload) => outbox.push_held_reply(pong_frame(&payload)),
+        Incoming::Pong => {}
+    }
 }
 
 /// The next frame from the client; the first one must come within
