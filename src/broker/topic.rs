@@ -411,12 +411,21 @@ impl Topic {
 }
 
 impl Log {
-    /// Starts loading the ring slot that keeping one more event would
-    /// evict: the oldest, last touched a ring's length of publishes ago.
+    /// Starts loading what keeping one more event would evict, last
+    /// touched a ring's length of publishes ago: the head of the oldest
+    /// event's frame, which dropping it frees and the allocator hands out
+    /// again for the new one, and the slot that the next publish will
+    /// evict (its frame can only be found once the slot is in cache).
     pub(super) fn prefetch_eviction(&self, options: &TopicOptions) {
+        /// As much of a frame as a typical event's.
+        const FRAME_HEAD: usize = 256;
         if self.ring.len() >= options.history_size {
-            if let Some(oldest) = self.ring.front() {
-                prefetch(oldest);
+            if let Some((_, oldest)) = self.ring.front() {
+                let frame = oldest.plain();
+                prefetch(&frame[..frame.len().min(FRAME_HEAD)]);
+            }
+            if let Some(next) = self.ring.get(1) {
+                prefetch(next);
             }
         }
     }
