@@ -95,8 +95,8 @@ async fn killing_the_nats_server_leading_the_stream_loses_no_acknowledged_event(
     publisher.await_more_acks(20).await;
 
     // Every replica caught up first: in one CI run the leader, killed 66 ms
-    // after the stream was created, left the other two without a new
-    // leader for over 12 s (nats-server 2.9), an outage of NATS's own.
+    // after it was elected, left the other two without a new leader for
+    // over 12 s (nats-server 2.9), an outage of NATS's own.
     cluster.await_replicas_current("RINGCAST").await;
     let leader = cluster.stream_leader("RINGCAST").await;
     cluster.kill_nats_server(leader).await;
