@@ -12,7 +12,7 @@
 #
 # Knobs (environment): OUT, SERVER_CPU, CLIENT_CPU, STEP_DURATION, WARMUP,
 # QUICK, BUILD (0 uses the binaries already built), SCENARIOS (space-separated
-# subset of: fanout-1m fanout topics ingress ingress-frame idle chat-10k
+# subset of: fanout-1m fanout topics ingress ingress-frame ingress-js idle chat-10k
 # chat-50k chat-overload chat-step burst ingress-1 compress-128-off
 # compress-128-on compress-1k-off compress-1k-on compress-4k-off
 # compress-4k-on fanout-ws-1k fanout-sse-1k; the last two run on ringcast
@@ -42,7 +42,7 @@ else
     WARMUP=${WARMUP:-2s}
     DURATION=10s
 fi
-SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame idle chat-10k chat-50k chat-overload chat-step burst ingress-1 compress-128-off compress-128-on compress-1k-off compress-1k-on compress-4k-off compress-4k-on fanout-ws-1k fanout-sse-1k}
+SCENARIOS=${SCENARIOS:-fanout-1m fanout topics ingress ingress-frame ingress-js idle chat-10k chat-50k chat-overload chat-step burst ingress-1 compress-128-off compress-128-on compress-1k-off compress-1k-on compress-4k-off compress-4k-on fanout-ws-1k fanout-sse-1k}
 # The compression rows' payload sizes and publish rates (events/s, x 1000
 # subscribers), by the name's size.
 declare -A COMPRESS_PAYLOAD=([128]=128 [1k]=1024 [4k]=4096)
@@ -83,12 +83,19 @@ websocket { listen: "127.0.0.1:$NATS_WS_PORT", no_tls: true, compression: $compr
 max_payload: 1048576
 EOF
 done
+# The ingress-js row publishes into a JetStream stream (memory storage; the
+# store directory only holds JetStream's own state).
+jetstream_store=$(mktemp -d)
+cat "$OUT/nats.conf" - >"$OUT/nats-jetstream.conf" <<EOF
+jetstream { store_dir: "$jetstream_store", max_memory_store: 4G }
+EOF
 
 server_pid=
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 start_server() { # target scenario
     local port conf=$OUT/nats.conf
     [[ $2 == compress-*-on ]] && conf=$OUT/nats-compression.conf
+    [[ $2 == ingress-js ]] && conf=$OUT/nats-jetstream.conf
     port=$([[ $1 == ringcast ]] && echo $RINGCAST_PORT || echo $NATS_WS_PORT)
     if port_open "$port"; then
         echo "port $port is already in use: stop whatever listens there first" >&2
@@ -120,13 +127,13 @@ stop_server() {
     kill "$server_pid" 2>/dev/null || true
     wait "$server_pid" 2>/dev/null || true
 }
-trap stop_server EXIT
+trap 'stop_server; rm -rf "$jetstream_store"' EXIT
 
 url_of() { # target
     [[ $1 == ringcast ]] && echo "ws://127.0.0.1:$RINGCAST_PORT/ws" || echo "ws://127.0.0.1:$NATS_WS_PORT"
 }
 
-args_of() { # scenario
+args_of() { # scenario target
     case $1 in
     fanout-1m) echo "--scenario fanout --rate 1000 --duration $DURATION --warmup $WARMUP" ;;
     # Every step of the sweep, past where latency climbs (x 1000 subscribers:
@@ -137,6 +144,10 @@ args_of() { # scenario
     # NATS publishers send one PUB per WebSocket frame, as ringcast's publishers
     # always send one publish per frame: the like-for-like ingress.
     ingress-frame) echo "--scenario ingress --one-publish-per-frame --duration $DURATION --warmup $WARMUP" ;;
+    # Every publish kept, deduplicated by its id and acknowledged, as every
+    # ringcast publish is: nats-server's go into a JetStream stream with
+    # ringcast's defaults (see ringcast-load's --jetstream).
+    ingress-js) echo "--scenario ingress --duration $DURATION --warmup $WARMUP $([[ $2 == nats ]] && echo --jetstream)" ;;
     idle) echo "--scenario idle" ;;
     # 100 topics x 1 subscriber, 10 publishers, 128 B, one publish per frame.
     chat-10k) echo "--scenario chat --rate 10000 --duration $DURATION --warmup $WARMUP" ;;
@@ -185,7 +196,7 @@ for scenario in $SCENARIOS; do
         start_server "$target" "$scenario"
         # shellcheck disable=SC2046
         taskset -c "$CLIENT_CPU" "$LOAD" run --target "$target" --url "$(url_of "$target")" \
-            $(args_of "$scenario") --server-pid "$server_pid" \
+            $(args_of "$scenario" "$target") --server-pid "$server_pid" \
             --json "$OUT/$scenario-$target.json" | tee "$OUT/$scenario-$target.txt"
         stop_server
     done
@@ -240,7 +251,8 @@ for scenario, label in [("fanout", "(a) wide fan-out"), ("topics", "(b) many top
         row(f"{label}: max sustained deliveries/s (no loss)", rc["max_sustained_deliveries_per_sec"], nats["max_sustained_deliveries_per_sec"], ",.0f", "higher")
         row(f"{label}: highest offered deliveries/s with p99 < 50 ms, loss <= 0.1%",
             rc.get("sustained_offered_deliveries_per_sec"), nats.get("sustained_offered_deliveries_per_sec"), ",.0f", "higher")
-for scenario, label in [("ingress", "(c) ingress"), ("ingress-frame", "(c) ingress, one PUB per frame")]:
+for scenario, label in [("ingress", "(c) ingress"), ("ingress-frame", "(c) ingress, one PUB per frame"),
+                        ("ingress-js", "(c) ingress, every publish kept, deduplicated and acknowledged (nats: JetStream)")]:
     rc, nats = step(load(scenario, "ringcast")), step(load(scenario, "nats"))
     if rc and nats:
         row(f"{label}: publishes/s", rc["delivered_per_sec"], nats["delivered_per_sec"], ",.0f", "higher")
@@ -348,6 +360,7 @@ if sse:
 split = []
 for scenario, label in [("fanout-1m", "(a) wide fan-out, 1M/s"), ("ingress", "(c) ingress, per publish"),
                         ("ingress-frame", "(c) ingress, one PUB per frame, per publish"),
+                        ("ingress-js", "(c) ingress, nats into JetStream, per publish"),
                         ("compress-4k-on", "4 KiB fan-out, deflate on")]:
     for target, name in [("ringcast", "ringcast"), ("nats", "nats-server")]:
         s = step(load(scenario, target))

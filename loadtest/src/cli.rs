@@ -173,6 +173,15 @@ pub struct RunArgs {
     /// frame (chat always does).
     #[arg(long)]
     pub one_publish_per_frame: bool,
+    /// NATS publishes go into a JetStream stream, as every ringcast publish
+    /// is kept, deduplicated and acknowledged: memory storage over the
+    /// topics' subjects, 100 events kept per subject and a 2-minute
+    /// duplicate window (ringcast's `RING_BUFFER_SIZE` and `DEDUP_WINDOW`
+    /// defaults), each publish with a `Nats-Msg-Id` and a reply inbox for its
+    /// PubAck. Unlimited-rate ingress then counts PubAcks. The server needs
+    /// JetStream enabled.
+    #[arg(long)]
+    pub jetstream: bool,
     /// Raise the rate step by step until loss or p99 over --max-p99 (fanout, topics, chat).
     #[arg(long)]
     pub step: bool,

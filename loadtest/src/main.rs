@@ -5,6 +5,7 @@ mod chart;
 mod cli;
 mod deflate;
 mod http;
+mod jetstream;
 mod nats;
 mod pacer;
 mod payload;

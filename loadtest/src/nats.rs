@@ -1,6 +1,8 @@
 //! The NATS client protocol over WebSocket: a streaming parser (protocol
 //! messages may be split across or packed within WebSocket frames), the
-//! CONNECT/SUB handshakes confirmed by PING/PONG, and PUB encoding.
+//! CONNECT/SUB handshakes confirmed by PING/PONG, PUB encoding, and
+//! JetStream's part (`--jetstream`): the stream made through its API, and
+//! HPUB with a `Nats-Msg-Id` header and a reply inbox for the PubAck.
 
 use anyhow::{anyhow, bail, Result};
 
@@ -8,7 +10,7 @@ use crate::payload;
 use crate::ws::{self, OpCode, WsReader, WsWriter};
 
 const CONNECT: &[u8] = b"CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\
-\"headers\":false,\"no_responders\":false}\r\nPING\r\n";
+\"headers\":true,\"no_responders\":false}\r\nPING\r\n";
 pub const PONG: &[u8] = b"PONG\r\n";
 
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +64,14 @@ fn parse(data: &[u8], on_event: &mut impl FnMut(Event<'_>)) -> Result<usize> {
             }
             on_event(Event::Msg(&rest[consumed..payload_end]));
             consumed = payload_end + 2;
+        } else if line.starts_with(b"HMSG ") {
+            let (header_len, total_len) = hmsg_lens(line)?;
+            let payload_end = consumed + total_len;
+            if rest.len() < payload_end + 2 {
+                return Ok(used);
+            }
+            on_event(Event::Msg(&rest[consumed + header_len..payload_end]));
+            consumed = payload_end + 2;
         } else {
             on_event(control_event(line)?);
         }
@@ -90,6 +100,16 @@ fn msg_payload_len(line: &[u8]) -> Result<usize> {
         .and_then(payload::parse_digits)
         .map(|len| len as usize)
         .ok_or_else(|| anyhow!("bad MSG line: {}", String::from_utf8_lossy(line)))
+}
+
+/// `HMSG <subject> <sid> [reply-to] <#header bytes> <#total bytes>`: the
+/// two sizes are the last tokens.
+fn hmsg_lens(line: &[u8]) -> Result<(usize, usize)> {
+    let mut tokens = line.rsplit(|&b| b == b' ').map(payload::parse_digits);
+    match (tokens.next().flatten(), tokens.next().flatten()) {
+        (Some(total), Some(header)) if header <= total => Ok((header as usize, total as usize)),
+        _ => bail!("bad HMSG line: {}", String::from_utf8_lossy(line)),
+    }
 }
 
 /// Whether an `-ERR` line reports a slow consumer (`-ERR 'Slow Consumer…'`).

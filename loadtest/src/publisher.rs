@@ -19,7 +19,7 @@ use crate::cli::Target;
 use crate::schedule::{Offer, Schedule};
 use crate::stats::Stats;
 use crate::ws::{self, OpCode, WsReader, WsUrl, WsWriter};
-use crate::{nats, pacer, payload, ringcast, runner};
+use crate::{jetstream, nats, pacer, payload, ringcast, runner};
 /// Upper bound of one socket write, so a backlog is sent in bounded pieces.
 const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// Longest sleep between two looks at the phase and at pings to answer.
@@ -47,6 +47,9 @@ pub struct PublisherSpec {
     /// NATS: one PUB per WebSocket frame instead of a write's PUBs in one
     /// frame (ringcast always sends one publish per frame).
     pub one_publish_per_frame: bool,
+    /// NATS: publish into the JetStream stream, each publish with its id and
+    /// this publisher's inbox for the PubAck (`--jetstream`).
+    pub jetstream: bool,
     /// See `Plan::pacing_quantum`.
     pub pacing_quantum_ns: u64,
     /// Offer `permessage-deflate`, to read the server's replies as a
@@ -69,14 +72,18 @@ pub async fn run(
         return;
     };
     let (replies_tx, replies) = mpsc::unbounded_channel();
+    let pub_acks = spec.jetstream.then(Arc::<jetstream::Answers>::default);
     tokio::spawn(read_replies(
         reader,
         parser,
         spec.target,
         stats.clone(),
+        pub_acks.clone(),
         replies_tx,
     ));
     let mut publisher = Publisher {
+        pub_acks,
+        pub_ack_inbox: spec.jetstream.then(|| jetstream::inbox(spec.index)),
         batch_events: (MAX_BATCH_BYTES / (spec.payload_bytes + 128)).max(1) as u64,
         spec,
         writer,
@@ -95,24 +102,31 @@ async fn set_up(spec: &PublisherSpec) -> Result<(WsReader, nats::Parser, WsWrite
     let mut parser = nats::Parser::default();
     if spec.target == Target::Nats {
         nats::connect(&mut reader, &mut writer, &mut parser).await?;
+        if spec.jetstream {
+            let inbox = jetstream::inbox(spec.index);
+            nats::subscribe(&mut reader, &mut writer, &mut parser, &inbox).await?;
+        }
     }
     Ok((reader, parser, writer))
 }
 
-/// Counts ringcast acks and errors, or NATS errors, and passes pings on to be
-/// answered. Must keep reading: ringcast stops reading a connection whose
+/// Counts ringcast acks and errors, or NATS errors and JetStream PubAcks
+/// (the only messages a publisher's connection gets), and passes pings on
+/// to be answered. Must keep reading: ringcast stops reading a connection whose
 /// replies pile up.
 async fn read_replies(
     mut reader: WsReader,
     mut parser: nats::Parser,
     target: Target,
     stats: Arc<Stats>,
+    pub_acks: Option<Arc<jetstream::Answers>>,
     replies: mpsc::UnboundedSender<Reply>,
 ) {
     let result: Result<()> = async {
         loop {
             reader.fill().await?;
             let mut acks = 0;
+            let mut pub_ack_errors = 0;
             reader.drain(|message| match target {
                 Target::Ringcast => {
                     match ringcast::classify(message) {
@@ -129,10 +143,18 @@ async fn read_replies(
                         let _ = replies.send((OpCode::Binary, nats::PONG.to_vec()));
                     }
                     nats::Event::Err(err) => stats.publish_error(&String::from_utf8_lossy(err)),
+                    nats::Event::Msg(pub_ack) if jetstream::is_error(pub_ack) => {
+                        stats.publish_error(&String::from_utf8_lossy(pub_ack));
+                        pub_ack_errors += 1;
+                    }
+                    nats::Event::Msg(_) => acks += 1,
                     _ => {}
                 }),
             })?;
             stats.acks.fetch_add(acks, Relaxed);
+            if let Some(pub_acks) = &pub_acks {
+                pub_acks.add(acks + pub_ack_errors);
+            }
             if let Some(pong) = reader.take_pong() {
                 let _ = replies.send((OpCode::Pong, pong));
             }
@@ -152,6 +174,10 @@ struct Publisher {
     /// Events sent over the whole run: the payload's `n` and the message id.
     counter: u64,
     batch_events: u64,
+    /// Where JetStream sends this publisher's PubAcks, and how many came
+    /// (`--jetstream`).
+    pub_ack_inbox: Option<String>,
+    pub_acks: Option<Arc<jetstream::Answers>>,
 }
 
 impl Publisher {
@@ -249,6 +275,9 @@ impl Publisher {
 
     async fn send(&mut self, events: Range<u64>, scheduled_ns: impl Fn(u64) -> u64) -> Result<()> {
         let count = events.end - events.start;
+        if let Some(pub_acks) = &self.pub_acks {
+            pub_acks.room_for(self.counter, count).await;
+        }
         self.queue_events(events, scheduled_ns);
         self.writer.flush().await?;
         self.stats.published.fetch_add(count, Relaxed);
@@ -260,6 +289,7 @@ impl Publisher {
             spec,
             writer,
             counter,
+            pub_ack_inbox,
             ..
         } = self;
         let mut next_event = |k: u64| {
@@ -283,21 +313,33 @@ impl Publisher {
                     );
                 }
             }
-            Target::Nats if spec.one_publish_per_frame => {
-                for k in events {
-                    let (topic, n, t) = next_event(k);
+            Target::Nats => {
+                let write = |buf: &mut Vec<u8>, (topic, n, t)| match pub_ack_inbox.as_deref() {
+                    Some(inbox) => jetstream::write_publish(
+                        buf,
+                        topic,
+                        inbox,
+                        spec.index,
+                        n,
+                        spec.payload_bytes,
+                        t,
+                    ),
+                    None => nats::write_publish(buf, topic, spec.index, n, spec.payload_bytes, t),
+                };
+                if spec.one_publish_per_frame {
+                    for k in events {
+                        let event = next_event(k);
+                        writer.frame(OpCode::Binary, |buf| write(buf, event));
+                    }
+                } else {
+                    // NATS is a byte stream: a whole batch of PUBs travels in one frame.
                     writer.frame(OpCode::Binary, |buf| {
-                        nats::write_publish(buf, topic, spec.index, n, spec.payload_bytes, t);
+                        for k in events {
+                            write(buf, next_event(k));
+                        }
                     });
                 }
             }
-            // NATS is a byte stream: a whole batch of PUBs travels in one frame.
-            Target::Nats => writer.frame(OpCode::Binary, |buf| {
-                for k in events {
-                    let (topic, n, t) = next_event(k);
-                    nats::write_publish(buf, topic, spec.index, n, spec.payload_bytes, t);
-                }
-            }),
         }
     }
 

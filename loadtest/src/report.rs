@@ -19,6 +19,9 @@ pub struct RunReport {
     /// Every publish in a WebSocket frame of its own, NATS included (chat).
     #[serde(default)]
     pub one_publish_per_frame: bool,
+    /// NATS publishes went into a JetStream stream (`--jetstream`).
+    #[serde(default)]
+    pub jetstream: bool,
     /// Every connection negotiated `permessage-deflate` (`--compression`).
     #[serde(default)]
     pub compression: bool,
@@ -176,6 +179,9 @@ impl RunReport {
         }
         if self.one_publish_per_frame {
             out.push_str("one publish per WebSocket frame\n");
+        }
+        if self.jetstream {
+            out.push_str("publishes into a JetStream stream, each with its id and a PubAck\n");
         }
         if self.compression {
             out.push_str("permessage-deflate negotiated on every connection\n");

@@ -196,10 +196,18 @@ fn write_message(
     scheduled_ns: u64,
 ) {
     buf.extend_from_slice(br#"{"id":""#);
-    write_uuid(buf, *RUN_ID, publisher, counter);
+    write_message_id(buf, publisher, counter);
     buf.extend_from_slice(br#"","payload":"#);
     payload::write(buf, payload_bytes, scheduled_ns, publisher, counter);
     buf.push(b'}');
+}
+
+/// Length of a message id: a UUID's text.
+pub const MESSAGE_ID_LEN: usize = 36;
+
+/// The id of publisher `publisher`'s event number `counter` in this run.
+pub fn write_message_id(buf: &mut Vec<u8>, publisher: u32, counter: u64) {
+    write_uuid(buf, *RUN_ID, publisher, counter);
 }
 
 /// 40 random bits in every message id of this process. In cluster mode the
@@ -297,7 +305,8 @@ mod tests {
         write_uuid(&mut id, 0xab_cdef_1234, 1, 42);
         assert_eq!(id, b"00000001-abcd-4ef1-8234-00000000002a");
         id.clear();
-        write_uuid(&mut id, *RUN_ID, u32::MAX, (1 << 48) - 1);
+        write_message_id(&mut id, u32::MAX, (1 << 48) - 1);
+        assert_eq!(id.len(), MESSAGE_ID_LEN);
         let id = std::str::from_utf8(&id).unwrap();
         let groups: Vec<usize> = id.split('-').map(str::len).collect();
         assert_eq!(groups, [8, 4, 4, 4, 12], "{id}");

@@ -18,7 +18,7 @@ use crate::scenario::{Plan, StepRates};
 use crate::schedule::Offer;
 use crate::stats::{Snapshot, Stats};
 use crate::subscriber::{self, Subscription};
-use crate::{pacer, payload, procfs, ringcast};
+use crate::{jetstream, pacer, payload, procfs, ringcast};
 
 /// Handshakes in flight at once, so the server's accept backlog never overflows.
 const CONNECT_CONCURRENCY: usize = 200;
@@ -39,6 +39,9 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         let mut rest = HttpClient::new(plan.publisher_url(), plan.api_key.as_deref());
         ringcast::create_topics(&mut rest, &topics).await?;
     }
+    if plan.jetstream {
+        jetstream::create_stream(plan.publisher_url(), &topics).await?;
+    }
     let rss_before = procfs::summed(&plan.server_pids, procfs::rss_kib);
     connect_subscribers(plan, &topics, &stats).await?;
 
@@ -52,6 +55,7 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         publishers: if plan.is_idle() { 0 } else { plan.publishers },
         payload_bytes: plan.payload_bytes,
         one_publish_per_frame: plan.one_publish_per_frame,
+        jetstream: plan.jetstream,
         compression: plan.compression,
         sse: plan.sse,
         burst: plan.bursts.map(|bursts| BurstReport {
@@ -148,6 +152,7 @@ async fn start_publishers(
                 .collect(),
             payload_bytes: plan.payload_bytes,
             one_publish_per_frame: plan.one_publish_per_frame,
+            jetstream: plan.jetstream,
             pacing_quantum_ns: plan.pacing_quantum.as_nanos() as u64,
             compression: plan.compression,
         };
@@ -318,7 +323,7 @@ impl Driver<'_> {
         while Instant::now() < drain_deadline {
             let now = self.stats.snapshot();
             let expected = (now.published - before.published) * subscribers;
-            let acked = self.plan.target == Target::Nats || now.acks >= now.published;
+            let acked = !self.plan.acknowledged() || now.acks >= now.published;
             if now.received - before.received >= expected && acked {
                 return;
             }
@@ -369,9 +374,14 @@ impl Driver<'_> {
         let expected = published * subscribers;
         let received = after.received - before.received;
         let window_secs = (window_closed.at - window_open.at).as_secs_f64();
-        // Unlimited-rate ingress counts publishes: each topic has one subscriber.
+        // Unlimited-rate ingress counts publishes (each topic has one
+        // subscriber), and into JetStream the publishes it stored: NATS
+        // delivers a publish to subscribers before the stream has it.
         let published_in_window = window_closed.counters.published - window_open.counters.published;
         let counted = match offer {
+            Offer::Unlimited if self.plan.jetstream => {
+                window_closed.counters.acks - window_open.counters.acks
+            }
             Offer::Unlimited => published_in_window,
             Offer::Paced(_) | Offer::Bursts(_) => {
                 window_closed.counters.received - window_open.counters.received
@@ -408,7 +418,9 @@ impl Driver<'_> {
             loss,
             seq_gaps: (self.plan.target == Target::Ringcast).then_some(seq_gaps),
             publish_errors,
-            unanswered_publishes: (self.plan.target == Target::Ringcast)
+            unanswered_publishes: self
+                .plan
+                .acknowledged()
                 .then(|| published.saturating_sub(answered)),
             disconnects,
             subscribers_cut: after.subscribers_cut - before.subscribers_cut,

@@ -28,6 +28,8 @@ pub struct Plan {
     /// `--one-publish-per-frame`); otherwise a NATS publisher packs each
     /// write's PUBs into one frame.
     pub one_publish_per_frame: bool,
+    /// NATS publishes into a JetStream stream (`--jetstream`).
+    pub jetstream: bool,
     /// Every connection offers `permessage-deflate` (`--compression`).
     pub compression: bool,
     /// Subscribers read `GET /sse` instead of `/ws` (`--sse`).
@@ -167,6 +169,7 @@ impl Plan {
             }),
             one_publish_per_frame: args.one_publish_per_frame
                 || args.scenario == ScenarioKind::Chat,
+            jetstream: args.jetstream,
             compression: args.compression,
             sse: args.sse,
             pacing_quantum: if args.scenario == ScenarioKind::Chat {
@@ -194,6 +197,9 @@ impl Plan {
         }
         if self.sse && (self.target != Target::Ringcast || self.compression) {
             bail!("--sse is for ringcast, without --compression");
+        }
+        if self.jetstream && self.target != Target::Nats {
+            bail!("--jetstream is for nats: every ringcast publish is kept and acknowledged");
         }
         if self.is_idle() {
             if self.step.is_some() {
@@ -248,6 +254,12 @@ impl Plan {
             Some(bursts) => Offer::Bursts(bursts),
             None => Offer::from_rate(self.rate),
         }
+    }
+
+    /// Whether the server answers each publish: ringcast always, NATS
+    /// with `--jetstream` (its PubAck).
+    pub fn acknowledged(&self) -> bool {
+        self.target == Target::Ringcast || self.jetstream
     }
 
     pub fn connections(&self) -> usize {
