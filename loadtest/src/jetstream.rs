@@ -17,7 +17,7 @@ use crate::nats::{self, Event, Parser};
 use crate::ws::{self, OpCode, WsUrl};
 use crate::{payload, ringcast};
 
-pub const STREAM: &str = "RINGCAST_LOAD";
+const STREAM: &str = "RINGCAST_LOAD";
 /// ringcast's `RING_BUFFER_SIZE` default.
 const KEPT_PER_SUBJECT: u32 = 100;
 /// ringcast's `DEDUP_WINDOW` default, in nanoseconds.
@@ -26,7 +26,7 @@ const DUPLICATE_WINDOW_NS: u64 = 120_000_000_000;
 /// Most publishes one publisher has awaiting their PubAck: nats.go's
 /// `PublishAsyncMaxPending` default. An asynchronous JetStream publisher
 /// waits past it, rather than queue publishes in the server without bound.
-pub const MAX_PENDING: u64 = 4000;
+const MAX_PENDING: u64 = 4000;
 
 /// The PubAcks (and errors) one publisher has had, shared by its reply
 /// reader and its sender.

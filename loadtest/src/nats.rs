@@ -1,8 +1,8 @@
 //! The NATS client protocol over WebSocket: a streaming parser (protocol
 //! messages may be split across or packed within WebSocket frames), the
-//! CONNECT/SUB handshakes confirmed by PING/PONG, PUB encoding, and
-//! JetStream's part (`--jetstream`): the stream made through its API, and
-//! HPUB with a `Nats-Msg-Id` header and a reply inbox for the PubAck.
+//! CONNECT/SUB handshakes confirmed by PING/PONG, and PUB encoding.
+//! Messages with headers (`HMSG`) are read too; JetStream's publishes are
+//! in `jetstream`.
 
 use anyhow::{anyhow, bail, Result};
 

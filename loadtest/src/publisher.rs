@@ -47,9 +47,9 @@ pub struct PublisherSpec {
     /// NATS: one PUB per WebSocket frame instead of a write's PUBs in one
     /// frame (ringcast always sends one publish per frame).
     pub one_publish_per_frame: bool,
-    /// NATS: publish into the JetStream stream, each publish with its id and
-    /// this publisher's inbox for the PubAck (`--jetstream`).
-    pub jetstream: bool,
+    /// NATS with `--jetstream`: where JetStream sends this publisher's
+    /// PubAcks; each publish goes into the stream with its id and this inbox.
+    pub pub_ack_inbox: Option<String>,
     /// See `Plan::pacing_quantum`.
     pub pacing_quantum_ns: u64,
     /// Offer `permessage-deflate`, to read the server's replies as a
@@ -72,7 +72,10 @@ pub async fn run(
         return;
     };
     let (replies_tx, replies) = mpsc::unbounded_channel();
-    let pub_acks = spec.jetstream.then(Arc::<jetstream::Answers>::default);
+    let pub_acks = spec
+        .pub_ack_inbox
+        .is_some()
+        .then(Arc::<jetstream::Answers>::default);
     tokio::spawn(read_replies(
         reader,
         parser,
@@ -83,7 +86,6 @@ pub async fn run(
     ));
     let mut publisher = Publisher {
         pub_acks,
-        pub_ack_inbox: spec.jetstream.then(|| jetstream::inbox(spec.index)),
         batch_events: (MAX_BATCH_BYTES / (spec.payload_bytes + 128)).max(1) as u64,
         spec,
         writer,
@@ -102,9 +104,8 @@ async fn set_up(spec: &PublisherSpec) -> Result<(WsReader, nats::Parser, WsWrite
     let mut parser = nats::Parser::default();
     if spec.target == Target::Nats {
         nats::connect(&mut reader, &mut writer, &mut parser).await?;
-        if spec.jetstream {
-            let inbox = jetstream::inbox(spec.index);
-            nats::subscribe(&mut reader, &mut writer, &mut parser, &inbox).await?;
+        if let Some(inbox) = &spec.pub_ack_inbox {
+            nats::subscribe(&mut reader, &mut writer, &mut parser, inbox).await?;
         }
     }
     Ok((reader, parser, writer))
@@ -174,9 +175,7 @@ struct Publisher {
     /// Events sent over the whole run: the payload's `n` and the message id.
     counter: u64,
     batch_events: u64,
-    /// Where JetStream sends this publisher's PubAcks, and how many came
-    /// (`--jetstream`).
-    pub_ack_inbox: Option<String>,
+    /// How many PubAcks came (`--jetstream`).
     pub_acks: Option<Arc<jetstream::Answers>>,
 }
 
@@ -289,7 +288,6 @@ impl Publisher {
             spec,
             writer,
             counter,
-            pub_ack_inbox,
             ..
         } = self;
         let mut next_event = |k: u64| {
@@ -314,7 +312,7 @@ impl Publisher {
                 }
             }
             Target::Nats => {
-                let write = |buf: &mut Vec<u8>, (topic, n, t)| match pub_ack_inbox.as_deref() {
+                let write = |buf: &mut Vec<u8>, (topic, n, t)| match spec.pub_ack_inbox.as_deref() {
                     Some(inbox) => jetstream::write_publish(
                         buf,
                         topic,

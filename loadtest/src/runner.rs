@@ -152,7 +152,7 @@ async fn start_publishers(
                 .collect(),
             payload_bytes: plan.payload_bytes,
             one_publish_per_frame: plan.one_publish_per_frame,
-            jetstream: plan.jetstream,
+            pub_ack_inbox: plan.jetstream.then(|| jetstream::inbox(index as u32)),
             pacing_quantum_ns: plan.pacing_quantum.as_nanos() as u64,
             compression: plan.compression,
         };
