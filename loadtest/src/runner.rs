@@ -68,6 +68,10 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         idle: None,
         first_problem: None,
     };
+    // Publishers run until the driver is dropped, at the end: each then
+    // closes its connection, and the server's answer to that close is not
+    // a problem of the run's, so the problems are read first.
+    let mut publishers = None;
     if plan.is_idle() {
         tokio::time::sleep(IDLE_SETTLE).await;
         let rss_after = procfs::summed(&plan.server_pids, procfs::rss_kib);
@@ -81,13 +85,13 @@ pub async fn run(plan: &Plan, workers: usize) -> Result<RunReport> {
         });
     } else {
         let phases = start_publishers(plan, &topics, &stats).await?;
-        let mut driver = Driver {
+        let driver = publishers.insert(Driver {
             plan,
             stats: &stats,
             phases,
             last_phase_id: 0,
             started: Instant::now(),
-        };
+        });
         report.steps = driver.run_steps().await?;
         if plan.step.is_some() {
             report.max_sustained_deliveries_per_sec = report
